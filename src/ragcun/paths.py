@@ -1,0 +1,61 @@
+"""Where ragcun finds data, caches and models.
+
+One rule everywhere, so the CLI, the Python API and the Makefile agree:
+an explicit argument wins, then an environment variable, then a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "RAGCUN_DATA_DIR"
+CACHE_DIR_ENV = "RAGCUN_CACHE_DIR"
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The data directory: ``explicit``, else ``$RAGCUN_DATA_DIR``, else ``./data``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path("data")
+
+
+def cache_dir(sub: str | None = None) -> Path:
+    """ragcun's cache (assembled models, embeddings, BM25 indexes).
+
+    ``$RAGCUN_CACHE_DIR``, else ``$XDG_CACHE_HOME/ragcun``, else ``~/.cache/ragcun``.
+    """
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        root = Path(env).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = (Path(xdg) if xdg else Path.home() / ".cache") / "ragcun"
+    path = root / sub if sub else root
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def beir_candidates(name: str, explicit: str | os.PathLike | None = None) -> list[Path]:
+    """Places a BEIR dataset ``name`` may live under the data directory, in lookup order."""
+    root = data_dir(explicit)
+    return [root / "beir" / name, root / name]
+
+
+def find_beir_dataset(name: str, explicit: str | os.PathLike | None = None) -> Path:
+    """Return the folder of BEIR dataset ``name`` (a path to a folder is accepted as is)."""
+    direct = Path(name).expanduser()
+    if direct.is_dir() and (direct / "corpus.jsonl").exists():
+        return direct
+    candidates = beir_candidates(name, explicit)
+    for cand in candidates:
+        if (cand / "corpus.jsonl").exists():
+            return cand
+    looked = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(
+        f"BEIR dataset {name!r} not found (looked in: {looked}). "
+        f"Set --data-dir or ${DATA_DIR_ENV}, or run `ragcun data download {name}`."
+    )

