@@ -106,8 +106,12 @@ def assemble_split_zip(parts: list[Path], target: Path, expected: dict[str, str]
                 with open(part, "rb") as fh:
                     shutil.copyfileobj(fh, out, 1 << 22)
         extract = tmp / "extract"
-        with zipfile.ZipFile(joined) as zf:
-            zf.extractall(extract)
+        try:
+            with zipfile.ZipFile(joined) as zf:
+                zf.extractall(extract)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            names = ", ".join(str(p) for p in parts)
+            raise ValueError(f"the joined parts do not form a valid zip ({exc}); missing, truncated or out-of-order parts? {names}") from exc
         joined.unlink()
         root = extract
         entries = [p for p in root.iterdir() if not p.name.startswith("__MACOSX")]

@@ -1,0 +1,15 @@
+"""Losses: SIGReg (LeJEPA's sliced Epps–Pulley test), Euclidean InfoNCE, and the combined objective."""
+
+from ragcun.losses.contrastive import EuclideanInfoNCE, pairwise_distance
+from ragcun.losses.objective import IsotropicGaussianLoss, covariance_regularizer
+from ragcun.losses.sigreg import SIGReg, EppsPulley, epps_pulley
+
+__all__ = [
+    "EppsPulley",
+    "EuclideanInfoNCE",
+    "IsotropicGaussianLoss",
+    "SIGReg",
+    "covariance_regularizer",
+    "epps_pulley",
+    "pairwise_distance",
+]

@@ -1,0 +1,111 @@
+"""The training objective as a sentence-transformers loss: contrastive + λ_iso·SIGReg + λ_reg·regulariser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ragcun.losses.contrastive import Distance, EuclideanInfoNCE
+from ragcun.losses.sigreg import SIGReg
+
+Regularizer = Literal["covariance", "none"]
+
+
+def covariance_regularizer(x: torch.Tensor) -> torch.Tensor:
+    """‖XᵀX/N − I‖²_F / D: the second moment against the identity.
+
+    SIGReg matches the distribution along random 1-D slices; this term targets the whole
+    second-moment matrix directly (zero mean and unit, uncorrelated variances) at O(D²) cost.
+    It is a cheap, deterministic complement for small batches, where sliced tests are noisy.
+    """
+    x = x.float()
+    n, d = x.shape
+    second = x.T @ x / n
+    return (second - torch.eye(d, device=x.device)).square().sum() / d
+
+
+class IsotropicGaussianLoss(nn.Module):
+    """Euclidean InfoNCE + ``lambda_isotropy`` · SIGReg + ``lambda_reg`` · covariance regulariser.
+
+    A sentence-transformers loss: ``forward(sentence_features, labels)`` embeds the columns
+    (query, positive, negative_1, …) with the model and returns a dict of *weighted* components,
+    which ``SentenceTransformerTrainer`` sums into the loss and logs one by one. Raw values
+    (SIGReg even when its weight is 0) are kept in :attr:`last_stats` for monitoring.
+    SIGReg sees the queries and all documents of the batch together, and under DDP the global
+    batch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lambda_isotropy: float = 1.0,
+        lambda_reg: float = 0.0,
+        temperature: float = 1.0,
+        distance: Distance = "squared",
+        num_slices: int = 1024,
+        t_max: float = 3.0,
+        n_points: int = 17,
+        gather_across_devices: bool = False,
+        regularizer: Regularizer = "covariance",
+        seed: int = 0,
+        monitor_sigreg: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.lambda_isotropy = float(lambda_isotropy)
+        self.lambda_reg = float(lambda_reg)
+        self.regularizer = regularizer
+        self.monitor_sigreg = monitor_sigreg
+        self.contrastive = EuclideanInfoNCE(temperature, distance, gather_across_devices)
+        self.sigreg = SIGReg(num_slices=num_slices, t_max=t_max, n_points=n_points, seed=seed)
+        self.last_stats: dict[str, float] = {}
+
+    def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        embeddings = embed_columns(self.model, sentence_features)
+        return self.compute_loss_from_embeddings(embeddings)
+
+    def compute_loss_from_embeddings(self, embeddings: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        if len(embeddings) < 2:
+            raise ValueError(f"need at least (query, positive) columns, got {len(embeddings)}")
+        queries, docs = embeddings[0], list(embeddings[1:])
+        contrastive = self.contrastive(queries, docs)
+        everything = torch.cat([queries, *docs], dim=0)
+        out = {"contrastive": contrastive}
+        stats: dict[str, Any] = {"contrastive": contrastive.item()}
+        if self.lambda_isotropy > 0:
+            sig = self.sigreg(everything)
+            out["isotropy"] = self.lambda_isotropy * sig
+            stats["sigreg"] = sig.item()
+        elif self.monitor_sigreg:
+            with torch.no_grad():
+                stats["sigreg"] = self.sigreg(everything.detach()).item()
+        if self.regularizer != "none" and self.lambda_reg > 0:
+            reg = covariance_regularizer(everything)
+            out["regularizer"] = self.lambda_reg * reg
+            stats["regularizer"] = reg.item()
+        stats["mean_norm"] = everything.detach().float().norm(dim=1).mean().item()
+        self.last_stats = stats
+        return out
+
+    @property
+    def citation(self) -> str:
+        return (
+            "@article{balestriero2025lejepa, title={LeJEPA: Provable and Scalable Self-Supervised Learning "
+            "Without the Heuristics}, author={Balestriero, Randall and LeCun, Yann}, year={2025}}"
+        )
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "lambda_isotropy": self.lambda_isotropy,
+            "lambda_reg": self.lambda_reg,
+            "temperature": self.contrastive.temperature,
+            "distance": self.contrastive.distance,
+            "num_slices": self.sigreg.num_slices,
+            "regularizer": self.regularizer,
+            "gather_across_devices": self.contrastive.gather_across_devices,
+        }

@@ -1,0 +1,123 @@
+"""The Gaussian encoder: structure, freezing, parameter groups, and the plain sentence-transformers round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+
+from ragcun import IsotropicGaussianEncoder
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_model_path):
+    return IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=16, hidden_dim=24)
+
+
+def test_structure_drops_normalize_and_adds_head(tiny_encoder):
+    mods = list(tiny_encoder)
+    assert not any(isinstance(m, Normalize) for m in mods)
+    assert [type(m) for m in tiny_encoder.head_modules] == [Dense, Dense]
+    assert tiny_encoder.similarity_fn_name == "euclidean"
+    assert tiny_encoder.get_embedding_dimension() == 16
+    emb = tiny_encoder.encode(["a b c", "d e"])
+    assert emb.shape == (2, 16)
+    assert not np.allclose(np.linalg.norm(emb, axis=1), 1.0)  # not normalised
+
+
+def test_linear_head(tiny_model_path):
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=8, head="linear")
+    assert len(enc.head_modules) == 1 and enc.encode(["x"]).shape == (1, 8)
+    with pytest.raises(ValueError, match="head"):
+        IsotropicGaussianEncoder(base_model=tiny_model_path, head="conv")
+
+
+def _step(enc):
+    opt = torch.optim.SGD([p for p in enc.parameters() if p.requires_grad], lr=0.5)
+    feats = enc.tokenize(["one two three", "four five"])
+    out = enc(feats)["sentence_embedding"]
+    out.square().sum().backward()
+    opt.step()
+
+
+def test_freeze_base_keeps_base_fixed(tiny_model_path):
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=8, freeze_base=True)
+    before_base = [p.detach().clone() for p in enc.base_parameters()]
+    before_head = [p.detach().clone() for p in enc.head_parameters()]
+    _step(enc)
+    assert all(torch.equal(a, b) for a, b in zip(before_base, enc.base_parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(before_head, enc.head_parameters(), strict=True))
+    counts = enc.parameter_counts()
+    assert counts["base_trainable"] == 0 and counts["head_trainable"] == counts["head_total"] > 0
+
+
+def test_freeze_layers_freezes_embeddings_and_first_blocks(tiny_model_path):
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=8, freeze_layers=1)
+    named = dict(enc[0].auto_model.named_parameters())
+    before = {k: v.detach().clone() for k, v in named.items()}
+    _step(enc)
+    for name, p in named.items():
+        changed = not torch.equal(before[name], p)
+        if name.startswith("embeddings.") or ".layer.0." in name:
+            assert not p.requires_grad and not changed, name
+        elif ".layer.1." in name and "weight" in name:
+            assert p.requires_grad, name
+    with pytest.raises(ValueError, match="layers"):
+        IsotropicGaussianEncoder(base_model=tiny_model_path, freeze_layers=5)
+
+
+def test_parameter_groups_have_their_learning_rates(tiny_model_path):
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=8)
+    groups = enc.parameter_groups(base_learning_rate=1e-5, projection_learning_rate=5e-4, weight_decay=0.05)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["base"]["lr"] == 1e-5 and by_name["head"]["lr"] == 5e-4
+    assert by_name["head_no_decay"]["weight_decay"] == 0.0 and by_name["head"]["weight_decay"] == 0.05
+    n_grouped = sum(p.numel() for g in groups for p in g["params"])
+    assert n_grouped == sum(p.numel() for p in enc.parameters() if p.requires_grad)
+    torch.optim.AdamW(groups)  # accepted as is
+
+
+def test_real_minilm_round_trip_with_plain_sentence_transformers(minilm_path, tmp_path):
+    enc = IsotropicGaussianEncoder(base_model="all-MiniLM-L6-v2", output_dim=512)
+    texts = ["Isotropic embeddings spread evenly.", "The cat sat on the mat.", "Dense retrieval with L2."]
+    emb = enc.encode(texts, convert_to_tensor=True)
+    assert emb.shape == (3, 512)
+    enc.save(tmp_path / "model")
+    plain = SentenceTransformer(str(tmp_path / "model"))
+    assert plain.similarity_fn_name == "euclidean"
+    emb2 = plain.encode(texts, convert_to_tensor=True)
+    assert torch.allclose(emb, emb2, atol=1e-5)
+    sim = plain.similarity(emb2, emb2)
+    assert torch.allclose(sim, -torch.cdist(emb2, emb2), atol=1e-4)
+    cfg = json.loads((tmp_path / "model" / "ragcun_config.json").read_text())
+    assert cfg["output_dim"] == 512 and cfg["num_head_modules"] == 2
+    again = IsotropicGaussianEncoder.from_pretrained(tmp_path / "model")
+    assert len(again.head_modules) == 2
+    assert torch.allclose(again.encode(texts, convert_to_tensor=True), emb, atol=1e-5)
+
+
+def test_prompts_pass_through(tiny_model_path):
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=8, prompts={"query": "query: ", "document": "passage: "})
+    q = enc.encode_query(["hello"])
+    manual = enc.encode(["query: hello"])
+    assert np.allclose(q, manual, atol=1e-6)
+
+
+def test_save_is_atomic_and_keeps_previous_model(tiny_model_path, tmp_path, monkeypatch):
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=8)
+    target = tmp_path / "m"
+    enc.save(target)
+    before = sorted(p.name for p in target.iterdir())
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(SentenceTransformer, "save", boom)
+    with pytest.raises(RuntimeError):
+        enc.save(target)
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
