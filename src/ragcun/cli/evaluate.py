@@ -1,5 +1,157 @@
-"""`ragcun` commands for this area (filled in by its issue)."""
+"""``ragcun evaluate``, ``ragcun isotropy``, ``ragcun evaluate-rag`` and ``ragcun report``."""
 
 from __future__ import annotations
 
-from ragcun.cli.app import app  # noqa: F401
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ragcun.cli.app import app, console, fail
+
+_SCORE_HELP = "l2 (−‖q−d‖), cos or dot. Default: the model's own similarity (L2 for ragcun models, cosine otherwise)."
+_SHOWN = ("ndcg@10", "ndcg@100", "map@100", "recall@100", "recall@1000", "mrr@10", "p@1")
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    from ragcun.data.beir import DataFormatError
+    from ragcun.models import ModelNotFoundError
+
+    return FileNotFoundError, DataFormatError, ModelNotFoundError, ValueError
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option(..., "--model", "-m", help="Model path, alias (all-MiniLM-L6-v2) or Hub id."),
+    datasets: list[str] = typer.Option(
+        ..., "--datasets", "-d", help="BEIR datasets or groups (quick, standard, all); repeat or comma-separate."
+    ),
+    split: str = typer.Option("test", "--split", help="Qrels split."),
+    score: str = typer.Option(None, "--score", help=_SCORE_HELP),
+    batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
+    max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to this many tokens."),
+    output: Path = typer.Option(None, "--output", "-o", help="Results JSON (aggregate + per-query)."),
+    run_file: Path = typer.Option(None, "--run-file", help="TREC run file (one per dataset when several)."),
+    top_k: int = typer.Option(1000, "--top-k", help="Documents retrieved per query."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the corpus embedding cache."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: best available)."),
+) -> None:
+    """Evaluate a model on BEIR with pytrec_eval metrics (NDCG, MAP, Recall, P, MRR)."""
+    from ragcun.evaluation.beir_eval import evaluate_model
+
+    try:
+        res = evaluate_model(model, datasets, split=split, score=score, batch_size=batch_size,
+                             max_seq_length=max_seq_length, data_dir=data_dir, cache=not no_cache, output=output,
+                             run_file=run_file, top_k=top_k, device=device)
+    except _data_errors() as exc:
+        raise fail(str(exc)) from None
+    table = Table(title=f"{res['model']} ({res['score']}, {split})")
+    table.add_column("dataset")
+    for m in _SHOWN:
+        table.add_column(m.upper(), justify="right")
+    table.add_column("time (s)", justify="right")
+    for ds, vals in res["results"].items():
+        table.add_row(ds, *[f"{vals[m] * 100:.2f}" if m in vals else "–" for m in _SHOWN],
+                      f"{res['timing'][ds]['total_s']:.1f}")
+    console.print(table)
+    if output:
+        console.print(f"results: {output}")
+
+
+@app.command()
+def isotropy(
+    model: list[str] = typer.Option(None, "--model", "-m", help="Model(s) to encode the dataset with; repeat for several."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="BEIR dataset whose corpus and queries are encoded."),
+    embeddings: list[Path] = typer.Option(None, "--embeddings", "-e", help="Saved (n, dim) .npy matrices; repeatable."),
+    out: Path = typer.Option(Path("isotropy"), "--out", help="Output folder (JSON, CSV, PNG)."),
+    label: list[str] = typer.Option(None, "--label", help="Display names, in the order embeddings then models."),
+    split: str = typer.Option("test", "--split"),
+    max_docs: int = typer.Option(10_000, "--max-docs", help="Sample this many corpus documents (0 = all)."),
+    num_slices: int = typer.Option(1024, "--num-slices", help="Random slices for the SIGReg statistic."),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    max_seq_length: int = typer.Option(None, "--max-seq-length"),
+    data_dir: str = typer.Option(None, "--data-dir"),
+    no_plots: bool = typer.Option(False, "--no-plots"),
+) -> None:
+    """How close embeddings are to N(0, I): covariance error, IsoScore, effective rank, SIGReg, norms."""
+    from ragcun.evaluation.isotropy import analyze
+
+    try:
+        res = analyze(model or [], dataset, embeddings or [], out, split, max_docs or None, num_slices, seed, batch_size,
+                      max_seq_length, data_dir, plots=not no_plots, labels=label or None)
+    except _data_errors() as exc:
+        raise fail(str(exc)) from None
+    cols = ["mean_norm", "cov_error_rel", "mean_abs_offdiag_corr", "eigenvalue_score", "isoscore",
+            "effective_rank", "sigreg", "sigreg_reference", "norm_mean"]
+    table = Table(title="isotropy vs N(0, I)")
+    for c in ["model", "kind", "n", "dim", *cols, "isotropic"]:
+        table.add_column(c, justify="left" if c in ("model", "kind") else "right")
+    for r in res["results"]:
+        table.add_row(r["label"], r["kind"], str(r["n"]), str(r["dim"]), *[f"{r[c]:.3f}" for c in cols],
+                      "[green]yes[/]" if r["is_isotropic"] else "[red]no[/]")
+    console.print(table)
+    console.print(f"written to {out}/ (isotropy.json, isotropy.csv{', *.png' if not no_plots else ''})")
+
+
+@app.command("evaluate-rag")
+def evaluate_rag_cmd(
+    model: str = typer.Option(..., "--model", "-m"),
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    split: str = typer.Option("test", "--split"),
+    score: str = typer.Option(None, "--score", help=_SCORE_HELP),
+    negatives: int = typer.Option(100, "--negatives", help="Random negatives sampled per query."),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    max_seq_length: int = typer.Option(None, "--max-seq-length"),
+    output: Path = typer.Option(None, "--output", "-o", help="Results JSON."),
+    plot: Path = typer.Option(None, "--plot", help="Reliability diagram (PNG)."),
+    data_dir: str = typer.Option(None, "--data-dir"),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+) -> None:
+    """RAG diagnostics: Recall@10, MRR, score separation, ROC-AUC, calibration (ECE), norm vs success."""
+    from ragcun.evaluation.rag import evaluate_rag
+
+    try:
+        r = evaluate_rag(model, dataset, split, score, negatives, seed, batch_size, max_seq_length, data_dir,
+                         not no_cache, output, plot)
+    except _data_errors() as exc:
+        raise fail(str(exc)) from None
+    table = Table(title=f"{r['model']} on {dataset} ({r['score']}; {r['queries']} queries, {negatives} negatives each)",
+                  show_header=False)
+    for k in ("recall@10", "mrr", "separation", "separation_std", "roc_auc", "ece", "brier"):
+        table.add_row(k, f"{r[k]:.4f}")
+    nv = r.get("norm_vs_ndcg@10", {})
+    table.add_row("corr(query norm, NDCG@10)", f"pearson {nv.get('pearson', float('nan')):.3f}, "
+                  f"spearman {nv.get('spearman', float('nan')):.3f}")
+    console.print(table)
+
+
+@app.command()
+def report(
+    results: list[Path] = typer.Argument(..., help="Result JSON files from `ragcun evaluate`."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    baseline: str = typer.Option(None, "--baseline", help="Model label, name or result file (default: the first)."),
+    isotropy_files: list[Path] = typer.Option(None, "--isotropy", help="isotropy.json files to tabulate beside."),
+    metrics: str = typer.Option("ndcg@10,recall@100,mrr@10,map@100", "--metrics", help="Comma-separated metrics."),
+    permutations: int = typer.Option(10_000, "--permutations", help="Sign flips for the randomisation test."),
+    alpha: float = typer.Option(0.05, "--alpha"),
+    no_plots: bool = typer.Option(False, "--no-plots"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of the table."),
+) -> None:
+    """Comparison tables (Markdown, LaTeX, CSV), paired significance, isotropy table and bar charts."""
+    from ragcun.reporting import build_report
+
+    try:
+        summary = build_report([str(r) for r in results], out, baseline, [str(f) for f in isotropy_files or []],
+                               metrics=[m.strip().lower() for m in metrics.split(",") if m.strip()],
+                               n_permutations=permutations, alpha=alpha, plots=not no_plots)
+    except _data_errors() as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "report_markdown"}, indent=2, default=str))
+        return
+    console.print(summary["report_markdown"], markup=False, highlight=False)
+    console.print(f"\nreport written to {out}/report.md")

@@ -1,5 +1,128 @@
-"""`ragcun` commands for this area (filled in by its issue)."""
+"""``ragcun index build|info`` and ``ragcun search``: build a saved L2 index from a document file, query it."""
 
 from __future__ import annotations
 
-from ragcun.cli.app import app  # noqa: F401
+import json
+import logging
+from pathlib import Path
+
+import typer
+
+from ragcun.cli.app import app, console, fail
+
+logger = logging.getLogger(__name__)
+
+
+def _quiet() -> None:
+    """FAISS logs which SIMD build it tried at INFO; that is noise on a search command line."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("faiss").setLevel(logging.WARNING)
+
+index_app = typer.Typer(help="Build and inspect saved retrieval indexes.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+def index_build(
+    model: str = typer.Option(..., "--model", "-m", help="Model: a local directory, an alias (all-MiniLM-L6-v2) or a Hub id."),
+    docs: Path = typer.Option(..., "--docs", help="JSONL (id/text/metadata), a BEIR corpus.jsonl or dataset folder, or id<TAB>text .tsv; .gz ok."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (replaced atomically)."),
+    index: str = typer.Option("flat", "--index", help="flat (exact) | ivf | hnsw."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
+    chunk_size: int = typer.Option(4096, "--chunk-size", help="Documents read from the file per step (bounds memory)."),
+    limit: int = typer.Option(None, "--limit", help="Index only the first N documents."),
+    nlist: int = typer.Option(None, "--nlist", help="IVF: number of cells (default ≈ sqrt(n))."),
+    nprobe: int = typer.Option(None, "--nprobe", help="IVF: cells probed per query."),
+    hnsw_m: int = typer.Option(32, "--hnsw-m", help="HNSW: links per node (M)."),
+    ef_construction: int = typer.Option(80, "--ef-construction", help="HNSW: build beam width."),
+    ef_search: int = typer.Option(64, "--ef-search", help="HNSW: query beam width."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, mps (default: auto)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
+) -> None:
+    """Encode a document file in streamed chunks and save a searchable index."""
+    import itertools
+
+    from tqdm.auto import tqdm
+
+    from ragcun.models import ModelNotFoundError
+    from ragcun.retrieval import GaussianRetriever
+    from ragcun.retrieval.retriever import count_lines, read_documents
+
+    _quiet()
+    index = index.lower()
+    if index not in ("flat", "ivf", "hnsw"):
+        raise fail(f"--index must be flat, ivf or hnsw, got {index!r}")
+    if not docs.exists():
+        raise fail(f"--docs {docs}: no such file or folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise fail(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+    params: dict = {}
+    if index == "ivf":
+        params = {"nlist": nlist, "nprobe": nprobe}
+    elif index == "hnsw":
+        params = {"M": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
+    try:
+        retriever = GaussianRetriever(model, index=index, device=device, batch_size=batch_size, **params)
+    except (ModelNotFoundError, ImportError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    total = count_lines(docs)
+    if limit is not None:
+        total = min(total, limit)
+    records = read_documents(docs)
+    if limit is not None:
+        records = itertools.islice(records, limit)
+    logger.info("indexing %s with %s (%s index, dim %d)", docs, model, index, retriever.dimension)
+    try:
+        with tqdm(total=total, unit="doc", desc="encoding", dynamic_ncols=True) as bar:
+            n = retriever.add_stream(records, chunk_size=chunk_size, batch_size=batch_size, progress=bar.update)
+        if n == 0:
+            raise fail(f"{docs}: no documents found")
+        retriever.save(out)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"[green]indexed[/] {n} documents → {out} ({index}, dim {retriever.dimension})")
+
+
+@index_app.command("info")
+def index_info(directory: Path = typer.Argument(..., help="A saved index directory.")) -> None:
+    """Print a saved index's manifest (model, fingerprint, dimension, index type, counts)."""
+    from ragcun.retrieval import GaussianRetriever
+
+    try:
+        manifest = GaussianRetriever.read_manifest(directory)
+    except (ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    console.print_json(json.dumps(manifest))
+
+
+@app.command()
+def search(
+    directory: Path = typer.Argument(..., help="A saved index directory (from `ragcun index build`)."),
+    query: str = typer.Argument(..., help="The query text."),
+    k: int = typer.Option(10, "-k", "--top-k", help="Number of results."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON lines-free JSON array."),
+    model: str = typer.Option(None, "--model", "-m", help="Model to use (default: the one in the manifest)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, mps (default: auto)."),
+    width: int = typer.Option(100, "--width", help="Characters of text shown per hit (table output)."),
+) -> None:
+    """Search a saved index; results ranked by L2 distance (smaller is closer)."""
+    from rich.table import Table
+
+    from ragcun.retrieval import GaussianRetriever
+
+    _quiet()
+    if k <= 0:
+        raise fail(f"-k must be positive, got {k}")
+    try:
+        retriever = GaussianRetriever.load(directory, model=model, device=device)
+        hits = retriever.retrieve(query, top_k=k)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        return
+    table = Table("rank", "distance", "norm", "id", "text", title=f"{query!r} in {directory}")
+    for h in hits:
+        text = h.text if len(h.text) <= width else h.text[: width - 1] + "…"
+        table.add_row(str(h.rank), f"{h.distance:.4f}", f"{h.norm:.3f}", h.id, text)
+    console.print(table)

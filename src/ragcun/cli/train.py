@@ -1,5 +1,92 @@
-"""`ragcun` commands for this area (filled in by its issue)."""
+"""`ragcun train` and `ragcun preflight`."""
 
 from __future__ import annotations
 
-from ragcun.cli.app import app  # noqa: F401
+import sys
+from pathlib import Path
+
+import typer
+
+from ragcun.cli.app import app, console, fail
+
+
+def _config(config: Path | None, overrides: list[str], **flags):
+    from ragcun.training.config import ConfigError, load_config, parse_override
+
+    sets = list(overrides or [])
+    for key, value in flags.items():
+        if value is not None:
+            sets.append(f"{key}={value}" if not isinstance(value, bool) else f"{key}={'true' if value else 'false'}")
+    try:
+        for s in sets:
+            parse_override(s)
+        return load_config(config, sets)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(None, help="TOML config (configs/*.toml); every key can be overridden."),
+    set_: list[str] = typer.Option(None, "--set", "-s", help="Override a config key: --set lambda_isotropy=0 (repeatable)."),
+    train_data: str = typer.Option(None, help="Training triplets (`ragcun data triplets` output)."),
+    validation_data: str = typer.Option(None, help="Validation mini-BEIR folder or BEIR name."),
+    base_model: str = typer.Option(None, help="Base sentence-transformers model (alias, path or Hub id)."),
+    output_dir: str = typer.Option(None, "--output-dir", "-o", help="Where checkpoints, best/, final/ and logs go."),
+    epochs: float = typer.Option(None, help="Training epochs."),
+    max_steps: int = typer.Option(None, help="Stop after this many optimizer steps (overrides epochs)."),
+    batch_size: int = typer.Option(None, help="GLOBAL batch size (split over processes)."),
+    lambda_isotropy: float = typer.Option(None, help="Weight of SIGReg (0 = baseline)."),
+    freeze_base: bool = typer.Option(None, "--freeze-base/--no-freeze-base", help="Train the head only (fast cached path)."),
+    mixed_precision: str = typer.Option(None, help="no | fp16 | bf16."),
+    seed: int = typer.Option(None, help="Random seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint in output_dir."),
+    launch: str = typer.Option("no", help="'auto': run under torchrun on every visible GPU; N: N processes; 'no'."),
+) -> None:
+    """Train a Gaussian encoder (contrastive + λ·SIGReg) with sentence-transformers' trainer."""
+    cfg = _config(config, set_, train_data=train_data, validation_data=validation_data, base_model=base_model,
+                  output_dir=output_dir, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                  lambda_isotropy=lambda_isotropy, freeze_base=freeze_base, mixed_precision=mixed_precision,
+                  seed=seed, resume=True if resume else None)
+    from ragcun.training.launch import plan_launch, relaunch
+
+    try:
+        nproc = plan_launch(launch, cfg.batch_size)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if nproc:
+        raise typer.Exit(relaunch(nproc, sys.argv[1:]))
+
+    from ragcun.data.beir import DataFormatError
+    from ragcun.distributed import is_main_process
+    from ragcun.models import ModelNotFoundError
+    from ragcun.training.config import ConfigError
+    from ragcun.training.trainer import train as run_train
+
+    try:
+        summary = run_train(cfg)
+    except (ConfigError, DataFormatError, ModelNotFoundError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    if summary and is_main_process():
+        best = summary["best"]
+        console.print(
+            f"[green]done[/] in {summary['wall_time_s']:.0f}s, {summary['global_steps']} steps, "
+            f"{summary['samples_per_second']:.1f} samples/s; best {best['metric']}={best['score']} at step {best['step']}\n"
+            f"best model: {summary['best_model']}\nsummary:    {Path(cfg.output_dir) / 'train_summary.json'}"
+        )
+
+
+@app.command()
+def preflight(
+    config: Path = typer.Argument(None, help="TOML config to check (data, model, a real training step)."),
+    set_: list[str] = typer.Option(None, "--set", "-s", help="Override a config key (repeatable)."),
+    steps: int = typer.Option(2, help="Real training steps to run on a tiny batch."),
+) -> None:
+    """Check GPUs, disk, dependencies, the config's data and model, and run two real training steps."""
+    cfg = _config(config, set_)
+    from ragcun.training.preflight import print_report, run_preflight
+
+    results = run_preflight(cfg, steps=steps)
+    print_report(results, console)
+    if any(r.status == "fail" for r in results):
+        raise typer.Exit(1)

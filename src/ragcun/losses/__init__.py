@@ -2,7 +2,7 @@
 
 from ragcun.losses.contrastive import EuclideanInfoNCE, pairwise_distance
 from ragcun.losses.objective import IsotropicGaussianLoss, covariance_regularizer
-from ragcun.losses.sigreg import SIGReg, EppsPulley, epps_pulley
+from ragcun.losses.sigreg import EppsPulley, SIGReg, epps_pulley
 
 __all__ = [
     "EppsPulley",

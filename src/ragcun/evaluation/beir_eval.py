@@ -1,0 +1,259 @@
+"""``evaluate_model``: BEIR evaluation of any sentence-transformers model with L2, cosine or dot scoring.
+
+The pipeline is BEIR's (same text joining, same query set, top-k+1 then drop the hit whose id
+equals the query id, pytrec_eval metrics) with three differences that do not change the
+numbers: the corpus is encoded in cached chunks, the search keeps a running top-k over
+memory-mapped chunks, and L2 ranks by the true distance ``-‖q − d‖``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragcun.evaluation.encode import CorpusEmbeddings, encode_corpus, encode_texts, model_fingerprint
+from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_names, write_run
+from ragcun.evaluation.search import SIMILARITY_TO_SCORE, check_score, merge_topk, rescore, search_chunks
+from ragcun.io import write_json
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 1000
+
+
+def default_score(model: Any) -> str:
+    """The score a model was built for: its ``similarity_fn_name`` (euclidean -> l2, cosine -> cos, dot -> dot).
+
+    sentence-transformers models without one use cosine, as sentence-transformers itself does.
+    """
+    name = getattr(model, "similarity_fn_name", None) or "cosine"
+    score = SIMILARITY_TO_SCORE.get(str(name))
+    if score is None:
+        raise ValueError(f"the model's similarity function {name!r} has no ragcun score; pass score='l2', 'cos' or 'dot'")
+    return score
+
+
+def load_model(model: Any, device: str | None = None) -> tuple[Any, str]:
+    """A loaded SentenceTransformer and a display name, from a path/alias or an already loaded model."""
+    if isinstance(model, str | os.PathLike):
+        from ragcun.models import load_sentence_transformer
+
+        return load_sentence_transformer(model, device=device), str(model)
+    name = None
+    card = getattr(model, "model_card_data", None)
+    if card is not None:
+        name = getattr(card, "model_name", None) or getattr(card, "base_model", None)
+    return model, str(name or type(model).__name__)
+
+
+def _run_file_for(run_file: str | os.PathLike, dataset: str, several: bool) -> Path:
+    path = Path(run_file)
+    if not several:
+        return path
+    safe = dataset.replace("/", "_")
+    return path.with_name(f"{path.stem}.{safe}{path.suffix or '.trec'}")
+
+
+def retrieve(
+    model: Any,
+    corpus: dict[str, dict[str, str]],
+    queries: dict[str, str],
+    score: str,
+    top_k: int = DEFAULT_TOP_K,
+    dataset: str = "corpus",
+    batch_size: int = 64,
+    cache: bool = True,
+    chunk_size: int = 10_000,
+    ignore_identical_ids: bool = True,
+    show_progress_bar: bool = True,
+    corpus_emb: CorpusEmbeddings | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[str, float], np.ndarray]:
+    """Dense retrieval of ``queries`` over ``corpus``; returns (run, timing seconds, query embeddings).
+
+    Like BEIR, it asks for ``top_k + 1`` hits and drops the one whose id equals the query id, so
+    each query keeps ``top_k``. Under torchrun every rank searches its own corpus chunks and the
+    top-k lists are merged (all ranks return the same run). Pass ``corpus_emb`` (from
+    :func:`~ragcun.evaluation.encode.encode_corpus` on the same corpus order) to reuse an encoding;
+    it is then left for the caller to clean up.
+    """
+    from ragcun.data.beir import doc_text
+    from ragcun.distributed import is_distributed, rank, world_size
+
+    score = check_score(score)
+    timing: dict[str, float] = {}
+    doc_ids = list(corpus)
+    own = corpus_emb is None
+    emb = corpus_emb or encode_corpus(
+        model, doc_ids, [doc_text(corpus[d]) for d in doc_ids], dataset, batch_size, chunk_size, cache,
+        show_progress_bar=show_progress_bar,
+    )
+    if len(emb) != len(doc_ids):
+        raise ValueError(f"corpus_emb has {len(emb)} vectors but the corpus {len(doc_ids)} documents")
+    try:
+        timing["encode_corpus_s"] = emb.seconds
+        timing["corpus_chunks_encoded"] = emb.encoded_chunks
+        qids = list(queries)
+        t0 = time.perf_counter()
+        q_emb = encode_texts(model, [queries[q] for q in qids], "query", batch_size, show_progress_bar=False)
+        timing["encode_queries_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        k = min(top_k + (1 if ignore_identical_ids else 0), len(doc_ids))
+        starts = np.concatenate([[0], np.cumsum([c.shape[0] for c in emb.chunks])])
+        mine = list(range(len(emb.chunks)))
+        if is_distributed():
+            mine = [c for c in mine if c % world_size() == rank()]
+        k_fast = min(k + 16, len(doc_ids))
+        if mine:
+            _, cand = search_chunks(q_emb, [emb.chunks[c] for c in mine], k_fast, score, offsets=[int(starts[c]) for c in mine])
+            part = rescore(q_emb, emb.chunks, cand, score, k)
+        else:
+            part = (np.full((len(qids), 0), -np.inf), np.zeros((len(qids), 0), dtype=np.int64))
+        if is_distributed() and world_size() > 1:
+            import torch.distributed as dist
+
+            parts: list[Any] = [None] * world_size()
+            dist.all_gather_object(parts, part)
+            part = merge_topk(parts, k)
+        scores, indices = part
+        timing["search_s"] = time.perf_counter() - t0
+    finally:
+        if own:
+            emb.cleanup()
+
+    run: dict[str, dict[str, float]] = {}
+    for row, qid in enumerate(qids):
+        hits: dict[str, float] = {}
+        for s, i in zip(scores[row], indices[row], strict=True):
+            if i < 0:
+                continue
+            did = doc_ids[int(i)]
+            if ignore_identical_ids and did == qid:
+                continue
+            hits[did] = float(s)
+            if len(hits) == top_k:
+                break
+        run[qid] = hits
+    return run, timing, q_emb
+
+
+def evaluate_model(
+    model: Any,
+    datasets: str | Sequence[str],
+    split: str = "test",
+    score: str | None = None,
+    batch_size: int = 64,
+    max_seq_length: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    cache: bool = True,
+    output: str | os.PathLike | None = None,
+    run_file: str | os.PathLike | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    k_values: Sequence[int] | None = None,
+    chunk_size: int = 10_000,
+    device: str | None = None,
+    show_progress_bar: bool = True,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` (path, alias or loaded SentenceTransformer) on BEIR ``datasets``.
+
+    ``datasets`` are names, folders, or the groups ``quick``/``standard``/``all``. ``score``
+    defaults to the model's own similarity (L2 for ragcun models, cosine for plain
+    sentence-transformers). Returns (and writes to ``output``, atomically) the results dict::
+
+        {"model", "model_fingerprint", "score", "results": {ds: {"ndcg@10": …}},
+         "per_query": {ds: {qid: {"ndcg@10": …}}}, "timing": {…}, "config": {…}}
+    """
+    from ragcun.data.beir import expand_dataset_names, load_beir
+    from ragcun.distributed import is_main_process
+
+    model, name = load_model(model, device)
+    name = model_name or name
+    if max_seq_length is not None:
+        if max_seq_length < 1:
+            raise ValueError(f"max_seq_length must be positive, got {max_seq_length}")
+        model.max_seq_length = int(max_seq_length)
+    score = check_score(score) if score else default_score(model)
+    names = expand_dataset_names([datasets] if isinstance(datasets, str) else list(datasets))
+    if not names:
+        raise ValueError("no dataset given")
+    metrics = {n: tuple(k_values) for n in DEFAULT_METRICS} if k_values else dict(DEFAULT_METRICS)
+    top_k = max(top_k, max(k for ks in metrics.values() for k in ks))
+
+    out: dict[str, Any] = {
+        "model": name,
+        "model_fingerprint": model_fingerprint(model),
+        "score": score,
+        "split": split,
+        "metrics": metric_names(metrics),
+        "results": {},
+        "per_query": {},
+        "timing": {},
+        "datasets": {},
+        "config": {
+            "split": split,
+            "score": score,
+            "batch_size": batch_size,
+            "max_seq_length": getattr(model, "max_seq_length", None),
+            "top_k": top_k,
+            "ignore_identical_ids": True,
+            "text": "BEIR: (title + ' ' + text).strip()",
+            "similarity_fn_name": getattr(model, "similarity_fn_name", None),
+            "embedding_dim": model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None,
+            "device": str(getattr(model, "device", "cpu")),
+            "python": platform.python_version(),
+            "versions": _versions(),
+        },
+    }
+    for ds in names:
+        t0 = time.perf_counter()
+        data = load_beir(ds, split=split, data_dir=data_dir)
+        corpus, queries, qrels = data
+        ds = data.name  # a folder path is reported by its folder name
+        queries = {q: t for q, t in queries.items() if q in qrels}
+        if not queries:
+            raise ValueError(f"{ds}: no query of split {split!r} has both text and qrels")
+        logger.info("%s: %d documents, %d queries; score %s", ds, len(corpus), len(queries), score)
+        run, timing, _ = retrieve(
+            model, corpus, queries, score, top_k, ds, batch_size, cache, chunk_size, show_progress_bar=show_progress_bar
+        )
+        t1 = time.perf_counter()
+        aggregate, per_query = evaluate_run(qrels, run, metrics=metrics)
+        timing["metrics_s"] = time.perf_counter() - t1
+        timing["total_s"] = time.perf_counter() - t0
+        out["results"][ds] = aggregate
+        out["per_query"][ds] = per_query
+        out["timing"][ds] = timing
+        out["datasets"][ds] = {"documents": len(corpus), "queries": len(queries), "evaluated_queries": len(per_query),
+                               "qrels": sum(len(v) for v in qrels.values())}
+        logger.info("%s: ndcg@10 %.4f  recall@100 %.4f", ds, aggregate.get("ndcg@10", float("nan")),
+                    aggregate.get("recall@100", float("nan")))
+        if run_file and is_main_process():
+            write_run(_run_file_for(run_file, ds, len(names) > 1), run, tag=_run_tag(name, score))
+    if output and is_main_process():
+        write_json(output, out)
+    return out
+
+
+def _run_tag(name: str, score: str) -> str:
+    base = Path(str(name)).name or "ragcun"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{base}-{score}")
+
+
+def _versions() -> dict[str, str | None]:
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {}
+    for dist in ("ragcun", "sentence-transformers", "transformers", "torch", "pytrec-eval-terrier", "numpy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out

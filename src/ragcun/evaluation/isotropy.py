@@ -1,0 +1,308 @@
+"""How close a set of embeddings is to the isotropic Gaussian N(0, I).
+
+All metrics are measured against N(0, I) itself — not "isotropic up to scale" — because that
+is what SIGReg trains toward and what makes L2 distances comparable across models:
+
+* ``mean_norm``: ‖μ‖, the norm of the mean vector (N(0, I) sample: about √(d/n));
+* ``per_dim_mean`` / ``per_dim_var``: the d means and variances (targets 0 and 1);
+* ``cov_error_fro``: ‖C − I‖_F of the sample covariance C; ``cov_error_rel`` divides by ‖I‖_F = √d
+  (an N(0, I) sample of size n has about √((d + 1)/n) from sampling noise alone);
+* ``mean_abs_offdiag_corr``: mean |corr(i, j)| over i ≠ j (scale-free);
+* ``eigenvalue_score``: 1 − std(λ)/mean(λ) over the covariance eigenvalues (1 when all equal);
+* ``isoscore``: IsoScore (Rudman, Gillman, Rayne & Eickhoff, ACL Findings 2022), in [0, 1],
+  the fraction of dimensions used uniformly (scale-free, rotation-invariant);
+* ``effective_rank``: Roy & Vetterli (2007), exp of the entropy of the normalised singular
+  values of the centred data (d for isotropic data, 1 for a line);
+* ``sigreg``: the SIGReg Epps–Pulley statistic over random unit slices (``ragcun.losses.sigreg``),
+  beside the same statistic for true N(0, I) samples of the same size (``sigreg_reference``);
+  ``sigreg_ratio`` is their quotient (about 1 for a Gaussian sample);
+* ``norms``: the distribution of ‖x‖ (N(0, I): concentrated around √d).
+
+Verdict (see :data:`THRESHOLDS`): ``is_isotropic`` when the covariance is within
+``max(0.2, 3·√((d+1)/n))`` of I in relative Frobenius norm, the mean is within
+``max(0.1, 3/√n)`` per dimension (RMS), and IsoScore ≥ 0.9. ``is_gaussian`` additionally asks
+``sigreg_ratio ≤ 2`` (the slices look like N(0, 1), not only their covariance).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: The documented thresholds of the verdict (n = samples, d = dimension).
+THRESHOLDS: dict[str, str] = {
+    "cov_error_rel": "<= max(0.2, 3*sqrt((d+1)/n))",
+    "mean_rms": "<= max(0.1, 3/sqrt(n))  (mean_rms = ||mean|| / sqrt(d))",
+    "isoscore": ">= 0.9",
+    "sigreg_ratio": "<= 2.0 (is_gaussian only)",
+}
+
+SCALAR_KEYS = (
+    "n", "dim", "mean_norm", "mean_rms", "per_dim_mean_abs_max", "per_dim_var_mean", "per_dim_var_min",
+    "per_dim_var_max", "cov_error_fro", "cov_error_rel", "cov_error_rel_expected", "mean_abs_offdiag_corr",
+    "eigenvalue_score", "isoscore", "effective_rank", "effective_rank_ratio", "sigreg", "sigreg_reference",
+    "sigreg_ratio", "norm_mean", "norm_std", "norm_expected", "is_isotropic", "is_gaussian",
+)
+
+
+def isoscore(emb: np.ndarray | None = None, eigenvalues: np.ndarray | None = None) -> float:
+    """IsoScore (Rudman et al. 2022) from the data or from its covariance eigenvalues.
+
+    1. PCA-reorient and take the variances along the principal axes (the eigenvalues λ);
+    2. normalise: λ̂ = √d · λ / ‖λ‖₂;  3. isotropy defect δ = ‖λ̂ − 1‖₂ / √(2(d − √d));
+    4. dimensions used k = (d − δ²(d − √d))² / d²;  5. IsoScore = (d·k − 1) / (d − 1).
+    """
+    if eigenvalues is None:
+        if emb is None:
+            raise ValueError("pass emb or eigenvalues")
+        eigenvalues = np.linalg.eigvalsh(np.cov(np.asarray(emb, dtype=np.float64), rowvar=False))
+    lam = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
+    d = lam.shape[0]
+    if d < 2:
+        raise ValueError("IsoScore needs at least 2 dimensions")
+    norm = np.linalg.norm(lam)
+    if norm == 0:
+        return 0.0
+    lam_hat = math.sqrt(d) * lam / norm
+    defect = np.linalg.norm(lam_hat - 1.0) / math.sqrt(2.0 * (d - math.sqrt(d)))
+    k = (d - defect**2 * (d - math.sqrt(d))) ** 2 / d**2
+    return float(np.clip((d * k - 1.0) / (d - 1.0), 0.0, 1.0))
+
+
+def effective_rank(emb: np.ndarray | None = None, singular_values: np.ndarray | None = None) -> float:
+    """Roy & Vetterli's effective rank: exp(−Σ pᵢ log pᵢ), pᵢ = σᵢ / Σσ over the centred data's singular values."""
+    if singular_values is None:
+        x = np.asarray(emb, dtype=np.float64)
+        singular_values = np.linalg.svd(x - x.mean(0), compute_uv=False)
+    s = np.asarray(singular_values, dtype=np.float64)
+    s = s[s > 0]
+    if s.size == 0:
+        return 0.0
+    p = s / s.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def sigreg_statistic(emb: np.ndarray, num_slices: int = 1024, seed: int = 0, max_samples: int | None = 20_000) -> float:
+    """Mean Epps–Pulley statistic over ``num_slices`` random unit slices (ragcun.losses.sigreg.SIGReg, eval mode)."""
+    import torch
+
+    from ragcun.losses.sigreg import SIGReg
+
+    x = np.asarray(emb, dtype=np.float32)
+    if max_samples is not None and x.shape[0] > max_samples:
+        x = x[np.random.default_rng(seed).choice(x.shape[0], max_samples, replace=False)]
+    reg = SIGReg(num_slices=num_slices, seed=seed).eval()
+    with torch.no_grad():
+        return float(reg(torch.from_numpy(x), distributed=False))
+
+
+def sigreg_reference(n: int, dim: int, num_slices: int = 1024, seed: int = 0, repeats: int = 3,
+                     max_samples: int | None = 20_000) -> tuple[float, float]:
+    """Mean and std of the SIGReg statistic for ``repeats`` true N(0, I) samples of shape (n, dim)."""
+    n = min(n, max_samples) if max_samples else n
+    rng = np.random.default_rng(seed + 12345)
+    vals = [sigreg_statistic(rng.standard_normal((n, dim)).astype(np.float32), num_slices, seed, None) for _ in range(repeats)]
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def isotropy_metrics(
+    emb: np.ndarray,
+    num_slices: int = 1024,
+    seed: int = 0,
+    include_arrays: bool = True,
+    reference_repeats: int = 3,
+) -> dict[str, Any]:
+    """Every isotropy metric of ``emb`` (n, d) against N(0, I), plus the ``is_isotropic`` verdict.
+
+    With ``include_arrays`` the result also holds the per-dimension means/variances, the
+    eigenvalue spectrum and norm histogram data (for plots and JSON; drop them for CSV).
+    """
+    x = np.asarray(emb, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (n, dim), got shape {x.shape}")
+    n, d = x.shape
+    if n < 2 or d < 2:
+        raise ValueError(f"need at least 2 vectors of at least 2 dimensions, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("embeddings contain NaN or inf")
+    mean = x.mean(0)
+    var = x.var(0, ddof=1)
+    cov = np.cov(x, rowvar=False)
+    eye = np.eye(d)
+    cov_err = float(np.linalg.norm(cov - eye))
+    std = np.sqrt(np.diag(cov))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / np.outer(std, std)
+    off = ~np.eye(d, dtype=bool)
+    off_vals = np.abs(corr[off])
+    mean_abs_corr = float(np.nanmean(off_vals)) if np.isfinite(off_vals).any() else float("nan")
+    lam = np.clip(np.linalg.eigvalsh(cov)[::-1], 0.0, None)
+    eig_score = float(1.0 - lam.std() / lam.mean()) if lam.mean() > 0 else 0.0
+    norms = np.linalg.norm(x, axis=1)
+
+    sig = sigreg_statistic(x, num_slices, seed)
+    ref_mean, ref_std = sigreg_reference(n, d, num_slices, seed, reference_repeats)
+    mean_rms = float(np.linalg.norm(mean) / math.sqrt(d))
+    cov_rel = cov_err / math.sqrt(d)
+    cov_expected = math.sqrt((d + 1) / n)
+    checks = {
+        "cov_error_rel": cov_rel <= max(0.2, 3.0 * cov_expected),
+        "mean_rms": mean_rms <= max(0.1, 3.0 / math.sqrt(n)),
+        "isoscore": None,
+        "sigreg_ratio": None,
+    }
+    iso = isoscore(eigenvalues=lam)
+    checks["isoscore"] = iso >= 0.9
+    ratio = sig / ref_mean if ref_mean > 0 else float("inf")
+    checks["sigreg_ratio"] = ratio <= 2.0
+    is_iso = bool(checks["cov_error_rel"] and checks["mean_rms"] and checks["isoscore"])
+
+    out: dict[str, Any] = {
+        "n": int(n),
+        "dim": int(d),
+        "mean_norm": float(np.linalg.norm(mean)),
+        "mean_rms": mean_rms,
+        "per_dim_mean_abs_max": float(np.abs(mean).max()),
+        "per_dim_var_mean": float(var.mean()),
+        "per_dim_var_min": float(var.min()),
+        "per_dim_var_max": float(var.max()),
+        "cov_error_fro": cov_err,
+        "cov_error_rel": cov_rel,
+        "cov_error_rel_expected": cov_expected,
+        "mean_abs_offdiag_corr": mean_abs_corr,
+        "eigenvalue_score": eig_score,
+        "isoscore": iso,
+        "effective_rank": effective_rank(singular_values=np.sqrt(lam * (n - 1))),
+        "effective_rank_ratio": effective_rank(singular_values=np.sqrt(lam * (n - 1))) / d,
+        "sigreg": sig,
+        "sigreg_reference": ref_mean,
+        "sigreg_reference_std": ref_std,
+        "sigreg_ratio": float(ratio),
+        "sigreg_num_slices": int(num_slices),
+        "norm_mean": float(norms.mean()),
+        "norm_std": float(norms.std()),
+        "norm_expected": float(math.sqrt(2) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))),
+        "norm_percentiles": {str(p): float(v) for p, v in zip((1, 5, 25, 50, 75, 95, 99), np.percentile(norms, [1, 5, 25, 50, 75, 95, 99]), strict=True)},
+        "checks": {k: bool(v) for k, v in checks.items()},
+        "thresholds": dict(THRESHOLDS),
+        "is_isotropic": is_iso,
+        "is_gaussian": bool(is_iso and checks["sigreg_ratio"]),
+    }
+    if include_arrays:
+        out["per_dim_mean"] = mean.astype(np.float32).tolist()
+        out["per_dim_var"] = var.astype(np.float32).tolist()
+        out["eigenvalues"] = lam.astype(np.float32).tolist()
+    return out
+
+
+def scalar_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The scalar metrics only (one CSV row)."""
+    return {k: metrics[k] for k in SCALAR_KEYS if k in metrics}
+
+
+def analyze(
+    models: Sequence[Any] = (),
+    dataset: str | None = None,
+    embeddings: Sequence[str | os.PathLike] = (),
+    out_dir: str | os.PathLike | None = None,
+    split: str = "test",
+    max_docs: int | None = 10_000,
+    num_slices: int = 1024,
+    seed: int = 0,
+    batch_size: int = 64,
+    max_seq_length: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    cache: bool = True,
+    plots: bool = True,
+    labels: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Isotropy of several models on one dataset (corpus and queries), and/or of saved ``.npy`` matrices.
+
+    Corpus documents are sampled (seeded) down to ``max_docs`` before encoding. Writes
+    ``isotropy.json`` (full metrics with arrays), ``isotropy.csv`` (scalar metrics, one row per
+    model × kind) and the four figures (corpus embeddings of every model side by side) to ``out_dir``.
+    """
+    from ragcun.io import write_json, write_text
+
+    if not models and not embeddings:
+        raise ValueError("give at least one model (with a dataset) or one embeddings .npy file")
+    if models and not dataset:
+        raise ValueError("a model needs --dataset to encode")
+    rows: list[dict[str, Any]] = []
+    figures: dict[str, np.ndarray] = {}
+    names = list(labels) if labels else []
+
+    for path in embeddings:
+        p = Path(path)
+        try:
+            arr = np.load(p, allow_pickle=False, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{p}: cannot read as a .npy matrix ({exc})") from None
+        if arr.ndim != 2:
+            raise ValueError(f"{p}: expected a 2-D (n, dim) matrix, got shape {arr.shape}")
+        label = names.pop(0) if names else p.stem
+        logger.info("isotropy of %s %s", p, arr.shape)
+        m = isotropy_metrics(np.asarray(arr, dtype=np.float32), num_slices, seed)
+        rows.append({"label": label, "model": str(p), "dataset": None, "kind": "embeddings", **m})
+        figures[label] = np.asarray(arr, dtype=np.float32)
+
+    if models:
+        from ragcun.data.beir import doc_text, load_beir
+        from ragcun.evaluation.beir_eval import load_model
+        from ragcun.evaluation.encode import encode_corpus, encode_texts, model_fingerprint
+
+        corpus, queries, qrels = load_beir(dataset, split=split, data_dir=data_dir)
+        doc_ids = list(corpus)
+        if max_docs and len(doc_ids) > max_docs:
+            rng = np.random.default_rng(seed)
+            doc_ids = [doc_ids[i] for i in sorted(rng.choice(len(doc_ids), max_docs, replace=False))]
+        qids = [q for q in queries if q in qrels]
+        for spec in models:
+            model, name = load_model(spec)
+            if max_seq_length is not None:
+                model.max_seq_length = int(max_seq_length)
+            label = names.pop(0) if names else Path(str(name).rstrip("/")).name
+            emb = encode_corpus(model, doc_ids, [doc_text(corpus[d]) for d in doc_ids], f"{dataset}-iso{len(doc_ids)}",
+                                batch_size, cache=cache)
+            try:
+                docs = emb.array()
+            finally:
+                emb.cleanup()
+            q = encode_texts(model, [queries[i] for i in qids], "query", batch_size)
+            fp = model_fingerprint(model)
+            for kind, x in (("corpus", docs), ("queries", q)):
+                logger.info("isotropy of %s on %s %s %s", label, dataset, kind, x.shape)
+                m = isotropy_metrics(x, num_slices, seed)
+                rows.append({"label": label, "model": str(name), "model_fingerprint": fp, "dataset": dataset,
+                             "kind": kind, **m})
+            figures[label] = docs
+
+    result: dict[str, Any] = {"dataset": dataset, "split": split, "num_slices": num_slices, "seed": seed,
+                              "thresholds": dict(THRESHOLDS), "results": rows}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "isotropy.json", result)
+        import csv
+        import io
+
+        buf = io.StringIO()
+        keys = ["label", "model", "dataset", "kind", *SCALAR_KEYS]
+        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        write_text(out / "isotropy.csv", buf.getvalue())
+        if plots:
+            from ragcun.evaluation.plots import isotropy_plots
+
+            spectra = {r["label"]: np.asarray(r["eigenvalues"]) for r in rows if r["kind"] in ("corpus", "embeddings")}
+            result["figures"] = {k: str(v) for k, v in isotropy_plots(figures, out, spectra).items()}
+    return result

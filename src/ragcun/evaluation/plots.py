@@ -1,0 +1,184 @@
+"""Figures for papers: isotropy diagnostics, reliability diagrams and result bar charts (matplotlib, PNG).
+
+Several models go side by side in one figure (same axes limits where it makes sense) so a base
+model and its SIGReg-trained version can be compared at a glance. Every file is written
+atomically; the Agg backend is used so no display is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragcun.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def _chi_pdf(r: np.ndarray, d: int) -> np.ndarray:
+    """Density of ‖x‖ for x ~ N(0, I_d) (chi distribution), for the norm histogram's reference curve."""
+    log_pdf = (d - 1) * np.log(np.maximum(r, 1e-300)) - r**2 / 2 - (d / 2 - 1) * math.log(2) - math.lgamma(d / 2)
+    return np.exp(log_pdf)
+
+
+def norm_histogram(embeddings: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
+    """Histogram of ‖x‖ per model, with the N(0, I) chi density of the same dimension."""
+    plt = _plt()
+    n = len(embeddings)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    for ax, (label, emb) in zip(axes[0], embeddings.items(), strict=True):
+        norms = np.linalg.norm(np.asarray(emb, dtype=np.float64), axis=1)
+        d = emb.shape[1]
+        ax.hist(norms, bins=50, density=True, alpha=0.7, color="C0", label="embeddings")
+        lo, hi = min(norms.min(), math.sqrt(d) - 4), max(norms.max(), math.sqrt(d) + 4)
+        r = np.linspace(max(lo, 0), hi, 400)
+        ax.plot(r, _chi_pdf(r, d), "k--", lw=1, label=f"N(0, I$_{{{d}}}$)")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("‖x‖")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("density")
+    fig.suptitle("Embedding norms", fontsize=10)
+    return _save(fig, path)
+
+
+def eigenvalue_spectrum(spectra: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
+    """Covariance eigenvalues (descending, log scale) for every model on one axis; N(0, I) is the line at 1."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for label, lam in spectra.items():
+        lam = np.sort(np.asarray(lam, dtype=np.float64))[::-1]
+        ax.plot(np.arange(1, len(lam) + 1), np.maximum(lam, 1e-12), label=label, lw=1.2)
+    ax.axhline(1.0, color="k", ls="--", lw=0.8, label="N(0, I)")
+    ax.set_yscale("log")
+    ax.set_xlabel("component")
+    ax.set_ylabel("eigenvalue of the covariance")
+    ax.set_title("Eigenvalue spectrum", fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def covariance_heatmap(embeddings: Mapping[str, np.ndarray], path: str | os.PathLike, max_dims: int = 64) -> Path:
+    """The covariance matrix (first ``max_dims`` dimensions) per model, colour scale symmetric around 0."""
+    plt = _plt()
+    n = len(embeddings)
+    fig, axes = plt.subplots(1, n, figsize=(4.0 * n, 3.6), squeeze=False)
+    for ax, (label, emb) in zip(axes[0], embeddings.items(), strict=True):
+        x = np.asarray(emb, dtype=np.float64)[:, :max_dims]
+        cov = np.cov(x, rowvar=False)
+        lim = float(np.abs(cov).max()) or 1.0
+        im = ax.imshow(cov, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.set_title(f"{label}\n(first {x.shape[1]} dims; I has 1 on the diagonal)", fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle("Covariance", fontsize=10)
+    return _save(fig, path)
+
+
+def per_dimension_distributions(
+    embeddings: Mapping[str, np.ndarray], path: str | os.PathLike, n_dims: int = 6, seed: int = 0
+) -> Path:
+    """Per-dimension value densities (a few random dimensions, and all pooled) against the N(0, 1) density."""
+    plt = _plt()
+    n = len(embeddings)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    grid = np.linspace(-4, 4, 400)
+    gauss = np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
+    rng = np.random.default_rng(seed)
+    for ax, (label, emb) in zip(axes[0], embeddings.items(), strict=True):
+        x = np.asarray(emb, dtype=np.float64)
+        dims = rng.choice(x.shape[1], size=min(n_dims, x.shape[1]), replace=False)
+        lim = max(4.0, float(np.percentile(np.abs(x), 99.5)))
+        bins = np.linspace(-lim, lim, 80)
+        for j in dims:
+            ax.hist(x[:, j], bins=bins, density=True, histtype="step", alpha=0.6, lw=0.8)
+        ax.hist(x.reshape(-1), bins=bins, density=True, histtype="step", color="k", lw=1.4, label="all dims")
+        ax.plot(grid, gauss, "r--", lw=1.2, label="N(0, 1)")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("coordinate value")
+        ax.legend(fontsize=7)
+    fig.suptitle("Per-dimension distributions", fontsize=10)
+    return _save(fig, path)
+
+
+def isotropy_plots(
+    embeddings: Mapping[str, np.ndarray], out_dir: str | os.PathLike, spectra: Mapping[str, np.ndarray] | None = None
+) -> dict[str, Path]:
+    """All four isotropy figures for the given models (label -> embeddings) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if spectra is None:
+        spectra = {k: np.linalg.eigvalsh(np.cov(np.asarray(v, dtype=np.float64), rowvar=False)) for k, v in embeddings.items()}
+    return {
+        "norm_histogram": norm_histogram(embeddings, out / "norm_histogram.png"),
+        "eigenvalue_spectrum": eigenvalue_spectrum(spectra, out / "eigenvalue_spectrum.png"),
+        "covariance_heatmap": covariance_heatmap(embeddings, out / "covariance_heatmap.png"),
+        "per_dimension": per_dimension_distributions(embeddings, out / "per_dimension_distributions.png"),
+    }
+
+
+def reliability_plot(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Reliability diagram (predicted probability of relevance vs observed frequency) per model."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    for label, res in results.items():
+        bins = [b for b in res["reliability"] if b["count"]]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", ms=3,
+                label=f"{label} (ECE {res['ece']:.3f})")
+    ax.set_xlabel("predicted P(relevant | score)")
+    ax.set_ylabel("observed fraction relevant")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title("Reliability", fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def metric_bar_chart(
+    values: Mapping[str, Mapping[str, float]],
+    path: str | os.PathLike,
+    metric: str = "ndcg@10",
+    errors: Mapping[str, Mapping[str, float]] | None = None,
+) -> Path:
+    """Grouped bars: one group per dataset (outer key), one bar per model (inner key); optional error bars."""
+    plt = _plt()
+    datasets = list(values)
+    models: list[str] = []
+    for ds in datasets:
+        for m in values[ds]:
+            if m not in models:
+                models.append(m)
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(datasets) * max(1, len(models)) * 0.6 + 2), 3.4))
+    x = np.arange(len(datasets))
+    for j, m in enumerate(models):
+        ys = [values[ds].get(m, np.nan) * 100 for ds in datasets]
+        err = [(errors or {}).get(ds, {}).get(m, np.nan) * 100 for ds in datasets] if errors else None
+        ax.bar(x + (j - (len(models) - 1) / 2) * width, ys, width, label=m, yerr=err, capsize=2)
+    ax.set_xticks(x, datasets, rotation=20 if len(datasets) > 4 else 0)
+    ax.set_ylabel(f"{metric.upper()} (×100)")
+    ax.legend(fontsize=7)
+    ax.set_title(metric.upper(), fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,364 @@
+"""The comparison report across models and datasets: tables (Markdown, LaTeX, CSV), paired
+significance on per-query scores, the isotropy table, and bar charts.
+
+Input: result JSON files written by ``ragcun evaluate`` / :func:`ragcun.evaluation.beir_eval.evaluate_model`
+(one model each, any number of datasets) and optionally isotropy JSON files from ``ragcun isotropy``.
+
+Significance is paired per query, model vs the baseline, on the queries both evaluated:
+
+* paired t-test (``scipy.stats.ttest_rel``, two-sided) and the t-based 95% confidence interval
+  of the mean per-query difference;
+* a paired randomisation test (random sign flips of the per-query differences, two-sided,
+  ``n_permutations`` draws, seeded, with the +1 correction of Phipson & Smyth 2010), the test
+  IR papers usually report (Smucker, Allan & Carterette 2007).
+
+Tables mark ``†`` where the randomisation test gives p < ``alpha`` against the baseline, and
+bold the best model per dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragcun.io import write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REPORT_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def paired_test(
+    a: Sequence[float], b: Sequence[float], n_permutations: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, float]:
+    """Paired comparison of per-query scores ``a`` (model) vs ``b`` (baseline), same query order.
+
+    Returns the mean difference, its t-based confidence interval, the paired t-test p-value and
+    the two-sided randomisation (sign-flip) test p-value.
+    """
+    from scipy import stats
+
+    x = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"need at least 2 paired queries, got {n}")
+    mean = float(x.mean())
+    sd = float(x.std(ddof=1))
+    se = sd / math.sqrt(n)
+    if se > 0:
+        with warnings.catch_warnings():  # near-constant differences: scipy warns, the p-value is still right
+            warnings.simplefilter("ignore", RuntimeWarning)
+            t_p = float(stats.ttest_rel(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)).pvalue)
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
+    else:
+        t_p = 1.0 if mean == 0 else 0.0
+        half = 0.0
+    rng = np.random.default_rng(seed)
+    observed = abs(x.sum())
+    hits = 0
+    block = 1000
+    for start in range(0, n_permutations, block):
+        m = min(block, n_permutations - start)
+        signs = rng.integers(0, 2, size=(m, n), dtype=np.int8) * 2 - 1
+        hits += int((np.abs(signs @ x) >= observed - 1e-12).sum())
+    perm_p = (hits + 1) / (n_permutations + 1)
+    return {
+        "n": int(n),
+        "mean_diff": mean,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "t_p": t_p,
+        "perm_p": float(perm_p),
+        "wins": int((x > 0).sum()),
+        "losses": int((x < 0).sum()),
+        "ties": int((x == 0).sum()),
+    }
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_result(path: str | os.PathLike) -> dict[str, Any]:
+    """Read one results JSON, checking the fields the report needs (errors name the file)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"results file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise ValueError(f"{path}: not a ragcun results file (no 'results' object); write one with `ragcun evaluate`")
+    for ds, vals in data["results"].items():
+        if not isinstance(vals, dict):
+            raise ValueError(f"{path}: results[{ds!r}] must be an object of metric -> value")
+    data.setdefault("per_query", {})
+    data.setdefault("model", path.stem)
+    data["_file"] = str(path)
+    return data
+
+
+def _labels(results: list[dict[str, Any]]) -> list[str]:
+    """Short unique labels: the model's last path component, disambiguated by score or file name."""
+    base = [Path(str(r["model"]).rstrip("/")).name or str(r["model"]) for r in results]
+    labels = []
+    for i, b in enumerate(base):
+        if base.count(b) > 1:
+            cand = f"{b} ({r_score})" if (r_score := results[i].get("score")) else b
+            if [f"{x} ({results[j].get('score')})" for j, x in enumerate(base)].count(cand) > 1:
+                cand = f"{b} [{Path(results[i]['_file']).stem}]"
+            labels.append(cand)
+        else:
+            labels.append(b)
+    return labels
+
+
+def load_isotropy(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of an isotropy JSON written by ``ragcun isotropy`` (or a single metrics dict)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    rows = data.get("results") if isinstance(data, dict) and "results" in data else [data]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "isoscore" in r for r in rows):
+        raise ValueError(f"{path}: not a ragcun isotropy file (rows with 'isoscore' expected)")
+    return rows
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _fmt(v: float | None, scale: float = 100.0, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v * scale:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _latex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$")):
+        s = s.replace(a, b)
+    return s
+
+
+def latex_table(header: list[str], rows: list[list[str]], caption: str, label: str) -> str:
+    """A booktabs table; cells may carry ``**x**`` (bold) and ``†`` (significance) from the Markdown."""
+
+    def cell(c: str) -> str:
+        dag = c.endswith("†")
+        c = c.rstrip("†")
+        bold = c.startswith("**") and c.endswith("**")
+        c = _latex_escape(c.strip("*"))
+        c = rf"\textbf{{{c}}}" if bold else c
+        return c + (r"$^\dagger$" if dag else "")
+
+    cols = "l" + "r" * (len(header) - 1)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
+             " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(cell(c) for c in r) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def build_report(
+    result_files: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    baseline: str | None = None,
+    isotropy_files: Sequence[str | os.PathLike] | None = None,
+    metrics: Sequence[str] = DEFAULT_REPORT_METRICS,
+    significance_metric: str = "ndcg@10",
+    n_permutations: int = 10_000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Build the comparison report in ``out_dir``; returns a summary dict whose ``"markdown"`` is the main table.
+
+    ``baseline`` is a model label, a model name as stored in the results, or a result file path;
+    default: the first file. Files written: ``report.md``, ``<metric>.tex`` and ``<metric>.md``
+    per metric, ``results.csv`` (long format), ``significance.csv``, ``isotropy.csv``/``.md``
+    (if isotropy files are given), ``<metric>.png`` bar charts and ``report.json``.
+    """
+    if not result_files:
+        raise ValueError("no result files given")
+    results = [load_result(f) for f in result_files]
+    labels = _labels(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    b_idx = 0
+    if baseline is not None:
+        matches = [i for i, (lab, r) in enumerate(zip(labels, results, strict=True))
+                   if baseline in (lab, str(r["model"]), r["_file"]) or Path(r["_file"]).resolve() == Path(baseline).resolve()]
+        if not matches:
+            raise ValueError(f"baseline {baseline!r} matches none of the models: {', '.join(labels)}")
+        b_idx = matches[0]
+    base_label = labels[b_idx]
+
+    datasets: list[str] = []
+    for r in results:
+        datasets += [d for d in r["results"] if d not in datasets]
+
+    # significance of every model vs the baseline, per dataset
+    sig: dict[str, dict[str, dict[str, float]]] = {}
+    sig_rows: list[dict[str, Any]] = []
+    base = results[b_idx]
+    for i, r in enumerate(results):
+        if i == b_idx:
+            continue
+        for ds in datasets:
+            pa, pb = r["per_query"].get(ds), base["per_query"].get(ds)
+            if not pa or not pb:
+                continue
+            common = sorted(set(pa) & set(pb))
+            if len(common) < 2 or significance_metric not in pa[common[0]]:
+                continue
+            if len(common) < max(len(pa), len(pb)):
+                logger.warning("%s: %s and %s share %d of %d/%d queries; testing on the shared ones",
+                               ds, labels[i], base_label, len(common), len(pa), len(pb))
+            test = paired_test([pa[q][significance_metric] for q in common], [pb[q][significance_metric] for q in common],
+                               n_permutations, seed)
+            sig.setdefault(ds, {})[labels[i]] = test
+            sig_rows.append({"dataset": ds, "model": labels[i], "baseline": base_label, "metric": significance_metric, **test})
+
+    files: dict[str, str] = {}
+    long_rows: list[dict[str, Any]] = []
+    for lab, r in zip(labels, results, strict=True):
+        for ds, vals in r["results"].items():
+            for m, v in vals.items():
+                long_rows.append({"model": lab, "model_name": r["model"], "score": r.get("score"), "dataset": ds,
+                                  "metric": m, "value": v})
+    files["results.csv"] = str(write_text(out / "results.csv", _csv(long_rows)))
+    files["significance.csv"] = str(write_text(out / "significance.csv", _csv(sig_rows)))
+
+    sections: list[str] = ["# ragcun comparison report", "",
+                           f"Models: {', '.join(labels)}. Baseline: **{base_label}**. "
+                           f"Values ×100. **bold** = best per dataset; † = randomisation test p < {alpha} vs the baseline "
+                           f"on per-query {significance_metric.upper()} ({n_permutations} sign flips).", ""]
+    tables: dict[str, str] = {}
+    summary_values: dict[str, dict[str, dict[str, float]]] = {}
+    for metric in metrics:
+        have = [ds for ds in datasets if any(metric in r["results"].get(ds, {}) for r in results)]
+        if not have:
+            continue
+        header = ["Model", *have, "Avg", f"Δ Avg vs {base_label}"]
+        vals = {lab: {ds: r["results"].get(ds, {}).get(metric) for ds in have} for lab, r in zip(labels, results, strict=True)}
+        summary_values[metric] = vals
+        best = {ds: max((v[ds] for v in vals.values() if v[ds] is not None), default=None) for ds in have}
+        avgs = {lab: (float(np.mean(list(v.values()))) if all(x is not None for x in v.values()) else None) for lab, v in vals.items()}
+        rows = []
+        for lab in labels:
+            cells = [lab]
+            for ds in have:
+                v = vals[lab][ds]
+                c = _fmt(v)
+                if v is not None and best[ds] is not None and v == best[ds] and len(labels) > 1:
+                    c = f"**{c}**"
+                if metric == significance_metric and sig.get(ds, {}).get(lab, {}).get("perm_p", 1.0) < alpha:
+                    c += "†"
+                cells.append(c)
+            cells.append(_fmt(avgs[lab]))
+            d = None if avgs[lab] is None or avgs[labels[b_idx]] is None else avgs[lab] - avgs[labels[b_idx]]
+            cells.append("–" if lab == base_label else (f"{d * 100:+.2f}" if d is not None else "–"))
+            rows.append(cells)
+        md = markdown_table(header, rows)
+        tables[metric] = md
+        safe = metric.replace("@", "_at_")
+        files[f"{safe}.md"] = str(write_text(out / f"{safe}.md", md + "\n"))
+        files[f"{safe}.tex"] = str(write_text(
+            out / f"{safe}.tex",
+            latex_table(header, rows, f"{metric.upper()} ($\\times$100). $^\\dagger$: p < {alpha} vs {_latex_escape(base_label)} "
+                        f"(paired randomisation test).", f"tab:{safe}"),
+        ))
+        sections += [f"## {metric.upper()}", "", md, ""]
+        if plots:
+            from ragcun.evaluation.plots import metric_bar_chart
+
+            by_ds = {ds: {lab: vals[lab][ds] for lab in labels if vals[lab][ds] is not None} for ds in have}
+            files[f"{safe}.png"] = str(metric_bar_chart(by_ds, out / f"{safe}.png", metric))
+            sections += [f"![{metric}]({safe}.png)", ""]
+
+    if sig_rows:
+        header = ["Dataset", "Model", f"Δ {significance_metric.upper()}", "95% CI", "t-test p", "rand. p", "W/T/L"]
+        rows = [[s["dataset"], s["model"], f"{s['mean_diff'] * 100:+.2f}",
+                 f"[{s['ci_low'] * 100:+.2f}, {s['ci_high'] * 100:+.2f}]", f"{s['t_p']:.4f}", f"{s['perm_p']:.4f}",
+                 f"{s['wins']}/{s['ties']}/{s['losses']}"] for s in sig_rows]
+        md = markdown_table(header, rows)
+        tables["significance"] = md
+        files["significance.tex"] = str(write_text(out / "significance.tex", latex_table(
+            header, rows, f"Paired significance vs {_latex_escape(base_label)} on per-query {significance_metric.upper()}.",
+            "tab:significance")))
+        sections += [f"## Significance vs {base_label} (per-query {significance_metric.upper()}, ×100)", "", md, ""]
+
+    iso_rows: list[dict[str, Any]] = []
+    for f in isotropy_files or []:
+        iso_rows += load_isotropy(f)
+    if iso_rows:
+        keys = ["isoscore", "cov_error_rel", "eigenvalue_score", "effective_rank_ratio", "mean_abs_offdiag_corr",
+                "sigreg_ratio", "norm_mean", "is_isotropic"]
+        header = ["Model", "Data", *keys]
+        rows = []
+        for r in iso_rows:
+            rows.append([str(r.get("label", r.get("model", "?"))), str(r.get("dataset", "")),
+                         *[("yes" if r.get(k) else "no") if k == "is_isotropic" else
+                           (f"{r[k]:.3f}" if isinstance(r.get(k), int | float) else "–") for k in keys]])
+        md = markdown_table(header, rows)
+        tables["isotropy"] = md
+        files["isotropy.md"] = str(write_text(out / "isotropy.md", md + "\n"))
+        files["isotropy.tex"] = str(write_text(out / "isotropy.tex", latex_table(header, rows, "Isotropy of the embeddings.", "tab:isotropy")))
+        files["isotropy.csv"] = str(write_text(out / "isotropy.csv", _csv(
+            [{k: r.get(k) for k in ["label", "model", "dataset", "kind", "n", "dim", *keys]} for r in iso_rows])))
+        sections += ["## Isotropy", "", md, ""]
+
+    report_md = "\n".join(sections)
+    files["report.md"] = str(write_text(out / "report.md", report_md))
+    main = tables.get(significance_metric) or next(iter(tables.values()), "")
+    summary = {
+        "models": labels,
+        "baseline": base_label,
+        "datasets": datasets,
+        "values": summary_values,
+        "significance": sig,
+        "isotropy": iso_rows,
+        "files": files,
+        "markdown": main,
+        "report_markdown": report_md,
+    }
+    files["report.json"] = str(out / "report.json")
+    write_json(out / "report.json", {k: v for k, v in summary.items() if k != "report_markdown"})
+    return summary

@@ -1,0 +1,448 @@
+"""``train(config)``: a Gaussian encoder trained with sentence-transformers' own trainer.
+
+Nothing here re-implements the training loop. :class:`RagcunTrainer` subclasses
+``SentenceTransformerTrainer`` only where ragcun needs something else:
+
+- the optimizer is AdamW over :meth:`IsotropicGaussianEncoder.parameter_groups` (base and head at
+  their own learning rates, no decay on biases and norms);
+- checkpoints save the *full* encoder (on the frozen fast path the trained model is a stand-in
+  whose head is shared with it), the loss's state (SIGReg's slice counter, so a resumed run draws
+  the same directions), and are marked complete only once every file is written;
+- the logged loss components gain the raw SIGReg statistic and the mean embedding norm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ragcun.io import write_json
+from ragcun.training.callbacks import (
+    BestModelCallback,
+    RetrievalEvaluator,
+    last_complete_checkpoint,
+    mark_checkpoint_complete,
+    remove_incomplete_checkpoints,
+    rotate_checkpoints,
+)
+from ragcun.training.config import ConfigError, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+LOSS_STATE = "ragcun_loss_state.safetensors"
+_NEG_RE = re.compile(r"^negative_(\d+)$")
+
+
+# ---------------------------------------------------------------------------- data
+def _resolve_train_path(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """(dataset location, triplets root or None). A triplets root holds ``manifest.json`` and ``train/``."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"training data {p} not found (run `ragcun data triplets ...` first, or fix train_data)")
+    if p.is_dir() and (p / "train").is_dir():
+        return p / "train", p
+    return p, None
+
+
+def load_train_dataset(path: str | os.PathLike, num_negatives: int | None = None, max_samples: int | None = None):
+    """Load the training triplets and keep only the text columns, in trainer order.
+
+    Accepts a ``ragcun data triplets`` output folder, a ``datasets.save_to_disk`` folder, or a
+    .jsonl/.json/.parquet/.csv file. Returns ``(dataset, manifest)``: columns ``query, positive,
+    negative_1..K`` (the loss reads them by position).
+    """
+    import datasets
+
+    loc, root = _resolve_train_path(path)
+    if loc.is_dir():
+        try:
+            ds = datasets.load_from_disk(str(loc))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{loc}: not a datasets.save_to_disk folder ({exc})") from None
+        if isinstance(ds, datasets.DatasetDict):
+            if "train" not in ds:
+                raise ConfigError(f"{loc}: a DatasetDict without a 'train' split (has {list(ds)})")
+            ds = ds["train"]
+    else:
+        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(loc.suffix.lower())
+        if kind is None:
+            raise ConfigError(f"{loc}: unsupported training file type {loc.suffix!r} (use .jsonl, .parquet, .csv)")
+        ds = datasets.load_dataset(kind, data_files=str(loc), split="train")
+    cols = list(ds.column_names)
+    missing = [c for c in ("query", "positive") if c not in cols]
+    if missing:
+        raise ConfigError(f"{loc}: training data lacks column(s) {missing} (has {cols}); expected query, positive, negative_1..K")
+    negs = sorted((c for c in cols if _NEG_RE.match(c)), key=lambda c: int(_NEG_RE.match(c).group(1)))  # type: ignore[union-attr]
+    if num_negatives is not None:
+        if num_negatives > len(negs):
+            raise ConfigError(f"{loc}: num_negatives={num_negatives} but the data has {len(negs)} negative columns")
+        negs = negs[:num_negatives]
+    keep = ["query", "positive", *negs]
+    if max_samples is not None and max_samples < len(ds):
+        ds = ds.select(range(max_samples))
+    ds = ds.select_columns(keep)
+    manifest: dict[str, Any] = {"path": str(Path(path).resolve()), "rows": len(ds), "columns": keep,
+                                "fingerprint": getattr(ds, "_fingerprint", None)}
+    if root is not None and (root / "manifest.json").is_file():
+        try:
+            manifest["triplets_manifest"] = json.loads((root / "manifest.json").read_text())
+        except ValueError:
+            logger.warning("%s is not valid JSON; not copied into the summary", root / "manifest.json")
+    return ds, manifest
+
+
+def build_evaluator(cfg: TrainConfig, batch_size: int = 64) -> RetrievalEvaluator | None:
+    """The validation evaluator: ``validation_data`` if set, else ``<train_data>/validation`` if present."""
+    from ragcun.data.beir import available_splits, doc_text, load_beir
+
+    if not cfg.validate_during_training:
+        return None
+    source: str | None = cfg.validation_data
+    split = cfg.validation_split
+    if source is None and cfg.train_data:
+        _, root = _resolve_train_path(cfg.train_data)
+        if root is not None and (root / "validation" / "corpus.jsonl").is_file():
+            source = str(root / "validation")
+            splits = available_splits(source)
+            if split not in splits and splits:
+                split = splits[0]
+    if source is None:
+        return None
+    data = load_beir(source, split=split, data_dir=cfg.data_dir)
+    qids = sorted(data.queries)
+    if cfg.validation_max_queries is not None:
+        qids = qids[: cfg.validation_max_queries]
+    queries = {q: data.queries[q] for q in qids}
+    corpus = {d: doc_text(doc) for d, doc in data.corpus.items()}
+    logger.info("validation: %s (%s), %d queries, %d documents", source, split, len(queries), len(corpus))
+    return RetrievalEvaluator(corpus, queries, data.qrels, name="val", batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------- model and loss
+def build_model(cfg: TrainConfig, device: str | None = None):
+    from ragcun.modeling import IsotropicGaussianEncoder
+
+    model = IsotropicGaussianEncoder(
+        base_model=cfg.base_model, output_dim=cfg.output_dim, head=cfg.head, hidden_dim=cfg.hidden_dim,
+        freeze_base=cfg.freeze_base, freeze_layers=cfg.freeze_layers, max_seq_length=cfg.max_seq_length,
+        device=device,
+    )
+    return model
+
+
+def build_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1):
+    from ragcun.losses import IsotropicGaussianLoss
+
+    return IsotropicGaussianLoss(
+        model, lambda_isotropy=cfg.lambda_isotropy, lambda_reg=cfg.lambda_reg, temperature=cfg.temperature,
+        distance=cfg.distance, num_slices=cfg.num_slices,
+        gather_across_devices=bool(cfg.gather_across_devices and world_size > 1), seed=cfg.seed,
+    )
+
+
+def _pin_eval(module: nn.Module) -> None:
+    """Keep a frozen base in eval mode (no dropout) even when the trainer calls ``model.train()``.
+
+    A frozen base is a fixed feature extractor; dropout in it would only add noise, and would make
+    the slow path differ from the cached-feature fast path.
+    """
+    def train(self: nn.Module, mode: bool = True) -> nn.Module:
+        return nn.Module.train(self, False)
+
+    for sub in module.modules():
+        sub.train = types.MethodType(train, sub)  # type: ignore[method-assign]
+    nn.Module.train(module, False)
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def per_device_batch(global_batch: int, world_size: int) -> int:
+    """The per-device batch that keeps ``global_batch``; it must divide evenly."""
+    if global_batch % world_size:
+        raise ConfigError(f"batch_size={global_batch} is not divisible by the {world_size} processes; "
+                          f"use a multiple of {world_size}")
+    return global_batch // world_size
+
+
+def build_training_args(cfg: TrainConfig, world_size: int = 1, has_evaluator: bool = False, fast: bool = False):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    cuda = torch.cuda.is_available() and not cfg.use_cpu
+    report_to = [r for r in cfg.report_to if r not in ("tensorboard", "none")] or "none"
+    eval_strategy = "no"
+    if has_evaluator:
+        eval_strategy = "steps" if cfg.eval_steps > 0 else "epoch"
+    save_strategy = "steps" if cfg.save_steps > 0 else "epoch"
+    kwargs: dict[str, Any] = dict(
+        output_dir=cfg.output_dir,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=per_device_batch(cfg.batch_size, world_size),
+        per_device_eval_batch_size=per_device_batch(cfg.batch_size, world_size),
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.projection_learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio,
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_grad_norm=cfg.max_grad_norm,
+        fp16=cfg.mixed_precision == "fp16",
+        bf16=cfg.mixed_precision == "bf16",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        save_strategy=save_strategy,
+        save_total_limit=None,  # ragcun rotates only complete checkpoints (callbacks.rotate_checkpoints)
+        report_to=report_to,
+        batch_sampler=cfg.batch_sampler,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        ddp_backend=cfg.ddp_backend or (None if cuda else ("gloo" if world_size > 1 else None)),
+        ddp_find_unused_parameters=True,  # e.g. BERT pooler weights get no gradient under mean pooling
+        use_cpu=cfg.use_cpu,
+        disable_tqdm=False,
+    )
+    if cfg.gradient_checkpointing and not fast:
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments)}
+        key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+        kwargs[key] = True
+        kwargs[f"{key}_kwargs"] = {"use_reentrant": False}
+    if eval_strategy == "steps":
+        kwargs["eval_steps"] = cfg.eval_steps
+    if save_strategy == "steps":
+        kwargs["save_steps"] = cfg.save_steps
+    return SentenceTransformerTrainingArguments(**kwargs)
+
+
+# ---------------------------------------------------------------------------- trainer
+def _trainer_class():
+    from sentence_transformers import SentenceTransformerTrainer
+
+    class RagcunTrainer(SentenceTransformerTrainer):
+        """SentenceTransformerTrainer + ragcun's optimizer groups, full-encoder checkpoints, atomic marks."""
+
+        def __init__(self, *args: Any, encoder: Any, ragcun_config: TrainConfig, **kwargs: Any) -> None:
+            self.encoder = encoder
+            self.ragcun_config = ragcun_config
+            super().__init__(*args, **kwargs)
+
+        # optimizer: the encoder's own parameter groups
+        def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+            if self.optimizer is None:
+                c = self.ragcun_config
+                groups = self.encoder.parameter_groups(c.base_learning_rate, c.projection_learning_rate, c.weight_decay)
+                if not groups:
+                    raise ConfigError("nothing to train: every parameter is frozen")
+                self.optimizer = torch.optim.AdamW(groups, lr=c.projection_learning_rate, betas=(0.9, 0.999), eps=1e-8)
+            return self.optimizer
+
+        # saving: always the full encoder, atomically
+        def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+            if not self.args.should_save:  # rank 0 only writes (HF may call _save on every rank)
+                return
+            output_dir = output_dir or self.args.output_dir
+            self.encoder.save(output_dir, create_model_card=False)
+            write_json(Path(output_dir) / "training_args.json", json.loads(self.args.to_json_string()))
+
+        def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+            super()._save_checkpoint(model, trial)
+            ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            if self.args.should_save:
+                save_loss_state(self.loss, ckpt / LOSS_STATE)
+            if self.args.world_size > 1:
+                self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk
+            if self.args.should_save:
+                mark_checkpoint_complete(ckpt, self.state.global_step)
+                rotate_checkpoints(self.args.output_dir, self.ragcun_config.save_total_limit)
+
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+            from sentence_transformers import SentenceTransformer
+
+            logger.info("resuming from %s", resume_from_checkpoint)
+            saved = SentenceTransformer(resume_from_checkpoint, device="cpu")
+            missing, unexpected = self.encoder.load_state_dict(saved.state_dict(), strict=False)
+            if missing or unexpected:
+                raise RuntimeError(f"{resume_from_checkpoint}: checkpoint does not match the model "
+                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+            load_loss_state(self.loss, Path(resume_from_checkpoint) / LOSS_STATE)
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs:
+                stats = getattr(self.loss, "last_stats", None) or {}
+                if "sigreg" in stats:
+                    logs["sigreg_raw"] = float(stats["sigreg"])
+                if "mean_norm" in stats:
+                    logs["mean_norm"] = float(stats["mean_norm"])
+            super().log(logs, start_time)
+
+    return RagcunTrainer
+
+
+def _loss_buffers(loss: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in loss.state_dict().items() if not k.startswith("model.")}
+
+
+def save_loss_state(loss: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from ragcun.io import atomic_path
+
+    state = {k: v.detach().cpu().contiguous() for k, v in _loss_buffers(loss).items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def load_loss_state(loss: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        logger.warning("%s missing: the loss state (SIGReg slice counter) starts afresh", path)
+        return
+    state = load_file(str(path))
+    current = _loss_buffers(loss)
+    for k, v in state.items():
+        if k in current:
+            current[k].copy_(v.to(current[k].device))
+
+
+# ---------------------------------------------------------------------------- entry point
+def _versions() -> dict[str, str | None]:
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("ragcun", "torch", "sentence-transformers", "transformers", "accelerate", "datasets"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
+    """Train one encoder as ``cfg`` says; returns the summary also written to ``train_summary.json``.
+
+    Writes ``output_dir/{checkpoint-N, best, final, tensorboard, train_summary.json}`` (rank 0 only).
+    With ``cfg.resume`` it continues from the newest complete checkpoint in ``output_dir``.
+    """
+    from transformers.integrations import TensorBoardCallback
+    from transformers.trainer_utils import set_seed
+
+    cfg.validate()
+    if not cfg.train_data:
+        raise ConfigError("train_data is not set (config key train_data or --set train_data=PATH)")
+    t0 = time.perf_counter()
+    world = world_size_from_env()
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+
+    train_ds, manifest = load_train_dataset(cfg.train_data, cfg.num_negatives, cfg.max_train_samples)
+    evaluator = build_evaluator(cfg, batch_size=max(cfg.batch_size, 32))
+    fast = bool(cfg.freeze_base and cfg.fast_frozen)
+    args = build_training_args(cfg, world, has_evaluator=evaluator is not None, fast=fast)  # sets up the process group
+    set_seed(cfg.seed)
+    encoder = build_model(cfg, device="cpu" if fast else None)
+    counts = encoder.parameter_counts()
+    logger.info("parameters: %s", counts)
+
+    feature_seconds = 0.0
+    if fast:
+        from ragcun.training.frozen import build_fast_model
+
+        texts: list[str] = []
+        for col in train_ds.column_names:
+            texts.extend(train_ds[col])
+        if evaluator is not None:
+            texts.extend(evaluator.texts)
+        tf = time.perf_counter()
+        with args.main_process_first(local=False, desc="base features"):
+            model = build_fast_model(encoder, encoder.base_modules, encoder.head_modules, texts, cfg.max_seq_length,
+                                     batch_size=cfg.feature_batch_size)
+        feature_seconds = time.perf_counter() - tf
+    else:
+        model = encoder
+        if cfg.freeze_base:
+            for m in encoder.base_modules:
+                _pin_eval(m)
+    loss = build_loss(cfg, model, world)
+
+    resume_from = None
+    if cfg.resume:
+        if args.should_save:
+            for ckpt in remove_incomplete_checkpoints(out):
+                logger.warning("removed incomplete checkpoint %s", ckpt)
+        ckpt = last_complete_checkpoint(out)
+        if ckpt is None:
+            logger.warning("--resume: no complete checkpoint in %s; starting from scratch", out)
+        else:
+            resume_from = str(ckpt)
+
+    def save_full(path: Path) -> None:
+        encoder.save(path)
+
+    cbs: list = list(callbacks or [])
+    best_cb = None
+    if evaluator is not None:
+        best_cb = BestModelCallback(out, f"{evaluator.name}_{evaluator.primary_metric}".replace("val_val_", "val_"),
+                                    save_full)
+        cbs.append(best_cb)
+    if "tensorboard" in cfg.report_to:
+        tb = TensorBoardCallback()
+        tb.logging_dir = str(out / "tensorboard")
+        cbs.append(tb)
+
+    Trainer = _trainer_class()
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, loss=loss, evaluator=evaluator,
+                      callbacks=cbs, encoder=encoder, ragcun_config=cfg)
+    tt = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - tt
+
+    summary: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        encoder.save(out / "final")
+        if best_cb is None or best_cb.best_step is None:
+            encoder.save(out / "best")  # no validation: the final model is the one to use
+        samples = len(train_ds) * cfg.epochs if cfg.max_steps <= 0 else cfg.max_steps * cfg.batch_size * cfg.gradient_accumulation_steps
+        summary = {
+            "config": cfg.to_dict(),
+            "data": manifest,
+            "versions": _versions(),
+            "device": str(args.device),
+            "world_size": world,
+            "frozen_fast_path": fast,
+            "parameters": counts,
+            "global_steps": int(trainer.state.global_step),
+            "resumed_from": resume_from,
+            "wall_time_s": time.perf_counter() - t0,
+            "train_time_s": train_seconds,
+            "feature_time_s": feature_seconds,
+            "samples_per_second": float(result.metrics.get("train_samples_per_second", samples / max(train_seconds, 1e-9))),
+            "train_metrics": {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))},
+            "final_loss_stats": dict(getattr(loss, "last_stats", {}) or {}),
+            "best": {
+                "metric": best_cb.metric if best_cb else None,
+                "score": best_cb.best_score if best_cb else None,
+                "step": best_cb.best_step if best_cb else None,
+            },
+            "best_model": str(out / "best"),
+            "final_model": str(out / "final"),
+        }
+        write_json(out / "train_summary.json", summary)
+        logger.info("done in %.1fs: best %s", summary["wall_time_s"], summary["best"])
+    if args.world_size > 1:
+        trainer.accelerator.wait_for_everyone()
+    return summary

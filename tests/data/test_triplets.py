@@ -1,0 +1,116 @@
+"""BM25 triplets from the real nfcorpus train split (a slice), MS MARCO-format files, and the index cache."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+
+from ragcun.data.beir import load_beir
+from ragcun.data.bm25 import BM25Index, get_index
+from ragcun.data.triplets import build_triplets
+
+
+@pytest.fixture(scope="module")
+def nf_triplets(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("trip") / "nf"
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse cache fixture
+        mp.setenv("RAGCUN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ragcun-cache"))
+        manifest = build_triplets(
+            "nfcorpus", out, data_dir=str(data_root), max_train_samples=300, split_ratio=0.05, val_size=20,
+            num_negatives=3, bm25_top_k=50, seed=7, show_progress=False,
+        )
+    return out, manifest
+
+
+def test_no_positive_among_negatives(nf_triplets, data_root):
+    out, manifest = nf_triplets
+    ds = datasets.load_from_disk(str(out / "train"))
+    assert ds.column_names == ["query", "positive", "negative_1", "negative_2", "negative_3",
+                               "query_id", "positive_id", "negative_ids", "negative_ranks"]
+    assert len(ds) == 300 == manifest["counts"]["train_examples"]
+    assert manifest["counts"]["train_queries"] <= round(2570 * 0.05) + 1
+    train = load_beir("nfcorpus", "train", str(data_root))
+    for ex in ds:
+        positives = {d for d, g in train.qrels[ex["query_id"]].items() if g >= 1}
+        assert ex["positive_id"] in positives
+        assert not positives & set(ex["negative_ids"])
+        assert len(set(ex["negative_ids"])) == 3
+        assert all(r == -1 or 1 <= r <= 50 + len(positives) for r in ex["negative_ranks"])
+        assert ex["query"] == train.queries[ex["query_id"]]
+    ranks = [r for ex in ds for r in ex["negative_ranks"]]
+    assert sum(r > 0 for r in ranks) > 0.8 * len(ranks)  # mostly real BM25 negatives
+    assert manifest["bm25"]["queries_per_second"] > 0
+    assert manifest["seed"] == 7 and manifest["options"]["num_negatives"] == 3
+
+
+def test_validation_is_held_out_beir(nf_triplets):
+    out, manifest = nf_triplets
+    val = load_beir(str(out / "validation"), split="dev")
+    assert len(val.queries) == 20 and val.missing_docs == 0
+    assert len(val.corpus) == 2000 == manifest["counts"]["validation_documents"]
+    train_q = set(datasets.load_from_disk(str(out / "train"))["query_id"])
+    assert not train_q & set(val.queries)
+    assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
+
+
+def test_same_seed_same_output_and_index_reused(nf_triplets, tmp_path, data_root, caplog):
+    out, _ = nf_triplets
+    with caplog.at_level("INFO"):
+        build_triplets("nfcorpus", tmp_path / "again", data_dir=str(data_root), max_train_samples=300,
+                       split_ratio=0.05, val_size=20, num_negatives=3, bm25_top_k=50, seed=7, show_progress=False)
+    assert "reusing BM25 index" in caplog.text
+    a = datasets.load_from_disk(str(out / "train"))
+    b = datasets.load_from_disk(str(tmp_path / "again" / "train"))
+    assert a["negative_ids"] == b["negative_ids"] and a["query_id"] == b["query_id"]
+
+
+def _msmarco_dir(root):
+    root.mkdir()
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    lines = [f"{i}\t{words[i % 12]} {words[(i * 5) % 12]} {words[(i * 7) % 12]} passage number {i}" for i in range(60)]
+    (root / "collection.tsv").write_text("\n".join(lines) + "\n")
+    (root / "queries.train.tsv").write_text("100\talpha beta\n101\tgamma delta\n102\ttheta kappa\n")
+    (root / "qrels.train.tsv").write_text("100\t0\t0\t1\n101\t0\t2\t1\n101\t0\t14\t1\n102\t0\t7\t1\n")
+    return root
+
+
+def test_msmarco_files_and_jsonl(tmp_path):
+    src = _msmarco_dir(tmp_path / "msmarco")
+    m = build_triplets(str(src), tmp_path / "out", num_negatives=2, bm25_top_k=10, format="jsonl", show_progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 == m["counts"]["train_examples"]
+    assert list(rows[0]) == ["query", "positive", "negative_1", "negative_2", "query_id", "positive_id",
+                             "negative_ids", "negative_ranks"]
+    pos = {"100": {"0"}, "101": {"2", "14"}, "102": {"7"}}
+    for r in rows:
+        assert not pos[r["query_id"]] & set(r["negative_ids"])
+    assert m["sources"][0]["kind"] == "msmarco"
+
+
+def test_random_negatives_and_combined_sources(tmp_path, data_root):
+    src = _msmarco_dir(tmp_path / "msmarco")
+    m = build_triplets([str(src), "scifact"], tmp_path / "out", data_dir=str(data_root), negatives="random",
+                       max_train_samples=50, show_progress=False)
+    ds = datasets.load_from_disk(str(tmp_path / "out" / "train"))
+    assert len(ds) == 50 and {r for x in ds["negative_ranks"] for r in x} == {-1}
+    assert {q.split(":")[0] for q in ds["query_id"]} <= {"msmarco", "scifact"}
+    assert len(m["sources"]) == 2
+
+
+def test_bad_options(tmp_path, data_root):
+    with pytest.raises(ValueError, match="negatives"):
+        build_triplets("scifact", tmp_path / "o", data_dir=str(data_root), negatives="dense")
+    assert not (tmp_path / "o").exists()
+
+
+def test_index_save_load_mmap(tmp_path):
+    ids = ["a", "b", "c", "d"]
+    texts = ["the cat sat on the mat", "dogs are running", "a cat and a dog", "quantum physics"]
+    idx = get_index(ids, texts, show_progress=False)
+    assert idx.path is not None and (idx.path / "doc_ids.json").exists()
+    loaded = BM25Index.load(idx.path, mmap=True)
+    docs, scores = loaded.search(["cats", "running dogs"], k=2)
+    assert loaded.doc_ids[docs[0][0]] in {"a", "c"} and loaded.doc_ids[docs[1][0]] == "b"
+    assert scores[0][0] > 0

@@ -1,0 +1,104 @@
+"""The comparison report: significance against scipy and exact enumeration, tables, files, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from ragcun.io import write_json
+from ragcun.reporting import build_report, paired_test
+
+
+def test_randomisation_test_matches_exact_enumeration():
+    diffs = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    # all 2^5 sign patterns: only all-plus and all-minus reach |sum| = 15 -> exact p = 2/32
+    exact = np.mean([abs(np.dot(s, diffs)) >= 15 for s in itertools.product([-1, 1], repeat=5)])
+    res = paired_test(diffs, np.zeros(5), n_permutations=20_000, seed=1)
+    assert exact == 2 / 32
+    assert res["perm_p"] == pytest.approx(exact, abs=0.01)
+    assert (res["wins"], res["ties"], res["losses"]) == (5, 0, 0)
+
+
+def test_t_test_and_confidence_interval_match_scipy():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(50), rng.random(50)
+    res = paired_test(a, b, n_permutations=2000)
+    t = stats.ttest_rel(a, b)
+    assert res["t_p"] == pytest.approx(t.pvalue)
+    d = a - b
+    half = stats.t.ppf(0.975, 49) * d.std(ddof=1) / np.sqrt(50)
+    assert res["ci_low"] == pytest.approx(d.mean() - half)
+    assert res["ci_high"] == pytest.approx(d.mean() + half)
+    assert 0 < res["perm_p"] <= 1
+
+
+def _result(path, model, score, shift, n_q=40, seed=0):
+    rng = np.random.default_rng(seed)
+    per_query, results = {}, {}
+    for ds in ("scifact", "nfcorpus"):
+        vals = np.clip(rng.random(n_q) * 0.6 + shift, 0, 1)
+        per_query[ds] = {f"q{i}": {"ndcg@10": float(v), "recall@100": float(min(1, v + 0.2))} for i, v in enumerate(vals)}
+        results[ds] = {"ndcg@10": float(vals.mean()), "recall@100": float(np.minimum(1, vals + 0.2).mean())}
+    write_json(path, {"model": model, "score": score, "results": results, "per_query": per_query})
+    return path
+
+
+def test_build_report_tables_and_files(tmp_path):
+    base = _result(tmp_path / "base.json", "all-MiniLM-L6-v2", "cos", 0.0, seed=0)
+    better = _result(tmp_path / "iso.json", "/runs/iso/final", "l2", 0.3, seed=0)  # same noise, +0.3: significant
+    iso = tmp_path / "isotropy.json"
+    write_json(iso, {"results": [{"label": "iso", "dataset": "scifact", "kind": "corpus", "isoscore": 0.93,
+                                  "cov_error_rel": 0.1, "is_isotropic": True}]})
+    out = tmp_path / "report"
+    s = build_report([str(base), str(better)], out, isotropy_files=[str(iso)], n_permutations=2000)
+    assert s["models"] == ["all-MiniLM-L6-v2", "final"] and s["baseline"] == "all-MiniLM-L6-v2"
+    sig = s["significance"]["scifact"]["final"]
+    assert sig["mean_diff"] == pytest.approx(0.3, abs=0.02) and sig["perm_p"] < 0.01 and sig["t_p"] < 1e-6
+    md = s["markdown"]
+    assert "| Model | scifact | nfcorpus | Avg |" in md
+    assert "†" in md and "**" in md
+    assert "+30.00" in md or "+29." in md or "+30." in md
+    for f in ("report.md", "ndcg_at_10.md", "ndcg_at_10.tex", "results.csv", "significance.csv", "isotropy.csv",
+              "ndcg_at_10.png", "report.json"):
+        assert (out / f).exists(), f
+    tex = (out / "ndcg_at_10.tex").read_text()
+    assert "\\toprule" in tex and "$^\\dagger$" in tex and "\\textbf{" in tex
+    assert "all-MiniLM-L6-v2,cos,scifact,ndcg@10" in (out / "results.csv").read_text()
+    assert "## Isotropy" in (out / "report.md").read_text()
+    # a chosen baseline flips the direction
+    s2 = build_report([str(base), str(better)], tmp_path / "r2", baseline="final", n_permutations=500, plots=False)
+    assert s2["significance"]["scifact"]["all-MiniLM-L6-v2"]["mean_diff"] < 0
+
+
+def test_report_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        build_report([str(bad)], tmp_path / "o")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"foo": 1}))
+    with pytest.raises(ValueError, match="other.json: not a ragcun results file"):
+        build_report([str(other)], tmp_path / "o")
+    good = _result(tmp_path / "g.json", "m", "cos", 0.0)
+    with pytest.raises(ValueError, match="baseline 'nope'"):
+        build_report([str(good)], tmp_path / "o", baseline="nope")
+
+
+def test_report_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from ragcun.cli import app
+
+    a = _result(tmp_path / "a.json", "model-a", "cos", 0.0, seed=1)
+    b = _result(tmp_path / "b.json", "model-b", "l2", 0.05, seed=2)
+    res = CliRunner().invoke(app, ["report", str(a), str(b), "--out", str(tmp_path / "rep"), "--permutations", "500",
+                                   "--no-plots"])
+    assert res.exit_code == 0, res.output
+    assert "model-a" in res.output and "NDCG@10" in res.output
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "missing.json"), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 1 and "missing.json" in res.output

@@ -1,0 +1,125 @@
+"""Training mechanics on a tiny BERT and real SciFact text: optimizer groups, freezing,
+the frozen fast path against the slow path, outputs of a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from ragcun.training.config import load_config
+from ragcun.training.trainer import build_loss, build_model, build_training_args, load_train_dataset, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_cfg(triplets_dir, model_path, out, *extra: str):
+    return load_config(REPO / "configs" / "train_tiny.toml",
+                       [f"train_data={triplets_dir}", f"base_model={model_path}", f"output_dir={out}", *extra])
+
+
+def head_state(path: Path) -> dict[str, torch.Tensor]:
+    model = SentenceTransformer(str(path), device="cpu")
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("0.")}
+
+
+def base_state(path: Path) -> dict[str, torch.Tensor]:
+    model = SentenceTransformer(str(path), device="cpu")
+    return {k: v for k, v in model.state_dict().items() if k.startswith("0.")}
+
+
+def test_load_train_dataset_selects_text_columns(triplets_dir):
+    ds, manifest = load_train_dataset(triplets_dir, num_negatives=1, max_samples=5)
+    assert ds.column_names == ["query", "positive", "negative_1"] and len(ds) == 5
+    assert manifest["triplets_manifest"]["rows"] == 24
+
+
+def test_bad_training_data_is_named(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"anchor": ["a"], "positive": ["b"]}).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=r"d: training data lacks column\(s\) \['query'\]"):
+        load_train_dataset(tmp_path / "d")
+
+
+def test_optimizer_groups_have_their_learning_rates(triplets_dir, tiny_model_path, tmp_path):
+    from ragcun.training.trainer import _trainer_class
+
+    cfg = tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "o", "base_learning_rate=2e-5",
+                   "projection_learning_rate=1e-3", "weight_decay=0.1")
+    model = build_model(cfg)
+    ds, _ = load_train_dataset(cfg.train_data)
+    trainer = _trainer_class()(model=model, args=build_training_args(cfg), train_dataset=ds,
+                               loss=build_loss(cfg, model), encoder=model, ragcun_config=cfg)
+    opt = trainer.create_optimizer()
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert by_name["base"]["lr"] == 2e-5 and by_name["base"]["weight_decay"] == 0.1
+    assert by_name["head"]["lr"] == 1e-3 and by_name["head_no_decay"]["weight_decay"] == 0.0
+    n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n_opt == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_freeze_base_slow_path_changes_head_only(triplets_dir, tiny_model_path, tmp_path):
+    cfg = tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "run", "freeze_base=true", "fast_frozen=false",
+                   "max_steps=2", "validate_during_training=false", "save_steps=2")
+    summary = train(cfg)
+    assert summary["parameters"]["base_trainable"] == 0
+    before = build_model(cfg)
+    after = SentenceTransformer(str(tmp_path / "run" / "final"), device="cpu").state_dict()
+    for k, v in before.state_dict().items():
+        if k.startswith("0."):
+            assert torch.equal(v, after[k]), k
+    assert any(not torch.equal(v, after[k]) for k, v in before.state_dict().items() if not k.startswith("0."))
+
+
+def test_freeze_layers_freezes_embeddings_and_first_blocks(minilm_path):
+    cfg = load_config(None, [f"base_model={minilm_path}", "freeze_layers=4"])
+    model = build_model(cfg, device="cpu")
+    named = dict(model.named_parameters())
+    assert not any(p.requires_grad for n, p in named.items() if "embeddings" in n)
+    assert not any(p.requires_grad for n, p in named.items() if ".layer.3." in n)
+    assert all(p.requires_grad for n, p in named.items() if ".layer.4." in n or ".layer.5." in n)
+
+
+def test_frozen_fast_path_equals_slow_path(triplets_dir, tiny_model_path, tmp_path):
+    """Same seed, same sampler, same optimizer: cached features give the same head."""
+    common = ["freeze_base=true", "max_steps=4", "save_steps=4", "eval_steps=2", "lambda_isotropy=1.0"]
+    slow = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "slow", "fast_frozen=false", *common))
+    fast = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "fast", "fast_frozen=true", *common))
+    assert fast["frozen_fast_path"] and not slow["frozen_fast_path"]
+    hs, hf = head_state(tmp_path / "slow" / "final"), head_state(tmp_path / "fast" / "final")
+    assert hs.keys() == hf.keys() and hs
+    for k in hs:
+        torch.testing.assert_close(hf[k], hs[k], rtol=1e-4, atol=1e-5)
+    init = head_state(tmp_path / "slow" / "checkpoint-4")  # sanity: the head did move
+    assert init.keys() == hs.keys()
+    assert abs(fast["best"]["score"] - slow["best"]["score"]) < 1e-4
+    # the base is untouched and saved with the head: best/ is a complete encoder
+    bs = base_state(tmp_path / "fast" / "best")
+    ref = base_state(tmp_path / "slow" / "best")
+    assert all(torch.equal(bs[k], ref[k]) for k in ref)
+
+
+def test_run_outputs(triplets_dir, tiny_model_path, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_cfg(triplets_dir, tiny_model_path, out, "max_steps=4", "report_to=[\"tensorboard\"]"))
+    assert summary["global_steps"] == 4 and summary["samples_per_second"] > 0
+    saved = json.loads((out / "train_summary.json").read_text())
+    assert saved["config"]["output_dim"] == 16 and saved["data"]["rows"] == 24 and saved["versions"]["torch"]
+    assert saved["best"]["metric"] == "val_ndcg@10" and 0 <= saved["best"]["score"] <= 1
+    model = SentenceTransformer(str(out / "best"), device="cpu")
+    assert model.similarity_fn_name == "euclidean" and model.get_embedding_dimension() == 16
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+    assert all((p / "ragcun_checkpoint.json").is_file() for p in out.glob("checkpoint-*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list((out / "tensorboard").glob("events.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/contrastive", "train/isotropy", "train/sigreg_raw", "eval/val_ndcg@10"} <= tags
+    assert any(t.startswith("eval/val_isotropy_") for t in tags)
