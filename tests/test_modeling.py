@@ -121,3 +121,16 @@ def test_save_is_atomic_and_keeps_previous_model(tiny_model_path, tmp_path, monk
         enc.save(target)
     assert sorted(p.name for p in target.iterdir()) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
+
+
+def test_calibrate_head_starts_outputs_at_unit_scale(tiny_model_path):
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=32)
+    texts = [f"sentence number {i} about topic {i % 7}" for i in range(64)]
+    before = enc.encode(texts, convert_to_tensor=True)
+    assert before.std() < 0.5  # a fresh head is far below the N(0, I) scale
+    info = enc.calibrate_head(enc.base_features(texts))
+    after = enc.encode(texts, convert_to_tensor=True)
+    assert info["samples"] == 64
+    assert after.mean(0).abs().max() < 1e-4
+    assert abs(after.std().item() - 1.0) < 0.02
+    assert enc.ragcun_config["head_init"]["method"] == "calibrated"

@@ -144,6 +144,45 @@ class IsotropicGaussianEncoder(SentenceTransformer):
     def head_parameters(self) -> list[nn.Parameter]:
         return [p for m in self.head_modules for p in m.parameters()]
 
+    # ------------------------------------------------------------------ head initialisation
+    @torch.no_grad()
+    def base_features(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
+        """What the base (everything before the head) outputs for ``texts``, in eval mode."""
+        from sentence_transformers import SentenceTransformer
+
+        body = SentenceTransformer(modules=self.base_modules, device=str(self.device))
+        was_training = [m.training for m in self.base_modules]
+        out = body.encode(list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+        for m, t in zip(self.base_modules, was_training, strict=True):
+            m.train(t)
+        return out.detach().float()
+
+    @torch.no_grad()
+    def calibrate_head(self, features: torch.Tensor) -> dict[str, float]:
+        """Rescale the head's last layer so its outputs on ``features`` have zero mean and unit variance.
+
+        A data-dependent initialisation (LSUV-style, Mishkin & Matas 2016). It matters here: a
+        freshly initialised head maps sentences to vectors of norm ~1 in 512-d, i.e. a per-dimension
+        scale of ~0.04, where SIGReg's gradient (∝ sin(t·x)) all but vanishes and a contrastive
+        temperature has no sensible value. Starting every arm at the N(0, I) scale makes λ_iso the
+        only difference between the baseline and the isotropy arm. Returns the applied correction.
+        """
+        head = self.head_modules
+        if not head:
+            raise ValueError("this model has no projection head to calibrate")
+        x = features.to(self.device, dtype=torch.float32)
+        for m in head:
+            x = m({"sentence_embedding": x})["sentence_embedding"]
+        mean = x.mean(0)
+        std = (x - mean).std().clamp_min(1e-8)
+        last = head[-1].linear
+        last.weight.div_(std)
+        if last.bias is not None:
+            last.bias.sub_(mean).div_(std)
+        info = {"samples": int(x.shape[0]), "scale": float(1.0 / std), "mean_norm_before": float(mean.norm())}
+        self.ragcun_config["head_init"] = {"method": "calibrated", **info}
+        return info
+
     # ------------------------------------------------------------------ freezing
     def set_freezing(self, freeze_base: bool = False, freeze_layers: int = 0) -> None:
         """Freeze the whole base, or its embeddings and first ``freeze_layers`` blocks."""

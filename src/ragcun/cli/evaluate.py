@@ -11,7 +11,7 @@ from rich.table import Table
 from ragcun.cli.app import app, console, fail
 
 _SCORE_HELP = "l2 (−‖q−d‖), cos or dot. Default: the model's own similarity (L2 for ragcun models, cosine otherwise)."
-_SHOWN = ("ndcg@10", "ndcg@100", "map@100", "recall@100", "recall@1000", "mrr@10", "p@1")
+_SHOWN = ("ndcg@10", "recall@100", "recall@1000", "mrr@10", "map@100")
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:
@@ -84,14 +84,15 @@ def isotropy(
                       max_seq_length, data_dir, plots=not no_plots, labels=label or None)
     except _data_errors() as exc:
         raise fail(str(exc)) from None
-    cols = ["mean_norm", "cov_error_rel", "mean_abs_offdiag_corr", "eigenvalue_score", "isoscore",
-            "effective_rank", "sigreg", "sigreg_reference", "norm_mean"]
-    table = Table(title="isotropy vs N(0, I)")
-    for c in ["model", "kind", "n", "dim", *cols, "isotropic"]:
-        table.add_column(c, justify="left" if c in ("model", "kind") else "right")
+    cols = ["n", "dim", "mean_norm", "cov_error_rel", "mean_abs_offdiag_corr", "eigenvalue_score", "isoscore",
+            "effective_rank", "sigreg", "sigreg_reference", "norm_mean", "norm_expected"]
+    table = Table(title="isotropy vs N(0, I)")  # one column per model × kind: fits a terminal
+    table.add_column("metric")
     for r in res["results"]:
-        table.add_row(r["label"], r["kind"], str(r["n"]), str(r["dim"]), *[f"{r[c]:.3f}" for c in cols],
-                      "[green]yes[/]" if r["is_isotropic"] else "[red]no[/]")
+        table.add_column(f"{r['label']}\n{r['kind']}", justify="right")
+    for c in cols:
+        table.add_row(c, *[str(r[c]) if isinstance(r[c], int) else f"{r[c]:.4g}" for r in res["results"]])
+    table.add_row("is_isotropic", *["[green]yes[/]" if r["is_isotropic"] else "[red]no[/]" for r in res["results"]])
     console.print(table)
     console.print(f"written to {out}/ (isotropy.json, isotropy.csv{', *.png' if not no_plots else ''})")
 

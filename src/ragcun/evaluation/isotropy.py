@@ -259,18 +259,21 @@ def analyze(
         from ragcun.evaluation.beir_eval import load_model
         from ragcun.evaluation.encode import encode_corpus, encode_texts, model_fingerprint
 
-        corpus, queries, qrels = load_beir(dataset, split=split, data_dir=data_dir)
+        data = load_beir(dataset, split=split, data_dir=data_dir)
+        corpus, queries, qrels = data
         doc_ids = list(corpus)
+        cache_name = data.name  # the whole corpus: the same cache entry as `ragcun evaluate`
         if max_docs and len(doc_ids) > max_docs:
             rng = np.random.default_rng(seed)
             doc_ids = [doc_ids[i] for i in sorted(rng.choice(len(doc_ids), max_docs, replace=False))]
+            cache_name = f"{data.name}-sample{max_docs}-seed{seed}"
         qids = [q for q in queries if q in qrels]
         for spec in models:
             model, name = load_model(spec)
             if max_seq_length is not None:
                 model.max_seq_length = int(max_seq_length)
             label = names.pop(0) if names else Path(str(name).rstrip("/")).name
-            emb = encode_corpus(model, doc_ids, [doc_text(corpus[d]) for d in doc_ids], f"{dataset}-iso{len(doc_ids)}",
+            emb = encode_corpus(model, doc_ids, [doc_text(corpus[d]) for d in doc_ids], cache_name,
                                 batch_size, cache=cache)
             try:
                 docs = emb.array()

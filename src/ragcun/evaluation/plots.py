@@ -52,14 +52,22 @@ def norm_histogram(embeddings: Mapping[str, np.ndarray], path: str | os.PathLike
     for ax, (label, emb) in zip(axes[0], embeddings.items(), strict=True):
         norms = np.linalg.norm(np.asarray(emb, dtype=np.float64), axis=1)
         d = emb.shape[1]
-        ax.hist(norms, bins=50, density=True, alpha=0.7, color="C0", label="embeddings")
         lo, hi = min(norms.min(), math.sqrt(d) - 4), max(norms.max(), math.sqrt(d) + 4)
+        spread = float(np.ptp(norms))
+        # counts on the left axis, the N(0, I) density on the right: a unit-norm model (a spike) stays visible
+        bins = 50 if spread > 1e-3 * max(1.0, norms.max()) else np.linspace(norms.min() - 0.05, norms.max() + 0.05, 3)
+        ax.hist(norms, bins=bins, alpha=0.7, color="C0", label=f"embeddings (mean {norms.mean():.3g})")
+        ax.set_ylabel("count")
         r = np.linspace(max(lo, 0), hi, 400)
-        ax.plot(r, _chi_pdf(r, d), "k--", lw=1, label=f"N(0, I$_{{{d}}}$)")
+        twin = ax.twinx()
+        twin.plot(r, _chi_pdf(r, d), "k--", lw=1, label=f"N(0, I$_{{{d}}}$) density")
+        twin.set_ylim(bottom=0)
+        twin.set_yticks([])
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("‖x‖")
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("density")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = twin.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7)
     fig.suptitle("Embedding norms", fontsize=10)
     return _save(fig, path)
 

@@ -206,13 +206,14 @@ def evaluate_rag(
     if max_seq_length is not None:
         model.max_seq_length = int(max_seq_length)
     score = check_score(score) if score else default_score(model)
-    corpus, queries, qrels = load_beir(dataset, split=split, data_dir=data_dir)
+    data = load_beir(dataset, split=split, data_dir=data_dir)
+    corpus, queries, qrels = data
     queries = {q: t for q, t in queries.items() if q in qrels}
     doc_ids = list(corpus)
-    emb = encode_corpus(model, doc_ids, [doc_text(corpus[d]) for d in doc_ids], dataset, batch_size, cache=cache,
+    emb = encode_corpus(model, doc_ids, [doc_text(corpus[d]) for d in doc_ids], data.name, batch_size, cache=cache,
                         show_progress_bar=show_progress_bar)
     try:
-        run, _timing, q_emb = retrieve(model, corpus, queries, score, 1000, dataset, batch_size, corpus_emb=emb)
+        run, _timing, q_emb = retrieve(model, corpus, queries, score, 1000, data.name, batch_size, corpus_emb=emb)
         _, per_query = evaluate_run(qrels, run, metrics={"ndcg": (10,)})
         qids = list(queries)
         result = rag_metrics_from_embeddings(

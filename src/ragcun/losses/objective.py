@@ -43,7 +43,7 @@ class IsotropicGaussianLoss(nn.Module):
         model: nn.Module,
         lambda_isotropy: float = 1.0,
         lambda_reg: float = 0.0,
-        temperature: float = 1.0,
+        temperature: float = 50.0,
         distance: Distance = "squared",
         num_slices: int = 1024,
         t_max: float = 3.0,

@@ -50,6 +50,8 @@ class TrainConfig:
     freeze_base: bool = False
     freeze_layers: int = 0
     max_seq_length: int = 256
+    head_init: Literal["calibrated", "default"] = "calibrated"  # calibrated: outputs start at zero mean, unit variance
+    calibration_samples: int = 256  # training texts used to calibrate the head
     fast_frozen: bool = True  # with freeze_base: train the head on cached base features
     feature_batch_size: int = 64
     # optimisation
@@ -73,7 +75,7 @@ class TrainConfig:
     lambda_isotropy: float = 1.0
     lambda_reg: float = 0.0
     num_slices: int = 1024
-    temperature: float = 1.0
+    temperature: float = 50.0  # squared distances grow with output_dim (≈ 2·D apart for unrelated pairs)
     distance: Literal["squared", "l2"] = "squared"
     gather_across_devices: bool = True
     # output, logging, checkpoints

@@ -140,6 +140,16 @@ def build_model(cfg: TrainConfig, device: str | None = None):
     return model
 
 
+def calibration_texts(train_ds, n: int) -> list[str]:
+    """The first ``n`` distinct texts of the training columns, row by row (queries and documents, as SIGReg sees them)."""
+    seen: dict[str, None] = {}
+    cols = train_ds.column_names
+    for row in train_ds.select(range(min(len(train_ds), n))):
+        for c in cols:
+            seen.setdefault(row[c], None)
+    return list(seen)[:n]
+
+
 def build_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1):
     from ragcun.losses import IsotropicGaussianLoss
 
@@ -377,6 +387,15 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         if cfg.freeze_base:
             for m in encoder.base_modules:
                 _pin_eval(m)
+    if cfg.head_init == "calibrated":
+        calib = calibration_texts(train_ds, cfg.calibration_samples)
+        if fast:
+            lookup = model[0]
+            feats = lookup.table[[lookup.index[t] for t in calib]]
+        else:
+            feats = encoder.base_features(calib, batch_size=cfg.feature_batch_size)
+        info = encoder.calibrate_head(feats)
+        logger.info("head calibrated on %d training texts (output scale x%.3g)", info["samples"], info["scale"])
     loss = build_loss(cfg, model, world)
 
     resume_from = None
