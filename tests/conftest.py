@@ -30,11 +30,18 @@ def data_root() -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Each test session gets its own ragcun cache so tests never see a user's cache."""
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """The test session gets its own ragcun cache (set before any fixture runs), so tests never
+    read or write a user's cache."""
     cache = tmp_path_factory.getbasetemp() / "ragcun-cache"
-    monkeypatch.setenv("RAGCUN_CACHE_DIR", str(cache))
+    old = os.environ.get("RAGCUN_CACHE_DIR")
+    os.environ["RAGCUN_CACHE_DIR"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("RAGCUN_CACHE_DIR", None)
+    else:
+        os.environ["RAGCUN_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,9 @@ def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> E
         raise ExperimentError(f"{p}: unknown key(s) in [evaluation]: {', '.join(sorted(unknown))}")
     if not ev.get("datasets"):
         raise ExperimentError(f"{p}: [evaluation] needs datasets = [...]")
+    from ragcun.data.beir import expand_dataset_names
+
+    ev = {**ev, "datasets": expand_dataset_names(list(ev["datasets"]))}
     arm_tables = raw.get("arms", {})
     order = exp.get("arms", list(arm_tables) or list(DEFAULT_ARMS))
     arms: dict[str, dict[str, Any]] = {}
@@ -198,6 +201,79 @@ def models_to_evaluate(exp: ExperimentConfig) -> dict[str, str]:
     return models
 
 
+def share_base_features(exp: ExperimentConfig, models: dict[str, str], data_dir: str | None = None) -> list[str]:
+    """Encode each corpus once with the shared base and derive the reference's and the frozen arms' vectors.
+
+    The reference model is the base plus its own tail (``Normalize`` for MiniLM); a frozen arm is the
+    same base (its weights are checked by fingerprint) plus its head. Both tails are cheap, so the
+    corpus goes through the transformer once instead of twice, and the derived vectors are stored in
+    the embedding cache where evaluation and isotropy then find them. Returns the labels served.
+    """
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    from ragcun.data.beir import doc_text, load_beir
+    from ragcun.evaluation.beir_eval import load_model
+    from ragcun.evaluation.encode import encode_corpus, encode_texts, model_fingerprint, seed_corpus_cache
+
+    if "reference" not in models:
+        return []
+    ev = exp.evaluation
+    msl = ev.get("max_seq_length")
+    reference, _ = load_model(models["reference"])
+    body_mods = [m for m in reference if not isinstance(m, Normalize)]
+    body = SentenceTransformer(modules=body_mods, device=str(reference.device))
+    tails: dict[str, tuple[object, list]] = {"reference": (reference, [m for m in reference if isinstance(m, Normalize)])}
+    for arm, opts in exp.arms.items():
+        if not opts.get("freeze_base") or arm not in models or not Path(models[arm]).is_dir():
+            continue
+        from ragcun.modeling import IsotropicGaussianEncoder
+
+        model, _ = load_model(models[arm])  # as evaluation loads it, so the cache keys agree
+        enc = IsotropicGaussianEncoder.from_pretrained(models[arm], device=str(model.device))
+        if msl:
+            enc.max_seq_length = body.max_seq_length = int(msl)
+        base = SentenceTransformer(modules=list(enc.base_modules), device=str(enc.device))
+        if model_fingerprint(base) != model_fingerprint(body):
+            logger.warning("arm %s: its base differs from the reference model; encoding it on its own", arm)
+            continue
+        tails[arm] = (model, list(enc.head_modules))
+    if len(tails) < 2:
+        return []
+    for target, _ in tails.values():
+        if msl:
+            target.max_seq_length = int(msl)  # type: ignore[attr-defined]
+    if msl:
+        body.max_seq_length = int(msl)
+    batch = ev.get("batch_size", 32)
+    for ds in ev["datasets"]:
+        data = load_beir(ds, split=ev.get("split", "test"), data_dir=data_dir)
+        corpus, name = data.corpus, data.name
+        ids = list(corpus)
+        texts = [doc_text(corpus[d]) for d in ids]
+        logger.info("%s: encoding the corpus once with the shared base for %s", ds, ", ".join(tails))
+        feats = encode_corpus(body, ids, texts, f"{name}-base", batch)
+        for target, tail in tails.values():
+            chunks = []
+            with torch.no_grad():
+                for chunk in feats.chunks:
+                    x = torch.from_numpy(np.array(chunk, dtype=np.float32)).to(body.device)
+                    for m in tail:
+                        x = m({"sentence_embedding": x})["sentence_embedding"]
+                    chunks.append(x.float().cpu().numpy())
+            seed_corpus_cache(target, ids, texts, name, chunks)
+        # check once that the derived vectors are what the model itself produces
+        probe = texts[:4]
+        for label, (target, _tail) in tails.items():
+            direct = encode_texts(target, probe, "document")
+            derived = np.asarray(encode_corpus(target, ids, texts, name, batch, show_progress_bar=False).chunks[0][:4])
+            if not np.allclose(direct, derived, atol=1e-3 * max(1.0, float(np.abs(direct).max()))):
+                raise RuntimeError(f"{label}: vectors derived from shared base features differ from direct encoding")
+    return list(tails)
+
+
 def evaluate_models(exp: ExperimentConfig, models: dict[str, str], data_dir: str | None = None) -> dict[str, Path]:
     """BEIR evaluation of every model (skipping finished ones), plus isotropy of its corpus embeddings."""
     from ragcun.evaluation.beir_eval import evaluate_model
@@ -229,7 +305,7 @@ def measure_isotropy(exp: ExperimentConfig, models: dict[str, str], data_dir: st
     ev = exp.evaluation
     files: dict[str, Path] = {}
     for ds in ev["datasets"]:
-        out = exp.output_dir / "isotropy" / ds
+        out = exp.output_dir / "isotropy" / Path(ds).name
         files[ds] = out / "isotropy.json"
         if files[ds].exists():
             logger.info("isotropy %s: %s exists, skipping", ds, files[ds])
@@ -282,6 +358,10 @@ def run_experiment(
         return {}
     models = models_to_evaluate(exp)
     te = time.perf_counter()
+    if not all(exp.results_file(label).exists() for label in models):
+        shared = share_base_features(exp, models, data_dir)
+        timings["shared_base_s"] = time.perf_counter() - te
+        logger.info("corpus vectors of %s derived from one pass of the shared base", ", ".join(shared) or "no model")
     results = evaluate_models(exp, models, data_dir)
     timings["evaluate_s"] = time.perf_counter() - te
     ti = time.perf_counter()

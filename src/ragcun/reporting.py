@@ -334,7 +334,10 @@ def build_report(
         header = ["Model", "Data", *keys]
         rows = []
         for r in iso_rows:
-            rows.append([str(r.get("label", r.get("model", "?"))), str(r.get("dataset", "")),
+            data = str(r.get("dataset") or "")
+            if r.get("kind"):
+                data = f"{data} {r['kind']}".strip()
+            rows.append([str(r.get("label", r.get("model", "?"))), data,
                          *[("yes" if r.get(k) else "no") if k == "is_isotropic" else
                            (f"{r[k]:.3f}" if isinstance(r.get(k), int | float) else "–") for k in keys]])
         md = markdown_table(header, rows)
@@ -357,6 +360,7 @@ def build_report(
         "isotropy": iso_rows,
         "files": files,
         "markdown": main,
+        "tables": tables,
         "report_markdown": report_md,
     }
     files["report.json"] = str(out / "report.json")

@@ -34,6 +34,12 @@ def run(
     except (ExperimentError, ConfigError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
     if rep:
-        console.print(rep.get("markdown", ""), markup=False, highlight=False)
-        if rep.get("out_dir"):
-            console.print(f"[green]report written to {rep['out_dir']}[/]")
+        tables = rep.get("tables", {})
+        for title, key in (("NDCG@10 (x100)", "ndcg@10"), ("Paired significance vs the baseline", "significance"),
+                           ("Isotropy", "isotropy")):
+            if key in tables:
+                console.rule(title)
+                console.print(tables[key], markup=False, highlight=False)
+        report_md = rep.get("files", {}).get("report.md")
+        if report_md:
+            console.print(f"[green]full report:[/] {report_md}")

@@ -222,7 +222,8 @@ def evaluate_model(
             raise ValueError(f"{ds}: no query of split {split!r} has both text and qrels")
         logger.info("%s: %d documents, %d queries; score %s", ds, len(corpus), len(queries), score)
         run, timing, _ = retrieve(
-            model, corpus, queries, score, top_k, ds, batch_size, cache, chunk_size, show_progress_bar=show_progress_bar
+            model, corpus, queries, score, top_k, data.name, batch_size, cache, chunk_size,
+            show_progress_bar=show_progress_bar
         )
         t1 = time.perf_counter()
         aggregate, per_query = evaluate_run(qrels, run, metrics=metrics)

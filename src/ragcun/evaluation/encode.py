@@ -230,3 +230,38 @@ def encode_corpus(
     if encoded == 0 and cache:
         logger.info("%s: corpus embeddings loaded from cache %s", dataset, directory)
     return CorpusEmbeddings(chunks, list(ids), key, directory, encoded, time.perf_counter() - t0, tmp)
+
+
+def seed_corpus_cache(
+    model: Any,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    dataset: str,
+    chunks: Sequence[np.ndarray],
+    chunk_size: int = 10_000,
+    cache_root: str | os.PathLike | None = None,
+) -> Path:
+    """Store corpus embeddings of ``model`` computed some other way (e.g. a head applied to cached base
+    features) under the key :func:`encode_corpus` would use, so later evaluations read them for free.
+
+    ``chunks`` must split the corpus exactly as ``chunk_size`` does.
+    """
+    fp = model_fingerprint(model)
+    key = cache_key(fp, dataset, ids, texts, max_seq_length=getattr(model, "max_seq_length", None), chunk_size=chunk_size)
+    directory = (Path(cache_root) if cache_root else cache_dir("embeddings")) / key
+    directory.mkdir(parents=True, exist_ok=True)
+    n_chunks = (len(ids) + chunk_size - 1) // chunk_size
+    if len(chunks) != n_chunks:
+        raise ValueError(f"{dataset}: {len(chunks)} chunks given, the corpus splits into {n_chunks}")
+    for c, arr in enumerate(chunks):
+        want = min((c + 1) * chunk_size, len(ids)) - c * chunk_size
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[0] != want or not np.isfinite(arr).all():
+            raise ValueError(f"{dataset}: chunk {c} has shape {arr.shape} (expected ({want}, dim), finite)")
+        with atomic_path(directory / f"chunk-{c:05d}.npy") as out, open(out, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+    write_json(directory / "meta.json", {"dataset": dataset, "model_fingerprint": fp, "documents": len(ids),
+                                         "dim": int(chunks[0].shape[1]), "chunk_size": chunk_size,
+                                         "max_seq_length": getattr(model, "max_seq_length", None),
+                                         "seeded": True})
+    return directory
