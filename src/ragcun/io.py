@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -53,6 +54,28 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file, read in chunks (model weights, index files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions(*dists: str) -> dict[str, str | None]:
+    """Installed versions of ``dists`` (None when missing), for result and summary files."""
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {}
+    for dist in dists:
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
 
 
 def _json_default(obj: Any) -> Any:

@@ -8,7 +8,6 @@ sentence-transformers would (with ``HF_TOKEN`` from the environment or a ``.env`
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import logging
@@ -18,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragcun.io import atomic_path
+from ragcun.io import atomic_path, sha256_file
 from ragcun.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -81,14 +80,6 @@ def mpnet_part_files() -> list[Path] | None:
             return None
         found.append(Path(dist.locate_file(files[0])))
     return found
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def assemble_split_zip(parts: list[Path], target: Path, expected: dict[str, str] | None = None) -> Path:

@@ -163,7 +163,6 @@ def _dist_worker(rank: int, world: int, port: int, model_path: str, corpus: dict
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
 def test_torchrun_sharded_encoding_merges_to_the_same_run(tiny_model_path, tmp_path):
     """Two gloo ranks each encode every other chunk and search their own; the merged run equals one process's."""
     import socket

@@ -39,7 +39,6 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.slow  # three real training processes: ~90 s on the shared 2-core box
 def test_resume_after_sigkill_matches_uninterrupted(triplets_dir, tiny_model_path, tmp_path):
     extra = ("max_steps=6", "save_steps=2", "save_total_limit=5")
     ref = tmp_path / "ref"
@@ -74,7 +73,6 @@ def _losses(out: Path) -> list[float]:
     return [h["loss"] for h in state["log_history"] if "loss" in h]
 
 
-@pytest.mark.slow  # a real torchrun + a reference run: ~90 s on the shared 2-core box
 def test_torchrun_two_processes_matches_single_process(triplets_dir, tiny_nodropout_path, tmp_path):
     extra = ("max_steps=3", "save_steps=3", "batch_size=4", "batch_sampler=batch_sampler", "use_cpu=true",
              "warmup_ratio=0", "logging_steps=1")

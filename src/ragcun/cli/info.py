@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -12,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ragcun.cli.app import app, console, fail
+from ragcun.io import package_versions
 from ragcun.paths import DATA_DIR_ENV, cache_dir, data_dir
 
 models_app = typer.Typer(help="Find, fetch and inspect models.", no_args_is_help=True)
@@ -23,13 +23,6 @@ _PACKAGES = [
 ]
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 @app.command()
 def info(data_dir_opt: str = typer.Option(None, "--data-dir", help="Data directory to report.")) -> None:
     """Print versions, the compute device, the resolved models and the data directory."""
@@ -39,8 +32,8 @@ def info(data_dir_opt: str = typer.Option(None, "--data-dir", help="Data directo
 
     table = Table(title="ragcun", show_header=False)
     table.add_row("python", platform.python_version())
-    for dist in _PACKAGES:
-        table.add_row(dist, _version(dist))
+    for dist, version in package_versions(*_PACKAGES).items():
+        table.add_row(dist, version or "not installed")
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         device = f"cuda ({torch.cuda.device_count()}: {names})"

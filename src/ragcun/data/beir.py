@@ -14,6 +14,7 @@ BEIR's ``GenericDataLoader`` returns, so numbers are comparable with the BEIR li
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -122,9 +123,11 @@ class BeirData:
         )
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; malformed JSON names file and line."""
-    with open(path, encoding="utf-8") as fh:
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a JSONL(.gz) file; malformed JSON names file and line."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -156,7 +159,7 @@ def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
         raise FileNotFoundError(f"corpus file not found: {path}")
     corpus: dict[str, dict[str, str]] = {}
     first_line: dict[str, int] = {}
-    for lineno, obj in _iter_jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         _id = _get_id(path, lineno, obj)
         if "text" not in obj:
             raise DataFormatError(path, f"document {_id!r} has no `text` field", lineno)
@@ -176,7 +179,7 @@ def load_queries(path: str | os.PathLike) -> dict[str, str]:
         raise FileNotFoundError(f"queries file not found: {path}")
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    for lineno, obj in _iter_jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         _id = _get_id(path, lineno, obj)
         if "text" not in obj:
             raise DataFormatError(path, f"query {_id!r} has no `text` field", lineno)

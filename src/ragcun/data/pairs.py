@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.data.beir import DataFormatError
+from ragcun.data.beir import DataFormatError, iter_jsonl
 from ragcun.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -35,23 +35,17 @@ def iter_passages(path: str | os.PathLike) -> Iterator[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"passage file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        if path.suffix == ".txt":
+    if path.suffix == ".txt":
+        with open(path, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if line.strip():
                     yield {"id": str(lineno), "title": "", "text": line.strip()}
-            return
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, f"malformed JSON ({exc.msg})", lineno) from None
-            if not isinstance(obj, dict) or "text" not in obj:
-                raise DataFormatError(path, "expected a JSON object with a `text` field", lineno)
-            pid = obj.get("id", obj.get("_id", lineno))
-            yield {"id": str(pid), "title": str(obj.get("title") or ""), "text": str(obj["text"] or "")}
+        return
+    for lineno, obj in iter_jsonl(path):
+        if "text" not in obj:
+            raise DataFormatError(path, "expected a JSON object with a `text` field", lineno)
+        pid = obj.get("id", obj.get("_id", lineno))
+        yield {"id": str(pid), "title": str(obj.get("title") or ""), "text": str(obj["text"] or "")}
 
 
 def random_crop(words: list[str], rng: np.random.Generator, crop_min: float = 0.1, crop_max: float = 0.5,

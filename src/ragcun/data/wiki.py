@@ -13,7 +13,6 @@ trailing "References"/"See also" sections. :func:`clean_wiki_text` removes them.
 from __future__ import annotations
 
 import datetime as _dt
-import gzip
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ragcun.data.beir import DataFormatError
+from ragcun.data.beir import DataFormatError, iter_jsonl
 from ragcun.io import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
@@ -115,18 +114,10 @@ def iter_local_articles(path: str | os.PathLike) -> Iterator[dict[str, str]]:
             for row in batch.to_pylist():
                 yield {"title": row.get("title") or "", "text": row.get("text") or ""}
         return
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, f"malformed JSON ({exc.msg})", lineno) from None
-            if not isinstance(obj, dict) or "text" not in obj:
-                raise DataFormatError(path, "expected a JSON object with a `text` field", lineno)
-            yield {"title": str(obj.get("title") or ""), "text": str(obj["text"] or "")}
+    for lineno, obj in iter_jsonl(path):
+        if "text" not in obj:
+            raise DataFormatError(path, "expected a JSON object with a `text` field", lineno)
+        yield {"title": str(obj.get("title") or ""), "text": str(obj["text"] or "")}
 
 
 def iter_hf_articles(language: str = "en", date: str = HF_DATE) -> Iterator[dict[str, str]]:

@@ -249,12 +249,6 @@ def _run_tag(name: str, score: str) -> str:
 
 
 def _versions() -> dict[str, str | None]:
-    import importlib.metadata as md
+    from ragcun.io import package_versions
 
-    out: dict[str, str | None] = {}
-    for dist in ("ragcun", "sentence-transformers", "transformers", "torch", "pytrec-eval-terrier", "numpy"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    return out
+    return package_versions("ragcun", "sentence-transformers", "transformers", "torch", "pytrec-eval-terrier", "numpy")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -702,10 +701,3 @@ def load_index(directory: Path, kind: str, backend: str, dim: int, params: dict[
         raise ValueError(f"unknown index type {kind!r} in the manifest")
     return cls.load(directory, params, dim, mmap=mmap)
 
-
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -32,14 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.io import atomic_path
+from ragcun.io import atomic_path, sha256_file
 from ragcun.retrieval.index import (
     INDEX_TYPES,
     HNSWIndex,
     VectorIndex,
     load_index,
     make_index,
-    sha256_of,
     weights_fingerprint,
 )
 from ragcun.retrieval.store import DocumentStore, dump_metadata
@@ -583,7 +582,7 @@ class GaussianRetriever:
             self.store.save(tmp / STORE_FILE)
             manifest = self.manifest()
             files = [*self.index.files, STORE_FILE]
-            manifest["files"] = {f: {"bytes": (tmp / f).stat().st_size, "sha256": sha256_of(tmp / f)} for f in files}
+            manifest["files"] = {f: {"bytes": (tmp / f).stat().st_size, "sha256": sha256_file(tmp / f)} for f in files}
             with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
                 json.dump(manifest, fh, indent=2)
                 fh.write("\n")
@@ -641,7 +640,7 @@ class GaussianRetriever:
             size = fpath.stat().st_size
             if size != info.get("bytes"):
                 raise IndexCorruptError(f"{fpath}: {size} bytes, the manifest says {info.get('bytes')} (truncated or altered)")
-            if verify and sha256_of(fpath) != info.get("sha256"):
+            if verify and sha256_file(fpath) != info.get("sha256"):
                 raise IndexCorruptError(f"{fpath}: sha256 does not match the manifest (file altered or corrupt)")
         mm = manifest["model"]
         dim = int(manifest["dimension"])

@@ -331,15 +331,9 @@ def load_loss_state(loss: nn.Module, path: Path) -> None:
 
 # ---------------------------------------------------------------------------- entry point
 def _versions() -> dict[str, str | None]:
-    import importlib.metadata as md
+    from ragcun.io import package_versions
 
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("ragcun", "torch", "sentence-transformers", "transformers", "accelerate", "datasets"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    return out
+    return {"python": platform.python_version(), **package_versions("ragcun", "torch", "sentence-transformers", "transformers", "accelerate", "datasets")}
 
 
 def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
