@@ -39,7 +39,7 @@ def run(
                            ("Isotropy", "isotropy")):
             if key in tables:
                 console.rule(title)
-                console.print(tables[key], markup=False, highlight=False)
+                console.print(tables[key], markup=False, highlight=False, soft_wrap=True)
         report_md = rep.get("files", {}).get("report.md")
         if report_md:
             console.print(f"[green]full report:[/] {report_md}")
