@@ -14,12 +14,12 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragcun.io import write_json
+from ragcun.training.config import read_toml
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +66,7 @@ _EVAL_KEYS = {"datasets", "split", "batch_size", "max_seq_length", "score", "iso
 
 def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> ExperimentConfig:
     p = Path(path)
-    if not p.is_file():
-        raise ExperimentError(f"experiment config {p} not found")
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ExperimentError(f"{p}: not valid TOML: {exc}") from None
+    raw = read_toml(p, ExperimentError)
     exp = raw.get("experiment", {})
     unknown = set(exp) - _EXPERIMENT_KEYS
     if unknown:
@@ -225,6 +220,8 @@ def share_base_features(exp: ExperimentConfig, models: dict[str, str], data_dir:
     reference, _ = load_model(models["reference"])
     body_mods = [m for m in reference if not isinstance(m, Normalize)]
     body = SentenceTransformer(modules=body_mods, device=str(reference.device))
+    if msl:
+        body.max_seq_length = int(msl)  # the modules are the reference's own: this sets both
     tails: dict[str, tuple[object, list]] = {"reference": (reference, [m for m in reference if isinstance(m, Normalize)])}
     for arm, opts in exp.arms.items():
         if not opts.get("freeze_base") or arm not in models or not Path(models[arm]).is_dir():
@@ -234,7 +231,7 @@ def share_base_features(exp: ExperimentConfig, models: dict[str, str], data_dir:
         model, _ = load_model(models[arm])  # as evaluation loads it, so the cache keys agree
         enc = IsotropicGaussianEncoder.from_pretrained(models[arm], device=str(model.device))
         if msl:
-            enc.max_seq_length = body.max_seq_length = int(msl)
+            enc.max_seq_length = model.max_seq_length = int(msl)
         base = SentenceTransformer(modules=list(enc.base_modules), device=str(enc.device))
         if model_fingerprint(base) != model_fingerprint(body):
             logger.warning("arm %s: its base differs from the reference model; encoding it on its own", arm)
@@ -242,11 +239,6 @@ def share_base_features(exp: ExperimentConfig, models: dict[str, str], data_dir:
         tails[arm] = (model, list(enc.head_modules))
     if len(tails) < 2:
         return []
-    for target, _ in tails.values():
-        if msl:
-            target.max_seq_length = int(msl)  # type: ignore[attr-defined]
-    if msl:
-        body.max_seq_length = int(msl)
     batch = ev.get("batch_size", 32)
     for ds in ev["datasets"]:
         data = load_beir(ds, split=ev.get("split", "test"), data_dir=data_dir)

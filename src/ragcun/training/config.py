@@ -245,6 +245,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def read_toml(path: str | os.PathLike, error: type[ValueError] = ConfigError) -> dict[str, Any]:
+    """Parse a TOML config file; a missing file or bad TOML raises ``error`` naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"config file {p} not found")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{p}: not valid TOML: {exc}") from None
+
+
 def load_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
@@ -257,12 +268,7 @@ def load_config(
     cfg = TrainConfig()
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        data = read_toml(p)
         apply_values(cfg, flatten_toml(data, str(p)), str(p))
     if overrides:
         items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
