@@ -106,6 +106,8 @@ def machine_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
     }
+    if hasattr(os, "getloadavg"):  # 1/5/15-minute load when the suite ended: above the thread count = shared
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     try:
         import psutil
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -130,6 +131,16 @@ def test_harness_runs_suites_end_to_end_and_survives_failures(suites: Path, tmp_
     assert again.returncode == 0, again.stderr
     rebuilt = (out / "SUMMARY.md").read_text()
     assert "## tiny" in rebuilt and "## needs-gpu" in rebuilt and "FAILED" not in rebuilt
+    assert f"from `{out}/*.json`" in rebuilt  # names the directory it summarises
+    if hasattr(os, "getloadavg"):
+        assert tiny["machine"]["load_average"] and ", load " in rebuilt  # was the machine shared?
+
+    # A result from an older harness (git as a plain string) is still summarised, not a crash.
+    old = dict(tiny, suite="old", git="c102baa (data layer commit)")
+    (out / "old.json").write_text(json.dumps(old))
+    again = _run("--summary-only", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "commit c102baa (d" in (out / "SUMMARY.md").read_text()
 
 
 def test_unknown_suite_is_a_clear_error(suites: Path, tmp_path: Path) -> None:

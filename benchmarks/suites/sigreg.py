@@ -183,7 +183,7 @@ def run(quick: bool) -> dict:
             "'vs naive' rows: ratio < 1 means ragcun's SIGReg is faster than the complex-number reference; values and "
             "gradients were asserted equal (rtol 1e-4 / 1e-3).",
             "The encoder step excludes the optimiser and the contrastive loss, so the fraction is an upper bound. "
-            "Timings on a shared CPU are noisy: read ratios against the ± spread.",
+            "Read ratios against the ± spread.",
             f"math: SIGReg costs O(B·D·S + 17·B·S) per step, independent of sequence length; the encoder scales "
             f"with B·tokens, so the fraction shrinks for longer inputs than the {SEQ_LEN} tokens used here.",
         ],

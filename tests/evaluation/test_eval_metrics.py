@@ -142,5 +142,5 @@ def test_read_errors_name_file_and_line(tmp_path):
         read_run(bad)
     beir_qrels = tmp_path / "test.tsv"
     beir_qrels.write_bytes(b"query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td2\tx\r\n")
-    with pytest.raises(ValueError, match=r"test\.tsv:3: relevance"):
+    with pytest.raises(ValueError, match=r"test\.tsv:3: score must be an integer"):
         read_qrels(beir_qrels)

@@ -183,26 +183,20 @@ def read_run(path: str | os.PathLike) -> dict[str, dict[str, float]]:
 
 
 def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """Read qrels in TREC (``qid iter docid rel``) or BEIR TSV (``query-id corpus-id score``, header) form."""
-    qrels: dict[str, dict[str, int]] = {}
+    """Read qrels in TREC (``qid iter docid rel``) or BEIR TSV (``query-id corpus-id score``) form.
+
+    The form is told from the first non-empty line (four fields: TREC, else BEIR); parsing and its
+    errors (file and line named) are the data loaders', so there is one reader per format.
+    """
+    from ragcun.data.beir import load_qrels
+    from ragcun.data.msmarco import load_qrels_trec
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"qrels file not found: {path}")
     with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if lineno == 1 and parts[0].lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) == 4:
-                qid, _it, did, rel = parts
-            elif len(parts) == 3:
-                qid, did, rel = parts
-            else:
-                raise ValueError(f"{path}:{lineno}: expected 3 (BEIR) or 4 (TREC) columns, got {len(parts)}")
-            try:
-                qrels.setdefault(qid, {})[did] = int(rel)
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: relevance {rel!r} is not an integer") from None
-    return qrels
+        first = next((line for line in fh if line.strip()), "")
+    return load_qrels_trec(path) if len(first.split()) == 4 else load_qrels(path)
 
 
 def write_qrels(path: str | os.PathLike, qrels: Qrels) -> Path:
