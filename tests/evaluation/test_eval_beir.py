@@ -159,6 +159,7 @@ def _dist_worker(rank: int, world: int, port: int, model_path: str, corpus: dict
                                   show_progress_bar=False)
         with open(f"{out}.{rank}.json", "w") as fh:
             json.dump({"run": run, "encoded": timing["corpus_chunks_encoded"]}, fh)
+        dist.barrier()  # both ranks done before teardown: gloo aborts a rank torn down mid-exchange
     finally:
         dist.destroy_process_group()
 
