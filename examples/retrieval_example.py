@@ -3,9 +3,9 @@
     python examples/retrieval_example.py                      # a fresh Gaussian encoder on MiniLM
     python examples/retrieval_example.py --model path/to/trained-ragcun-model
 
-An untrained projection head is random, so the ranking is only meaningful with a trained model
-(``ragcun train ...``) or with a plain sentence-transformers model (``--model all-MiniLM-L6-v2``,
-where L2 on its unit-norm embeddings ranks exactly like cosine).
+A fresh encoder's head is warm-started on the documents (``warm_start_head``): untrained, it ranks by
+L2 exactly as MiniLM ranks by cosine, with centred, unit-variance 512-d outputs. A trained model
+(``ragcun train ...``) or any sentence-transformers model (``--model all-MiniLM-L6-v2``) works too.
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=3)
     args = parser.parse_args()
 
-    model = args.model or IsotropicGaussianEncoder(base_model="all-MiniLM-L6-v2", output_dim=512)
-    retriever = GaussianRetriever(model, index=args.index, **({"nlist": 1} if args.index == "ivf" else {}))
     ids, texts, metadata = zip(*DOCUMENTS, strict=True)
+    model = args.model
+    if model is None:
+        model = IsotropicGaussianEncoder(base_model="all-MiniLM-L6-v2", output_dim=512)
+        model.warm_start_head(model.base_features(list(texts)))
+    retriever = GaussianRetriever(model, index=args.index, **({"nlist": 1} if args.index == "ivf" else {}))
     retriever.add_documents(list(texts), ids=list(ids), metadata=list(metadata))
     print(retriever)
 

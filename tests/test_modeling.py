@@ -18,10 +18,12 @@ def tiny_encoder(tiny_model_path):
     return IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=16, hidden_dim=24)
 
 
-def test_structure_drops_normalize_and_adds_head(tiny_encoder):
+def test_structure_keeps_the_base_output_and_adds_head(tiny_encoder, tiny_model_path):
     mods = list(tiny_encoder)
-    assert not any(isinstance(m, Normalize) for m in mods)
+    assert isinstance(mods[-3], Normalize)  # the head starts from the base's own (normalised) output
     assert [type(m) for m in tiny_encoder.head_modules] == [Dense, Dense]
+    raw = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=16, normalize_base=False)
+    assert not any(isinstance(m, Normalize) for m in raw)
     assert tiny_encoder.similarity_fn_name == "euclidean"
     assert tiny_encoder.get_embedding_dimension() == 16
     emb = tiny_encoder.encode(["a b c", "d e"])
@@ -134,3 +136,42 @@ def test_calibrate_head_starts_outputs_at_unit_scale(tiny_model_path):
     assert after.mean(0).abs().max() < 1e-4
     assert abs(after.std().item() - 1.0) < 0.02
     assert enc.ragcun_config["head_init"]["method"] == "calibrated"
+
+
+@pytest.mark.parametrize("head", ["mlp", "linear"])
+def test_warm_start_is_the_base_map_exactly(tiny_model_path, head):
+    """The warm-started head computes s·P(x − μ) exactly (the MLP through GELU(z) − GELU(−z) = z): centred,
+    unit average variance, and every pairwise L2 distance is the base's times one scale."""
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=48, head=head, hidden_dim=80)
+    texts = [f"sentence number {i} about topic {i % 7}" for i in range(64)]
+    feats = enc.base_features(texts)
+    info = enc.warm_start_head(feats)
+    out = enc.encode(texts, convert_to_tensor=True).double()
+    assert info["rank"] == 32 and info["retained_variance"] > 0.999999
+    assert out.mean(0).abs().max() < 1e-4
+    assert abs(out.var(0, unbiased=True).mean().item() - 1.0) < 1e-3
+    base = feats.double()
+    ratio = torch.cdist(out, out) / torch.cdist(base, base).clamp_min(1e-12)
+    off = ~torch.eye(64, dtype=torch.bool)
+    assert torch.allclose(ratio[off], torch.full_like(ratio[off], info["scale"]), rtol=1e-4)
+    assert enc.ragcun_config["head_init"]["method"] == "warm"
+
+
+def test_warm_start_ranks_like_the_untouched_base(minilm_path, beir_slice):
+    """At step 0 a warm-started MiniLM ranks a real SciFact slice by L2 exactly as MiniLM ranks it by cosine."""
+    from ragcun.data.beir import doc_text, load_beir
+    from ragcun.evaluation.beir_eval import evaluate_model
+
+    data_path = beir_slice("scifact", {"test": 20}, extra_docs=100)
+    data = load_beir(str(data_path))
+    enc = IsotropicGaussianEncoder(base_model=minilm_path, output_dim=512, max_seq_length=128)
+    enc.warm_start_head(enc.base_features([doc_text(d) for d in data.corpus.values()]))
+    base = SentenceTransformer(minilm_path, device="cpu")
+    base.max_seq_length = 128
+    warm = evaluate_model(enc, [str(data_path)], score="l2", show_progress_bar=False, cache=False)
+    ref = evaluate_model(base, [str(data_path)], score="cos", show_progress_bar=False, cache=False)
+    (w,), (r,) = warm["results"].values(), ref["results"].values()
+    assert w["ndcg@10"] > 0.5
+    assert abs(w["ndcg@10"] - r["ndcg@10"]) < 0.001 and abs(w["recall@100"] - r["recall@100"]) < 0.001
+    docs = enc.encode_document([doc_text(d) for d in data.corpus.values()], convert_to_tensor=True)
+    assert docs.mean(0).norm() / 512 ** 0.5 < 0.01 and abs(docs.var(0).mean().item() - 1.0) < 0.01

@@ -135,7 +135,7 @@ def onnx_model(model, notes: list[str]):
 # --------------------------------------------------------------------------- suite
 def run(quick: bool) -> dict:
     from ragcun.modeling import IsotropicGaussianEncoder
-    from ragcun.models import load_sentence_transformer
+    from ragcun.resolve import load_sentence_transformer
 
     n_docs = 256 if quick else 2000
     n_queries = 64 if quick else 300

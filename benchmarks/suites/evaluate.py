@@ -64,7 +64,7 @@ def _beir(model_path: str, dataset: Path) -> dict[str, float]:
 
 def _ragcun(model_path: str, dataset: Path) -> dict[str, float]:
     from ragcun.evaluation.beir_eval import evaluate_model
-    from ragcun.models import load_sentence_transformer
+    from ragcun.resolve import load_sentence_transformer
 
     model = load_sentence_transformer(model_path, device="cpu")
     res = evaluate_model(model, [str(dataset)], max_seq_length=256, batch_size=64, cache=False, show_progress_bar=False)
@@ -99,7 +99,7 @@ def _measure(which: str, model_path: str, dataset: Path, reps: int) -> tuple[lis
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    from ragcun.models import resolve_model
+    from ragcun.resolve import resolve_model
 
     model_path = resolve_model("all-MiniLM-L6-v2").location
     reps = 2

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import DATA_DIR, REPO, row, timed
+from benchmarks.common import DATA_DIR, row, timed
 
 
 def _setup(tmp: Path, n_train: int) -> Path:
-    sys.path.insert(0, str(Path(REPO) / "tests" / "training"))
-    from conftest import make_triplets  # the same real-data builder the tests use
+    from ragcun.data.subset import write_subset
+    from ragcun.data.triplets import build_triplets
 
-    return make_triplets(Path(DATA_DIR), tmp / "triplets", n_train=n_train, n_val_queries=2, n_val_docs=4,
-                         num_negatives=1)
+    source = write_subset(Path(DATA_DIR) / "beir" / "scifact", tmp / "scifact-train", {"train": n_train + 2},
+                          extra_docs=60, max_chars=300)
+    build_triplets(source, tmp / "triplets", max_train_samples=n_train, val_size=2, val_corpus_size=4,
+                   negatives="random", num_negatives=1, show_progress=False, cache_index=False)
+    return tmp / "triplets"
 
 
 def run(quick: bool = False) -> dict:

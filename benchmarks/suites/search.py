@@ -45,8 +45,8 @@ def recall_at_k(ref: np.ndarray, got: np.ndarray) -> float:
 
 def scifact_embeddings(n_docs: int | None) -> tuple[np.ndarray, np.ndarray, str]:
     """(documents, queries) embeddings of scifact with the real MiniLM, cached as .npy."""
-    from ragcun.models import load_sentence_transformer
     from ragcun.paths import cache_dir
+    from ragcun.resolve import load_sentence_transformer
     from ragcun.retrieval import read_documents
 
     root = Path(DATA_DIR) / "beir" / "scifact"

@@ -165,7 +165,7 @@ def run(quick: bool) -> dict:
 
     from ragcun.losses import IsotropicGaussianLoss
     from ragcun.modeling import IsotropicGaussianEncoder
-    from ragcun.models import load_sentence_transformer
+    from ragcun.resolve import load_sentence_transformer
 
     torch.backends.cuda.matmul.allow_tf32 = True
     device_name = torch.cuda.get_device_name(0)

@@ -3,38 +3,108 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if sys.platform != "linux":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def recover(path: str | os.PathLike) -> Path | None:
+    """Finish a replacement that was killed midway, and clear what killed writes left behind.
+
+    A directory is replaced by swapping the new one in atomically; where the system cannot swap, the
+    old one is first moved aside to ``.<name>.old.<pid>``. If the process died between the two renames,
+    ``path`` is missing and the kept copy is moved back here. Temporary folders of writers that are no
+    longer running are removed. Returns the restored path, if any.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return None
+    restored = None
+    olds = sorted(parent.glob(f".{path.name}.old.*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not path.exists() and olds:
+        os.replace(olds[0], path)
+        restored = path
+        olds = olds[1:]
+    for stale in olds:
+        pid = stale.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    for tmp in parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name.split(".")
+        if len(parts) >= 4 and parts[-3].isdigit() and not _pid_alive(int(parts[-3])):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return restored
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success it replaces ``path`` in one rename.
+    """Yield a temporary sibling path; on success it replaces ``path`` in one step.
 
-    Works for files and directories. For a directory that already exists, the old one is
-    moved aside and removed only after the new one is in place.
+    Works for files and directories. An existing directory is swapped with the new one atomically
+    (``renameat2`` exchange), then removed; at no moment is there nothing at ``path``. Where the file
+    system cannot swap, the old directory is moved aside first and :func:`recover` restores it if the
+    process dies before the new one is in place.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    recover(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     target = tmp / "out"
     try:
         yield target
         if path.is_dir() and target.is_dir():
-            old = path.parent / f".{path.name}.old.{os.getpid()}"
-            os.replace(path, old)
-            os.replace(target, path)
-            shutil.rmtree(old, ignore_errors=True)
+            if not _exchange(target, path):
+                old = path.parent / f".{path.name}.old.{os.getpid()}"
+                os.replace(path, old)
+                _between_renames()
+                os.replace(target, path)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _between_renames() -> None:
+    """A hook between the two renames of the fallback replacement (tests kill the process here)."""
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
@@ -54,6 +124,26 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+MAX_EXTRACT_BYTES = 16 << 30  # no model or dataset ragcun fetches comes near 16 GB unpacked
+
+
+def safe_extract(zf: Any, dest: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> None:
+    """Extract ``zf`` into ``dest`` refusing members that would land outside it (absolute paths, ``..``,
+    links) and archives whose uncompressed size is over ``max_bytes`` (a zip bomb)."""
+    dest = Path(dest).resolve()
+    total = 0
+    for info in zf.infolist():
+        target = (dest / info.filename).resolve()
+        if not target.is_relative_to(dest) or Path(info.filename).is_absolute():
+            raise ValueError(f"{zf.filename}: member {info.filename!r} escapes the target folder {dest}")
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            raise ValueError(f"{zf.filename}: member {info.filename!r} is a symbolic link")
+        total += info.file_size
+        if total > max_bytes:
+            raise ValueError(f"{zf.filename}: unpacks to more than {max_bytes >> 30} GB; refusing (a zip bomb?)")
+    zf.extractall(dest)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

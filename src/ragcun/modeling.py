@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 RAGCUN_CONFIG = "ragcun_config.json"
 HeadType = Literal["mlp", "linear"]
+HeadInit = Literal["warm", "calibrated", "default"]
 
 
 def build_head(in_dim: int, output_dim: int = 512, head: HeadType = "mlp", hidden_dim: int = 1024) -> list[Dense]:
@@ -71,20 +71,21 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         hidden_dim: int = 1024,
         freeze_base: bool = False,
         freeze_layers: int = 0,
+        normalize_base: bool = True,
         max_seq_length: int | None = None,
         prompts: dict[str, str] | None = None,
         modules: list[nn.Module] | None = None,
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from ragcun.models import load_sentence_transformer, resolve_model
+        from ragcun.resolve import load_sentence_transformer, resolve_model
 
         if base_model is not None and model_name_or_path is not None:
             raise ValueError("pass either base_model (to build a new encoder) or a saved model path, not both")
         config: dict[str, Any] = {}
         if base_model is not None:
             base = load_sentence_transformer(base_model, device="cpu")
-            body = [m for m in base if not isinstance(m, Normalize)]
+            body = list(base) if normalize_base else [m for m in base if not isinstance(m, Normalize)]
             in_dim = base.get_embedding_dimension()
             modules = body + build_head(in_dim, output_dim, head, hidden_dim)
             prompts = prompts if prompts is not None else {k: v for k, v in base.prompts.items() if v}
@@ -95,6 +96,7 @@ class IsotropicGaussianEncoder(SentenceTransformer):
                 "head": head,
                 "hidden_dim": hidden_dim if head == "mlp" else None,
                 "num_head_modules": 2 if head == "mlp" else 1,
+                "normalize_base": bool(normalize_base),
             }
             super().__init__(modules=modules, device=device, prompts=prompts, similarity_fn_name="euclidean", **kwargs)
         else:
@@ -157,22 +159,95 @@ class IsotropicGaussianEncoder(SentenceTransformer):
             m.train(t)
         return out.detach().float()
 
+    def _head_forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.head_modules:
+            x = m({"sentence_embedding": x})["sentence_embedding"]
+        return x
+
+    @torch.no_grad()
+    def warm_start_head(self, features: torch.Tensor) -> dict[str, Any]:
+        """Initialise the head so that it starts exactly where the base model is.
+
+        On base outputs like ``features`` (N, D_in) the head computes ``s·P(x − μ)``: the centred
+        base embedding in its principal axes (P: the top principal directions, orthonormal rows), times
+        one global scale ``s`` that gives the outputs unit average variance. When ``D_out >= D_in``
+        this is an isometry up to ``s``, so L2 ranking on the head's output *is* the base's own ranking
+        (its cosine ranking when the base ends in ``Normalize``), while the output is already centred
+        and at the N(0, I) scale. A random head throws that geometry away; a PCA-initialised
+        dimension-changing ``Dense`` is what the sentence-transformers maintainers advise.
+
+        The MLP head (``Dense`` + GELU, then ``Dense``) represents the same map exactly, because
+        GELU(z) − GELU(−z) = z: hidden units come in (+z, −z) pairs whose output weights are (+1, −1);
+        the remaining hidden units keep their random input weights and get zero output weights, a
+        residual branch that starts at zero and is free to learn. It stays a plain
+        sentence-transformers model. Returns what was done (also kept in ``ragcun_config``).
+        """
+        head = self.head_modules
+        if not head:
+            raise ValueError("this model has no projection head to initialise")
+        x = features.to(self.device, dtype=torch.float64)
+        n, d_in = x.shape
+        if n < 2:
+            raise ValueError(f"the warm start needs at least 2 feature vectors, got {n}")
+        first, last = head[0].linear, head[-1].linear
+        d_out = last.out_features
+        mu = x.mean(0)
+        cov = torch.cov((x - mu).T).reshape(d_in, d_in)
+        evals, evecs = torch.linalg.eigh(cov)
+        evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+        rank = min(d_in, d_out)
+        if len(head) == 2:
+            if first.out_features < 2:
+                raise ValueError("the MLP head needs hidden_dim >= 2 for a warm start")
+            rank = min(rank, first.out_features // 2)
+        if rank < min(d_in, d_out):
+            logger.warning("warm start keeps %d of %d principal directions (hidden_dim %d < 2 x %d): "
+                           "the head starts close to, not exactly at, the base", rank, min(d_in, d_out),
+                           first.out_features, min(d_in, d_out))
+        total = float(evals.sum())
+        if total <= 0:
+            raise ValueError("the base features have no variance: cannot scale the warm start")
+        scale = (d_out / total) ** 0.5
+        proj = (scale * evecs[:, :rank].T)  # (rank, d_in)
+        shift = -(proj @ mu)
+        dt = first.weight.dtype
+        if len(head) == 1:
+            last.weight.zero_()
+            last.weight[:rank] = proj.to(dt)
+            if last.bias is not None:
+                last.bias.zero_()
+                last.bias[:rank] = shift.to(dt)
+        else:
+            first.weight[:rank] = proj.to(dt)
+            first.weight[rank : 2 * rank] = -proj.to(dt)
+            if first.bias is None:
+                raise ValueError("the MLP head's first layer needs a bias for a warm start")
+            first.bias[:rank] = shift.to(dt)
+            first.bias[rank : 2 * rank] = -shift.to(dt)
+            last.weight.zero_()
+            eye = torch.eye(rank, dtype=dt, device=last.weight.device)
+            last.weight[:rank, :rank] = eye
+            last.weight[:rank, rank : 2 * rank] = -eye
+            if last.bias is not None:
+                last.bias.zero_()
+        retained = float(evals[:rank].sum() / total)
+        info: dict[str, Any] = {"method": "warm", "samples": int(n), "rank": int(rank), "scale": float(scale),
+                                "retained_variance": retained, "mean_norm": float(mu.norm())}
+        self.ragcun_config["head_init"] = info
+        return info
+
     @torch.no_grad()
     def calibrate_head(self, features: torch.Tensor) -> dict[str, float]:
         """Rescale the head's last layer so its outputs on ``features`` have zero mean and unit variance.
 
-        A data-dependent initialisation (LSUV-style, Mishkin & Matas 2016). It matters here: a
-        freshly initialised head maps sentences to vectors of norm ~1 in 512-d, i.e. a per-dimension
-        scale of ~0.04, where SIGReg's gradient (∝ sin(t·x)) all but vanishes and a contrastive
-        temperature has no sensible value. Starting every arm at the N(0, I) scale makes λ_iso the
-        only difference between the baseline and the isotropy arm. Returns the applied correction.
+        A data-dependent initialisation (LSUV-style, Mishkin & Matas 2016) of a *random* head: it
+        starts at the N(0, I) scale, where SIGReg's gradient does not vanish, but not at the base's
+        geometry (see :meth:`warm_start_head`, the default). Returns the applied correction.
         """
         head = self.head_modules
         if not head:
             raise ValueError("this model has no projection head to calibrate")
-        x = features.to(self.device, dtype=torch.float32)
-        for m in head:
-            x = m({"sentence_embedding": x})["sentence_embedding"]
+        x = self._head_forward(features.to(self.device, dtype=torch.float32))
         mean = x.mean(0)
         std = (x - mean).std().clamp_min(1e-8)
         last = head[-1].linear
@@ -182,6 +257,19 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         info = {"samples": int(x.shape[0]), "scale": float(1.0 / std), "mean_norm_before": float(mean.norm())}
         self.ragcun_config["head_init"] = {"method": "calibrated", **info}
         return info
+
+    def init_head(self, method: HeadInit, features: torch.Tensor | None) -> dict[str, Any]:
+        """Initialise the head by ``method`` (``warm``, ``calibrated``, or ``default`` = as constructed)."""
+        if method == "default":
+            self.ragcun_config["head_init"] = {"method": "default"}
+            return self.ragcun_config["head_init"]
+        if features is None:
+            raise ValueError(f"head_init={method!r} needs base features of some training texts")
+        if method == "warm":
+            return self.warm_start_head(features)
+        if method == "calibrated":
+            return self.calibrate_head(features)
+        raise ValueError(f"head_init must be warm, calibrated or default, got {method!r}")
 
     # ------------------------------------------------------------------ freezing
     def set_freezing(self, freeze_base: bool = False, freeze_layers: int = 0) -> None:
@@ -251,11 +339,27 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         self.save(path, *args, **kwargs)
 
 
-def copy_model_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Copy a saved model directory atomically (used for ``best/`` during training)."""
-    with atomic_path(dst) as tmp:
-        shutil.copytree(src, tmp)
+
+def split_at_head(model: SentenceTransformer) -> tuple[list[nn.Module], list[nn.Module]]:
+    """``(body, tail)`` of any sentence-transformers model: the expensive part, and what follows it.
+
+    The tail is the model's trailing ``Normalize`` (if any) plus, for a ragcun encoder, its head;
+    the body is everything before. Models that share a body (the untouched base and a frozen-base
+    arm, or an arm and its own pre-head view) can then encode a corpus once and apply each tail.
+    """
+    mods = list(model)
+    cfg = getattr(model, "ragcun_config", None)
+    n_head = int(cfg.get("num_head_modules", 0)) if isinstance(cfg, dict) else 0
+    base, head = mods[: len(mods) - n_head], mods[len(mods) - n_head :]
+    cut = len(base)
+    while cut > 0 and isinstance(base[cut - 1], Normalize):
+        cut -= 1
+    return base[:cut], base[cut:] + head
 
 
-def embedding_device(model: SentenceTransformer) -> torch.device:
-    return next(model.parameters()).device
+def submodel(model: SentenceTransformer, modules: list[nn.Module]) -> SentenceTransformer:
+    """A SentenceTransformer over some of ``model``'s own modules (shared, not copied), with its prompts
+    and sequence length, e.g. the body for a shared pass, or the base alone for a pre-head evaluation."""
+    sub = SentenceTransformer(modules=modules, device=str(model.device), prompts=dict(model.prompts or {}),
+                              default_prompt_name=model.default_prompt_name, similarity_fn_name="cosine")
+    return sub

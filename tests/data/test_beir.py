@@ -106,7 +106,7 @@ def test_duplicate_ids(tmp_path):
 
 def test_missing_text(tmp_path):
     f = _write(tmp_path / "corpus.jsonl", '{"_id": "1", "title": "t"}\n')
-    with pytest.raises(DataFormatError, match=r":1: document '1' has no `text`"):
+    with pytest.raises(DataFormatError, match=r":1: no `text` field"):
         load_corpus(f)
 
 

@@ -24,6 +24,45 @@ def nf_triplets(tmp_path_factory, data_root):
     return out, manifest
 
 
+def test_no_document_judged_relevant_in_any_split_is_a_negative(nf_triplets, data_root):
+    """NFCorpus judges ~38 documents per query across its splits: none may come back as a negative."""
+    from ragcun.data.beir import load_qrels
+
+    out, _ = nf_triplets
+    ds = datasets.load_from_disk(str(out / "train"))
+    judged: dict[str, set[str]] = {}
+    for split in ("train", "dev", "test"):
+        for q, docs in load_qrels(data_root / "beir" / "nfcorpus" / "qrels" / f"{split}.tsv").items():
+            judged.setdefault(q, set()).update(d for d, g in docs.items() if g > 0)
+    clashes = [(ex["query_id"], d) for ex in ds for d in ex["negative_ids"] if d in judged[ex["query_id"]]]
+    assert clashes == []
+    assert sum(len(judged[q]) for q in set(ds["query_id"])) > len(set(ds["query_id"]))  # the exclusion had work to do
+
+
+def test_false_negative_guard_keeps_only_candidates_below_the_positive(tmp_path, data_root):
+    from ragcun.data.beir import load_beir
+    from ragcun.data.bm25 import get_index
+
+    manifest = build_triplets("nfcorpus", tmp_path / "g", data_dir=str(data_root), max_train_samples=60,
+                              split_ratio=0.02, num_negatives=1, bm25_top_k=100, seed=3, show_progress=False,
+                              false_negative_guard="above_positive")
+    ds = datasets.load_from_disk(str(tmp_path / "g" / "train"))
+    data = load_beir("nfcorpus", "train", str(data_root))
+    ids = list(data.corpus)
+    from ragcun.data.beir import doc_text
+
+    index = get_index(ids, [doc_text(data.corpus[d]) for d in ids], show_progress=False)
+    for ex in ds:
+        (rank,) = ex["negative_ranks"]
+        if rank == -1:
+            continue  # no BM25 candidate below the positive: a random negative
+        rows, _ = index.search([ex["query"]], k=rank)
+        ranking = [ids[i] for i in rows[0]]
+        assert ex["positive_id"] in ranking[: rank - 1]  # the positive is ranked above its negative
+    assert manifest["options"]["false_negative_guard"] == "above_positive"
+    assert manifest["counts"]["guarded_examples"] > 0
+
+
 def test_no_positive_among_negatives(nf_triplets, data_root):
     out, manifest = nf_triplets
     ds = datasets.load_from_disk(str(out / "train"))

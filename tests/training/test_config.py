@@ -71,3 +71,16 @@ def test_set_errors():
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/x.toml")
+
+
+def test_errors_name_the_file_the_table_and_the_key(tmp_path):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("[model]\noutput_dimm = 512\n")
+    with pytest.raises(ConfigError, match=r"t\.toml \[model\]: unknown training key 'output_dimm' \(did you mean 'output_dim'\?\)"):
+        load_config(cfg)
+    cfg.write_text('[optim]\nbatch_size = "sixteen"\n')
+    with pytest.raises(ConfigError, match=r"t\.toml \[optim\]: batch_size expects int"):
+        load_config(cfg)
+    cfg.write_text("[loss]\ntemperature = inf\n")
+    with pytest.raises(ConfigError, match=r"t\.toml \[loss\]: temperature must be a finite number"):
+        load_config(cfg)

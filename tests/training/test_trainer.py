@@ -11,7 +11,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from ragcun.training.config import load_config
-from ragcun.training.trainer import build_loss, build_model, build_training_args, load_train_dataset, train
+from ragcun.training.data import load_train_dataset
+from ragcun.training.trainer import build_loss, build_model, build_training_args, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,7 @@ def base_state(path: Path) -> dict[str, torch.Tensor]:
 def test_load_train_dataset_selects_text_columns(triplets_dir):
     ds, manifest = load_train_dataset(triplets_dir, num_negatives=1, max_samples=5)
     assert ds.column_names == ["query", "positive", "negative_1"] and len(ds) == 5
-    assert manifest["triplets_manifest"]["rows"] == 24
+    assert manifest["triplets_manifest"]["counts"]["train_examples"] == 24
 
 
 def test_bad_training_data_is_named(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ragcun.cli.app import app, console, fail
+from ragcun.cli.app import USER_ERRORS, app, console, fail
 
 data_app = typer.Typer(help="Download, inspect and build datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -25,14 +25,14 @@ def download(
     timeout: float = typer.Option(30.0, "--timeout", help="Network timeout in seconds."),
 ) -> None:
     """Download BEIR datasets from the official server (MD5-checked, unzipped atomically)."""
-    from ragcun.data.download import DownloadError, download_beir
+    from ragcun.data.download import download_beir
     from ragcun.paths import data_dir as resolve_data_dir
 
     target = dest or resolve_data_dir(data_dir) / "beir"
     try:
         got = download_beir(names, target, base_url=base_url, force=force, keep_zip=keep_zip, timeout=timeout,
                            data_dir_=data_dir)
-    except (DownloadError, ValueError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     for name, path in got.items():
         console.print(f"[green]✓[/] {name}: {path}")
@@ -45,11 +45,11 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Document, query and qrels counts per split, and length statistics (words)."""
-    from ragcun.data.beir import DataFormatError, dataset_stats
+    from ragcun.data.beir import dataset_stats
 
     try:
         st = dataset_stats(name, data_dir)
-    except (FileNotFoundError, DataFormatError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     if as_json:
         print(json.dumps(st, indent=2))
@@ -85,8 +85,7 @@ def triplets(
                                           help="Fetch the official MS MARCO passage files and use them as a source."),
 ) -> None:
     """Build (query, positive, negatives) training data with BM25 hard negatives."""
-    from ragcun.data.beir import DataFormatError
-    from ragcun.data.download import DownloadError, download_msmarco
+    from ragcun.data.download import download_msmarco
     from ragcun.data.triplets import build_triplets
 
     srcs = list(sources or [])
@@ -103,7 +102,7 @@ def triplets(
             bm25_top_k=bm25_top_k, seed=seed, data_dir=data_dir, val_candidates=val_candidates,
             val_corpus_size=val_corpus_size, format=fmt, n_threads=threads,
         )
-    except (DownloadError, DataFormatError, FileNotFoundError, ValueError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     c = manifest["counts"]
     rate = manifest["bm25"]["queries_per_second"]
@@ -122,13 +121,12 @@ def wiki(
     num_passages: int = typer.Option(None, "--num-passages", help="Stop after this many passages."),
 ) -> None:
     """Turn a Wikipedia dump into clean passages."""
-    from ragcun.data.beir import DataFormatError
     from ragcun.data.wiki import build_wiki_passages
 
     try:
         m = build_wiki_passages(out, source=source, language=language, date=date, max_words=max_words,
                                 min_words=min_words, num_passages=num_passages)
-    except (DataFormatError, FileNotFoundError, ValueError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     except Exception as exc:  # the Hub being unreachable surfaces as many exception types
         if source is None:
@@ -152,13 +150,12 @@ def pairs(
     fmt: str = typer.Option("hf", "--format", help="hf or jsonl."),
 ) -> None:
     """Make unsupervised (anchor, positive) pairs from passages (Contriever crops, title->passage)."""
-    from ragcun.data.beir import DataFormatError
     from ragcun.data.pairs import build_pairs
 
     try:
         m = build_pairs(passages, out, mode=mode, val_size=val_size, max_pairs=max_pairs, crop_min=crop_min,
                         crop_max=crop_max, min_words=min_words, seed=seed, format=fmt)
-    except (DataFormatError, FileNotFoundError, ValueError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     c = m["counts"]
     console.print(f"[green]✓[/] {out}: {c['train_pairs']:,} training and {c['validation_pairs']:,} validation pairs")

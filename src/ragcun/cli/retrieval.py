@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ragcun.cli.app import app, console, fail
+from ragcun.cli.app import USER_ERRORS, app, console, fail
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,8 @@ def index_build(
 
     from tqdm.auto import tqdm
 
-    from ragcun.models import ModelNotFoundError
+    from ragcun.data.documents import count_lines, read_documents
     from ragcun.retrieval import GaussianRetriever
-    from ragcun.retrieval.retriever import count_lines, read_documents
 
     _quiet()
     index = index.lower()
@@ -54,6 +53,13 @@ def index_build(
         raise fail(f"--index must be flat, ivf or hnsw, got {index!r}")
     if not docs.exists():
         raise fail(f"--docs {docs}: no such file or folder")
+    if limit is not None and limit < 1:
+        raise fail(f"--limit must be a positive number of documents, got {limit}")
+    for name, value in (("--batch-size", batch_size), ("--chunk-size", chunk_size)):
+        if value < 1:
+            raise fail(f"{name} must be >= 1, got {value}")
+    if out.exists() and not out.is_dir():
+        raise fail(f"--out {out} is a file; an index is a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise fail(f"--out {out} exists and is not empty; pass --overwrite to replace it")
     params: dict = {}
@@ -63,7 +69,7 @@ def index_build(
         params = {"M": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
     try:
         retriever = GaussianRetriever(model, index=index, device=device, batch_size=batch_size, **params)
-    except (ModelNotFoundError, ImportError, ValueError, OSError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     total = count_lines(docs)
     if limit is not None:
@@ -78,7 +84,7 @@ def index_build(
         if n == 0:
             raise fail(f"{docs}: no documents found")
         retriever.save(out)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     console.print(f"[green]indexed[/] {n} documents → {out} ({index}, dim {retriever.dimension})")
 
@@ -90,7 +96,7 @@ def index_info(directory: Path = typer.Argument(..., help="A saved index directo
 
     try:
         manifest = GaussianRetriever.read_manifest(directory)
-    except (ValueError, FileNotFoundError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     console.print_json(json.dumps(manifest))
 
@@ -116,7 +122,7 @@ def search(
     try:
         retriever = GaussianRetriever.load(directory, model=model, device=device)
         hits = retriever.retrieve(query, top_k=k)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))

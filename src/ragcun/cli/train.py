@@ -7,11 +7,11 @@ from pathlib import Path
 
 import typer
 
-from ragcun.cli.app import app, console, fail
+from ragcun.cli.app import USER_ERRORS, app, console, fail
 
 
 def _config(config: Path | None, overrides: list[str], **flags):
-    from ragcun.training.config import ConfigError, load_config, parse_override
+    from ragcun.training.config import load_config, parse_override
 
     sets = list(overrides or [])
     for key, value in flags.items():
@@ -21,7 +21,7 @@ def _config(config: Path | None, overrides: list[str], **flags):
         for s in sets:
             parse_override(s)
         return load_config(config, sets)
-    except ConfigError as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
 
 
@@ -57,15 +57,12 @@ def train(
     if nproc:
         raise typer.Exit(relaunch(nproc, sys.argv[1:]))
 
-    from ragcun.data.beir import DataFormatError
     from ragcun.distributed import is_main_process
-    from ragcun.models import ModelNotFoundError
-    from ragcun.training.config import ConfigError
     from ragcun.training.trainer import train as run_train
 
     try:
         summary = run_train(cfg)
-    except (ConfigError, DataFormatError, ModelNotFoundError, FileNotFoundError) as exc:
+    except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     if summary and is_main_process():
         best = summary["best"]

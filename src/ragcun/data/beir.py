@@ -123,30 +123,71 @@ class BeirData:
         )
 
 
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line without its line ending) for each line of a text file (``.gz`` too).
+
+    The one line reader behind every data format: bytes that are not UTF-8 are an error naming the
+    file and the line, never a traceback.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataFormatError(path, f"not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})",
+                                          lineno) from None
+                yield lineno, line.rstrip("\r\n")
+    except (OSError, EOFError) as exc:  # a truncated or corrupt .gz, an unreadable file
+        raise DataFormatError(path, f"cannot be read ({exc})") from None
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line of a JSONL(.gz) file; malformed JSON names file and line."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", lineno) from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(path, f"expected a JSON object, got {type(obj).__name__}", lineno)
-            yield lineno, obj
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", lineno) from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(path, f"expected a JSON object, got {type(obj).__name__}", lineno)
+        yield lineno, obj
 
 
-def _get_id(path: Path, lineno: int, obj: dict[str, Any]) -> str:
-    if "_id" not in obj or obj["_id"] is None:
-        raise DataFormatError(path, "missing `_id`", lineno)
-    _id = str(obj["_id"])
+def record_id(path: Path, lineno: int, obj: dict[str, Any], key: str = "_id", required: bool = True) -> str | None:
+    """The id field of one record: a non-empty string or an integer (never a float, bool, list or null)."""
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise DataFormatError(path, f"missing `{key}`", lineno)
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise DataFormatError(path, f"`{key}` must be a string or an integer, got {type(value).__name__} {value!r}", lineno)
+    _id = str(value)
     if not _id.strip():
-        raise DataFormatError(path, "empty `_id`", lineno)
+        raise DataFormatError(path, f"empty `{key}`", lineno)
     return _id
+
+
+def text_field(path: Path, lineno: int, obj: dict[str, Any], key: str, required: bool = True) -> str:
+    """A text field of one record: a string (an absent optional field is ""). Numbers, lists, objects and
+    null are errors, never turned into their repr: the rule for every corpus, query and document file."""
+    if key not in obj:
+        if required:
+            raise DataFormatError(path, f"no `{key}` field", lineno)
+        return ""
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DataFormatError(path, f"`{key}` must be a string, got {'null' if value is None else type(value).__name__}",
+                              lineno)
+    return value
 
 
 def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -160,15 +201,16 @@ def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     corpus: dict[str, dict[str, str]] = {}
     first_line: dict[str, int] = {}
     for lineno, obj in iter_jsonl(path):
-        _id = _get_id(path, lineno, obj)
-        if "text" not in obj:
-            raise DataFormatError(path, f"document {_id!r} has no `text` field", lineno)
+        _id = record_id(path, lineno, obj)
+        text, title = text_field(path, lineno, obj, "text"), text_field(path, lineno, obj, "title", required=False)
         if _id in corpus:
             raise DataFormatError(path, f"duplicate document id {_id!r} (first seen on line {first_line[_id]})", lineno)
         first_line[_id] = lineno
-        corpus[_id] = {"title": str(obj.get("title") or ""), "text": str(obj.get("text") or "")}
+        corpus[_id] = {"title": title, "text": text}
     if not corpus:
         raise DataFormatError(path, "corpus is empty")
+    if not any((d["title"] + d["text"]).strip() for d in corpus.values()):
+        raise DataFormatError(path, f"every one of the {len(corpus)} documents has an empty title and text")
     return corpus
 
 
@@ -180,13 +222,12 @@ def load_queries(path: str | os.PathLike) -> dict[str, str]:
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for lineno, obj in iter_jsonl(path):
-        _id = _get_id(path, lineno, obj)
-        if "text" not in obj:
-            raise DataFormatError(path, f"query {_id!r} has no `text` field", lineno)
+        _id = record_id(path, lineno, obj)
+        text = text_field(path, lineno, obj, "text")
         if _id in queries:
             raise DataFormatError(path, f"duplicate query id {_id!r} (first seen on line {first_line[_id]})", lineno)
         first_line[_id] = lineno
-        queries[_id] = str(obj.get("text") or "")
+        queries[_id] = text
     return queries
 
 
@@ -209,32 +250,32 @@ def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise FileNotFoundError(f"qrels file not found: {path}")
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 3:
-                raise DataFormatError(
-                    path,
-                    f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}: {line[:80]!r}",
-                    lineno,
-                )
-            qid, did, score = (f.strip() for f in fields)
-            if lineno == 1 and not _is_int(score):
-                continue  # the official header: query-id  corpus-id  score
-            if not _is_int(score):
-                raise DataFormatError(path, f"score must be an integer, got {score!r}", lineno)
-            if not qid or not did:
-                raise DataFormatError(path, "empty query-id or corpus-id", lineno)
-            grade = int(score)
-            prev = qrels.setdefault(qid, {}).get(did)
-            if prev is not None and prev != grade:
-                raise DataFormatError(
-                    path, f"pair ({qid!r}, {did!r}) listed twice with different scores ({prev} and {grade})", lineno
-                )
-            qrels[qid][did] = grade
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise DataFormatError(
+                path,
+                f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}: {line[:80]!r}",
+                lineno,
+            )
+        qid, did, score = (f.strip() for f in fields)
+        if lineno == 1 and not _is_int(score):
+            continue  # the official header: query-id  corpus-id  score
+        if not _is_int(score):
+            raise DataFormatError(path, f"score must be an integer, got {score!r}", lineno)
+        if not qid or not did:
+            raise DataFormatError(path, "empty query-id or corpus-id", lineno)
+        grade = int(score)
+        prev = qrels.setdefault(qid, {}).get(did)
+        if prev is not None and prev != grade:
+            raise DataFormatError(
+                path, f"pair ({qid!r}, {did!r}) listed twice with different scores ({prev} and {grade})", lineno
+            )
+        qrels[qid][did] = grade
+    if qrels and not any(g > 0 for docs in qrels.values() for g in docs.values()):
+        raise DataFormatError(path, "no pair has a positive grade: nothing is relevant, every metric would be 0")
     return qrels
 
 

@@ -8,18 +8,18 @@ English stopwords, Snowball (PyStemmer) stemming, as in bm25s' own BEIR baseline
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ragcun.fingerprint import texts_fingerprint
 from ragcun.io import atomic_path, write_json
 from ragcun.paths import cache_dir
 
@@ -49,15 +49,8 @@ def _stemmer(language: str | None):
 
 
 def corpus_fingerprint(doc_ids: Sequence[str], texts: Sequence[str], params: BM25Params) -> str:
-    """SHA-256 over ids, texts and BM25 parameters: the cache key of an index."""
-    h = hashlib.sha256()
-    h.update(json.dumps({"format": INDEX_FORMAT, **params.as_dict()}, sort_keys=True).encode())
-    for _id, text in zip(doc_ids, texts, strict=True):
-        h.update(_id.encode("utf-8"))
-        h.update(b"\x00")
-        h.update(text.encode("utf-8"))
-        h.update(b"\x01")
-    return h.hexdigest()
+    """The cache key of an index: the (id, text) pairs and the BM25 parameters."""
+    return texts_fingerprint(doc_ids, texts, extra={"format": INDEX_FORMAT, **params.as_dict()})
 
 
 class BM25Index:
@@ -165,6 +158,7 @@ class MinedNegatives:
     candidates: list[np.ndarray]
     ranks: list[np.ndarray]
     seconds: float
+    excluded_ranks: list[dict[int, int]] = field(default_factory=list)  # excluded doc row -> its BM25 rank
 
     @property
     def rate(self) -> float:
@@ -193,6 +187,7 @@ def mine_candidates(
         raise ValueError("queries and exclude differ in length")
     cands: list[np.ndarray] = []
     ranks: list[np.ndarray] = []
+    excluded: list[dict[int, int]] = []
     t0 = time.perf_counter()
     with tqdm(total=len(queries), desc="BM25 mining", unit="q", disable=not show_progress) as bar:
         for start in range(0, len(queries), batch_size):
@@ -203,12 +198,16 @@ def mine_candidates(
             for row_idx, row_scores, excl in zip(idx, scores, ex, strict=True):
                 positions = np.arange(1, len(row_idx) + 1)
                 keep = row_scores > 0
+                hit: dict[int, int] = {}
                 if excl:
-                    keep &= ~np.isin(row_idx, np.fromiter(excl, dtype=np.int64, count=len(excl)))
+                    is_excl = np.isin(row_idx, np.fromiter(excl, dtype=np.int64, count=len(excl)))
+                    hit = {int(d): int(r) for d, r in zip(row_idx[is_excl & keep], positions[is_excl & keep], strict=True)}
+                    keep &= ~is_excl
                 cands.append(row_idx[keep][:top_k])
                 ranks.append(positions[keep][:top_k])
+                excluded.append(hit)
             bar.update(len(qs))
     seconds = time.perf_counter() - t0
-    out = MinedNegatives(cands, ranks, seconds)
+    out = MinedNegatives(cands, ranks, seconds, excluded)
     logger.info("BM25 mining: %d queries in %.1fs (%.1f queries/s)", len(queries), seconds, out.rate)
     return out

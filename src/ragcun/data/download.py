@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ragcun.data.beir import BEIR_DATASETS, expand_dataset_names
-from ragcun.io import atomic_path
+from ragcun.io import atomic_path, safe_extract
 from ragcun.paths import beir_candidates, data_dir
 
 logger = logging.getLogger(__name__)
@@ -152,17 +152,15 @@ def _find_local(name: str, dest: Path, data_dir_: str | os.PathLike | None = Non
 
 
 def _safe_extract_zip(zip_path: Path, into: Path) -> None:
-    """Extract a zip, refusing members that would escape ``into``."""
-    root = into.resolve()
+    """Extract a zip with :func:`ragcun.io.safe_extract` (no member outside ``into``, no zip bomb)."""
     with zipfile.ZipFile(zip_path) as zf:
         bad = zf.testzip()
         if bad is not None:
             raise DownloadError(f"{zip_path}: corrupt member {bad}")
-        for member in zf.infolist():
-            target = (into / member.filename).resolve()
-            if not target.is_relative_to(root):
-                raise DownloadError(f"{zip_path}: member {member.filename!r} escapes the target folder")
-        zf.extractall(into)
+        try:
+            safe_extract(zf, into)
+        except ValueError as exc:
+            raise DownloadError(str(exc)) from None
 
 
 def install_beir_zip(zip_path: str | os.PathLike, name: str, dest: str | os.PathLike) -> Path:

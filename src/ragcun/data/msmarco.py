@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ragcun.data.beir import BeirData, DataFormatError
+from ragcun.data.beir import DataFormatError, iter_lines
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +26,16 @@ def iter_tsv_pairs(path: str | os.PathLike, what: str = "row") -> Iterator[tuple
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MS MARCO file not found: {path}")
-    with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            line = raw.rstrip("\r\n")
-            if not line:
-                continue
-            _id, sep, text = line.partition("\t")
-            if not sep:
-                raise DataFormatError(path, f"expected `id<TAB>{what}`, found no tab: {line[:80]!r}", lineno)
-            _id = _id.strip()
-            if not _id:
-                raise DataFormatError(path, "empty id", lineno)
-            yield lineno, _id, text.strip()
+    for lineno, line in iter_lines(path):
+        if not line:
+            continue
+        _id, sep, text = line.partition("\t")
+        if not sep:
+            raise DataFormatError(path, f"expected `id<TAB>{what}`, found no tab: {line[:80]!r}", lineno)
+        _id = _id.strip()
+        if not _id:
+            raise DataFormatError(path, "empty id", lineno)
+        yield lineno, _id, text.strip()
 
 
 def load_collection(path: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -76,22 +74,21 @@ def load_qrels_trec(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise FileNotFoundError(f"qrels file not found: {path}")
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            fields = line.split()
-            if len(fields) != 4:
-                raise DataFormatError(
-                    path, f"expected 4 fields (qid, iteration, docid, relevance), got {len(fields)}: {line[:80]!r}", lineno
-                )
-            qid, _, did, rel = fields
-            try:
-                grade = int(rel)
-            except ValueError:
-                raise DataFormatError(path, f"relevance must be an integer, got {rel!r}", lineno) from None
-            qrels.setdefault(qid, {})[did] = grade
+    for lineno, line in iter_lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 4:
+            raise DataFormatError(
+                path, f"expected 4 fields (qid, iteration, docid, relevance), got {len(fields)}: {line[:80]!r}", lineno
+            )
+        qid, _, did, rel = fields
+        try:
+            grade = int(rel)
+        except ValueError:
+            raise DataFormatError(path, f"relevance must be an integer, got {rel!r}", lineno) from None
+        qrels.setdefault(qid, {})[did] = grade
     return qrels
 
 
@@ -108,19 +105,3 @@ def msmarco_split_files(path: str | os.PathLike, split: str = "train") -> tuple[
     if missing:
         raise FileNotFoundError(f"MS MARCO split {split!r}: missing {', '.join(missing)}")
     return files
-
-
-def load_msmarco(path: str | os.PathLike, split: str = "train") -> BeirData:
-    """Load the MS MARCO passage files of ``split`` as :class:`BeirData` (corpus titles are empty)."""
-    coll, qfile, rfile = msmarco_split_files(path, split)
-    pids, texts = load_collection(coll)
-    corpus = {pid: {"title": "", "text": t} for pid, t in zip(pids, texts, strict=True)}
-    all_queries = load_queries_tsv(qfile)
-    qrels = {q: r for q, r in load_qrels_trec(rfile).items() if q in all_queries}
-    missing = sum(1 for r in qrels.values() for d in r if d not in corpus)
-    if missing:
-        logger.warning("MS MARCO %s: %d qrels pair(s) point to passages missing from %s", split, missing, coll)
-    return BeirData(
-        corpus=corpus, queries={q: all_queries[q] for q in qrels}, qrels=qrels,
-        name="msmarco", path=Path(path), split=split, missing_docs=missing,
-    )

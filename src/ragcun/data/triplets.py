@@ -15,9 +15,15 @@ Train columns, in this order:
 Choices worth knowing:
 - one example per (query, positive) pair; a positive is a qrels grade >= ``positive_threshold``
   (default 1: nfcorpus grades 1 and 2 both count);
-- BM25 negatives are sampled (seeded) from the query's BM25 top-``bm25_top_k`` with every labelled
-  positive of the query removed; when fewer than ``num_negatives`` candidates have a non-zero
-  BM25 score the rest are random documents (rank -1) and the manifest counts them;
+- BM25 negatives are sampled (seeded) from the query's BM25 top-``bm25_top_k`` with every document
+  judged relevant to the query in *any* split of the dataset removed (NFCorpus judges ~38 documents
+  per query: a "negative" that is relevant elsewhere teaches the wrong thing); when fewer than
+  ``num_negatives`` candidates have a non-zero BM25 score the rest are random documents (rank -1)
+  and the manifest counts them;
+- ``negatives_exclude="positives"`` restores the older rule (only the example split's positives are
+  excluded), for reproducing earlier runs;
+- ``false_negative_guard="above_positive"`` also skips the candidates BM25 ranks above the example's
+  positive (likely unjudged relevant documents); an example left without candidates gets random ones;
 - validation queries are held out before anything else, so no validation query is trained on.
 """
 
@@ -35,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.data.beir import doc_text, load_beir
+from ragcun.data.beir import available_splits, doc_text, load_beir, load_qrels
 from ragcun.data.msmarco import (
     is_msmarco_dir,
     load_collection,
@@ -67,11 +73,21 @@ class _Source:
     texts: list[str]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    judged: dict[str, set[str]] = field(default_factory=dict)  # query -> docs judged relevant in any split
     prefix: str = ""
     row: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.row = {d: i for i, d in enumerate(self.doc_ids)}
+
+    exclude_judged: bool = True
+
+    def excluded(self, qid: str, threshold: int) -> set[int]:
+        """Rows never used as the query's negatives: its positives and every document judged relevant to it."""
+        rows = set(_positives(self, qid, threshold))
+        if self.exclude_judged:
+            rows.update(self.row[d] for d in self.judged.get(qid, ()) if d in self.row)
+        return rows
 
 
 def _load_source(source: str | os.PathLike, split: str, data_dir: str | None) -> _Source:
@@ -84,7 +100,13 @@ def _load_source(source: str | os.PathLike, split: str, data_dir: str | None) ->
         return _Source("msmarco", "msmarco", str(p), pids, texts, {q: queries[q] for q in qrels}, qrels)
     data = load_beir(str(source), split=split, data_dir=data_dir)
     ids = list(data.corpus)
-    return _Source(data.name, "beir", str(data.path), ids, [doc_text(data.corpus[d]) for d in ids], data.queries, data.qrels)
+    judged: dict[str, set[str]] = {}
+    for other in available_splits(data.path):
+        qrels = data.qrels if other == split else load_qrels(data.path / "qrels" / f"{other}.tsv")
+        for q, docs in qrels.items():
+            judged.setdefault(q, set()).update(d for d, g in docs.items() if g > 0)
+    return _Source(data.name, "beir", str(data.path), ids, [doc_text(data.corpus[d]) for d in ids], data.queries,
+                   data.qrels, judged)
 
 
 def _positives(src: _Source, qid: str, threshold: int) -> list[int]:
@@ -120,6 +142,8 @@ def build_triplets(
     val_candidates: int = 30,
     val_corpus_size: int = 2000,
     positive_threshold: int = 1,
+    false_negative_guard: str = "none",
+    negatives_exclude: str = "judged",
     format: str = "hf",
     batch_size: int = 4096,
     n_threads: int = 0,
@@ -140,6 +164,10 @@ def build_triplets(
         raise ValueError("num_negatives must be >= 1")
     if not 0.0 < split_ratio <= 1.0:
         raise ValueError(f"split_ratio must be in (0, 1], got {split_ratio}")
+    if negatives_exclude not in ("judged", "positives"):
+        raise ValueError(f"negatives_exclude must be 'judged' or 'positives', got {negatives_exclude!r}")
+    if false_negative_guard not in ("none", "above_positive"):
+        raise ValueError(f"false_negative_guard must be 'none' or 'above_positive', got {false_negative_guard!r}")
     if format not in ("hf", "jsonl"):
         raise ValueError(f"format must be 'hf' or 'jsonl', got {format!r}")
     if val_size < 0 or (max_train_samples is not None and max_train_samples < 1):
@@ -147,6 +175,8 @@ def build_triplets(
 
     sources_in = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     srcs = [_load_source(s, split, data_dir) for s in sources_in]
+    for src in srcs:
+        src.exclude_judged = negatives_exclude == "judged"
     if len(srcs) > 1:
         names = [s.name for s in srcs]
         if len(set(names)) != len(names):
@@ -183,7 +213,7 @@ def build_triplets(
                 len({(e[0], e[1]) for e in examples}), len(val_q))
 
     # 3. BM25 candidates, per source
-    cand: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+    cand: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, dict[int, int]]] = {}
     val_top: dict[tuple[int, str], list[int]] = {}
     bm25_info: list[dict[str, Any]] = []
     total_mined, total_sec = 0, 0.0
@@ -200,11 +230,11 @@ def build_triplets(
                                 "index_seconds": round(load_s, 2), "documents": len(s.doc_ids)}
         if train_keys:
             qtexts = [s.queries[k[1]] for k in train_keys]
-            excl = [set(_positives(s, k[1], positive_threshold)) for k in train_keys]
+            excl = [s.excluded(k[1], positive_threshold) for k in train_keys]
             mined = mine_candidates(index, qtexts, excl, top_k=bm25_top_k, batch_size=batch_size,
                                     n_threads=n_threads, show_progress=show_progress)
-            for k, c, r in zip(train_keys, mined.candidates, mined.ranks, strict=True):
-                cand[k] = (c, r)
+            for k, c, r, e in zip(train_keys, mined.candidates, mined.ranks, mined.excluded_ranks, strict=True):
+                cand[k] = (c, r, e)
             info.update(queries=len(train_keys), mining_seconds=round(mined.seconds, 3),
                         queries_per_second=round(mined.rate, 1))
             total_mined += len(train_keys)
@@ -216,16 +246,20 @@ def build_triplets(
         bm25_info.append(info)
 
     # 4. negatives per example
-    fallback = 0
+    fallback = guarded = 0
     rows: dict[str, list[Any]] = {"query": [], "positive": []}
     for j in range(1, num_negatives + 1):
         rows[f"negative_{j}"] = []
     rows.update(query_id=[], positive_id=[], negative_ids=[], negative_ranks=[])
     for si, qid, pos in examples:
         s = srcs[si]
-        positives = set(_positives(s, qid, positive_threshold))
+        never = s.excluded(qid, positive_threshold)
         if negatives == "bm25":
-            c, r = cand[(si, qid)]
+            c, r, pos_ranks = cand[(si, qid)]
+            if false_negative_guard == "above_positive":
+                below = r > pos_ranks.get(pos, np.iinfo(np.int64).max)
+                guarded += int(not below.all())
+                c, r = c[below], r[below]
             take = min(num_negatives, len(c))
             pick = rng.choice(len(c), size=take, replace=False) if take else np.zeros(0, dtype=np.int64)
             neg = [int(c[p]) for p in pick]
@@ -235,7 +269,7 @@ def build_triplets(
         if len(neg) < num_negatives:
             if negatives == "bm25":
                 fallback += 1
-            extra = _random_negatives(rng, len(s.doc_ids), positives | set(neg), num_negatives - len(neg))
+            extra = _random_negatives(rng, len(s.doc_ids), never | set(neg), num_negatives - len(neg))
             neg += extra
             ranks += [-1] * len(extra)
         if len(neg) < num_negatives:
@@ -266,7 +300,8 @@ def build_triplets(
             "split": split, "max_train_samples": max_train_samples, "split_ratio": split_ratio, "val_size": val_size,
             "negatives": negatives, "num_negatives": num_negatives, "bm25_top_k": bm25_top_k,
             "val_candidates": val_candidates, "val_corpus_size": val_corpus_size,
-            "positive_threshold": positive_threshold, "format": format,
+            "positive_threshold": positive_threshold, "false_negative_guard": false_negative_guard,
+            "format": format, "negatives_exclude": negatives_exclude,
         },
         "counts": {
             "train_examples": len(examples),
@@ -274,6 +309,7 @@ def build_triplets(
             "validation_queries": len(val_q),
             "queries_without_positive": no_pos,
             "random_fallback_examples": fallback,
+            "guarded_examples": guarded,
         },
         "bm25": {"sources": bm25_info, "mined_queries": total_mined, "mining_seconds": round(total_sec, 3),
                  "queries_per_second": round(rate, 1) if rate else None},

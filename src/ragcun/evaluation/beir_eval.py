@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.evaluation.encode import CorpusEmbeddings, encode_corpus, encode_texts, model_fingerprint
+from ragcun.evaluation.encode import CorpusEmbeddings, encode_corpus, encode_texts, judged_queries, load_model
 from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_names, write_run
 from ragcun.evaluation.search import SIMILARITY_TO_SCORE, check_score, merge_topk, rescore, search_chunks
+from ragcun.fingerprint import model_fingerprint
 from ragcun.io import write_json
 
 logger = logging.getLogger(__name__)
@@ -38,19 +39,6 @@ def default_score(model: Any) -> str:
     if score is None:
         raise ValueError(f"the model's similarity function {name!r} has no ragcun score; pass score='l2', 'cos' or 'dot'")
     return score
-
-
-def load_model(model: Any, device: str | None = None) -> tuple[Any, str]:
-    """A loaded SentenceTransformer and a display name, from a path/alias or an already loaded model."""
-    if isinstance(model, str | os.PathLike):
-        from ragcun.models import load_sentence_transformer
-
-        return load_sentence_transformer(model, device=device), str(model)
-    name = None
-    card = getattr(model, "model_card_data", None)
-    if card is not None:
-        name = getattr(card, "model_name", None) or getattr(card, "base_model", None)
-    return model, str(name or type(model).__name__)
 
 
 def _run_file_for(run_file: str | os.PathLike, dataset: str, several: bool) -> Path:
@@ -174,18 +162,21 @@ def evaluate_model(
     from ragcun.data.beir import expand_dataset_names, load_beir
     from ragcun.distributed import is_main_process
 
-    model, name = load_model(model, device)
+    model, name = load_model(model, device, max_seq_length)
     name = model_name or name
-    if max_seq_length is not None:
-        if max_seq_length < 1:
-            raise ValueError(f"max_seq_length must be positive, got {max_seq_length}")
-        model.max_seq_length = int(max_seq_length)
     score = check_score(score) if score else default_score(model)
     names = expand_dataset_names([datasets] if isinstance(datasets, str) else list(datasets))
     if not names:
         raise ValueError("no dataset given")
     metrics = {n: tuple(k_values) for n in DEFAULT_METRICS} if k_values else dict(DEFAULT_METRICS)
-    top_k = max(top_k, max(k for ks in metrics.values() for k in ks))
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    deepest = max(k for ks in metrics.values() for k in ks)
+    if top_k < deepest:  # a metric at a cutoff beyond the run would be computed from a truncated list
+        dropped = sorted({f"{m}@{k}" for m, ks in metrics.items() for k in ks if k > top_k})
+        logger.warning("top_k=%d: %s left out (they need %d retrieved documents)", top_k, ", ".join(dropped), deepest)
+        metrics = {m: tuple(k for k in ks if k <= top_k) for m, ks in metrics.items()}
+        metrics = {m: ks for m, ks in metrics.items() if ks}
 
     out: dict[str, Any] = {
         "model": name,
@@ -215,9 +206,9 @@ def evaluate_model(
     for ds in names:
         t0 = time.perf_counter()
         data = load_beir(ds, split=split, data_dir=data_dir)
-        corpus, queries, qrels = data
+        corpus, _, qrels = data
         ds = data.name  # a folder path is reported by its folder name
-        queries = {q: t for q, t in queries.items() if q in qrels}
+        queries = judged_queries(data)
         if not queries:
             raise ValueError(f"{ds}: no query of split {split!r} has both text and qrels")
         logger.info("%s: %d documents, %d queries; score %s", ds, len(corpus), len(queries), score)

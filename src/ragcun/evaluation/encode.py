@@ -1,4 +1,4 @@
-"""Corpus encoding in chunks with an on-disk embedding cache, and the model fingerprint.
+"""Corpus encoding in chunks with an on-disk embedding cache.
 
 Encoding the corpus is the slow part of an evaluation (minutes to hours); scoring it is
 seconds. So the corpus is encoded ``chunk_size`` documents at a time, each chunk written
@@ -6,7 +6,7 @@ atomically as a float32 ``.npy`` under ``<cache>/embeddings/<key>/``, and read b
 memory-mapped: re-scoring with another score, or re-running after a crash, costs nothing for
 the chunks already done, and memory stays bounded on any corpus size.
 
-The key hashes everything that changes the vectors: the model's weights (fingerprint), the
+The key hashes everything that changes the vectors: the model (:func:`ragcun.fingerprint.model_fingerprint`), the
 dataset name, a hash of the document ids and texts, the max sequence length, the prompt and
 the chunk size. Under ``torchrun`` each rank encodes every ``world_size``-th chunk.
 """
@@ -26,60 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from ragcun.fingerprint import model_fingerprint, texts_fingerprint
 from ragcun.io import atomic_path, write_json
 from ragcun.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
-
-
-def _hash_tensor_sample(h: Any, tensor: Any, n: int = 64) -> None:
-    """Feed shape, dtype and ~``n`` evenly spaced values of ``tensor`` into hash ``h``."""
-    flat = tensor.detach().reshape(-1)
-    h.update(f"{tuple(tensor.shape)}|{tensor.dtype}|".encode())
-    if flat.numel() == 0:
-        return
-    step = max(1, flat.numel() // n)
-    sample = flat[::step][:n].float().cpu().numpy().astype(np.float32)
-    h.update(sample.tobytes())
-    h.update(np.float64(flat.float().sum().item()).tobytes())
-
-
-def model_fingerprint(model: Any) -> str:
-    """A short, cheap hash identifying a model's weights and encoding setup.
-
-    Hashes every parameter/buffer name, shape, dtype, a sample of its values and its sum, plus
-    the module pipeline, ``max_seq_length``, prompts and similarity function — so a fine-tuned
-    checkpoint, a different head or a different truncation gets a different key, while the
-    same weights loaded twice get the same one. Seconds for a 100M-parameter model.
-    """
-    h = hashlib.sha256()
-    h.update(f"{type(model).__module__}.{type(model).__name__}|".encode())
-    try:
-        modules = [type(m).__name__ for m in model]
-    except TypeError:
-        modules = []
-    h.update(json.dumps(modules).encode())
-    for attr in ("max_seq_length", "similarity_fn_name", "prompts", "default_prompt_name"):
-        h.update(f"|{attr}={json.dumps(getattr(model, attr, None), sort_keys=True, default=str)}".encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        _hash_tensor_sample(h, tensor)
-    return h.hexdigest()[:16]
-
-
-def texts_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
-    """Hash of the (id, text) pairs in order: a slice or an edited corpus gets its own cache entry."""
-    if len(ids) != len(texts):
-        raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
-    h = hashlib.sha256()
-    for i, t in zip(ids, texts, strict=True):
-        h.update(str(i).encode())
-        h.update(b"\x00")
-        h.update(t.encode("utf-8"))
-        h.update(b"\x01")
-    return h.hexdigest()[:16]
+CACHE_VERSION = 2  # 2: chunks carry a sha256 sidecar
 
 
 def _safe(name: str) -> str:
@@ -145,10 +98,39 @@ class CorpusEmbeddings:
             self._tmp = None
 
 
+def write_chunk(path: Path, emb: np.ndarray) -> None:
+    """One cache chunk: the ``.npy`` and, beside it, its sha256 (both atomic), so damage is caught on read."""
+    with atomic_path(path) as out, open(out, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
+    from ragcun.io import sha256_file, write_text
+
+    write_text(path.with_name(path.name + ".sha256"), sha256_file(path) + "\n")
+
+
+def _chunk_problem(path: Path, rows: int) -> str | None:
+    """Why a cache chunk cannot be used (missing, unreadable, wrong shape, altered), or None."""
+    from ragcun.io import sha256_file
+
+    if not path.is_file():
+        return "missing"
+    digest = path.with_name(path.name + ".sha256")
+    if not digest.is_file():
+        return "has no checksum (written by an older ragcun or interrupted)"
+    if sha256_file(path) != digest.read_text().strip():
+        return "sha256 does not match its checksum (damaged)"
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({exc})"
+    if arr.ndim != 2 or arr.shape[0] != rows or arr.dtype != np.float32:
+        return f"shape {arr.shape} {arr.dtype}, expected ({rows}, dim) float32"
+    return None
+
+
 def cache_key(model_fp: str, dataset: str, ids: Sequence[str], texts: Sequence[str], **options: Any) -> str:
     """Directory name of a corpus encoding: ``<dataset>-<hash of model, corpus and options>``."""
     payload = json.dumps(
-        {"v": CACHE_VERSION, "model": model_fp, "dataset": dataset, "texts": texts_fingerprint(ids, texts), **options},
+        {"v": CACHE_VERSION, "model": model_fp, "dataset": dataset, "texts": texts_fingerprint(ids, texts)[:16], **options},
         sort_keys=True,
         default=str,
     )
@@ -200,15 +182,17 @@ def encode_corpus(
     encoded = 0
     for c in mine:
         path = directory / f"chunk-{c:05d}.npy"
-        if path.exists():
-            continue
         lo, hi = c * chunk_size, min((c + 1) * chunk_size, len(ids))
+        if path.exists():
+            problem = _chunk_problem(path, hi - lo)
+            if problem is None:
+                continue
+            logger.warning("%s: %s; encoding it again", path, problem)
         logger.info("%s: encoding documents %d-%d of %d (chunk %d/%d)", dataset, lo, hi, len(ids), c + 1, n_chunks)
         emb = encode_texts(model, texts[lo:hi], "document", batch_size, show_progress_bar)
         if not np.isfinite(emb).all():
             raise FloatingPointError(f"{dataset}: the model produced NaN/inf embeddings in documents {lo}-{hi}")
-        with atomic_path(path) as out, open(out, "wb") as fh:
-            np.save(fh, emb, allow_pickle=False)
+        write_chunk(path, emb)
         encoded += 1
     if is_distributed():
         import torch.distributed as dist
@@ -216,11 +200,12 @@ def encode_corpus(
         dist.barrier()
     chunks = []
     for c in range(n_chunks):
-        arr = np.load(directory / f"chunk-{c:05d}.npy", mmap_mode="r", allow_pickle=False)
+        path = directory / f"chunk-{c:05d}.npy"
         want = min((c + 1) * chunk_size, len(ids)) - c * chunk_size
-        if arr.ndim != 2 or arr.shape[0] != want:
-            raise ValueError(f"{directory / f'chunk-{c:05d}.npy'}: shape {arr.shape}, expected ({want}, dim); delete it")
-        chunks.append(arr)
+        problem = _chunk_problem(path, want)
+        if problem is not None:
+            raise ValueError(f"{path}: {problem}; delete {directory} to encode the corpus again")
+        chunks.append(np.load(path, mmap_mode="r", allow_pickle=False))
     if cache and (rank() == 0) and not (directory / "meta.json").exists():
         write_json(
             directory / "meta.json",
@@ -258,10 +243,129 @@ def seed_corpus_cache(
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[0] != want or not np.isfinite(arr).all():
             raise ValueError(f"{dataset}: chunk {c} has shape {arr.shape} (expected ({want}, dim), finite)")
-        with atomic_path(directory / f"chunk-{c:05d}.npy") as out, open(out, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
+        write_chunk(directory / f"chunk-{c:05d}.npy", arr)
     write_json(directory / "meta.json", {"dataset": dataset, "model_fingerprint": fp, "documents": len(ids),
                                          "dim": int(chunks[0].shape[1]), "chunk_size": chunk_size,
                                          "max_seq_length": getattr(model, "max_seq_length", None),
                                          "seeded": True})
     return directory
+
+
+def corpus_cached(model: Any, ids: Sequence[str], texts: Sequence[str], dataset: str, chunk_size: int = 10_000,
+                  cache_root: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`encode_corpus` would find every chunk of this corpus in the cache."""
+    key = cache_key(model_fingerprint(model), dataset, ids, texts, max_seq_length=getattr(model, "max_seq_length", None),
+                    chunk_size=chunk_size)
+    directory = (Path(cache_root) if cache_root else cache_dir("embeddings")) / key
+    n_chunks = (len(ids) + chunk_size - 1) // chunk_size
+    return all(_chunk_problem(directory / f"chunk-{c:05d}.npy", min((c + 1) * chunk_size, len(ids)) - c * chunk_size)
+               is None for c in range(n_chunks))
+
+
+def encode_corpus_shared(
+    models: dict[str, Any],
+    ids: Sequence[str],
+    texts: Sequence[str],
+    dataset: str,
+    batch_size: int = 64,
+    chunk_size: int = 10_000,
+) -> dict[str, str]:
+    """Encode a corpus once per distinct body and give every model its vectors, in the embedding cache.
+
+    Models whose bodies (:func:`ragcun.modeling.split_at_head`) have the same weights share one pass
+    of that body; each model's vectors are its tail applied to the body's, written where
+    :func:`encode_corpus` then finds them. The derived vectors of every model are checked against
+    its direct encoding of a few documents. Returns label -> "cached" | "derived".
+    """
+    import torch
+
+    from ragcun.modeling import split_at_head, submodel
+
+    done: dict[str, str] = {}
+    groups: dict[str, tuple[Any, list[tuple[str, Any, list]]]] = {}
+    seen: dict[int, str] = {}
+    for label, model in models.items():
+        if id(model) in seen:  # the same model under two labels (e.g. ranked by L2 and by cosine)
+            done[label] = f"as {seen[id(model)]}"
+            continue
+        seen[id(model)] = label
+        if corpus_cached(model, ids, texts, dataset, chunk_size):
+            done[label] = "cached"
+            continue
+        body_mods, tail = split_at_head(model)
+        body = submodel(model, body_mods)
+        fp = model_fingerprint(body)
+        groups.setdefault(fp, (body, []))[1].append((label, model, tail))
+    for body, targets in groups.values():
+        names = ", ".join(t[0] for t in targets)
+        logger.info("%s: one pass of the shared body for %s", dataset, names)
+        feats = encode_corpus(body, ids, texts, f"{dataset}-body", batch_size, chunk_size)
+        try:
+            for label, model, tail in targets:
+                chunks = []
+                with torch.no_grad():
+                    for chunk in feats.chunks:
+                        x = torch.from_numpy(np.array(chunk, dtype=np.float32)).to(model.device)
+                        for m in tail:
+                            x = m({"sentence_embedding": x})["sentence_embedding"]
+                        chunks.append(x.float().cpu().numpy())
+                seed_corpus_cache(model, ids, texts, dataset, chunks, chunk_size)
+                probe = list(texts[:4])
+                direct = encode_texts(model, probe, "document", batch_size)
+                tol = 1e-3 * max(1.0, float(np.abs(direct).max()))
+                if not np.allclose(direct, chunks[0][: len(probe)], atol=tol):
+                    raise RuntimeError(f"{label}: vectors derived from the shared body differ from direct encoding")
+                done[label] = "derived"
+        finally:
+            feats.cleanup()
+    return done
+
+
+# ---------------------------------------------------------------------------- the shared setup
+def load_model(model: Any, device: str | None = None, max_seq_length: int | None = None) -> tuple[Any, str]:
+    """A loaded SentenceTransformer and a display name, from a path/alias or an already loaded model,
+    truncating inputs to ``max_seq_length`` tokens (checked against what the model can take)."""
+    if isinstance(model, str | os.PathLike):
+        from ragcun.resolve import load_sentence_transformer
+
+        model, name = load_sentence_transformer(model, device=device), str(model)
+    else:
+        card = getattr(model, "model_card_data", None)
+        name = getattr(card, "model_name", None) or getattr(card, "base_model", None) if card is not None else None
+        name = str(name or type(model).__name__)
+    if max_seq_length is not None:
+        if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1:
+            raise ValueError(f"max_seq_length must be a positive integer, got {max_seq_length!r}")
+        limit = position_limit(model)
+        if limit is not None and max_seq_length > limit:
+            raise ValueError(f"max_seq_length={max_seq_length} is above what {name} can take ({limit} tokens)")
+        model.max_seq_length = int(max_seq_length)
+    return model, name
+
+
+def position_limit(model: Any) -> int | None:
+    """The most tokens the model's transformer takes (its position embeddings), if it says."""
+    try:
+        cfg = model[0].auto_model.config
+    except (TypeError, AttributeError, IndexError, KeyError):
+        return None
+    n = getattr(cfg, "max_position_embeddings", None)
+    if not isinstance(n, int):
+        return None
+    # RoBERTa-style models (MPNet too) reserve padding_idx + 1 positions
+    return n - 2 if getattr(cfg, "model_type", "") in ("roberta", "mpnet", "xlm-roberta", "camembert") else n
+
+
+def judged_queries(data: Any) -> dict[str, str]:
+    """The queries of a BEIR split that have qrels (the ones every metric is averaged over)."""
+    return {q: t for q, t in data.queries.items() if q in data.qrels}
+
+
+def encode_beir_corpus(model: Any, data: Any, batch_size: int = 64, cache: bool = True, doc_ids: Sequence[str] | None = None,
+                       cache_name: str | None = None, show_progress_bar: bool = False) -> CorpusEmbeddings:
+    """Encode a BEIR corpus (or the ``doc_ids`` of it) as BEIR joins its documents, through the cache."""
+    from ragcun.data.beir import doc_text
+
+    ids = list(doc_ids) if doc_ids is not None else list(data.corpus)
+    return encode_corpus(model, ids, [doc_text(data.corpus[d]) for d in ids], cache_name or data.name, batch_size,
+                         cache=cache, show_progress_bar=show_progress_bar)

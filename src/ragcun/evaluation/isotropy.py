@@ -203,11 +203,6 @@ def isotropy_metrics(
     return out
 
 
-def scalar_row(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The scalar metrics only (one CSV row)."""
-    return {k: metrics[k] for k in SCALAR_KEYS if k in metrics}
-
-
 def analyze(
     models: Sequence[Any] = (),
     dataset: str | None = None,
@@ -255,26 +250,23 @@ def analyze(
         figures[label] = np.asarray(arr, dtype=np.float32)
 
     if models:
-        from ragcun.data.beir import doc_text, load_beir
-        from ragcun.evaluation.beir_eval import load_model
-        from ragcun.evaluation.encode import encode_corpus, encode_texts, model_fingerprint
+        from ragcun.data.beir import load_beir
+        from ragcun.evaluation.encode import encode_beir_corpus, encode_texts, judged_queries, load_model
+        from ragcun.fingerprint import model_fingerprint
 
         data = load_beir(dataset, split=split, data_dir=data_dir)
-        corpus, queries, qrels = data
-        doc_ids = list(corpus)
+        queries = judged_queries(data)
+        doc_ids = list(data.corpus)
         cache_name = data.name  # the whole corpus: the same cache entry as `ragcun evaluate`
         if max_docs and len(doc_ids) > max_docs:
             rng = np.random.default_rng(seed)
             doc_ids = [doc_ids[i] for i in sorted(rng.choice(len(doc_ids), max_docs, replace=False))]
             cache_name = f"{data.name}-sample{max_docs}-seed{seed}"
-        qids = [q for q in queries if q in qrels]
+        qids = list(queries)
         for spec in models:
-            model, name = load_model(spec)
-            if max_seq_length is not None:
-                model.max_seq_length = int(max_seq_length)
+            model, name = load_model(spec, max_seq_length=max_seq_length)
             label = names.pop(0) if names else Path(str(name).rstrip("/")).name
-            emb = encode_corpus(model, doc_ids, [doc_text(corpus[d]) for d in doc_ids], cache_name,
-                                batch_size, cache=cache)
+            emb = encode_beir_corpus(model, data, batch_size, cache, doc_ids=doc_ids, cache_name=cache_name)
             try:
                 docs = emb.array()
             finally:

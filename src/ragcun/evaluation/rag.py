@@ -196,22 +196,19 @@ def evaluate_rag(
     show_progress_bar: bool = True,
 ) -> dict[str, Any]:
     """RAG metrics of ``model`` on one BEIR ``dataset``; writes JSON to ``output`` and a reliability plot to ``plot``."""
-    from ragcun.data.beir import doc_text, load_beir
-    from ragcun.evaluation.beir_eval import default_score, load_model, retrieve
-    from ragcun.evaluation.encode import encode_corpus, model_fingerprint
+    from ragcun.data.beir import load_beir
+    from ragcun.evaluation.beir_eval import default_score, retrieve
+    from ragcun.evaluation.encode import encode_beir_corpus, judged_queries, load_model
+    from ragcun.fingerprint import model_fingerprint
     from ragcun.io import write_json
 
     t0 = time.perf_counter()
-    model, name = load_model(model, device)
-    if max_seq_length is not None:
-        model.max_seq_length = int(max_seq_length)
+    model, name = load_model(model, device, max_seq_length)
     score = check_score(score) if score else default_score(model)
     data = load_beir(dataset, split=split, data_dir=data_dir)
-    corpus, queries, qrels = data
-    queries = {q: t for q, t in queries.items() if q in qrels}
+    corpus, qrels, queries = data.corpus, data.qrels, judged_queries(data)
     doc_ids = list(corpus)
-    emb = encode_corpus(model, doc_ids, [doc_text(corpus[d]) for d in doc_ids], data.name, batch_size, cache=cache,
-                        show_progress_bar=show_progress_bar)
+    emb = encode_beir_corpus(model, data, batch_size, cache, show_progress_bar=show_progress_bar)
     try:
         run, _timing, q_emb = retrieve(model, corpus, queries, score, 1000, data.name, batch_size, corpus_emb=emb)
         _, per_query = evaluate_run(qrels, run, metrics={"ndcg": (10,)})

@@ -12,6 +12,8 @@ from ragcun.losses.contrastive import Distance, EuclideanInfoNCE
 from ragcun.losses.sigreg import SIGReg
 
 Regularizer = Literal["covariance", "none"]
+LossForm = Literal["sum", "convex"]
+SigregOn = Literal["joint", "separate"]
 
 
 def covariance_regularizer(x: torch.Tensor) -> torch.Tensor:
@@ -29,6 +31,12 @@ def covariance_regularizer(x: torch.Tensor) -> torch.Tensor:
 
 class IsotropicGaussianLoss(nn.Module):
     """Euclidean InfoNCE + ``lambda_isotropy`` · SIGReg + ``lambda_reg`` · covariance regulariser.
+
+    ``loss_form="sum"`` adds λ·SIGReg to the contrastive loss; ``"convex"`` is LeJEPA's
+    (1 − λ)·contrastive + λ·SIGReg with λ in [0, 1]. ``sigreg_on="joint"`` tests queries and
+    documents of the batch as one sample; ``"separate"`` averages the test of the queries and that of
+    the documents, so each side is pulled to N(0, I) on its own (a corpus is searched on its own, and
+    queries are short texts whose distribution differs from documents').
 
     A sentence-transformers loss: ``forward(sentence_features, labels)`` embeds the columns
     (query, positive, negative_1, …) with the model and returns a dict of *weighted* components,
@@ -52,8 +60,18 @@ class IsotropicGaussianLoss(nn.Module):
         regularizer: Regularizer = "covariance",
         seed: int = 0,
         monitor_sigreg: bool = True,
+        loss_form: LossForm = "sum",
+        sigreg_on: SigregOn = "joint",
     ) -> None:
         super().__init__()
+        if loss_form not in ("sum", "convex"):
+            raise ValueError(f"loss_form must be 'sum' or 'convex', got {loss_form!r}")
+        if sigreg_on not in ("joint", "separate"):
+            raise ValueError(f"sigreg_on must be 'joint' or 'separate', got {sigreg_on!r}")
+        if loss_form == "convex" and not 0.0 <= lambda_isotropy <= 1.0:
+            raise ValueError(f"loss_form='convex' needs lambda_isotropy in [0, 1], got {lambda_isotropy}")
+        self.loss_form: LossForm = loss_form
+        self.sigreg_on: SigregOn = sigreg_on
         self.model = model
         self.lambda_isotropy = float(lambda_isotropy)
         self.lambda_reg = float(lambda_reg)
@@ -75,15 +93,16 @@ class IsotropicGaussianLoss(nn.Module):
         queries, docs = embeddings[0], list(embeddings[1:])
         contrastive = self.contrastive(queries, docs)
         everything = torch.cat([queries, *docs], dim=0)
-        out = {"contrastive": contrastive}
+        weight = 1.0 - self.lambda_isotropy if self.loss_form == "convex" else 1.0
+        out = {"contrastive": contrastive * weight if weight != 1.0 else contrastive}
         stats: dict[str, Any] = {"contrastive": contrastive.item()}
         if self.lambda_isotropy > 0:
-            sig = self.sigreg(everything)
+            sig = self._sigreg(queries, docs)
             out["isotropy"] = self.lambda_isotropy * sig
             stats["sigreg"] = sig.item()
         elif self.monitor_sigreg:
             with torch.no_grad():
-                stats["sigreg"] = self.sigreg(everything.detach()).item()
+                stats["sigreg"] = self._sigreg(queries.detach(), [d.detach() for d in docs]).item()
         if self.regularizer != "none" and self.lambda_reg > 0:
             reg = covariance_regularizer(everything)
             out["regularizer"] = self.lambda_reg * reg
@@ -91,6 +110,11 @@ class IsotropicGaussianLoss(nn.Module):
         stats["mean_norm"] = everything.detach().float().norm(dim=1).mean().item()
         self.last_stats = stats
         return out
+
+    def _sigreg(self, queries: torch.Tensor, docs: list[torch.Tensor]) -> torch.Tensor:
+        if self.sigreg_on == "separate":
+            return 0.5 * (self.sigreg(queries) + self.sigreg(torch.cat(docs, dim=0)))
+        return self.sigreg(torch.cat([queries, *docs], dim=0))
 
     @property
     def citation(self) -> str:
@@ -107,5 +131,7 @@ class IsotropicGaussianLoss(nn.Module):
             "distance": self.contrastive.distance,
             "num_slices": self.sigreg.num_slices,
             "regularizer": self.regularizer,
+            "loss_form": self.loss_form,
+            "sigreg_on": self.sigreg_on,
             "gather_across_devices": self.contrastive.gather_across_devices,
         }

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from ragcun.retrieval.index import (
-    INDEX_TYPES,
-    FlatIndex,
-    HNSWIndex,
-    IVFIndex,
-    NumpyIndex,
-    VectorIndex,
-    faiss_available,
-    make_index,
-    weights_fingerprint,
-)
-from ragcun.retrieval.retriever import (
+from ragcun.data.documents import read_documents
+from ragcun.retrieval.errors import (
     DimensionMismatchError,
-    GaussianRetriever,
     IndexCorruptError,
     ModelMismatchError,
     RetrieverError,
-    SearchResult,
-    read_documents,
 )
+from ragcun.retrieval.faiss_index import FlatIndex, HNSWIndex, IVFIndex
+from ragcun.retrieval.index import INDEX_TYPES, NumpyIndex, VectorIndex, faiss_available, make_index
+from ragcun.retrieval.retriever import GaussianRetriever, SearchResult
 
 __all__ = [
     "INDEX_TYPES",
@@ -39,5 +29,4 @@ __all__ = [
     "faiss_available",
     "make_index",
     "read_documents",
-    "weights_fingerprint",
 ]

@@ -14,7 +14,6 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 SCHEMA_VERSION = 1
 
@@ -36,20 +35,16 @@ class DocumentStore:
     def __init__(self, conn: sqlite3.Connection | None = None) -> None:
         self._conn = conn or sqlite3.connect(":memory:", check_same_thread=False)
         self._conn.executescript(_SCHEMA)
-        self._conn.execute(
-            "INSERT OR IGNORE INTO info(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        with self._conn:  # commit: an open transaction here would block a later backup (save after load)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO info(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- queries
     def __len__(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
-
-    def next_iid(self) -> int:
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM info WHERE key='next_iid'").fetchone()
-            return int(row[0]) if row else 0
 
     def existing_ids(self, ids: Sequence[str]) -> list[str]:
         """Which of ``ids`` are already stored."""
@@ -86,10 +81,6 @@ class DocumentStore:
             return None
         return row[0], (json.loads(row[1]) if row[1] is not None else None), float(row[2])
 
-    def all_iids(self) -> list[int]:
-        with self._lock:
-            return [int(r[0]) for r in self._conn.execute("SELECT iid FROM documents ORDER BY iid")]
-
     def get_info(self, key: str) -> str | None:
         with self._lock:
             row = self._conn.execute("SELECT value FROM info WHERE key=?", (key,)).fetchone()
@@ -118,13 +109,6 @@ class DocumentStore:
                 cur = self._conn.execute(f"DELETE FROM documents WHERE iid IN ({','.join('?' * len(chunk))})", chunk)
                 n += cur.rowcount
         return n
-
-    def set_info(self, key: str, value: str) -> None:
-        with self._lock, self._conn:
-            self._conn.execute(
-                "INSERT INTO info(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (key, value),
-            )
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> None:
@@ -173,16 +157,3 @@ class DocumentStore:
 def _chunks(seq: list, n: int) -> Iterable[list]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
-
-
-def dump_metadata(meta: Any, where: str) -> dict | None:
-    """Validate one metadata value: a JSON-serialisable dict or None."""
-    if meta is None:
-        return None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{where}: metadata must be a dict or None, got {type(meta).__name__}")
-    try:
-        json.dumps(meta)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: metadata is not JSON-serialisable ({exc})") from exc
-    return meta

@@ -1,8 +1,7 @@
-"""What runs beside the trainer: validation by retrieval, the best model, and atomic checkpoints.
+"""What runs beside the trainer: the best model, and atomic checkpoints.
 
-- :class:`RetrievalEvaluator` is a sentence-transformers evaluator: it encodes a small BEIR-style
-  validation set, ranks by L2 distance (what ragcun serves), scores NDCG@10 with pytrec_eval and
-  measures the isotropy of the document embeddings. The trainer logs its dict (TensorBoard too).
+(Validation itself is :class:`ragcun.evaluation.validation.RetrievalEvaluator`.)
+
 - :class:`BestModelCallback` keeps the best model so far as ``output_dir/best``, a plain
   sentence-transformers directory, written atomically.
 - Checkpoints: the HF Trainer writes ``checkpoint-N`` in several steps; a checkpoint only counts
@@ -14,17 +13,12 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-from sentence_transformers.base.evaluation import BaseEvaluator
 from transformers import TrainerCallback
 
 from ragcun.io import write_json
@@ -33,146 +27,6 @@ logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "ragcun_checkpoint.json"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-# ---------------------------------------------------------------------------- retrieval metrics
-def ndcg_recall(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], k_values: Sequence[int]) -> dict[str, float]:
-    """NDCG@k and Recall@k with pytrec_eval (the evaluation module's ``evaluate_run`` when it exists)."""
-    try:
-        from ragcun.evaluation.metrics import evaluate_run  # type: ignore[import-not-found]
-
-        res = evaluate_run(qrels, run, list(k_values))
-        if isinstance(res, dict) and res:
-            flat = {k.lower(): float(v) for k, v in res.items() if isinstance(v, (int, float))}
-            if any(key.startswith("ndcg") for key in flat):
-                return flat
-    except Exception:  # not there yet, or another signature: fall back to pytrec_eval directly
-        pass
-    import pytrec_eval
-
-    ks = sorted(set(int(k) for k in k_values))
-    measures = {f"ndcg_cut.{','.join(map(str, ks))}", f"recall.{','.join(map(str, ks))}"}
-    qrels_int = {q: {d: int(s) for d, s in docs.items()} for q, docs in qrels.items() if q in run}
-    scores = pytrec_eval.RelevanceEvaluator(qrels_int, measures).evaluate(run)
-    out: dict[str, float] = {}
-    n = max(len(qrels_int), 1)
-    for k in ks:
-        out[f"ndcg@{k}"] = sum(v[f"ndcg_cut_{k}"] for v in scores.values()) / n
-        out[f"recall@{k}"] = sum(v[f"recall_{k}"] for v in scores.values()) / n
-    return out
-
-
-def isotropy_summary(emb: np.ndarray | torch.Tensor, num_slices: int = 256) -> dict[str, float]:
-    """How Gaussian/isotropic a set of embeddings is (the evaluation module's measures when present).
-
-    Fallback: the SIGReg statistic on fixed slices (≈1 for N(0, I)), mean norm, the per-dimension
-    variance spread, and the effective rank of the covariance divided by the dimension (1 = isotropic).
-    """
-    x = torch.as_tensor(np.asarray(emb), dtype=torch.float32)
-    try:
-        from ragcun.evaluation.isotropy import isotropy_metrics  # type: ignore[import-not-found]
-
-        res = isotropy_metrics(x.numpy())
-        if isinstance(res, dict):
-            return {k: float(v) for k, v in res.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
-    except Exception:
-        pass
-    from ragcun.losses.sigreg import SIGReg
-
-    out: dict[str, float] = {}
-    sig = SIGReg(num_slices=num_slices, seed=1234).eval()
-    with torch.no_grad():
-        out["sigreg"] = float(sig(x, distributed=False))
-    out["mean_norm"] = float(x.norm(dim=1).mean())
-    var = x.var(dim=0)
-    out["mean_variance"] = float(var.mean())
-    xc = x - x.mean(0, keepdim=True)
-    cov = xc.T @ xc / max(x.shape[0] - 1, 1)
-    eig = torch.linalg.eigvalsh(cov).clamp_min(0)
-    p = eig / eig.sum().clamp_min(1e-12)
-    ent = -(p[p > 0] * p[p > 0].log()).sum()
-    out["effective_rank_ratio"] = float(ent.exp() / x.shape[1])
-    return out
-
-
-class RetrievalEvaluator(BaseEvaluator):
-    """NDCG@10 by L2 distance on a held-out mini-BEIR set, plus isotropy of its document embeddings.
-
-    ``corpus``: doc id → text; ``queries``: query id → text; ``qrels``: query id → {doc id: grade}.
-    Ranking is exact (torch top-k over L2 distances, in chunks); the set is small by design.
-    """
-
-    def __init__(
-        self,
-        corpus: dict[str, str],
-        queries: dict[str, str],
-        qrels: dict[str, dict[str, int]],
-        name: str = "val",
-        k_values: Sequence[int] = (10, 100),
-        batch_size: int = 64,
-        measure_isotropy: bool = True,
-        show_progress: bool = False,
-    ) -> None:
-        super().__init__()
-        self.doc_ids = list(corpus)
-        self.doc_texts = [corpus[d] for d in self.doc_ids]
-        self.query_ids = [q for q in queries if q in qrels]
-        self.query_texts = [queries[q] for q in self.query_ids]
-        self.qrels = {q: qrels[q] for q in self.query_ids}
-        if not self.query_ids or not self.doc_ids:
-            raise ValueError(f"validation set {name!r} is empty ({len(self.query_ids)} queries, {len(self.doc_ids)} documents)")
-        self.name = name
-        self.k_values = tuple(sorted(set(k_values)))
-        self.batch_size = batch_size
-        self.measure_isotropy = measure_isotropy
-        self.show_progress = show_progress
-        self.primary_metric = "ndcg@10"
-        self.greater_is_better = True
-
-    @property
-    def texts(self) -> list[str]:
-        """Every text this evaluator encodes (the frozen fast path puts them in its feature table)."""
-        return self.query_texts + self.doc_texts
-
-    def _encode(self, model: Any, texts: list[str], kind: str) -> torch.Tensor:
-        fn: Callable[..., Any] = getattr(model, f"encode_{kind}", None) or model.encode
-        emb = fn(texts, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=self.show_progress)
-        return emb.float().cpu()
-
-    def search(self, q: torch.Tensor, d: torch.Tensor, k: int) -> dict[str, dict[str, float]]:
-        k = min(k, d.shape[0])
-        run: dict[str, dict[str, float]] = {}
-        d_sq = d.square().sum(1)
-        for start in range(0, q.shape[0], 256):
-            qb = q[start : start + 256]
-            dist = (qb.square().sum(1, keepdim=True) - 2 * qb @ d.T + d_sq[None]).clamp_min(0)
-            vals, idx = torch.topk(-dist, k, dim=1)
-            for row in range(qb.shape[0]):
-                qid = self.query_ids[start + row]
-                run[qid] = {self.doc_ids[j]: float(v) for j, v in zip(idx[row].tolist(), vals[row].tolist(), strict=True)}
-        return run
-
-    def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                q = self._encode(model, self.query_texts, "query")
-                d = self._encode(model, self.doc_texts, "document")
-        finally:
-            model.train(was_training)
-        run = self.search(q, d, max(self.k_values))
-        metrics = ndcg_recall(self.qrels, run, self.k_values)
-        if self.measure_isotropy:
-            metrics.update({f"isotropy_{k}": v for k, v in isotropy_summary(d).items()})
-        logger.info("validation (%s, epoch %s, step %s): %s", self.name, epoch, steps,
-                    ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        metrics = self.prefix_name_to_metrics(metrics, self.name)
-        try:
-            self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
-        except Exception:  # the fast path's stand-in model has no card data worth keeping
-            pass
-        return metrics
 
 
 # ---------------------------------------------------------------------------- best model
@@ -207,7 +61,7 @@ class BestModelCallback(TrainerCallback):
         return score > self.best_score if self.greater_is_better else score < self.best_score
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[override]
-        if not metrics:
+        if not metrics or state.global_step == 0:  # the step-0 evaluation is the curve's start, not a candidate
             return
         key = self.metric if self.metric in metrics else f"eval_{self.metric}"
         if key not in metrics:

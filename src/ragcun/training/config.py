@@ -1,9 +1,10 @@
 """Training configuration: one dataclass, read from TOML, every key overridable from the command line.
 
 A config file may be flat (``base_model = "..."``) or group its keys in tables
-(``[model]``, ``[data]``, ``[optim]``, ``[loss]``, ``[train]``, ``[output]``); the tables are
-flattened, so ``--set lambda_isotropy=0`` overrides a key wherever the file put it. Tables that
-belong to other commands (``[experiment]``, ``[evaluation]``, ``[arms.*]``) are ignored here.
+(``[model]``, ``[data]``, ``[optim]``, ``[loss]``, ``[output]``, ``[validation]``); the tables are
+flattened, so ``--set lambda_isotropy=0`` overrides a key wherever the file put it. The experiment's
+tables (``[experiment]``, ``[triplets]``, ``[evaluation]``, ``[sweep]``, ``[arms.*]``) are read by
+:mod:`ragcun.experiment`, through the same coercion (:mod:`ragcun.config`).
 Unknown keys are errors that name the file and suggest the closest key: a typo must never
 silently fall back to a default in a run that takes hours.
 """
@@ -11,22 +12,17 @@ silently fall back to a default in a run that takes hours.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ragcun.config import ConfigError, non_negative, parse_override, positive, read_toml, unknown_key
+from ragcun.config import coerce as _coerce
+
 MixedPrecision = Literal["no", "fp16", "bf16"]
-GROUP_TABLES = ("model", "data", "optim", "optimizer", "loss", "train", "training", "output", "validation")
-FOREIGN_TABLES = ("experiment", "evaluation", "evaluate", "arms", "arm", "benchmark", "data_prep", "triplets")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type; the message names the source."""
+GROUP_TABLES = ("model", "data", "optim", "loss", "output", "validation")
+FOREIGN_TABLES = ("experiment", "evaluation", "arms", "triplets", "sweep")
 
 
 @dataclass
@@ -50,8 +46,9 @@ class TrainConfig:
     freeze_base: bool = False
     freeze_layers: int = 0
     max_seq_length: int = 256
-    head_init: Literal["calibrated", "default"] = "calibrated"  # calibrated: outputs start at zero mean, unit variance
-    calibration_samples: int = 256  # training texts used to calibrate the head
+    normalize_base: bool = True  # keep the base's own Normalize before the head (the base's cosine geometry)
+    head_init: Literal["warm", "calibrated", "default"] = "warm"  # warm: start at the base's ranking (see README)
+    calibration_samples: int = 1024  # training texts (documents, for warm) the head is initialised on
     fast_frozen: bool = True  # with freeze_base: train the head on cached base features
     feature_batch_size: int = 64
     # optimisation
@@ -73,6 +70,8 @@ class TrainConfig:
     dataloader_num_workers: int = 0
     # loss
     lambda_isotropy: float = 1.0
+    loss_form: Literal["sum", "convex"] = "sum"  # sum: c + λ·SIGReg; convex: LeJEPA's (1 − λ)·c + λ·SIGReg
+    sigreg_on: Literal["joint", "separate"] = "joint"  # one test on queries + documents, or one each
     lambda_reg: float = 0.0
     num_slices: int = 1024
     temperature: float = 50.0  # squared distances grow with output_dim (≈ 2·D apart for unrelated pairs)
@@ -83,6 +82,7 @@ class TrainConfig:
     resume: bool = False
     logging_steps: int = 10
     eval_steps: int = 0  # 0: evaluate at the end of every epoch
+    eval_on_start: bool = True  # validate the warm-started model at step 0 too (logged; never chosen as best)
     save_steps: int = 0  # 0: checkpoint at the end of every epoch
     save_total_limit: int | None = 2
     metric_for_best_model: str = "ndcg@10"
@@ -106,12 +106,19 @@ class TrainConfig:
             problems.append(f"distance must be squared or l2 (got {self.distance!r})")
         if self.batch_sampler not in ("no_duplicates", "batch_sampler"):
             problems.append(f"batch_sampler must be no_duplicates or batch_sampler (got {self.batch_sampler!r})")
-        for name in ("base_learning_rate", "projection_learning_rate", "temperature", "max_seq_length", "output_dim"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be > 0 (got {getattr(self, name)})")
-        for name in ("lambda_isotropy", "lambda_reg", "weight_decay", "warmup_ratio", "freeze_layers"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0 (got {getattr(self, name)})")
+        problems += positive(self, "base_learning_rate", "projection_learning_rate", "temperature", "max_seq_length",
+                             "output_dim", "hidden_dim", "num_slices", "feature_batch_size", "logging_steps",
+                             "max_grad_norm", "validation_max_queries", "max_train_samples", "num_negatives")
+        problems += non_negative(self, "lambda_isotropy", "lambda_reg", "weight_decay", "warmup_ratio", "freeze_layers",
+                                 "warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers", "epochs")
+        if self.calibration_samples < 2:
+            problems.append(f"calibration_samples must be >= 2 (got {self.calibration_samples})")
+        if self.warmup_ratio > 1:
+            problems.append(f"warmup_ratio must be in [0, 1] (got {self.warmup_ratio})")
+        if self.loss_form == "convex" and self.lambda_isotropy > 1:
+            problems.append(f"loss_form = 'convex' needs lambda_isotropy in [0, 1] (got {self.lambda_isotropy})")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            problems.append(f"save_total_limit must be >= 1 or none (got {self.save_total_limit})")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("set epochs > 0 or max_steps > 0")
         if problems:
@@ -134,72 +141,13 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_HINTS = typing.get_type_hints(TrainConfig)
-
-
-def _unknown(key: str, source: str) -> ConfigError:
-    close = difflib.get_close_matches(key, FIELDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"{source}: unknown training key {key!r}{hint}")
 
 
 def coerce(key: str, value: Any, source: str = "config") -> Any:
-    """Convert ``value`` to the type of field ``key``; strings from the command line are parsed."""
+    """Convert ``value`` to the type of training key ``key`` (see :func:`ragcun.config.coerce`)."""
     if key not in FIELDS:
-        raise _unknown(key, source)
-    hint = _HINTS[key]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    if isinstance(value, str) and optional and value.strip().lower() in ("none", "null", ""):
-        return None
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{source}: {key} cannot be empty")
-    base = [a for a in args if a is not type(None)] if (typing.get_origin(hint) in (typing.Union, types.UnionType)) else [hint]
-    target = base[0]
-    origin = typing.get_origin(target)
-    try:
-        if origin is Literal:
-            allowed = typing.get_args(target)
-            if value not in allowed:
-                raise ConfigError(f"{source}: {key} must be one of {', '.join(map(str, allowed))} (got {value!r})")
-            return value
-        if target is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if target is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if target is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if target is str:
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ValueError(value)
-            return str(value)
-        if origin is list:
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, list):
-                raise ValueError(value)
-            return [str(v) for v in value]
-    except ConfigError:
-        raise
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {key} expects {_type_name(hint)}, got {value!r}") from None
-    return value
-
-
-def _type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "")
+        raise unknown_key(TrainConfig, key, source, "training key")
+    return _coerce(TrainConfig, key, value, source)
 
 
 def apply_values(cfg: TrainConfig, values: dict[str, Any], source: str) -> None:
@@ -207,53 +155,34 @@ def apply_values(cfg: TrainConfig, values: dict[str, Any], source: str) -> None:
         setattr(cfg, key, coerce(key, value, source))
 
 
-def flatten_toml(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """Flatten grouping tables; drop other commands' tables; a key set twice is an error."""
+def flatten_toml(data: dict[str, Any], source: str, where: dict[str, str] | None = None) -> dict[str, Any]:
+    """Flatten grouping tables; drop other commands' tables; a key set twice is an error.
+
+    ``where`` (if given) receives, for each key, the source and table it came from (for error messages).
+    """
     flat: dict[str, Any] = {}
+    where = where if where is not None else {}
     for key, value in data.items():
         if isinstance(value, dict):
             if key in FOREIGN_TABLES:
                 continue
             if key not in GROUP_TABLES:
                 raise ConfigError(
-                    f"{source}: unknown table [{key}] (training keys go at the top level or in "
-                    f"[{'], ['.join(GROUP_TABLES[:5])}] …)"
+                    f"{source}: unknown table [{key}] (training keys go at the top level or in one of "
+                    f"{', '.join(f'[{t}]' for t in GROUP_TABLES)}; experiment tables: "
+                    f"{', '.join(f'[{t}]' for t in FOREIGN_TABLES)})"
                 )
             for sub, sub_value in value.items():
                 if sub in flat:
-                    raise ConfigError(f"{source}: key {sub!r} is set twice ([{key}] and elsewhere)")
+                    raise ConfigError(f"{source} [{key}]: key {sub!r} is set twice ([{key}] and elsewhere)")
                 flat[sub] = sub_value
+                where[sub] = f"{source} [{key}]"
         else:
             if key in flat:
                 raise ConfigError(f"{source}: key {key!r} is set twice")
             flat[key] = value
+            where[key] = source
     return flat
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` → (key, value); the value is read as TOML when it parses (numbers, bools,
-    lists, quoted strings), else taken as a bare string (paths, names)."""
-    if "=" not in text:
-        raise ConfigError(f"--set expects key=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    key = key.strip().split(".")[-1]  # allow "loss.lambda_isotropy=0"
-    raw = raw.strip()
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
-
-
-def read_toml(path: str | os.PathLike, error: type[ValueError] = ConfigError) -> dict[str, Any]:
-    """Parse a TOML config file; a missing file or bad TOML raises ``error`` naming the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise error(f"config file {p} not found")
-    try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise error(f"{p}: not valid TOML: {exc}") from None
 
 
 def load_config(
@@ -268,10 +197,14 @@ def load_config(
     cfg = TrainConfig()
     if path is not None:
         p = Path(path)
-        data = read_toml(p)
-        apply_values(cfg, flatten_toml(data, str(p)), str(p))
+        where: dict[str, str] = {}
+        for key, value in flatten_toml(read_toml(p), str(p), where).items():
+            setattr(cfg, key, coerce(key, value, where[key]))
     if overrides:
         items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
         for key, value in items:
             setattr(cfg, key, coerce(key, value, f"--set {key}"))
     return cfg.validate()
+
+
+__all__ = ["ConfigError", "TrainConfig", "coerce", "flatten_toml", "load_config", "parse_override", "read_toml"]

@@ -16,7 +16,6 @@ sampler, optimizer, schedule and loss then run on it; only the base's forward pa
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -29,38 +28,13 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules.input_module import InputModule
 from torch import nn
 
+from ragcun.fingerprint import model_fingerprint, text_key
 from ragcun.io import atomic_path
 from ragcun.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
 FEATURES_SUBDIR = "features"
-
-
-def text_key(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()
-
-
-def model_fingerprint(modules: Sequence[nn.Module]) -> str:
-    """SHA-256 over the modules' classes, configs, parameter names, shapes, dtypes and values.
-
-    Weights are hashed, not file names, so a fine-tuned copy saved under the same path never
-    reuses stale features, and the same weights loaded from anywhere share one cache.
-    """
-    h = hashlib.sha256()
-    for i, module in enumerate(modules):
-        h.update(f"{i}:{type(module).__module__}.{type(module).__qualname__}".encode())
-        get_cfg = getattr(module, "get_config_dict", None)
-        if callable(get_cfg):
-            try:
-                h.update(json.dumps(get_cfg(), sort_keys=True, default=str).encode())
-            except Exception:  # pragma: no cover - config is a best-effort extra
-                pass
-        for name, tensor in module.state_dict().items():
-            t = tensor.detach().cpu().contiguous()
-            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 class FeatureCache:

@@ -60,6 +60,8 @@ def plan_launch(mode: str, global_batch: int) -> int:
     """How many processes to launch for ``mode`` (``no``, ``auto`` or an integer); 0 means run here."""
     if mode in ("no", "none", "", "0", "1") or under_torchrun():
         return 0
+    if mode != "auto" and not (mode.isdigit() and int(mode) > 0):
+        raise ValueError(f"--launch must be 'auto', 'no' or a number of processes, got {mode!r}")
     n = detect_gpus() if mode == "auto" else int(mode)
     if n < 2:
         if mode == "auto":

@@ -83,7 +83,7 @@ def check_dependencies() -> tuple[str, str]:
 
 
 def check_data(cfg: TrainConfig) -> tuple[str, str]:
-    from ragcun.training.trainer import build_evaluator, load_train_dataset
+    from ragcun.training.data import build_evaluator, load_train_dataset
 
     if not cfg.train_data:
         return "fail", "train_data is not set"
@@ -96,7 +96,7 @@ def check_data(cfg: TrainConfig) -> tuple[str, str]:
 
 
 def check_model(cfg: TrainConfig) -> tuple[str, str]:
-    from ragcun.models import resolve_model
+    from ragcun.resolve import resolve_model
     from ragcun.training.trainer import build_model
 
     res = resolve_model(cfg.base_model)

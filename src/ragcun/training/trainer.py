@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import platform
-import re
+import sys
 import time
 import types
 from pathlib import Path
@@ -29,103 +29,17 @@ from torch import nn
 from ragcun.io import write_json
 from ragcun.training.callbacks import (
     BestModelCallback,
-    RetrievalEvaluator,
     last_complete_checkpoint,
     mark_checkpoint_complete,
     remove_incomplete_checkpoints,
     rotate_checkpoints,
 )
 from ragcun.training.config import ConfigError, TrainConfig
+from ragcun.training.data import build_evaluator, calibration_texts, load_train_dataset
 
 logger = logging.getLogger(__name__)
 
 LOSS_STATE = "ragcun_loss_state.safetensors"
-_NEG_RE = re.compile(r"^negative_(\d+)$")
-
-
-# ---------------------------------------------------------------------------- data
-def _resolve_train_path(path: str | os.PathLike) -> tuple[Path, Path | None]:
-    """(dataset location, triplets root or None). A triplets root holds ``manifest.json`` and ``train/``."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"training data {p} not found (run `ragcun data triplets ...` first, or fix train_data)")
-    if p.is_dir() and (p / "train").is_dir():
-        return p / "train", p
-    return p, None
-
-
-def load_train_dataset(path: str | os.PathLike, num_negatives: int | None = None, max_samples: int | None = None):
-    """Load the training triplets and keep only the text columns, in trainer order.
-
-    Accepts a ``ragcun data triplets`` output folder, a ``datasets.save_to_disk`` folder, or a
-    .jsonl/.json/.parquet/.csv file. Returns ``(dataset, manifest)``: columns ``query, positive,
-    negative_1..K`` (the loss reads them by position).
-    """
-    import datasets
-
-    loc, root = _resolve_train_path(path)
-    if loc.is_dir():
-        try:
-            ds = datasets.load_from_disk(str(loc))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{loc}: not a datasets.save_to_disk folder ({exc})") from None
-        if isinstance(ds, datasets.DatasetDict):
-            if "train" not in ds:
-                raise ConfigError(f"{loc}: a DatasetDict without a 'train' split (has {list(ds)})")
-            ds = ds["train"]
-    else:
-        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(loc.suffix.lower())
-        if kind is None:
-            raise ConfigError(f"{loc}: unsupported training file type {loc.suffix!r} (use .jsonl, .parquet, .csv)")
-        ds = datasets.load_dataset(kind, data_files=str(loc), split="train")
-    cols = list(ds.column_names)
-    missing = [c for c in ("query", "positive") if c not in cols]
-    if missing:
-        raise ConfigError(f"{loc}: training data lacks column(s) {missing} (has {cols}); expected query, positive, negative_1..K")
-    negs = sorted((c for c in cols if _NEG_RE.match(c)), key=lambda c: int(_NEG_RE.match(c).group(1)))  # type: ignore[union-attr]
-    if num_negatives is not None:
-        if num_negatives > len(negs):
-            raise ConfigError(f"{loc}: num_negatives={num_negatives} but the data has {len(negs)} negative columns")
-        negs = negs[:num_negatives]
-    keep = ["query", "positive", *negs]
-    if max_samples is not None and max_samples < len(ds):
-        ds = ds.select(range(max_samples))
-    ds = ds.select_columns(keep)
-    manifest: dict[str, Any] = {"path": str(Path(path).resolve()), "rows": len(ds), "columns": keep,
-                                "fingerprint": getattr(ds, "_fingerprint", None)}
-    if root is not None and (root / "manifest.json").is_file():
-        try:
-            manifest["triplets_manifest"] = json.loads((root / "manifest.json").read_text())
-        except ValueError:
-            logger.warning("%s is not valid JSON; not copied into the summary", root / "manifest.json")
-    return ds, manifest
-
-
-def build_evaluator(cfg: TrainConfig, batch_size: int = 64) -> RetrievalEvaluator | None:
-    """The validation evaluator: ``validation_data`` if set, else ``<train_data>/validation`` if present."""
-    from ragcun.data.beir import available_splits, doc_text, load_beir
-
-    if not cfg.validate_during_training:
-        return None
-    source: str | None = cfg.validation_data
-    split = cfg.validation_split
-    if source is None and cfg.train_data:
-        _, root = _resolve_train_path(cfg.train_data)
-        if root is not None and (root / "validation" / "corpus.jsonl").is_file():
-            source = str(root / "validation")
-            splits = available_splits(source)
-            if split not in splits and splits:
-                split = splits[0]
-    if source is None:
-        return None
-    data = load_beir(source, split=split, data_dir=cfg.data_dir)
-    qids = sorted(data.queries)
-    if cfg.validation_max_queries is not None:
-        qids = qids[: cfg.validation_max_queries]
-    queries = {q: data.queries[q] for q in qids}
-    corpus = {d: doc_text(doc) for d, doc in data.corpus.items()}
-    logger.info("validation: %s (%s), %d queries, %d documents", source, split, len(queries), len(corpus))
-    return RetrievalEvaluator(corpus, queries, data.qrels, name="val", batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------- model and loss
@@ -134,20 +48,10 @@ def build_model(cfg: TrainConfig, device: str | None = None):
 
     model = IsotropicGaussianEncoder(
         base_model=cfg.base_model, output_dim=cfg.output_dim, head=cfg.head, hidden_dim=cfg.hidden_dim,
-        freeze_base=cfg.freeze_base, freeze_layers=cfg.freeze_layers, max_seq_length=cfg.max_seq_length,
-        device=device,
+        freeze_base=cfg.freeze_base, freeze_layers=cfg.freeze_layers, normalize_base=cfg.normalize_base,
+        max_seq_length=cfg.max_seq_length, device=device,
     )
     return model
-
-
-def calibration_texts(train_ds, n: int) -> list[str]:
-    """The first ``n`` distinct texts of the training columns, row by row (queries and documents, as SIGReg sees them)."""
-    seen: dict[str, None] = {}
-    cols = train_ds.column_names
-    for row in train_ds.select(range(min(len(train_ds), n))):
-        for c in cols:
-            seen.setdefault(row[c], None)
-    return list(seen)[:n]
 
 
 def build_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1):
@@ -157,6 +61,7 @@ def build_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1):
         model, lambda_isotropy=cfg.lambda_isotropy, lambda_reg=cfg.lambda_reg, temperature=cfg.temperature,
         distance=cfg.distance, num_slices=cfg.num_slices,
         gather_across_devices=bool(cfg.gather_across_devices and world_size > 1), seed=cfg.seed,
+        loss_form=cfg.loss_form, sigreg_on=cfg.sigreg_on,
     )
 
 
@@ -214,6 +119,7 @@ def build_training_args(cfg: TrainConfig, world_size: int = 1, has_evaluator: bo
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         eval_strategy=eval_strategy,
+        eval_on_start=bool(has_evaluator and cfg.eval_on_start),
         save_strategy=save_strategy,
         save_total_limit=None,  # ragcun rotates only complete checkpoints (callbacks.rotate_checkpoints)
         report_to=report_to,
@@ -222,7 +128,7 @@ def build_training_args(cfg: TrainConfig, world_size: int = 1, has_evaluator: bo
         ddp_backend=cfg.ddp_backend or (None if cuda else ("gloo" if world_size > 1 else None)),
         ddp_find_unused_parameters=True,  # e.g. BERT pooler weights get no gradient under mean pooling
         use_cpu=cfg.use_cpu,
-        disable_tqdm=False,
+        disable_tqdm=not sys.stderr.isatty(),  # a bar on a terminal; in a log file, the one-line step logs
     )
     if cfg.gradient_checkpointing and not fast:
         import dataclasses
@@ -249,6 +155,12 @@ def _trainer_class():
             self.encoder = encoder
             self.ragcun_config = ragcun_config
             super().__init__(*args, **kwargs)
+            from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+            self.remove_callback(PrinterCallback)  # the raw metric dicts: ragcun logs one readable line instead
+            for cb in self.callback_handler.callbacks:
+                if isinstance(cb, ProgressCallback):
+                    cb.on_log = lambda *a, **k: None
 
         # optimizer: the encoder's own parameter groups
         def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -297,6 +209,9 @@ def _trainer_class():
                     logs["sigreg_raw"] = float(stats["sigreg"])
                 if "mean_norm" in stats:
                     logs["mean_norm"] = float(stats["mean_norm"])
+                parts = [f"{k} {float(logs[k]):.4g}" for k in ("loss", "contrastive", "isotropy", "sigreg_raw", "mean_norm")
+                         if k in logs]
+                logger.info("step %d/%d: %s", self.state.global_step, self.state.max_steps, ", ".join(parts))
             super().log(logs, start_time)
 
     return RagcunTrainer
@@ -327,6 +242,17 @@ def load_loss_state(loss: nn.Module, path: Path) -> None:
     for k, v in state.items():
         if k in current:
             current[k].copy_(v.to(current[k].device))
+
+
+def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Every validation the trainer logged, step 0 included: step, NDCG@10 and the isotropy numbers."""
+    curve = []
+    for entry in log_history:
+        vals = {k.removeprefix("eval_val_"): float(v) for k, v in entry.items()
+                if k.startswith("eval_val_") and isinstance(v, int | float)}
+        if vals:
+            curve.append({"step": int(entry.get("step", 0)), **vals})
+    return curve
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -381,15 +307,21 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         if cfg.freeze_base:
             for m in encoder.base_modules:
                 _pin_eval(m)
-    if cfg.head_init == "calibrated":
-        calib = calibration_texts(train_ds, cfg.calibration_samples)
+    if cfg.head_init != "default":
+        calib = calibration_texts(train_ds, cfg.calibration_samples, documents_only=cfg.head_init == "warm")
         if fast:
             lookup = model[0]
             feats = lookup.table[[lookup.index[t] for t in calib]]
-        else:
-            feats = encoder.base_features(calib, batch_size=cfg.feature_batch_size)
-        info = encoder.calibrate_head(feats)
-        logger.info("head calibrated on %d training texts (output scale x%.3g)", info["samples"], info["scale"])
+        else:  # the base's features of these texts, from (and into) the frozen path's cache: shared by every arm
+            from ragcun.training.frozen import cached_base_features
+
+            with args.main_process_first(local=False, desc="head initialisation features"):
+                table, _ = cached_base_features(encoder, encoder.base_modules, calib, cfg.max_seq_length,
+                                                batch_size=cfg.feature_batch_size, show_progress=False)
+            feats = torch.from_numpy(table)
+        info = encoder.init_head(cfg.head_init, feats)
+        logger.info("head initialised (%s) on %d training texts, output scale x%.3g", cfg.head_init, info["samples"],
+                    info["scale"])
     loss = build_loss(cfg, model, world)
 
     resume_from = None
@@ -451,6 +383,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
                 "score": best_cb.best_score if best_cb else None,
                 "step": best_cb.best_step if best_cb else None,
             },
+            "validation_curve": validation_curve(trainer.state.log_history),
             "best_model": str(out / "best"),
             "final_model": str(out / "final"),
         }

@@ -1,5 +1,5 @@
 """The comparison report across models and datasets: tables (Markdown, LaTeX, CSV), paired
-significance on per-query scores, the isotropy table, and bar charts.
+significance on per-query scores, the isotropy table, and bar charts (``ragcun report``).
 
 Input: result JSON files written by ``ragcun evaluate`` / :func:`ragcun.evaluation.beir_eval.evaluate_model`
 (one model each, any number of datasets) and optionally isotropy JSON files from ``ragcun isotropy``.
@@ -18,13 +18,9 @@ bold the best model per dataset.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import math
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,63 +28,12 @@ from typing import Any
 import numpy as np
 
 from ragcun.io import write_json, write_text
+from ragcun.reporting.stats import paired_test
+from ragcun.reporting.tables import _csv, _fmt, _latex_escape, latex_table, markdown_table
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REPORT_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def paired_test(
-    a: Sequence[float], b: Sequence[float], n_permutations: int = 10_000, seed: int = 0, confidence: float = 0.95
-) -> dict[str, float]:
-    """Paired comparison of per-query scores ``a`` (model) vs ``b`` (baseline), same query order.
-
-    Returns the mean difference, its t-based confidence interval, the paired t-test p-value and
-    the two-sided randomisation (sign-flip) test p-value.
-    """
-    from scipy import stats
-
-    x = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    n = x.shape[0]
-    if n < 2:
-        raise ValueError(f"need at least 2 paired queries, got {n}")
-    mean = float(x.mean())
-    sd = float(x.std(ddof=1))
-    se = sd / math.sqrt(n)
-    if se > 0:
-        with warnings.catch_warnings():  # near-constant differences: scipy warns, the p-value is still right
-            warnings.simplefilter("ignore", RuntimeWarning)
-            t_p = float(stats.ttest_rel(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)).pvalue)
-        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
-    else:
-        t_p = 1.0 if mean == 0 else 0.0
-        half = 0.0
-    rng = np.random.default_rng(seed)
-    observed = abs(x.sum())
-    hits = 0
-    block = 1000
-    for start in range(0, n_permutations, block):
-        m = min(block, n_permutations - start)
-        signs = rng.integers(0, 2, size=(m, n), dtype=np.int8) * 2 - 1
-        hits += int((np.abs(signs @ x) >= observed - 1e-12).sum())
-    perm_p = (hits + 1) / (n_permutations + 1)
-    return {
-        "n": int(n),
-        "mean_diff": mean,
-        "ci_low": mean - half,
-        "ci_high": mean + half,
-        "t_p": t_p,
-        "perm_p": float(perm_p),
-        "wins": int((x > 0).sum()),
-        "losses": int((x < 0).sum()),
-        "ties": int((x == 0).sum()),
-    }
-
-
-# --------------------------------------------------------------------------- loading
 
 
 def load_result(path: str | os.PathLike) -> dict[str, Any]:
@@ -137,62 +82,6 @@ def load_isotropy(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "isoscore" in r for r in rows):
         raise ValueError(f"{path}: not a ragcun isotropy file (rows with 'isoscore' expected)")
     return rows
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def _fmt(v: float | None, scale: float = 100.0, digits: int = 2) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v * scale:.{digits}f}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def _latex_escape(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$")):
-        s = s.replace(a, b)
-    return s
-
-
-def latex_table(header: list[str], rows: list[list[str]], caption: str, label: str) -> str:
-    """A booktabs table; cells may carry ``**x**`` (bold) and ``†`` (significance) from the Markdown."""
-
-    def cell(c: str) -> str:
-        dag = c.endswith("†")
-        c = c.rstrip("†")
-        bold = c.startswith("**") and c.endswith("**")
-        c = _latex_escape(c.strip("*"))
-        c = rf"\textbf{{{c}}}" if bold else c
-        return c + (r"$^\dagger$" if dag else "")
-
-    cols = "l" + "r" * (len(header) - 1)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
-             " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(cell(c) for c in r) + r" \\" for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    buf = io.StringIO()
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-# --------------------------------------------------------------------------- report
 
 
 def build_report(

@@ -141,10 +141,10 @@ def test_save_load_round_trip_identical(encoder, scifact_docs, tmp_path, kind):
     assert manifest["dimension"] == 64
     assert manifest["counts"]["documents"] == 59
     assert manifest["index"]["type"] == ("flat" if kind == "numpy" else kind)
-    from ragcun.evaluation.encode import model_fingerprint
+    from ragcun.fingerprint import FINGERPRINT_METHOD, model_fingerprint
 
     assert manifest["model"]["fingerprint"] == model_fingerprint(encoder)
-    assert manifest["model"]["fingerprint_method"] == "model"
+    assert manifest["model"]["fingerprint_method"] == FINGERPRINT_METHOD
     r2 = GaussianRetriever.load(tmp_path / "ix", model=encoder)
     after = r2.retrieve_batch(QUERIES, top_k=8)
     assert [[h.to_dict() for h in hits] for hits in after] == [[h.to_dict() for h in hits] for hits in before]
@@ -193,16 +193,14 @@ def test_wrong_model_and_dimension_are_refused(encoder, tiny_model_path, scifact
     other = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=64, device="cpu")
     with pytest.raises(ModelMismatchError, match="was built with model"):
         GaussianRetriever.load(tmp_path / "ix", model=other)
-    # an index fingerprinted with the weights-only method (no ragcun.evaluation) still checks
-    from ragcun.retrieval import weights_fingerprint
-
+    # an index fingerprinted by an older ragcun cannot be checked: a clear error, or check_model=False
     path = tmp_path / "ix" / "manifest.json"
     manifest = json.loads(path.read_text())
-    manifest["model"].update(fingerprint_method="weights", fingerprint=weights_fingerprint(encoder))
+    manifest["model"].update(fingerprint_method="weights", fingerprint="0" * 64)
     path.write_text(json.dumps(manifest))
-    assert len(GaussianRetriever.load(tmp_path / "ix", model=encoder)) == 10
-    with pytest.raises(ModelMismatchError):
-        GaussianRetriever.load(tmp_path / "ix", model=other)
+    with pytest.raises(ModelMismatchError, match="saved by an older ragcun"):
+        GaussianRetriever.load(tmp_path / "ix", model=encoder)
+    assert len(GaussianRetriever.load(tmp_path / "ix", model=encoder, check_model=False)) == 10
     other32 = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=32, device="cpu")
     with pytest.raises(DimensionMismatchError, match="index dimension 64 but the model"):
         GaussianRetriever.load(tmp_path / "ix", model=other32)

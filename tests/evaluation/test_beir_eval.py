@@ -8,37 +8,20 @@ slow test at the bottom.
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
 
 from ragcun.evaluation.beir_eval import evaluate_model
-from ragcun.evaluation.encode import encode_corpus, model_fingerprint
+from ragcun.evaluation.encode import encode_corpus
 from ragcun.evaluation.metrics import evaluate_run, read_run
 from ragcun.evaluation.search import brute_force
+from ragcun.fingerprint import model_fingerprint
 
 
 @pytest.fixture(scope="module")
-def scifact_slice(data_root, tmp_path_factory):
-    src = data_root / "beir" / "scifact"
-    qrels: dict[str, dict[str, int]] = {}
-    for line in (src / "qrels" / "test.tsv").read_text().splitlines()[1:]:
-        q, d, s = line.strip().split("\t")
-        qrels.setdefault(q, {})[d] = int(s)
-    qids = sorted(qrels, key=int)[:20]
-    judged = {d for q in qids for d in qrels[q]}
-    docs = [json.loads(x) for x in (src / "corpus.jsonl").read_text().splitlines()]
-    others = [d for d in docs if d["_id"] not in judged]
-    keep = [d for d in docs if d["_id"] in judged] + random.Random(0).sample(others, 100)
-    out = tmp_path_factory.mktemp("scifact-slice") / "scifact-slice"
-    (out / "qrels").mkdir(parents=True)
-    (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in keep))
-    queries = [json.loads(x) for x in (src / "queries.jsonl").read_text().splitlines()]
-    (out / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries if q["_id"] in qids))
-    rows = "".join(f"{q}\t{d}\t{s}\r\n" for q in qids for d, s in qrels[q].items())
-    (out / "qrels" / "test.tsv").write_bytes(("query-id\tcorpus-id\tscore\r\n" + rows).encode())
-    return out
+def scifact_slice(beir_slice):
+    return beir_slice("scifact", {"test": 20}, extra_docs=100)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragcun.io import atomic_path, sha256_file
+from ragcun.io import atomic_path, safe_extract, sha256_file
 from ragcun.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def assemble_split_zip(parts: list[Path], target: Path, expected: dict[str, str]
         extract = tmp / "extract"
         try:
             with zipfile.ZipFile(joined) as zf:
-                zf.extractall(extract)
+                safe_extract(zf, extract)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             names = ", ".join(str(p) for p in parts)
             raise ValueError(f"the joined parts do not form a valid zip ({exc}); missing, truncated or out-of-order parts? {names}") from exc
@@ -139,13 +139,26 @@ def resolve_model(name: str | os.PathLike) -> ResolvedModel:
     return ResolvedModel(str(name), str(name), "hub")
 
 
+DOTENV_KEYS = ("HF_TOKEN",)
+
+
 def _load_dotenv() -> None:
-    """Pick up ``HF_TOKEN`` from a ``.env`` file for gated models, never overriding the environment."""
+    """Pick up ``HF_TOKEN`` (and nothing else) from ``./.env`` for gated models, never overriding the environment.
+
+    Only the working directory's ``.env`` is read, not one found by searching upward, and only the keys
+    ragcun needs are taken from it.
+    """
     try:
-        from dotenv import load_dotenv
+        from dotenv import dotenv_values
     except ImportError:  # pragma: no cover
         return
-    load_dotenv(override=False)
+    env = Path.cwd() / ".env"
+    if not env.is_file():
+        return
+    values = dotenv_values(env)
+    for key in DOTENV_KEYS:
+        if values.get(key) and key not in os.environ:
+            os.environ[key] = str(values[key])
 
 
 def load_sentence_transformer(name: str | os.PathLike, device: str | None = None, **kwargs):
@@ -156,12 +169,42 @@ def load_sentence_transformer(name: str | os.PathLike, device: str | None = None
     if resolved.source == "hub":
         _load_dotenv()
         kwargs.setdefault("token", os.environ.get("HF_TOKEN") or None)
+    if resolved.source != "hub":
+        check_model_dir(Path(resolved.location))
     try:
         return SentenceTransformer(resolved.location, device=device, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError) as exc:
         if resolved.source != "hub":
-            raise
-        raise ModelNotFoundError(model_not_found_message(str(name), exc)) from exc
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ModelNotFoundError(f"{resolved.location}: not a loadable sentence-transformers model ({first})") from None
+        raise ModelNotFoundError(model_not_found_message(str(name), exc)) from None
+
+
+def check_model_dir(path: Path) -> None:
+    """The cheap checks of a local model directory, with a message that names the file at fault."""
+    import json
+
+    modules = path / "modules.json"
+    if modules.is_file():
+        try:
+            mods = json.loads(modules.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ModelNotFoundError(f"{modules}: corrupt ({exc})") from None
+        if not isinstance(mods, list) or not all(isinstance(m, dict) and "path" in m and "type" in m for m in mods):
+            raise ModelNotFoundError(f"{modules}: not a sentence-transformers module list")
+        first = path / str(mods[0]["path"]) if mods else path
+        if mods and not (first / "config.json").is_file() and not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path}: no config.json for its transformer (looked in {first} and {path})")
+    elif not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"{path}: neither modules.json nor config.json: not a model directory")
+    for weights in path.rglob("*.safetensors"):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(weights), "pt"):
+                pass
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a damaged file
+            raise ModelNotFoundError(f"{weights}: damaged or truncated weights ({str(exc)[:200]})") from None
 
 
 def model_not_found_message(name: str, exc: BaseException | None = None) -> str:

@@ -4,44 +4,11 @@ shared base features for the reference and frozen arms, BEIR evaluation, isotrop
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 
 from ragcun.experiment import ExperimentError, load_experiment, run_experiment
-
-
-def _mini_beir(data_root: Path, out: Path, n_train: int = 16, n_test: int = 8, n_extra: int = 60) -> Path:
-    sci = data_root / "beir" / "scifact"
-
-    def qrels(split):
-        rows = [line.rstrip("\r\n").split("\t") for line in open(sci / "qrels" / f"{split}.tsv", encoding="utf-8")][1:]
-        return rows
-
-    train, test = qrels("train")[:n_train], qrels("test")[:n_test]
-    judged = {d for _, d, _ in train + test}
-    qids = {q for q, _, _ in train + test}
-    corpus = [json.loads(line) for line in open(sci / "corpus.jsonl", encoding="utf-8")]
-    rng = random.Random(0)
-    others = [c for c in corpus if c["_id"] not in judged]
-    keep = [c for c in corpus if c["_id"] in judged] + rng.sample(others, n_extra)
-    (out / "qrels").mkdir(parents=True)
-    with open(out / "corpus.jsonl", "w") as fh:
-        for c in keep:
-            c["text"] = c["text"][:400]
-            fh.write(json.dumps(c) + "\n")
-    with open(out / "queries.jsonl", "w") as fh:
-        for line in open(sci / "queries.jsonl", encoding="utf-8"):
-            if json.loads(line)["_id"] in qids:
-                fh.write(line)
-    for split, rows in (("train", train), ("test", test)):
-        with open(out / "qrels" / f"{split}.tsv", "w") as fh:
-            fh.write("query-id\tcorpus-id\tscore\n")
-            for q, d, s in rows:
-                fh.write(f"{q}\t{d}\t{s}\n")
-    return out
-
 
 CONFIG = """
 [experiment]
@@ -95,9 +62,9 @@ freeze_base = true
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory, data_root, tiny_model_path):
+def experiment(tmp_path_factory, beir_slice, tiny_model_path):
     root = tmp_path_factory.mktemp("experiment")
-    data = _mini_beir(data_root, root / "scifact-mini")
+    data = beir_slice("scifact", {"train": 12, "test": 8}, extra_docs=60, max_chars=400, name="scifact-mini")
     cfg = root / "tiny.toml"
     cfg.write_text(CONFIG.format(out=root / "run", model=tiny_model_path, data=data))
     report = run_experiment(cfg)
@@ -113,20 +80,30 @@ def test_runs_every_stage(experiment):
     iso = json.loads((run / "arms" / "isotropy" / "train_summary.json").read_text())["config"]
     base = json.loads((run / "arms" / "baseline" / "train_summary.json").read_text())["config"]
     assert iso["lambda_isotropy"] == 1.0 and base["lambda_isotropy"] == 0.0
-    for label in ("reference", "baseline", "isotropy", "frozen"):
+    for label in ("reference", "baseline", "isotropy", "frozen", "frozen.cos", "frozen.base", "isotropy.base"):
         res = json.loads((run / "results" / f"{label}.json").read_text())
         (scores,) = res["results"].values()
         assert 0.0 <= scores["ndcg@10"] <= 1.0
     assert json.loads((run / "results" / "reference.json").read_text())["score"] == "cos"
     assert json.loads((run / "results" / "frozen.json").read_text())["score"] == "l2"
+    assert json.loads((run / "results" / "frozen.cos.json").read_text())["score"] == "cos"
+    assert json.loads((run / "results" / "frozen.base.json").read_text())["view"] == "base"
     assert "baseline" in report["markdown"] and "frozen" in report["markdown"]
-    assert (run / "report" / "report.md").exists()
+    (main,) = [md for key, md in report["experiment_tables"].items() if key.startswith("main:")]
+    assert "Δ vs reference" in main and "SIGReg ratio" in main
+    assert any(key.startswith("views:") for key in report["experiment_tables"])
+    ann = json.loads((run / "results" / "approximate_search.json").read_text())
+    assert {r["model"] for r in ann["rows"]} == {"reference", "baseline", "isotropy", "frozen"}
+    assert all(0.0 <= r["indexes"]["hnsw"]["recall"] <= 1.0 for r in ann["rows"])
+    assert (run / "report" / "report.md").exists() and (run / "report" / "experiment.md").exists()
     assert list((run / "isotropy").glob("*/isotropy.json"))
 
 
-def test_frozen_and_reference_share_one_base_pass(experiment):
-    """The reference's and the frozen arm's corpus vectors were derived from one pass of the shared base
-    (the run checks them against direct encoding), and the frozen arm really trained its head only."""
+def test_one_corpus_pass_per_distinct_base(experiment):
+    """Every model's corpus vectors were derived from one pass of its body (the run checks them against
+    direct encoding): the reference, the frozen arm and the base views of the frozen arm share the
+    untouched base's pass, so three bodies (reference, baseline, isotropy) are encoded for all the views;
+    and the frozen arm really trained its head only."""
     import os
 
     import numpy as np
@@ -135,8 +112,11 @@ def test_frozen_and_reference_share_one_base_pass(experiment):
 
     _cfg, run, _ = experiment
     cache = Path(os.environ["RAGCUN_CACHE_DIR"]) / "embeddings"
-    seeded = [json.loads(p.read_text()) for p in cache.glob("*/meta.json")]
-    assert sum(1 for m in seeded if m.get("seeded")) == 2  # reference + frozen
+    metas = [json.loads(p.read_text()) for p in cache.glob("*/meta.json")]
+    bodies = [m for m in metas if str(m["dataset"]).endswith("-body") and m["documents"] < 200]
+    assert len(bodies) == 3
+    # seven views; the frozen arm's base view *is* the reference (same modules, same weights): six entries
+    assert sum(1 for m in metas if m.get("seeded")) == 6
     best = run / "arms" / "frozen" / "best"
     assert json.loads((best / "ragcun_config.json").read_text())["freeze_base"] is True
     frozen = IsotropicGaussianEncoder.from_pretrained(best)
@@ -160,17 +140,47 @@ def test_config_errors_name_the_file(tmp_path):
     with pytest.raises(ExperimentError, match="mystery"):
         load_experiment(bad)
     bad.write_text('[triplets]\nsources = ["scifact"]\n')
-    with pytest.raises(ExperimentError, match="datasets"):
+    with pytest.raises(ExperimentError, match="evaluation"):
+        load_experiment(bad)
+    bad.write_text('[evaluation]\ndatasets = ["scifact"]\n[triplets]\nsources = ["scifact"]\nnum_negativs = 2\n')
+    with pytest.raises(ExperimentError, match=r"bad\.toml \[triplets\]: unknown key 'num_negativs' \(did you mean 'num_negatives'\?\)"):
+        load_experiment(bad)
+    bad.write_text('[evaluation]\ndatasets = "scifact"\nbatch_size = "big"\n[triplets]\nsources = ["scifact"]\n')
+    with pytest.raises(ExperimentError, match=r"\[evaluation\]: batch_size expects int"):
+        load_experiment(bad)
+    bad.write_text('[evaluation]\ndatasets = ["scifact"]\n[triplets]\nsources = ["scifact"]\n[arms.baseline]\nlambda_isotropy = nan\n')
+    with pytest.raises(ExperimentError, match=r"\[arms.baseline\]: lambda_isotropy must be a finite number"):
         load_experiment(bad)
 
 
 def test_demo_and_paper_configs_parse():
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     from ragcun.experiment import arm_config
 
-    for name in ("demo", "paper"):
+    for name in ("demo", "paper", "scifact"):
         exp = load_experiment(repo / "configs" / f"{name}.toml")
         assert list(exp.arms) == ["baseline", "isotropy", "frozen"]
         frozen = arm_config(exp, "frozen")
         assert frozen.freeze_base and frozen.lambda_isotropy > 0
         assert arm_config(exp, "baseline").lambda_isotropy == 0
+
+
+def test_sweep_trains_one_arm_per_lambda(experiment):
+    """The sweep on a tiny model: one frozen arm per λ, the reference beside them, a table and a figure."""
+    from ragcun.experiment import run_sweep
+
+    cfg, run, _ = experiment
+    summary = run_sweep(cfg, lambdas=[0.0, 0.5], arm="frozen")
+    rows = summary["rows"]
+    assert [r["lambda"] for r in rows] == [None, 0.0, 0.5]
+    for r in rows:
+        assert r["ci_low"] <= r["ndcg@10"] <= r["ci_high"] and 0.0 <= r["ndcg@10"] <= 1.0
+        assert r["sigreg_ratio"] > 0 and 0.0 <= r["isoscore"] <= 1.0
+    assert rows[1]["perm_p"] is not None and rows[0]["perm_p"] is None
+    lam = [json.loads((run / "sweep" / "frozen" / "arms" / f"frozen-lam{v}" / "train_summary.json").read_text())
+           ["config"]["lambda_isotropy"] for v in ("0", "0.5")]
+    assert lam == [0.0, 0.5]
+    assert (run / "sweep" / "frozen" / "report" / "sweep.png").stat().st_size > 10_000
+    assert "λ_iso" in summary["markdown"]
+    again = run_sweep(cfg, lambdas=[0.0, 0.5], arm="frozen")  # finished λ values are reused
+    assert again["rows"] == rows

@@ -71,7 +71,7 @@ def test_index_build_errors(encoder_dir, tmp_path):
     bad.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": 3}\n')
     res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(bad), "--out", str(tmp_path / "o")])
     assert res.exit_code == 1
-    assert f"{bad}:2: field 'text' missing or not a string" in text(res)
+    assert f"{bad}:2: `text` must be a string, got int" in text(res)
     assert not (tmp_path / "o").exists()
     dup = tmp_path / "dup.jsonl"
     dup.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
@@ -102,7 +102,7 @@ def test_read_documents_formats(data_root, tmp_path):
     assert [d["id"] for d in read_documents(tsv)] == ["p1", "p2"]
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "a", "text": "ok"}\n{"id": "b", "text": "x"\n')
-    with pytest.raises(ValueError, match=r"broken.jsonl:2: invalid JSON"):
+    with pytest.raises(ValueError, match=r"broken.jsonl:2: malformed JSON"):
         list(read_documents(broken))
     badmeta = tmp_path / "badmeta.jsonl"
     badmeta.write_text('{"id": "a", "text": "ok", "metadata": [1]}\n')

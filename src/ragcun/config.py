@@ -1,0 +1,164 @@
+"""One way to read configuration: TOML files and ``--set key=value`` into typed dataclasses.
+
+Training keys (:class:`ragcun.training.config.TrainConfig`) and the experiment's tables
+(``[experiment]``, ``[triplets]``, ``[evaluation]``, ``[sweep]``) all go through :func:`coerce`:
+the dataclass field's type decides how a value is read, a typo gets a "did you mean" hint, and NaN
+or infinity is never accepted as a number. Errors name the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type; the message names the source."""
+
+
+def read_toml(path: str | os.PathLike, error: type[ValueError] = ConfigError) -> dict[str, Any]:
+    """Parse a TOML config file; a missing file or bad TOML raises ``error`` naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"config file {p} not found")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{p}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` → (key, value); the value is read as TOML when it parses (numbers, bools,
+    lists, quoted strings), else taken as a bare string (paths, names)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip().split(".")[-1]  # allow "loss.lambda_isotropy=0"
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def unknown_key(cls: type, key: str, source: str, what: str = "key") -> ConfigError:
+    close = difflib.get_close_matches(key, _fields(cls), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{source}: unknown {what} {key!r}{hint}")
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _scalar(target: Any, value: Any) -> Any:
+    """``value`` as ``target`` (bool, int, float, str or a Literal); raises ValueError/TypeError."""
+    if typing.get_origin(target) is Literal:
+        allowed = typing.get_args(target)
+        if value not in allowed:
+            raise ConfigError(f"must be one of {', '.join(map(str, allowed))} (got {value!r})")
+        return value
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    if target is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
+        return int(value)
+    if target is float:
+        if isinstance(value, bool) or isinstance(value, list | dict):
+            raise ValueError(value)
+        out = float(value)
+        if not math.isfinite(out):
+            raise ConfigError(f"must be a finite number (got {value!r})")
+        return out
+    if target is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ValueError(value)
+        return str(value)
+    return value
+
+
+def coerce(cls: type, key: str, value: Any, source: str = "config") -> Any:
+    """Convert ``value`` to the type of ``cls``'s field ``key``; strings from the command line are parsed."""
+    fields = _fields(cls)
+    if key not in fields:
+        raise unknown_key(cls, key, source)
+    hint = typing.get_type_hints(cls)[key]
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    if isinstance(value, str) and optional and value.strip().lower() in ("none", "null", ""):
+        return None
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {key} cannot be empty")
+    target = [a for a in args if a is not type(None)][0] if optional else hint
+    try:
+        if typing.get_origin(target) is list:
+            (item,) = typing.get_args(target) or (str,)
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise ValueError(value)
+            return [_scalar(item, v) for v in value]
+        return _scalar(target, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {key} {exc}") from None
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {key} expects {_type_name(hint)}, got {value!r}") from None
+
+
+def from_table(cls: type[T], table: Any, source: str, table_name: str) -> T:
+    """Build dataclass ``cls`` from a TOML table; unknown keys and bad values name file, table and key."""
+    where = f"{source} [{table_name}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [{table_name}] must be a table, got {type(table).__name__}")
+    values = {}
+    for key, value in table.items():
+        if key not in _fields(cls):
+            raise unknown_key(cls, key, where)
+        values[key] = coerce(cls, key, value, where)
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+    obj = cls(**values)
+    check = getattr(obj, "check", None)
+    if callable(check):
+        problems = check()
+        if problems:
+            raise ConfigError(f"{where}: " + "; ".join(problems))
+    return obj
+
+
+def positive(obj: Any, *names: str) -> list[str]:
+    """Messages for the named fields of ``obj`` that are set but not > 0."""
+    return [f"{n} must be > 0 (got {getattr(obj, n)})" for n in names
+            if getattr(obj, n) is not None and not getattr(obj, n) > 0]
+
+
+def non_negative(obj: Any, *names: str) -> list[str]:
+    return [f"{n} must be >= 0 (got {getattr(obj, n)})" for n in names
+            if getattr(obj, n) is not None and not getattr(obj, n) >= 0]

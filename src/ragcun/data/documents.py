@@ -1,0 +1,85 @@
+"""Documents to index (``ragcun index build``, :meth:`GaussianRetriever.add_file`), from any file ragcun reads.
+
+One reader per format, shared with the rest of :mod:`ragcun.data`: JSONL through
+:func:`ragcun.data.beir.iter_jsonl` with the same field rule as a BEIR corpus
+(:func:`~ragcun.data.beir.text_field`, :func:`~ragcun.data.beir.record_id`), TSV through
+:func:`ragcun.data.msmarco.iter_tsv_pairs`. Errors are :class:`~ragcun.data.beir.DataFormatError`:
+the file and the line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ragcun.data.beir import DataFormatError, iter_jsonl, record_id, text_field
+from ragcun.data.msmarco import iter_tsv_pairs
+
+
+def check_metadata(meta: Any, where: str) -> dict | None:
+    """One metadata value: a JSON-serialisable dict or None."""
+    import json
+
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where}: metadata must be a dict or None, got {type(meta).__name__}")
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: metadata is not JSON-serialisable ({exc})") from exc
+    return meta
+
+
+def _document_file(path: Path) -> Path:
+    if path.is_dir():
+        if not (path / "corpus.jsonl").exists():
+            raise FileNotFoundError(f"{path} is a folder without corpus.jsonl (expected a BEIR dataset folder)")
+        return path / "corpus.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    return path
+
+
+def read_documents(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Stream ``{"id", "text", "metadata"}`` records from a file, one line at a time.
+
+    Accepts JSONL with ``id``/``text``/``metadata`` (``title`` optional), a BEIR ``corpus.jsonl``
+    (``_id``/``title``/``text``; a BEIR dataset folder works too), a ``.tsv`` of ``id<TAB>text``
+    (MS MARCO's collection), each optionally gzipped. As in BEIR, a title is prepended to the text
+    (``"title text"``) and also kept in ``metadata["title"]``. A document whose text is empty is an
+    error: it could only ever be returned at random.
+    """
+    path = _document_file(Path(path))
+    if path.name.removesuffix(".gz").endswith(".tsv"):
+        for lineno, doc_id, text in iter_tsv_pairs(path, "text"):
+            if not text.strip():
+                raise DataFormatError(path, f"document {doc_id!r} has an empty text", lineno)
+            yield {"id": doc_id, "text": text, "metadata": None}
+        return
+    for lineno, obj in iter_jsonl(path):
+        key = "id" if "id" in obj else "_id"
+        doc_id = record_id(path, lineno, obj, key, required=False)
+        text = text_field(path, lineno, obj, "text")
+        title = text_field(path, lineno, obj, "title", required=False)
+        meta = check_metadata(obj.get("metadata"), f"{path}:{lineno}: field 'metadata'")
+        if title.strip():
+            text = f"{title} {text}"
+            meta = {**(meta or {}), "title": title}
+        if not text.strip():
+            raise DataFormatError(path, f"document {doc_id!r} has an empty text", lineno)
+        yield {"id": doc_id, "text": text, "metadata": meta or None}
+
+
+def count_lines(path: str | os.PathLike) -> int:
+    """Cheap line count (for a progress bar total); BEIR folders resolve to corpus.jsonl."""
+    path = _document_file(Path(path))
+    opener = gzip.open if path.suffix == ".gz" else open
+    n = 0
+    with opener(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            n += block.count(b"\n")
+    return n

@@ -1,0 +1,193 @@
+"""The experiment's TOML: ``[experiment]``, ``[triplets]``, ``[evaluation]``, ``[sweep]`` and ``[arms.<name>]``.
+
+Every table is a dataclass read through :func:`ragcun.config.from_table` (the coercion training
+keys use), so a typo such as ``num_negativs`` is a one-line error naming the file, the table and
+the key, with a "did you mean" hint. Arm tables hold training keys and are checked against
+:class:`~ragcun.training.config.TrainConfig` the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ragcun.config import ConfigError, coerce, from_table, non_negative, positive, read_toml
+
+DEFAULT_ARMS: dict[str, dict[str, Any]] = {
+    "baseline": {"lambda_isotropy": 0.0, "freeze_base": False},
+    "isotropy": {"lambda_isotropy": 1.0, "freeze_base": False},
+    "frozen": {"lambda_isotropy": 1.0, "freeze_base": True},
+}
+SWEEP_LAMBDAS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0]
+
+
+class ExperimentError(ConfigError):
+    """The experiment config is wrong; the message names the file, the table and the key."""
+
+
+@dataclass
+class ExperimentSection:
+    name: str | None = None
+    output_dir: str | None = None
+    arms: list[str] | None = None
+    reference: str | None = None  # the untouched base model (default: the training base_model)
+    baseline: str = "baseline"  # the arm the others are also tested against (besides the reference)
+
+
+@dataclass
+class TripletsSection:
+    """Options of :func:`ragcun.data.triplets.build_triplets` (one set of triplets for every arm)."""
+
+    sources: list[str]
+    split: str = "train"
+    max_train_samples: int | None = None
+    split_ratio: float = 1.0
+    val_size: int = 0
+    val_candidates: int = 30
+    val_corpus_size: int = 2000
+    negatives: Literal["bm25", "random"] = "bm25"
+    num_negatives: int = 1
+    bm25_top_k: int = 100
+    positive_threshold: int = 1
+    false_negative_guard: Literal["none", "above_positive"] = "none"
+    negatives_exclude: Literal["judged", "positives"] = "judged"
+    seed: int = 42
+
+    def check(self) -> list[str]:
+        problems = positive(self, "max_train_samples", "num_negatives", "bm25_top_k", "val_candidates", "val_corpus_size")
+        problems += non_negative(self, "val_size")
+        if not 0.0 < self.split_ratio <= 1.0:
+            problems.append(f"split_ratio must be in (0, 1] (got {self.split_ratio})")
+        if not self.sources:
+            problems.append("sources must name at least one BEIR dataset or MS MARCO folder")
+        return problems
+
+
+@dataclass
+class EvaluationSection:
+    datasets: list[str]
+    split: str = "test"
+    batch_size: int = 32
+    max_seq_length: int | None = None
+    views: bool = True  # also each arm's head output by cosine and its base (pre-head) output by cosine
+    isotropy_max_docs: int = 0  # 0: the whole corpus
+    isotropy_num_slices: int = 1024
+    approximate_search: bool = True  # recall@10 of the retriever's HNSW and IVF defaults against exact search
+
+    def check(self) -> list[str]:
+        problems = positive(self, "batch_size", "max_seq_length", "isotropy_num_slices")
+        problems += non_negative(self, "isotropy_max_docs")
+        if not self.datasets:
+            problems.append("datasets must name at least one BEIR dataset")
+        return problems
+
+
+@dataclass
+class SweepSection:
+    arm: str = "frozen"  # the arm whose λ is swept (its other keys are kept)
+    lambdas: list[float] = field(default_factory=lambda: list(SWEEP_LAMBDAS))
+
+    def check(self) -> list[str]:
+        bad = [v for v in self.lambdas if v < 0]
+        return [f"lambdas must be >= 0 (got {bad})"] if bad else ([] if self.lambdas else ["lambdas is empty"])
+
+
+@dataclass
+class ExperimentConfig:
+    path: Path
+    name: str
+    output_dir: Path
+    arms: dict[str, dict[str, Any]]
+    reference: str | None
+    baseline: str | None
+    triplets: TripletsSection
+    evaluation: EvaluationSection
+    sweep: SweepSection
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.output_dir / "data"
+
+    def arm_dir(self, arm: str) -> Path:
+        return self.output_dir / "arms" / arm
+
+    def results_file(self, label: str) -> Path:
+        return self.output_dir / "results" / f"{label}.json"
+
+    def in_domain(self, dataset: str) -> bool:
+        """Whether ``dataset`` is one the arms were trained on (else it measures transfer)."""
+        names = {Path(s).name for s in self.triplets.sources} | set(self.triplets.sources)
+        return dataset in names or Path(dataset).name in names
+
+
+def _train_value(raw: dict[str, Any], key: str) -> Any:
+    if key in raw:
+        return raw[key]
+    for value in raw.values():
+        if isinstance(value, dict) and key in value:
+            return value[key]
+    return None
+
+
+def _section(cls: type, raw: dict[str, Any], table: str, source: str, required: bool = False) -> Any:
+    if table not in raw:
+        if required:
+            raise ExperimentError(f"{source}: the [{table}] table is missing")
+        return cls()
+    try:
+        return from_table(cls, raw[table], source, table)
+    except ConfigError as exc:
+        raise ExperimentError(str(exc)) from None
+
+
+def _arm_table(arm: str, values: Any, source: str) -> dict[str, Any]:
+    from ragcun.training.config import TrainConfig
+
+    where = f"{source} [arms.{arm}]"
+    if not isinstance(values, dict):
+        raise ExperimentError(f"{source}: [arms.{arm}] must be a table of training keys")
+    try:
+        return {k: coerce(TrainConfig, k, v, where) for k, v in values.items()}
+    except ConfigError as exc:
+        raise ExperimentError(str(exc)) from None
+
+
+def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> ExperimentConfig:
+    """Read and check an experiment TOML (arms, data, evaluation, sweep); errors name file, table and key."""
+    p = Path(path)
+    raw = read_toml(p, ExperimentError)
+    source = str(p)
+    exp = _section(ExperimentSection, raw, "experiment", source)
+    triplets = _section(TripletsSection, raw, "triplets", source, required=True)
+    evaluation = _section(EvaluationSection, raw, "evaluation", source, required=True)
+    sweep = _section(SweepSection, raw, "sweep", source)
+    from ragcun.data.beir import expand_dataset_names
+
+    evaluation.datasets = expand_dataset_names(evaluation.datasets)
+    arm_tables = raw.get("arms", {})
+    if not isinstance(arm_tables, dict):
+        raise ExperimentError(f"{source}: [arms] must hold one table per arm ([arms.baseline], ...)")
+    order = exp.arms or list(arm_tables) or list(DEFAULT_ARMS)
+    arms: dict[str, dict[str, Any]] = {}
+    for arm in order:
+        if arm not in arm_tables and arm not in DEFAULT_ARMS:
+            raise ExperimentError(f"{source} [experiment]: arm {arm!r} has no [arms.{arm}] table")
+        arms[arm] = {**DEFAULT_ARMS.get(arm, {}), **_arm_table(arm, arm_tables.get(arm, {}), source)}
+    for arm in arm_tables:
+        if arm not in arms:
+            raise ExperimentError(f"{source}: [arms.{arm}] is not in [experiment] arms ({', '.join(arms)})")
+    if exp.baseline not in arms:
+        if "baseline" in raw.get("experiment", {}):
+            raise ExperimentError(f"{source} [experiment]: baseline {exp.baseline!r} is not an arm ({', '.join(arms)})")
+        exp.baseline = None
+    if sweep.arm not in arms and "sweep" in raw:
+        raise ExperimentError(f"{source} [sweep]: arm {sweep.arm!r} is not an arm ({', '.join(arms)})")
+    name = exp.name or p.stem
+    return ExperimentConfig(
+        path=p, name=name, output_dir=Path(output_dir or exp.output_dir or f"runs/{name}"), arms=arms,
+        reference=exp.reference or _train_value(raw, "base_model"), baseline=exp.baseline,
+        triplets=triplets, evaluation=evaluation, sweep=sweep, raw=raw,
+    )

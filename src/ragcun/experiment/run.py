@@ -1,0 +1,287 @@
+"""The three-arm ablation: baseline (λ_iso = 0), isotropy (λ_iso > 0), frozen base (head only),
+plus the untouched base model as a reference — trained, evaluated, measured and reported.
+
+This module only orchestrates: triplets come from :mod:`ragcun.data.triplets`, training from
+:mod:`ragcun.training`, vectors, metrics and isotropy from :mod:`ragcun.evaluation`, tables from
+:mod:`ragcun.reporting`. Every stage writes its result atomically and is skipped when that result
+exists, so a re-run picks up where a killed one stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragcun.experiment.config import ExperimentConfig, ExperimentError, load_experiment
+from ragcun.io import write_json
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- data and training
+def prepare_data(exp: ExperimentConfig, data_dir: str | None = None) -> dict[str, Any]:
+    """Build the triplets once (BM25 negatives, held-out validation)."""
+    manifest = exp.data_dir / "manifest.json"
+    if manifest.exists():
+        logger.info("data: %s exists, reusing", exp.data_dir)
+        return json.loads(manifest.read_text())
+    from ragcun.data.triplets import build_triplets
+
+    opts = dataclasses.asdict(exp.triplets)
+    sources = opts.pop("sources")
+    logger.info("data: building triplets from %s", ", ".join(map(str, sources)))
+    return build_triplets(sources, exp.data_dir, data_dir=data_dir, show_progress=False, **opts)
+
+
+def arm_config(exp: ExperimentConfig, arm: str, overrides: list[str] | None = None, data_dir: str | None = None,
+               output_dir: Path | None = None, **changes: Any):
+    """The training config of one arm: the file's training keys, then the arm's table, then ``--set`` (the
+    command line wins over the file), then what the caller changes (a sweep's λ) and the arm's paths."""
+    from ragcun.config import parse_override
+    from ragcun.training import load_config
+    from ragcun.training.config import coerce
+
+    cfg = load_config(exp.path).replace(**exp.arms[arm])
+    for text in overrides or []:
+        key, value = parse_override(text)
+        setattr(cfg, key, coerce(key, value, f"--set {key}"))
+    values = {**changes, "train_data": str(exp.data_dir), "output_dir": str(output_dir or exp.arm_dir(arm))}
+    if data_dir:
+        values["data_dir"] = data_dir
+    return cfg.replace(**values).validate()
+
+
+def arm_done(directory: Path) -> bool:
+    return (directory / "train_summary.json").exists() and (directory / "best").is_dir()
+
+
+def train_arm(exp: ExperimentConfig, arm: str, overrides: list[str] | None = None, data_dir: str | None = None,
+              output_dir: Path | None = None, **changes: Any) -> dict[str, Any]:
+    out = output_dir or exp.arm_dir(arm)
+    if arm_done(out):
+        logger.info("arm %s: finished before, skipping training", out.name)
+        return json.loads((out / "train_summary.json").read_text())
+    from ragcun.training import train
+
+    cfg = arm_config(exp, arm, overrides, data_dir, out, **changes)
+    cfg.resume = out.exists()  # a killed run continues from its last checkpoint
+    logger.info("arm %s: training (lambda_isotropy=%s, freeze_base=%s)", out.name, cfg.lambda_isotropy, cfg.freeze_base)
+    return train(cfg)
+
+
+def train_arms_parallel(exp: ExperimentConfig, arms: list[str], overrides: list[str], data_dir: str | None) -> None:
+    """One subprocess per arm, each on its own GPU (round-robin over the visible ones)."""
+    import torch
+
+    n_gpu = torch.cuda.device_count()
+    procs = []
+    for i, arm in enumerate(arms):
+        if arm_done(exp.arm_dir(arm)):
+            continue
+        env = dict(os.environ)
+        if n_gpu:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % n_gpu)
+        cmd = [sys.executable, "-m", "ragcun", "experiment", "run", str(exp.path), "--arm", arm, "--train-only",
+               "--output-dir", str(exp.output_dir)]
+        for o in overrides:
+            cmd += ["--set", o]
+        if data_dir:
+            cmd += ["--data-dir", data_dir]
+        logger.info("arm %s: launching %s", arm, " ".join(cmd))
+        procs.append((arm, subprocess.Popen(cmd, env=env)))
+    failed = [arm for arm, p in procs if p.wait() != 0]
+    if failed:
+        raise RuntimeError(f"arms failed: {', '.join(failed)} (see their logs above)")
+
+
+# ---------------------------------------------------------------------------- what is evaluated
+@dataclass(frozen=True)
+class View:
+    """One thing to evaluate: a model (or the base inside it) ranked by one score."""
+
+    label: str  # file name and table label
+    model: str  # model directory or alias
+    score: str  # l2 | cos
+    part: str = "model"  # "model": the whole model; "base": the base only (the embedding before the head)
+    description: str = ""
+
+
+def describe_arm(exp: ExperimentConfig, arm: str) -> str:
+    opts = exp.arms[arm]
+    lam = opts.get("lambda_isotropy", 1.0)
+    what = "head only" if opts.get("freeze_base") else "full fine-tuning"
+    return f"λ_iso = {lam:g}, {what}"
+
+
+def evaluation_views(exp: ExperimentConfig, arms: dict[str, Path] | None = None) -> list[View]:
+    """The reference (cosine, as it was trained), each arm by L2, and — with ``views`` — each arm's head
+    output by cosine and its base's own output by cosine: whether the base or the head moved, and whether
+    the norm helps ranking or hurts it."""
+    views: list[View] = []
+    if exp.reference:
+        views.append(View("reference", str(exp.reference), "cos", description=f"{Path(str(exp.reference)).name}, untouched"))
+    for arm, directory in (arms or {a: exp.arm_dir(a) for a in exp.arms}).items():
+        best = str(directory / "best")
+        desc = describe_arm(exp, arm) if arm in exp.arms else arm
+        views.append(View(arm, best, "l2", description=desc))
+        if exp.evaluation.views:
+            views.append(View(f"{arm}.cos", best, "cos", description=f"{arm}: head output, cosine"))
+            views.append(View(f"{arm}.base", best, "cos", "base", description=f"{arm}: base before the head, cosine"))
+    return views
+
+
+def load_views(views: list[View], max_seq_length: int | None) -> dict[str, Any]:
+    """label -> a loaded model, each directory loaded once (a base view shares its model's modules)."""
+    from ragcun.modeling import IsotropicGaussianEncoder, submodel
+    from ragcun.resolve import load_sentence_transformer
+
+    loaded: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for v in views:
+        if v.model not in loaded:
+            is_ragcun = (Path(v.model) / "ragcun_config.json").is_file()
+            model = IsotropicGaussianEncoder.from_pretrained(v.model) if is_ragcun else load_sentence_transformer(v.model)
+            if max_seq_length:
+                model.max_seq_length = int(max_seq_length)
+            loaded[v.model] = model
+        model = loaded[v.model]
+        models[v.label] = submodel(model, model.base_modules) if v.part == "base" else model
+    return models
+
+
+# ---------------------------------------------------------------------------- evaluation stages
+def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | None = None,
+                   results: Path | None = None) -> dict[str, Path]:
+    """BEIR evaluation of every view (finished ones skipped); each distinct base encodes a corpus once."""
+    from ragcun.data.beir import doc_text, load_beir
+    from ragcun.evaluation.beir_eval import evaluate_model
+    from ragcun.evaluation.encode import encode_corpus_shared
+
+    ev = exp.evaluation
+    files = {v.label: (results or exp.output_dir / "results") / f"{v.label}.json" for v in views}
+    todo = [v for v in views if not files[v.label].exists()]
+    if not todo:
+        return files
+    models = load_views(todo, ev.max_seq_length)
+    for ds in ev.datasets:
+        data = load_beir(ds, split=ev.split, data_dir=data_dir)
+        ids = list(data.corpus)
+        encode_corpus_shared(models, ids, [doc_text(data.corpus[d]) for d in ids], data.name, ev.batch_size)
+    for v in todo:
+        logger.info("evaluate %s (%s, %s) on %s", v.label, v.model, v.score, ", ".join(ev.datasets))
+        res = evaluate_model(models[v.label], ev.datasets, split=ev.split, score=v.score, batch_size=ev.batch_size,
+                             data_dir=data_dir, output=None, model_name=v.label, show_progress_bar=False)
+        res["description"] = v.description
+        res["model_path"] = v.model
+        res["view"] = v.part
+        write_json(files[v.label], res)
+    return files
+
+
+def measure_isotropy(exp: ExperimentConfig, views: list[View], data_dir: str | None = None,
+                     out_root: Path | None = None) -> dict[str, Path]:
+    """Isotropy of every model's corpus and query embeddings per dataset, with side-by-side plots.
+
+    The corpus vectors come from the evaluation's embedding cache, so this costs no second pass.
+    """
+    from ragcun.evaluation.isotropy import analyze
+
+    ev = exp.evaluation
+    main = [v for v in views if v.part == "model" and (v.label == "reference" or v.score == "l2")]
+    files: dict[str, Path] = {}
+    for ds in ev.datasets:
+        out = (out_root or exp.output_dir / "isotropy") / Path(ds).name
+        files[ds] = out / "isotropy.json"
+        if files[ds].exists():
+            continue
+        models = load_views(main, ev.max_seq_length)
+        logger.info("isotropy of %s on %s", ", ".join(models), ds)
+        analyze(list(models.values()), ds, out_dir=out, split=ev.split, max_docs=ev.isotropy_max_docs or None,
+                num_slices=ev.isotropy_num_slices, batch_size=ev.batch_size, data_dir=data_dir, labels=list(models))
+    return files
+
+
+def measure_approximate_search(exp: ExperimentConfig, views: list[View], data_dir: str | None = None) -> Path | None:
+    """Recall@10 of GaussianRetriever's HNSW and IVF defaults against exact search, on each model's real
+    corpus and query embeddings (the embedding cache holds the corpus)."""
+    from ragcun.evaluation.ann import approximate_recall
+
+    ev = exp.evaluation
+    out = exp.output_dir / "results" / "approximate_search.json"
+    if not ev.approximate_search or out.exists():
+        return out if out.exists() else None
+    main = [v for v in views if v.part == "model" and (v.label == "reference" or v.score == "l2")]
+    models = load_views(main, ev.max_seq_length)
+    rows = []
+    for ds in ev.datasets:
+        for label, model in models.items():
+            r = approximate_recall(model, ds, split=ev.split, batch_size=ev.batch_size, data_dir=data_dir)
+            rows.append({"model": label, "dataset": ds, **r})
+    write_json(out, {"k": 10, "rows": rows})
+    return out
+
+
+def report(exp: ExperimentConfig, result_files: dict[str, Path], isotropy_files: dict[str, Path],
+           ann_file: Path | None) -> dict[str, Any]:
+    from ragcun.reporting import build_experiment_report
+
+    return build_experiment_report(exp, result_files, isotropy_files, ann_file)
+
+
+def run_experiment(
+    config: str | os.PathLike,
+    overrides: list[str] | None = None,
+    arms: list[str] | None = None,
+    parallel: bool = False,
+    train_only: bool = False,
+    data_dir: str | None = None,
+    output_dir: str | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the whole experiment; returns the report dict."""
+    exp = load_experiment(config, output_dir)
+    overrides = list(overrides or [])
+    selected = arms or list(exp.arms)
+    for arm in selected:
+        if arm not in exp.arms:
+            raise ExperimentError(f"{exp.path}: no arm {arm!r} (arms: {', '.join(exp.arms)})")
+    for arm in exp.arms:  # every arm's config is checked before anything runs
+        arm_config(exp, arm, overrides, data_dir)
+    t0 = time.perf_counter()
+    exp.output_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    prepare_data(exp, data_dir)
+    timings["data_s"] = time.perf_counter() - t0
+    if parallel and len(selected) > 1:
+        train_arms_parallel(exp, selected, overrides, data_dir)
+    else:
+        for arm in selected:
+            ta = time.perf_counter()
+            train_arm(exp, arm, overrides, data_dir)
+            timings[f"train_{arm}_s"] = time.perf_counter() - ta
+    if train_only:
+        return {}
+    views = evaluation_views(exp)
+    te = time.perf_counter()
+    results = evaluate_views(exp, views, data_dir)
+    timings["evaluate_s"] = time.perf_counter() - te
+    ti = time.perf_counter()
+    iso = measure_isotropy(exp, views, data_dir)
+    timings["isotropy_s"] = time.perf_counter() - ti
+    ta = time.perf_counter()
+    ann = measure_approximate_search(exp, views, data_dir)
+    timings["approximate_search_s"] = time.perf_counter() - ta
+    rep = report(exp, results, iso, ann)
+    timings["total_s"] = time.perf_counter() - t0
+    write_json(exp.output_dir / "experiment_summary.json",
+               {"name": exp.name, "config": str(exp.path), "timings": timings,
+                "views": [dataclasses.asdict(v) for v in views], "results": {k: str(v) for k, v in results.items()}})
+    logger.info("experiment %s done in %.0f s", exp.name, timings["total_s"])
+    return rep

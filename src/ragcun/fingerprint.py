@@ -1,0 +1,74 @@
+"""Identities of what ragcun caches by: a model (its weights and encoding setup), a list of texts, a text.
+
+One function each, used everywhere: the embedding cache, the frozen-base feature cache, the BM25
+index cache, result files and the retriever's manifest all name a model by :func:`model_fingerprint`,
+so "the same model" means the same thing in every place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+FINGERPRINT_METHOD = "sha256-v2"  # what the retriever's manifest records
+
+
+def model_fingerprint(model: Any) -> str:
+    """SHA-256 (hex, 16 characters) of a model's weights and everything that changes its vectors.
+
+    ``model`` is a SentenceTransformer (or any iterable of its modules). Hashed: each module's
+    class and configuration (``get_config_dict``), every parameter and buffer (name, shape, dtype and
+    *all* bytes, so a fine-tuned copy saved under the same path never reuses a stale cache), and, for a
+    whole model, its ``max_seq_length``, prompts and similarity function. Not hashed: the Python class
+    the model was loaded as and where it was loaded from, so the same weights share one identity.
+    About 0.2 s for MiniLM's 90 MB.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    try:
+        modules = list(model)
+    except TypeError:
+        modules = [model]
+    for i, module in enumerate(modules):
+        h.update(f"{i}:{type(module).__module__}.{type(module).__qualname__}|".encode())
+        get_cfg = getattr(module, "get_config_dict", None)
+        if callable(get_cfg):
+            h.update(json.dumps(get_cfg(), sort_keys=True, default=str).encode())
+        for name, tensor in sorted(module.state_dict().items()):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"|{name}:{tuple(t.shape)}:{t.dtype}|".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    if hasattr(model, "encode"):
+        for attr in ("max_seq_length", "similarity_fn_name", "prompts", "default_prompt_name"):
+            h.update(f"|{attr}={json.dumps(getattr(model, attr, None), sort_keys=True, default=str)}".encode())
+    return h.hexdigest()[:16]
+
+
+def texts_fingerprint(ids: Sequence[str], texts: Sequence[str], extra: Any = None) -> str:
+    """SHA-256 (hex) of (id, text) pairs in order, plus any JSON-able ``extra`` (options that change the result)."""
+    if len(ids) != len(texts):
+        raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
+    h = hashlib.sha256()
+    if extra is not None:
+        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    for i, t in zip(ids, texts, strict=True):
+        h.update(str(i).encode("utf-8"))
+        h.update(b"\x00")
+        h.update(t.encode("utf-8"))
+        h.update(b"\x01")
+    return h.hexdigest()
+
+
+def text_key(text: str) -> bytes:
+    """The 32-byte SHA-256 digest of one text (a row key of the frozen-base feature cache)."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def text_keys(texts: Iterable[str]) -> list[bytes]:
+    return [text_key(t) for t in texts]

@@ -1,0 +1,159 @@
+"""The experiment's own tables: does training beat the untouched base, does isotropy help, where did
+the change happen, and what does approximate search lose.
+
+* **main** (one per dataset, in-domain ones first): every arm beside the reference, NDCG@10 with the
+  paired difference against the reference and against the baseline arm (95% CI, randomisation p),
+  Recall@100, MRR@10, and the corpus embeddings' SIGReg ratio and IsoScore;
+* **views**: each arm's head output by L2 and by cosine, and its base's output before the head by
+  cosine — if the head's cosine beats its L2, the norm hurts ranking; if the base view moved from the
+  reference, fine-tuning changed the base;
+* **approximate search**: recall@10 of the retriever's HNSW and IVF defaults against exact search.
+
+The generic comparison report (:func:`ragcun.reporting.build_report`: every metric, LaTeX, CSV,
+charts) is written beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ragcun.io import write_json, write_text
+from ragcun.reporting.compare import build_report, load_isotropy, load_result
+from ragcun.reporting.stats import paired_test
+from ragcun.reporting.tables import latex_table, markdown_table
+
+METRIC = "ndcg@10"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v * 100:.2f}"
+
+
+def _delta(test: dict[str, float] | None) -> tuple[str, str]:
+    if not test:
+        return "–", "–"
+    p = test["perm_p"]
+    ptxt = "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+    return (f"{test['mean_diff'] * 100:+.2f} [{test['ci_low'] * 100:+.2f}, {test['ci_high'] * 100:+.2f}]", ptxt)
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], ds: str, metric: str = METRIC, n_permutations: int = 10_000
+            ) -> dict[str, float] | None:
+    """Paired test of result ``a`` against ``b`` on ``ds`` over the queries both evaluated."""
+    pa, pb = a.get("per_query", {}).get(ds), b.get("per_query", {}).get(ds)
+    if not pa or not pb:
+        return None
+    common = sorted(set(pa) & set(pb))
+    if len(common) < 2:
+        return None
+    return paired_test([pa[q][metric] for q in common], [pb[q][metric] for q in common], n_permutations)
+
+
+def isotropy_by_label(isotropy_files: dict[str, Path]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(dataset, label, kind) -> isotropy row."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for ds, f in isotropy_files.items():
+        if Path(f).exists():
+            for row in load_isotropy(f):
+                out[(Path(ds).name, str(row.get("label")), str(row.get("kind")))] = row
+    return out
+
+
+def main_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str) -> tuple[list[str], list[list[str]]]:
+    header = ["Model", "NDCG@10", "Δ vs reference [95% CI]", "p", f"Δ vs {exp.baseline or 'baseline'} [95% CI]", "p",
+              "R@100", "MRR@10", "SIGReg ratio", "IsoScore"]
+    rows = []
+    ref = results.get("reference")
+    base = results.get(exp.baseline) if exp.baseline else None
+    labels = ["reference", *[a for a in exp.arms if a in results]]
+    for label in labels:
+        r = results.get(label)
+        if r is None or ds not in r["results"]:
+            continue
+        vals = r["results"][ds]
+        d_ref = _delta(compare(r, ref, ds)) if ref is not None and label != "reference" else ("–", "–")
+        d_base = _delta(compare(r, base, ds)) if base is not None and label not in (exp.baseline, "reference") else ("–", "–")
+        row_iso = iso.get((Path(ds).name, label, "corpus"), {})
+        ratio = row_iso.get("sigreg_ratio")
+        isoscore = row_iso.get("isoscore")
+        name = f"{label}: {r.get('description') or ''}".rstrip(": ")
+        rows.append([name, _pct(vals.get(METRIC)), *d_ref, *d_base, _pct(vals.get("recall@100")), _pct(vals.get("mrr@10")),
+                     "–" if ratio is None else f"{ratio:.2f}", "–" if isoscore is None else f"{isoscore:.3f}"])
+    return header, rows
+
+
+def views_rows(exp: Any, results: dict[str, dict[str, Any]], ds: str) -> tuple[list[str], list[list[str]]]:
+    header = ["Arm", "head, L2", "head, cosine", "base (before the head), cosine", "reference, cosine"]
+    ref = results.get("reference", {}).get("results", {}).get(ds, {}).get(METRIC)
+    rows = []
+    for arm in exp.arms:
+        cells = [results.get(label, {}).get("results", {}).get(ds, {}).get(METRIC) for label in (arm, f"{arm}.cos", f"{arm}.base")]
+        if all(c is None for c in cells):
+            continue
+        rows.append([arm, *[_pct(c) for c in cells], _pct(ref)])
+    return header, rows
+
+
+def ann_rows(ann_file: Path | None) -> tuple[list[str], list[list[str]]]:
+    header = ["Model", "Dataset", "HNSW recall@10", "IVF recall@10", "IVF cells / probed"]
+    if ann_file is None or not Path(ann_file).exists():
+        return header, []
+    data = json.loads(Path(ann_file).read_text())
+    rows = []
+    for r in data["rows"]:
+        ix = r["indexes"]
+        ivf = ix.get("ivf", {})
+        rows.append([r["model"], r["dataset"], f"{ix.get('hnsw', {}).get('recall', float('nan')):.3f}",
+                     f"{ivf.get('recall', float('nan')):.3f}", f"{ivf.get('nlist')} / {ivf.get('nprobe') or 1}"])
+    return header, rows
+
+
+def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_files: dict[str, Path],
+                            ann_file: Path | None = None) -> dict[str, Any]:
+    """Write ``<output_dir>/report/`` (experiment tables + the generic comparison report) and return its summary."""
+    out = exp.output_dir / "report"
+    results = {label: load_result(f) for label, f in result_files.items() if Path(f).exists()}
+    iso = isotropy_by_label(isotropy_files)
+    main_labels = ["reference", *exp.arms]
+    generic = build_report([str(result_files[lab]) for lab in main_labels if lab in results], out,
+                           baseline="reference" if "reference" in results else None,
+                           isotropy_files=[str(p) for p in isotropy_files.values() if Path(p).exists()])
+    tables: dict[str, str] = {}
+    sections = [f"# Experiment {exp.name}", "",
+                "NDCG@10 and the other metrics ×100. Δ: mean per-query difference with its 95% CI; p: paired "
+                "randomisation test (10,000 sign flips). SIGReg ratio: the corpus embeddings' SIGReg statistic "
+                "over that of true N(0, I) samples of the same size (1 = Gaussian; lower is better); IsoScore: "
+                "1 = isotropic (higher is better).", ""]
+    datasets = sorted(exp.evaluation.datasets, key=lambda d: not exp.in_domain(d))
+    for ds in datasets:
+        name = Path(ds).name
+        kind = "in-domain" if exp.in_domain(ds) else "transfer: not trained on"
+        header, rows = main_rows(exp, results, iso, name)
+        if rows:
+            md = markdown_table(header, rows)
+            tables[f"main:{name}"] = md
+            write_text(out / f"main_{name}.md", md + "\n")
+            write_text(out / f"main_{name}.tex", latex_table(header, rows, f"{name} ({kind}), NDCG@10 ×100.", f"tab:main-{name}"))
+            sections += [f"## {name} ({kind})", "", md, ""]
+        header, rows = views_rows(exp, results, name)
+        if rows:
+            md = markdown_table(header, rows)
+            tables[f"views:{name}"] = md
+            write_text(out / f"views_{name}.md", md + "\n")
+            sections += [f"### Where the change lives ({name}, NDCG@10)", "", md, ""]
+    header, rows = ann_rows(ann_file)
+    if rows:
+        md = markdown_table(header, rows)
+        tables["approximate_search"] = md
+        sections += ["## Approximate search on the real embeddings (recall@10 against exact L2 search)", "", md, ""]
+    if "isotropy" in generic["tables"]:
+        sections += ["## Isotropy", "", generic["tables"]["isotropy"], ""]
+    sections += ["The generic comparison report (every metric, LaTeX, CSV, charts): [comparison.md](report.md)", ""]
+    text = "\n".join(sections)
+    write_text(out / "experiment.md", text)
+    summary = {**{k: v for k, v in generic.items() if k != "report_markdown"}, "experiment_tables": tables,
+               "experiment_markdown": text}
+    write_json(out / "experiment.json", {k: v for k, v in summary.items() if k != "experiment_markdown"})
+    return summary

@@ -1,0 +1,233 @@
+"""Saving and loading a :class:`~ragcun.retrieval.GaussianRetriever`: the manifest, the atomic save, the
+checked load.
+
+A saved index is a folder: ``manifest.json`` (format, model name, location and fingerprint, index type
+and parameters, counts, and the size and sha256 of every file), the index files, ``docs.sqlite`` and,
+for a model that was never saved elsewhere, ``model/``. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragcun.fingerprint import FINGERPRINT_METHOD
+from ragcun.io import atomic_path, recover, sha256_file
+from ragcun.retrieval.errors import (
+    DimensionMismatchError,
+    IndexCorruptError,
+    ModelMismatchError,
+    RetrieverError,
+)
+from ragcun.retrieval.faiss_index import HNSWIndex
+from ragcun.retrieval.index import INDEX_TYPES, index_files, load_index
+from ragcun.retrieval.results import is_normalized
+from ragcun.retrieval.store import DocumentStore
+
+if TYPE_CHECKING:
+    from ragcun.retrieval.retriever import GaussianRetriever
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+STORE_FILE = "docs.sqlite"
+MODEL_DIR = "model"
+FORMAT = "ragcun-retriever"
+FORMAT_VERSION = 2
+
+
+def build_manifest(self: GaussianRetriever) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    try:
+        version = md.version("ragcun")
+    except md.PackageNotFoundError:  # pragma: no cover
+        version = None
+    counts = {"documents": len(self.store), "vectors": len(self.index), "next_iid": self._next_iid}
+    if isinstance(self.index, HNSWIndex):
+        counts["tombstones"] = self.index.tombstones
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ragcun_version": version,
+        "model": {
+            "name": self.model_name,
+            "location": self.model_location,
+            "fingerprint": self.fingerprint,
+            "fingerprint_method": FINGERPRINT_METHOD,
+            "normalized": is_normalized(self.model),
+        },
+        "batch_size": self.batch_size,
+        "dimension": self.dimension,
+        "metric": "l2",
+        "index": {"type": self.index.kind, "backend": self.index.backend, "params": self.index.params},
+        "counts": counts,
+    }
+
+
+def save(self: GaussianRetriever, directory: str | os.PathLike) -> Path:
+    """Write the index, documents and manifest to ``directory`` atomically.
+
+    Files are written into a temporary sibling folder that then replaces ``directory`` in one
+    atomic swap (:func:`ragcun.io.atomic_path`), so a crash mid-save leaves the previous index there.
+    A model that was never saved (built in memory) is saved inside the index (``model/``), so a
+    saved index always loads by itself.
+    """
+    directory = Path(directory)
+    self._prepare()
+    _ = self.fingerprint
+    with self._lock.read(), atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        self.index.save(tmp)
+        self.store.save(tmp / STORE_FILE)
+        manifest = build_manifest(self)
+        if self.model_location is None:
+            self.model.save(str(tmp / MODEL_DIR))
+            manifest["model"]["location"] = None
+            manifest["model"]["relative"] = MODEL_DIR
+        elif Path(self.model_location).exists():
+            target = directory.resolve().parent
+            manifest["model"]["relative"] = os.path.relpath(Path(self.model_location).resolve(), directory.resolve()) \
+                if Path(self.model_location).resolve().anchor == target.anchor else None
+        files = [*self.index.files, STORE_FILE]
+        manifest["files"] = {f: {"bytes": (tmp / f).stat().st_size, "sha256": sha256_file(tmp / f)} for f in files}
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    logger.info("saved %d documents (%s index) to %s", manifest["counts"]["documents"], self.index.kind, directory)
+    return directory
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a saved index, checked for format and completeness; errors name the file."""
+    directory = Path(directory)
+    recover(directory)  # a save killed between its two renames: put the kept index back
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such index directory")
+    if not path.is_file():
+        raise IndexCorruptError(f"{path} missing: {directory} is not a saved ragcun index (or its save was interrupted)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(f"{path}: corrupt manifest ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IndexCorruptError(f"{path}: not a ragcun retriever manifest (format={manifest.get('format') if isinstance(manifest, dict) else None!r})")
+    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise RetrieverError(f"{path}: format version {manifest['format_version']} is newer than this ragcun supports ({FORMAT_VERSION})")
+    for key in ("model", "dimension", "index", "counts", "files"):
+        if key not in manifest:
+            raise IndexCorruptError(f"{path}: field {key!r} missing")
+    kind = manifest["index"].get("type") if isinstance(manifest["index"], dict) else None
+    if kind not in INDEX_TYPES:
+        raise IndexCorruptError(f"{path}: index type {kind!r} is not one of {', '.join(INDEX_TYPES)}")
+    backend = manifest["index"].get("backend", "faiss")
+    needed = {*index_files(kind, backend), STORE_FILE}
+    listed = set(manifest["files"]) if isinstance(manifest["files"], dict) else set()
+    if not needed <= listed:
+        raise IndexCorruptError(f"{path}: the manifest does not list {', '.join(sorted(needed - listed))}; "
+                                "every file the index needs must be covered by its hashes")
+    return manifest
+
+
+def _model_source(directory: Path, mm: dict[str, Any]) -> str:
+    """Where to load the index's model from: inside or relative to the index, its absolute path, its name."""
+    for cand in (mm.get("relative"), mm.get("location")):
+        if cand:
+            p = (directory / cand) if not Path(cand).is_absolute() else Path(cand)
+            if p.exists():
+                return str(p.resolve())
+    return str(mm.get("name"))
+
+
+def load(
+    cls: type[GaussianRetriever],
+    directory: str | os.PathLike,
+    model: Any = None,
+    *,
+    device: str | None = None,
+    verify: bool = True,
+    check_model: bool = True,
+    mmap: bool = False,
+) -> GaussianRetriever:
+    """Load a saved retriever.
+
+    ``model=None`` reloads the model the manifest names: the copy saved inside the index, then the
+    path relative to the index, then the absolute path, then the alias or Hub id. *Loading runs that
+    model*: load indexes you trust. With ``verify`` every file's sha256 is checked (a missing,
+    truncated or altered file raises :class:`IndexCorruptError`). With ``check_model`` a model whose
+    fingerprint differs raises :class:`ModelMismatchError`, and any dimension disagreement raises
+    :class:`DimensionMismatchError`. ``mmap`` maps a FAISS index read-only instead of reading it into
+    memory (then the retriever must not be modified).
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    for fname, info in manifest["files"].items():
+        fpath = directory / fname
+        if not fpath.is_file():
+            raise IndexCorruptError(f"{fpath} missing (listed in {directory / MANIFEST})")
+        size = fpath.stat().st_size
+        if not isinstance(info, dict) or size != info.get("bytes"):
+            raise IndexCorruptError(f"{fpath}: {size} bytes, the manifest says "
+                                    f"{info.get('bytes') if isinstance(info, dict) else None} (truncated or altered)")
+        if verify and sha256_file(fpath) != info.get("sha256"):
+            raise IndexCorruptError(f"{fpath}: sha256 does not match the manifest (file altered or corrupt)")
+    mm = manifest["model"]
+    dim = int(manifest["dimension"])
+    if model is None:
+        source = _model_source(directory, mm)
+        try:
+            loaded, _, _ = cls._resolve_model(source, device)
+        except Exception as exc:  # noqa: BLE001 - any load failure gets the same clear message
+            raise RetrieverError(
+                f"could not load the index's model {mm.get('name')!r} from {source} ({exc}); pass model=... to load()"
+            ) from None
+        name, location = mm.get("name"), (source if Path(source).exists() else mm.get("location"))
+        if mm.get("relative") == MODEL_DIR:
+            location = None  # carried inside the index: a later save carries it again
+    else:
+        loaded, name, location = cls._resolve_model(model, device)
+        if not isinstance(model, str | os.PathLike):
+            name, location = mm.get("name"), mm.get("location")
+    model_dim = cls._model_dimension(loaded)
+    if model_dim != dim:
+        raise DimensionMismatchError(f"{directory}: index dimension {dim} but the model {name!r} produces {model_dim}")
+    if check_model and mm.get("fingerprint_method") != FINGERPRINT_METHOD:
+        raise ModelMismatchError(
+            f"{directory} was saved by an older ragcun (model fingerprint {mm.get('fingerprint_method')!r}, now "
+            f"{FINGERPRINT_METHOD!r}): rebuild it, or pass check_model=False if you are sure the model is the same")
+    ix = manifest["index"]
+    try:
+        index = load_index(directory, ix["type"], ix.get("backend", "faiss"), dim, ix.get("params") or {}, mmap=mmap)
+        store = DocumentStore.load(directory / STORE_FILE)
+    except (ValueError, RuntimeError) as exc:
+        raise IndexCorruptError(str(exc)) from exc
+    counts = manifest["counts"]
+    next_id = int(store.get_info("next_iid") or counts.get("next_iid", 0))
+    self = cls(loaded, index, model_name=name, batch_size=int(manifest.get("batch_size", 64)), store=store,
+               next_id=next_id)
+    self.model_location = location
+    if check_model:
+        if self.fingerprint != mm.get("fingerprint"):
+            raise ModelMismatchError(
+                f"{directory} was built with model {mm.get('name')!r} (fingerprint "
+                f"{str(mm.get('fingerprint'))[:12]}…), but the given model's fingerprint is {self.fingerprint[:12]}…. "
+                "Search with the model that built the index (or pass check_model=False if you are sure)."
+            )
+    else:
+        self._fingerprint = mm.get("fingerprint")
+    n_docs, n_vec = len(self.store), len(self.index)
+    if n_docs != counts.get("documents") or n_vec != counts.get("vectors") or n_docs != n_vec:
+        raise IndexCorruptError(
+            f"{directory}: counts disagree (manifest: {counts.get('documents')} documents / "
+            f"{counts.get('vectors')} vectors; files: {n_docs} documents / {n_vec} vectors)"
+        )
+    logger.info("loaded %d documents (%s index) from %s", n_docs, self.index.kind, directory)
+    return self
