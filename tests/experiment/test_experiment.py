@@ -184,3 +184,29 @@ def test_sweep_trains_one_arm_per_lambda(experiment):
     assert "λ_iso" in summary["markdown"]
     again = run_sweep(cfg, lambdas=[0.0, 0.5], arm="frozen")  # finished λ values are reused
     assert again["rows"] == rows
+
+
+#: What a user must not see on ragcun's log without -v (issue #16): library chatter and bars.
+CHATTER = ("No device provided", "Loading weights", "Computing widget examples", "Writing model shards",
+           "Saving the dataset", "Building index from IDs", "Batches:", "DEBUG", "it/s]", "pin_memory", "Warning:")
+
+
+def test_cli_log_is_quiet_when_not_a_terminal(tmp_path, beir_slice, tiny_model_path):
+    """A real ``ragcun experiment run`` in a subprocess (stderr is a pipe, as in a log file): every stage
+    logs, and none of the libraries' chatter or progress bars reaches the log."""
+    import os
+    import subprocess
+    import sys
+
+    data = beir_slice("scifact", {"train": 12, "test": 8}, extra_docs=60, max_chars=400, name="scifact-mini")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(CONFIG.format(out=tmp_path / "run", model=tiny_model_path, data=data))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="120")
+    res = subprocess.run([sys.executable, "-m", "ragcun", "experiment", "run", str(cfg)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    log = res.stderr + res.stdout
+    assert "arm frozen: training" in log and "validation at step" in log
+    found = [c for c in CHATTER if c in log]
+    assert not found, f"chatter on the log: {found}"
+    assert max(len(line) for line in log.splitlines()) <= 400

@@ -108,3 +108,20 @@ def test_read_documents_formats(data_root, tmp_path):
     badmeta.write_text('{"id": "a", "text": "ok", "metadata": [1]}\n')
     with pytest.raises(ValueError, match=r"badmeta.jsonl:1: field 'metadata'"):
         list(read_documents(badmeta))
+
+
+def test_index_build_max_seq_length_is_kept_and_checked(encoder_dir, corpus_slice, tmp_path):
+    out = tmp_path / "ix16"
+    res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(corpus_slice),
+                              "--out", str(out), "--max-seq-length", "16"])
+    assert res.exit_code == 0, res.output
+    assert GaussianRetriever.read_manifest(out)["model"]["max_seq_length"] == 16
+    loaded = GaussianRetriever.load(out)  # the model on disk truncates at 64: load applies 16 again
+    assert loaded.model.max_seq_length == 16
+    from ragcun.fingerprint import model_fingerprint
+
+    loaded.model.max_seq_length = 64  # the truncation is part of the model's identity, hence load re-applies it
+    assert model_fingerprint(loaded.model) != GaussianRetriever.read_manifest(out)["model"]["fingerprint"]
+    res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(corpus_slice),
+                              "--out", str(tmp_path / "bad"), "--max-seq-length", "100000"])
+    assert res.exit_code == 1 and "above what" in text(res) and "Traceback" not in res.output

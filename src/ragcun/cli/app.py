@@ -19,27 +19,52 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "datasets", "fsspec", "sentence_transformers",
-                  "transformers", "accelerate", "torch", "matplotlib", "PIL", "bm25s"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose and noisy.startswith("sentence") else logging.WARNING)
-    if not verbose:  # library chatter ("Loading weights", "Writing model shards"), read by the libraries at import
-        import os
+#: Libraries whose INFO/DEBUG records are chatter on ragcun's log (some, like bm25s, reset their own
+#: logger's level at import, so a handler filter drops them rather than a level set once).
+NOISY_LOGGERS = ("httpx", "urllib3", "filelock", "huggingface_hub", "datasets", "fsspec", "sentence_transformers",
+                 "transformers", "accelerate", "torch", "matplotlib", "PIL", "bm25s", "faiss", "tensorboard")
 
+
+class _QuietLibraries(logging.Filter):
+    """Keep warnings and errors from the libraries in ``NOISY_LOGGERS``; drop their info and debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return not any(record.name == n or record.name.startswith(n + ".") for n in NOISY_LOGGERS)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    import os
+    import sys
+
+    handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+    if not verbose:
+        handler.addFilter(_QuietLibraries())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[handler], force=True)
+    if not verbose:  # library chatter ("Loading weights", "Writing model shards"), read by the libraries at import
         for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
                            ("TRANSFORMERS_VERBOSITY", "error"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
             os.environ.setdefault(key, value)
+    if not sys.stderr.isatty():  # in a log file a progress bar is one ever-growing line: none at all (tqdm reads it)
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ragcun import __version__
+
+        console.print(f"ragcun {__version__}", highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging, library messages included."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print ragcun's version and exit."),
+) -> None:
     setup_logging(verbose)
 
 

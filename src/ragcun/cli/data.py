@@ -77,7 +77,7 @@ def triplets(
     bm25_top_k: int = typer.Option(100, "--bm25-top-k", help="Sample negatives from this many BM25 candidates."),
     val_candidates: int = typer.Option(30, "--val-candidates", help="BM25 top docs per validation query kept."),
     val_corpus_size: int = typer.Option(2000, "--val-corpus-size", help="Validation corpus size (random padding)."),
-    seed: int = typer.Option(42, "--seed"),
+    seed: int = typer.Option(42, "--seed", help="Random seed (sampling, negatives, validation split)."),
     fmt: str = typer.Option("hf", "--format", help="hf (datasets save_to_disk) or jsonl."),
     threads: int = typer.Option(0, "--threads", help="bm25s retrieval threads (0 = in the main thread)."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
@@ -146,7 +146,7 @@ def pairs(
     crop_min: float = typer.Option(0.1, "--crop-min", help="Smallest crop, as a fraction of the passage."),
     crop_max: float = typer.Option(0.5, "--crop-max", help="Largest crop, as a fraction of the passage."),
     min_words: int = typer.Option(10, "--min-words", help="Skip passages shorter than this."),
-    seed: int = typer.Option(42, "--seed"),
+    seed: int = typer.Option(42, "--seed", help="Random seed (sampling, negatives, validation split)."),
     fmt: str = typer.Option("hf", "--format", help="hf or jsonl."),
 ) -> None:
     """Make unsupervised (anchor, positive) pairs from passages (Contriever crops, title->passage)."""

@@ -60,14 +60,14 @@ def isotropy(
     embeddings: list[Path] = typer.Option(None, "--embeddings", "-e", help="Saved (n, dim) .npy matrices; repeatable."),
     out: Path = typer.Option(Path("isotropy"), "--out", help="Output folder (JSON, CSV, PNG)."),
     label: list[str] = typer.Option(None, "--label", help="Display names, in the order embeddings then models."),
-    split: str = typer.Option("test", "--split"),
+    split: str = typer.Option("test", "--split", help="BEIR split whose qrels are used (test, dev, train)."),
     max_docs: int = typer.Option(10_000, "--max-docs", help="Sample this many corpus documents (0 = all)."),
     num_slices: int = typer.Option(1024, "--num-slices", help="Random slices for the SIGReg statistic."),
-    seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    max_seq_length: int = typer.Option(None, "--max-seq-length"),
-    data_dir: str = typer.Option(None, "--data-dir"),
-    no_plots: bool = typer.Option(False, "--no-plots"),
+    seed: int = typer.Option(0, "--seed", help="Random seed (sampling)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
+    max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to N tokens (default: the model's own)."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Where BEIR datasets live (default: $RAGCUN_DATA_DIR)."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Write tables only, no PNG figures."),
 ) -> None:
     """How close embeddings are to N(0, I): covariance error, IsoScore, effective rank, SIGReg, norms."""
     from ragcun.evaluation.isotropy import analyze
@@ -92,18 +92,18 @@ def isotropy(
 
 @app.command("evaluate-rag")
 def evaluate_rag_cmd(
-    model: str = typer.Option(..., "--model", "-m"),
-    dataset: str = typer.Option(..., "--dataset", "-d"),
-    split: str = typer.Option("test", "--split"),
+    model: str = typer.Option(..., "--model", "-m", help="Model: a local directory, an alias or a Hub id."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="BEIR dataset name or folder."),
+    split: str = typer.Option("test", "--split", help="BEIR split whose qrels are used (test, dev, train)."),
     score: str = typer.Option(None, "--score", help=_SCORE_HELP),
     negatives: int = typer.Option(100, "--negatives", help="Random negatives sampled per query."),
-    seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    max_seq_length: int = typer.Option(None, "--max-seq-length"),
+    seed: int = typer.Option(0, "--seed", help="Random seed (sampling)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
+    max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to N tokens (default: the model's own)."),
     output: Path = typer.Option(None, "--output", "-o", help="Results JSON."),
     plot: Path = typer.Option(None, "--plot", help="Reliability diagram (PNG)."),
-    data_dir: str = typer.Option(None, "--data-dir"),
-    no_cache: bool = typer.Option(False, "--no-cache"),
+    data_dir: str = typer.Option(None, "--data-dir", help="Where BEIR datasets live (default: $RAGCUN_DATA_DIR)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Encode again instead of reusing the corpus embedding cache."),
 ) -> None:
     """RAG diagnostics: Recall@10, MRR, score separation, ROC-AUC, calibration (ECE), norm vs success."""
     from ragcun.evaluation.rag import evaluate_rag
@@ -131,8 +131,8 @@ def report(
     isotropy_files: list[Path] = typer.Option(None, "--isotropy", help="isotropy.json files to tabulate beside."),
     metrics: str = typer.Option("ndcg@10,recall@100,mrr@10,map@100", "--metrics", help="Comma-separated metrics."),
     permutations: int = typer.Option(10_000, "--permutations", help="Sign flips for the randomisation test."),
-    alpha: float = typer.Option(0.05, "--alpha"),
-    no_plots: bool = typer.Option(False, "--no-plots"),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the † marks."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Write tables only, no PNG figures."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of the table."),
 ) -> None:
     """Comparison tables (Markdown, LaTeX, CSV), paired significance, isotropy table and bar charts."""

@@ -9,14 +9,10 @@ from pathlib import Path
 import typer
 
 from ragcun.cli.app import USER_ERRORS, app, console, fail
+from ragcun.progress import wanted
 
 logger = logging.getLogger(__name__)
 
-
-def _quiet() -> None:
-    """FAISS logs which SIMD build it tried at INFO; that is noise on a search command line."""
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        logging.getLogger("faiss").setLevel(logging.WARNING)
 
 index_app = typer.Typer(help="Build and inspect saved retrieval indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
@@ -29,6 +25,8 @@ def index_build(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (replaced atomically)."),
     index: str = typer.Option("flat", "--index", help="flat (exact) | ivf | hnsw."),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
+    max_seq_length: int = typer.Option(None, "--max-seq-length",
+                                       help="Truncate documents and queries to N tokens (kept in the index)."),
     chunk_size: int = typer.Option(4096, "--chunk-size", help="Documents read from the file per step (bounds memory)."),
     limit: int = typer.Option(None, "--limit", help="Index only the first N documents."),
     nlist: int = typer.Option(None, "--nlist", help="IVF: number of cells (default ≈ sqrt(n))."),
@@ -47,7 +45,6 @@ def index_build(
     from ragcun.data.documents import count_lines, read_documents
     from ragcun.retrieval import GaussianRetriever
 
-    _quiet()
     index = index.lower()
     if index not in ("flat", "ivf", "hnsw"):
         raise fail(f"--index must be flat, ivf or hnsw, got {index!r}")
@@ -68,7 +65,8 @@ def index_build(
     elif index == "hnsw":
         params = {"M": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
     try:
-        retriever = GaussianRetriever(model, index=index, device=device, batch_size=batch_size, **params)
+        retriever = GaussianRetriever(model, index=index, device=device, batch_size=batch_size,
+                                      max_seq_length=max_seq_length, **params)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     total = count_lines(docs)
@@ -79,7 +77,7 @@ def index_build(
         records = itertools.islice(records, limit)
     logger.info("indexing %s with %s (%s index, dim %d)", docs, model, index, retriever.dimension)
     try:
-        with tqdm(total=total, unit="doc", desc="encoding", dynamic_ncols=True) as bar:
+        with tqdm(total=total, unit="doc", desc="encoding", dynamic_ncols=True, disable=not wanted()) as bar:
             n = retriever.add_stream(records, chunk_size=chunk_size, batch_size=batch_size, progress=bar.update)
         if n == 0:
             raise fail(f"{docs}: no documents found")
@@ -116,7 +114,6 @@ def search(
 
     from ragcun.retrieval import GaussianRetriever
 
-    _quiet()
     if k <= 0:
         raise fail(f"-k must be positive, got {k}")
     try:

@@ -77,13 +77,29 @@ def train(
 def preflight(
     config: Path = typer.Argument(None, help="TOML config to check (data, model, a real training step)."),
     set_: list[str] = typer.Option(None, "--set", "-s", help="Override a config key (repeatable)."),
-    steps: int = typer.Option(2, help="Real training steps to run on a tiny batch."),
+    steps: int = typer.Option(2, "--steps", help="Real training steps to run on a tiny batch (per arm)."),
 ) -> None:
-    """Check GPUs, disk, dependencies, the config's data and model, and run two real training steps."""
-    cfg = _config(config, set_)
+    """Check GPUs, disk, dependencies, the config's data and model, and run two real training steps.
+
+    On an experiment config (configs/demo.toml, configs/paper.toml) it checks the triplet sources and
+    evaluation datasets, builds a few triplets as the run would, and runs the steps for every arm.
+    """
     from ragcun.training.preflight import print_report, run_preflight
 
-    results = run_preflight(cfg, steps=steps)
+    if steps < 1:
+        raise fail(f"--steps must be >= 1, got {steps}")
+    try:
+        from ragcun.experiment.preflight import is_experiment_config, run_experiment_preflight
+
+        experiment = config is not None and is_experiment_config(config)
+        if experiment:
+            from ragcun.experiment import load_experiment
+
+            results = run_experiment_preflight(load_experiment(config), steps=steps, overrides=set_)
+    except USER_ERRORS as exc:
+        raise fail(str(exc)) from None
+    if not experiment:
+        results = run_preflight(_config(config, set_), steps=steps)
     print_report(results, console)
     if any(r.status == "fail" for r in results):
         raise typer.Exit(1)

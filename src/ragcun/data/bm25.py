@@ -22,6 +22,7 @@ import numpy as np
 from ragcun.fingerprint import texts_fingerprint
 from ragcun.io import atomic_path, write_json
 from ragcun.paths import cache_dir
+from ragcun.progress import wanted
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def mine_candidates(
     ranks: list[np.ndarray] = []
     excluded: list[dict[int, int]] = []
     t0 = time.perf_counter()
-    with tqdm(total=len(queries), desc="BM25 mining", unit="q", disable=not show_progress) as bar:
+    with tqdm(total=len(queries), desc="BM25 mining", unit="q", disable=not wanted(show_progress)) as bar:
         for start in range(0, len(queries), batch_size):
             qs = queries[start : start + batch_size]
             ex = exclude[start : start + batch_size]

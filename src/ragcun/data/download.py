@@ -21,6 +21,7 @@ from pathlib import Path
 from ragcun.data.beir import BEIR_DATASETS, expand_dataset_names
 from ragcun.io import atomic_path, safe_extract
 from ragcun.paths import beir_candidates, data_dir
+from ragcun.progress import wanted
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def download_file(
             total = int(length) if length and length.isdigit() else None
             bar = tqdm(
                 total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc or dest.name, disable=not progress, leave=False,
+                desc=desc or dest.name, disable=not wanted(progress), leave=False,
             )
             with bar:
                 while True:

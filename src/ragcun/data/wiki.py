@@ -23,6 +23,7 @@ from typing import Any
 
 from ragcun.data.beir import DataFormatError, iter_jsonl
 from ragcun.io import atomic_path, write_json
+from ragcun.progress import wanted
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def build_wiki_passages(
     out = Path(out)
     n_articles = n_pass = 0
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        bar = tqdm(total=num_passages, desc="passages", unit="p", disable=not show_progress)
+        bar = tqdm(total=num_passages, desc="passages", unit="p", disable=not wanted(show_progress))
         with bar:
             for art in articles:
                 n_articles += 1

@@ -29,6 +29,7 @@ import numpy as np
 from ragcun.fingerprint import model_fingerprint, texts_fingerprint
 from ragcun.io import atomic_path, write_json
 from ragcun.paths import cache_dir
+from ragcun.progress import wanted
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def encode_texts(
     emb = fn(
         list(texts),
         batch_size=batch_size,
-        show_progress_bar=show_progress_bar,
+        show_progress_bar=wanted(show_progress_bar),
         convert_to_numpy=True,
         normalize_embeddings=False,
     )
@@ -334,13 +335,18 @@ def load_model(model: Any, device: str | None = None, max_seq_length: int | None
         name = getattr(card, "model_name", None) or getattr(card, "base_model", None) if card is not None else None
         name = str(name or type(model).__name__)
     if max_seq_length is not None:
-        if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1:
-            raise ValueError(f"max_seq_length must be a positive integer, got {max_seq_length!r}")
-        limit = position_limit(model)
-        if limit is not None and max_seq_length > limit:
-            raise ValueError(f"max_seq_length={max_seq_length} is above what {name} can take ({limit} tokens)")
-        model.max_seq_length = int(max_seq_length)
+        set_max_seq_length(model, max_seq_length, name)
     return model, name
+
+
+def set_max_seq_length(model: Any, max_seq_length: int, name: str = "the model") -> None:
+    """Truncate the model's inputs to ``max_seq_length`` tokens, refusing more than it can take."""
+    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1:
+        raise ValueError(f"max_seq_length must be a positive integer, got {max_seq_length!r}")
+    limit = position_limit(model)
+    if limit is not None and max_seq_length > limit:
+        raise ValueError(f"max_seq_length={max_seq_length} is above what {name} can take ({limit} tokens)")
+    model.max_seq_length = int(max_seq_length)
 
 
 def position_limit(model: Any) -> int | None:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from sentence_transformers.base.evaluation import BaseEvaluator
 
+from ragcun.progress import wanted
+
 logger = logging.getLogger(__name__)
 
 #: The isotropy numbers a validation logs (all of them are in ``ragcun isotropy``).
@@ -65,7 +67,7 @@ class RetrievalEvaluator(BaseEvaluator):
 
     def _encode(self, model: Any, texts: list[str], kind: str) -> np.ndarray:
         fn: Callable[..., Any] = getattr(model, f"encode_{kind}", None) or model.encode
-        emb = fn(texts, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=self.show_progress)
+        emb = fn(texts, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=wanted(self.show_progress))
         return emb.float().cpu().numpy()
 
     def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:

@@ -61,6 +61,7 @@ def build_manifest(self: GaussianRetriever) -> dict[str, Any]:
             "fingerprint": self.fingerprint,
             "fingerprint_method": FINGERPRINT_METHOD,
             "normalized": is_normalized(self.model),
+            "max_seq_length": getattr(self.model, "max_seq_length", None),
         },
         "batch_size": self.batch_size,
         "dimension": self.dimension,
@@ -196,6 +197,9 @@ def load(
         loaded, name, location = cls._resolve_model(model, device)
         if not isinstance(model, str | os.PathLike):
             name, location = mm.get("name"), mm.get("location")
+    seq = mm.get("max_seq_length")
+    if model is None and isinstance(seq, int) and getattr(loaded, "max_seq_length", seq) != seq:
+        loaded.max_seq_length = seq  # the truncation the index was built with (part of the fingerprint)
     model_dim = cls._model_dimension(loaded)
     if model_dim != dim:
         raise DimensionMismatchError(f"{directory}: index dimension {dim} but the model {name!r} produces {model_dim}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,23 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def relevance_score(distance: float, dim: int, scale: float | None = None) -> float:
+    """A relevance in (0, 1] from a true L2 ``distance``, for frameworks that need one (LangChain, LlamaIndex).
+
+    ``1 / (1 + distance / scale)`` with ``scale = sqrt(2 * dim)`` by default: 1 for an identical
+    embedding, ½ at the distance two independent N(0, I) vectors typically have (their squared
+    distance averages ``2 * dim``), falling towards 0 beyond. It is monotone in distance, so it ranks
+    exactly as L2 does; for unit-norm (cosine) models, whose distances are at most 2, pass a smaller
+    ``scale`` (e.g. ``1``) to spread the scores.
+    """
+    if not math.isfinite(distance) or distance < 0:
+        raise ValueError(f"distance must be a finite number >= 0, got {distance!r}")
+    s = math.sqrt(2.0 * dim) if scale is None else float(scale)
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    return 1.0 / (1.0 + distance / s)
 
 
 def _model_name(model: Any) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ragcun.data.documents import check_metadata, read_documents
 from ragcun.fingerprint import model_fingerprint
+from ragcun.progress import wanted
 from ragcun.retrieval.errors import (
     DimensionMismatchError,
     IndexCorruptError,
@@ -57,6 +58,8 @@ class GaussianRetriever:
             derived from the model); ``load`` uses it to reload the model.
         device: device for a model loaded here.
         batch_size: default encoding batch size.
+        max_seq_length: truncate inputs to this many tokens (checked against the model's limit; kept
+            in the manifest, so ``load`` applies it again).
         **index_params: ``nlist``/``nprobe`` (IVF), ``M``/``ef_construction``/``ef_search``/
             ``compact_ratio`` (HNSW).
 
@@ -76,11 +79,16 @@ class GaussianRetriever:
         batch_size: int = 64,
         store: DocumentStore | None = None,
         next_id: int = 0,
+        max_seq_length: int | None = None,
         **index_params: Any,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model, name, location = self._resolve_model(model, device)
+        if max_seq_length is not None:
+            from ragcun.evaluation.encode import set_max_seq_length
+
+            set_max_seq_length(self.model, max_seq_length, model_name or name)
         self.model_name = model_name or name
         self.model_location = location
         self.batch_size = int(batch_size)
@@ -114,7 +122,7 @@ class GaussianRetriever:
         enc = getattr(self.model, "encode_document", None) or self.model.encode
         with self._encode_lock:
             x = enc(list(texts), batch_size=batch_size or self.batch_size, convert_to_numpy=True,
-                    show_progress_bar=show_progress_bar)
+                    show_progress_bar=wanted(show_progress_bar))
         return self._check_dim(np.asarray(x, dtype=np.float32))
 
     def encode_queries(self, queries: Sequence[str], batch_size: int | None = None) -> np.ndarray:

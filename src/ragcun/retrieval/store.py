@@ -81,6 +81,11 @@ class DocumentStore:
             return None
         return row[0], (json.loads(row[1]) if row[1] is not None else None), float(row[2])
 
+    def ids(self) -> list[str]:
+        """Every stored id, in insertion order."""
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT id FROM documents ORDER BY iid")]
+
     def get_info(self, key: str) -> str | None:
         with self._lock:
             row = self._conn.execute("SELECT value FROM info WHERE key=?", (key,)).fetchone()

@@ -31,6 +31,7 @@ from torch import nn
 from ragcun.fingerprint import model_fingerprint, text_key
 from ragcun.io import atomic_path
 from ragcun.paths import cache_dir
+from ragcun.progress import wanted
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def encode_base(
     order = np.argsort([-len(t) for t in texts], kind="stable")
     out: np.ndarray | None = None
     try:
-        for start in tqdm(range(0, len(texts), batch_size), desc="encoding base features", disable=not show_progress,
+        for start in tqdm(range(0, len(texts), batch_size), desc="encoding base features", disable=not wanted(show_progress),
                           unit="batch"):
             idx = order[start : start + batch_size]
             features: dict[str, Any] = encoder.preprocess([texts[i] for i in idx])

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 import types
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from ragcun.io import write_json
+from ragcun.progress import wanted
 from ragcun.training.callbacks import (
     BestModelCallback,
     last_complete_checkpoint,
@@ -125,10 +125,11 @@ def build_training_args(cfg: TrainConfig, world_size: int = 1, has_evaluator: bo
         report_to=report_to,
         batch_sampler=cfg.batch_sampler,
         dataloader_num_workers=cfg.dataloader_num_workers,
+        dataloader_pin_memory=bool(cuda),  # pinning helps only a GPU copy (on CPU torch warns every epoch)
         ddp_backend=cfg.ddp_backend or (None if cuda else ("gloo" if world_size > 1 else None)),
         ddp_find_unused_parameters=True,  # e.g. BERT pooler weights get no gradient under mean pooling
         use_cpu=cfg.use_cpu,
-        disable_tqdm=not sys.stderr.isatty(),  # a bar on a terminal; in a log file, the one-line step logs
+        disable_tqdm=not wanted(),  # a bar on a terminal; in a log file, the one-line step logs
     )
     if cfg.gradient_checkpointing and not fast:
         import dataclasses

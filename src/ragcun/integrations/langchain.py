@@ -1,0 +1,161 @@
+"""LangChain adapters that rank by true L2 distance (``pip install ragcun[langchain]``).
+
+LangChain's own wrappers get a ragcun model wrong: ``HuggingFaceEmbeddings`` with
+``InMemoryVectorStore`` ranks by cosine, throwing away the norm the head was trained to carry, and
+the FAISS store ranks by L2 but its relevance scores fall outside [0, 1], so a score-threshold
+retriever returns nothing. These adapters keep ragcun's ranking::
+
+    from ragcun.integrations.langchain import GaussianVectorStore
+
+    store = GaussianVectorStore.from_texts(texts, embedding="runs/demo/arms/isotropy/best")
+    store.similarity_search_with_score("capital of France", k=5)   # (Document, L2 distance)
+    retriever = store.as_retriever(search_type="similarity_score_threshold",
+                                   search_kwargs={"score_threshold": 0.6, "k": 10})
+
+Every returned ``Document`` carries ``metadata["ragcun"] = {"distance", "norm", "relevance", "rank"}``
+beside the caller's metadata; relevance is :func:`ragcun.retrieval.results.relevance_score`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.vectorstores import VectorStore
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("the LangChain adapter needs langchain-core: pip install 'ragcun[langchain]'") from e
+
+from ragcun.retrieval.results import SearchResult, relevance_score, resolve_retriever_model
+from ragcun.retrieval.retriever import GaussianRetriever
+
+__all__ = ["GaussianEmbeddings", "GaussianVectorStore"]
+
+
+class GaussianEmbeddings(Embeddings):
+    """LangChain ``Embeddings`` over a ragcun model: unnormalised vectors, query/document prompts kept.
+
+    Use it with any LangChain store that ranks by L2 (FAISS); stores that rank by cosine lose the norm.
+    """
+
+    def __init__(self, model: Any, *, batch_size: int = 64, device: str | None = None) -> None:
+        self.model, self.model_name, _ = resolve_retriever_model(model, device)
+        self.batch_size = int(batch_size)
+
+    def _encode(self, fn_name: str, texts: list[str]) -> list[list[float]]:
+        fn = getattr(self.model, fn_name, None) or self.model.encode
+        x = fn(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(x, dtype=np.float32).tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._encode("encode_document", list(texts))
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._encode("encode_query", [text])[0]
+
+
+def _document(hit: SearchResult, relevance: float) -> Document:
+    meta = dict(hit.metadata or {})
+    meta["ragcun"] = {"distance": hit.distance, "norm": hit.norm, "relevance": relevance, "rank": hit.rank}
+    return Document(id=hit.id, page_content=hit.text, metadata=meta)
+
+
+class GaussianVectorStore(VectorStore):
+    """A LangChain ``VectorStore`` backed by :class:`~ragcun.GaussianRetriever` (FAISS, L2).
+
+    ``similarity_search_with_score`` returns the true L2 distance (lower is nearer), as LangChain's
+    FAISS store does; ``similarity_search_with_relevance_scores`` and the score-threshold retriever
+    use :func:`relevance_score` (in (0, 1], ½ at the typical distance between independent N(0, I)
+    vectors; ``distance_scale`` overrides that distance).
+
+    Args:
+        retriever: the retriever to wrap (its documents, index type and model).
+        distance_scale: the distance mapped to relevance ½ (default ``sqrt(2 * dim)``).
+    """
+
+    def __init__(self, retriever: GaussianRetriever, *, distance_scale: float | None = None) -> None:
+        if not isinstance(retriever, GaussianRetriever):
+            raise TypeError(f"retriever must be a GaussianRetriever, got {type(retriever).__name__}")
+        self.retriever = retriever
+        self.distance_scale = distance_scale
+        relevance_score(0.0, retriever.dimension, distance_scale)  # checks the scale once, here
+        self._embeddings: GaussianEmbeddings | None = None
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def from_texts(cls, texts: list[str], embedding: Any, metadatas: list[dict] | None = None, *,
+                   ids: list[str] | None = None, distance_scale: float | None = None,
+                   **retriever_kwargs: Any) -> GaussianVectorStore:
+        """A new store over ``texts``; ``embedding`` is a :class:`GaussianEmbeddings`, a model or a path."""
+        model = embedding.model if isinstance(embedding, GaussianEmbeddings) else embedding
+        store = cls(GaussianRetriever(model, **retriever_kwargs), distance_scale=distance_scale)
+        store.add_texts(texts, metadatas, ids=ids)
+        return store
+
+    @classmethod
+    def load(cls, directory: str | Path, *, distance_scale: float | None = None, **load_kwargs: Any
+             ) -> GaussianVectorStore:
+        """Open an index saved by :meth:`save` or ``GaussianRetriever.save`` (see ``GaussianRetriever.load``)."""
+        return cls(GaussianRetriever.load(directory, **load_kwargs), distance_scale=distance_scale)
+
+    def save(self, directory: str | Path) -> Path:
+        """Save atomically, as ``GaussianRetriever.save`` does."""
+        return self.retriever.save(directory)
+
+    @property
+    def embeddings(self) -> GaussianEmbeddings:
+        if self._embeddings is None:
+            self._embeddings = GaussianEmbeddings(self.retriever.model, batch_size=self.retriever.batch_size)
+        return self._embeddings
+
+    # ---------------------------------------------------------------- documents
+    def add_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, *,
+                  ids: list[str | None] | None = None, **kwargs: Any) -> list[str]:
+        """Encode and add ``texts``; missing ids get a random UUID, as LangChain's stores do."""
+        texts = list(texts)
+        given = list(ids) if ids is not None else [None] * len(texts)
+        if len(given) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(given)} ids")
+        final = [str(i) if i is not None else uuid.uuid4().hex for i in given]
+        return self.retriever.add_documents(texts, ids=final, metadata=metadatas)
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Remove ``ids`` (every document when ``None``); unknown ids raise ``KeyError``."""
+        targets = self.retriever.store.ids() if ids is None else list(ids)
+        self.retriever.remove(targets)
+        return True
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        out = []
+        for i in ids:
+            row = self.retriever.get(i)
+            if row is not None:
+                out.append(Document(id=i, page_content=row["text"], metadata=dict(row["metadata"] or {})))
+        return out
+
+    # ---------------------------------------------------------------- search
+    def _relevance(self, distance: float) -> float:
+        return relevance_score(distance, self.retriever.dimension, self.distance_scale)
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        return self._relevance
+
+    def _hits(self, hits: list[SearchResult]) -> list[tuple[Document, float]]:
+        return [(_document(h, self._relevance(h.distance)), h.distance) for h in hits]
+
+    def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+        """``(Document, L2 distance)`` pairs, nearest first."""
+        return self._hits(self.retriever.retrieve(query, top_k=k))
+
+    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
+
+    def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
+        hits = self.retriever.search_embeddings(np.asarray(embedding, dtype=np.float32), top_k=k)[0]
+        return [doc for doc, _ in self._hits(hits)]

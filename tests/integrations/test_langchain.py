@@ -1,0 +1,89 @@
+"""The LangChain adapter against the real langchain-core: the same hits as GaussianRetriever."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.integrations.conftest import QUERIES
+
+pytest.importorskip("langchain_core")
+
+from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
+
+from ragcun.integrations.langchain import GaussianEmbeddings, GaussianVectorStore  # noqa: E402
+from ragcun.retrieval.results import relevance_score  # noqa: E402
+
+
+def test_store_ranks_exactly_as_the_retriever(retriever):
+    store = GaussianVectorStore(retriever)
+    for q in QUERIES:
+        want = retriever.retrieve(q, top_k=10)
+        got = store.similarity_search_with_score(q, k=10)
+        assert [d.id for d, _ in got] == [h.id for h in want]
+        assert [s for _, s in got] == pytest.approx([h.distance for h in want])
+        first = got[0][0].metadata["ragcun"]
+        assert first["rank"] == 1 and first["norm"] == pytest.approx(want[0].norm)
+        # the caller's metadata survives beside ragcun's
+        assert set(want[0].metadata or {}) <= set(got[0][0].metadata)
+
+
+def test_relevance_in_unit_interval_and_threshold_retriever_works(retriever):
+    store = GaussianVectorStore(retriever)
+    scored = store.similarity_search_with_relevance_scores(QUERIES[0], k=10)
+    rel = [s for _, s in scored]
+    assert all(0.0 < s <= 1.0 for s in rel) and rel == sorted(rel, reverse=True)
+    d = [h.distance for h in retriever.retrieve(QUERIES[0], top_k=10)]
+    assert rel == pytest.approx([1 / (1 + x / math.sqrt(2 * retriever.dimension)) for x in d])
+    # LangChain's own score-threshold retriever: keeps exactly the hits at or above the threshold
+    cut = rel[4]
+    lc = store.as_retriever(search_type="similarity_score_threshold", search_kwargs={"score_threshold": cut, "k": 10})
+    docs = lc.invoke(QUERIES[0])
+    assert [x.id for x in docs] == [x.id for x, s in scored if s >= cut] and len(docs) >= 5
+
+
+def test_add_get_delete_and_from_texts_round_trip(gaussian_minilm, scifact_docs, tmp_path):
+    texts = [d["text"] for d in scifact_docs[:20]]
+    store = GaussianVectorStore.from_texts(texts[:10], GaussianEmbeddings(gaussian_minilm),
+                                           metadatas=[{"n": i} for i in range(10)], ids=[f"a{i}" for i in range(10)])
+    new = store.add_texts(texts[10:12])  # no ids: LangChain-style UUIDs
+    assert len(new) == 2 and all(len(i) == 32 for i in new)
+    assert [d.metadata for d in store.get_by_ids(["a3", "missing"])] == [{"n": 3}]
+    store.delete(["a3"])
+    assert store.get_by_ids(["a3"]) == [] and len(store.retriever) == 11
+    store.save(tmp_path / "idx")
+    back = GaussianVectorStore.load(tmp_path / "idx")
+    q = QUERIES[1]
+    assert [d.id for d in back.similarity_search(q, k=5)] == [d.id for d in store.similarity_search(q, k=5)]
+    back.delete()
+    assert len(back.retriever) == 0
+    with pytest.raises(KeyError, match="unknown document ids"):
+        store.delete(["nope"])
+
+
+def test_embeddings_keep_the_norm_and_search_by_vector(retriever):
+    emb = GaussianVectorStore(retriever).embeddings
+    v = np.asarray(emb.embed_query(QUERIES[2]))
+    assert v.shape == (retriever.dimension,) and not np.isclose(np.linalg.norm(v), 1.0, atol=1e-2)
+    by_vec = GaussianVectorStore(retriever).similarity_search_by_vector(v.tolist(), k=5)
+    assert [d.id for d in by_vec] == [h.id for h in retriever.retrieve(QUERIES[2], top_k=5)]
+
+
+def test_cosine_store_ranks_differently_which_is_why_the_adapter_exists(retriever, scifact_docs):
+    """LangChain's InMemoryVectorStore ranks by cosine: with the same (unnormalised) vectors its top-5
+    differs from the L2 top-5 on at least one of these queries."""
+    emb = GaussianEmbeddings(retriever.model)
+    mem = InMemoryVectorStore(emb)
+    mem.add_texts([d["text"] for d in scifact_docs], ids=[d["id"] for d in scifact_docs])
+    differs = [q for q in QUERIES
+               if [d.id for d in mem.similarity_search(q, k=5)] != [h.id for h in retriever.retrieve(q, top_k=5)]]
+    assert differs
+
+
+def test_bad_scale_is_refused(retriever):
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+        GaussianVectorStore(retriever, distance_scale=float("nan"))
+    with pytest.raises(ValueError, match="distance must be a finite number"):
+        relevance_score(-1.0, 8)

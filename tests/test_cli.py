@@ -1,0 +1,36 @@
+"""The `ragcun` command as a whole: --version, and help text for every option of every command."""
+
+from __future__ import annotations
+
+import typer
+from typer.testing import CliRunner
+
+import ragcun
+from ragcun.cli import app
+
+
+def _commands(cmd, path: str = "ragcun"):
+    yield path, cmd
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from _commands(sub, f"{path} {name}")
+
+
+def test_version():
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"ragcun {ragcun.__version__}"
+
+
+def test_every_option_has_help_and_every_command_a_docstring():
+    root = typer.main.get_command(app)
+    missing = []
+    seen = 0
+    for path, cmd in _commands(root):
+        if not (cmd.help or "").strip():
+            missing.append(path)
+        for p in cmd.params:
+            if type(p).__name__.endswith("Option") and p.name != "help":
+                seen += 1
+                if not (p.help or "").strip():
+                    missing.append(f"{path} {p.opts[0]}")
+    assert seen > 50, seen  # the walk really reached the commands
+    assert not missing, f"no help text: {missing}"
