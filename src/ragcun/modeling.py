@@ -363,3 +363,13 @@ def submodel(model: SentenceTransformer, modules: list[nn.Module]) -> SentenceTr
     sub = SentenceTransformer(modules=modules, device=str(model.device), prompts=dict(model.prompts or {}),
                               default_prompt_name=model.default_prompt_name, similarity_fn_name="cosine")
     return sub
+
+
+def run_info(model_dir: str | Path) -> dict[str, Any] | None:
+    """What a trained ragcun model records about its run (``ragcun_config.json``: ``run``), if anything."""
+    try:
+        cfg = json.loads((Path(model_dir) / RAGCUN_CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    run = cfg.get("run") if isinstance(cfg, dict) else None
+    return run if isinstance(run, dict) and run.get("name") else None

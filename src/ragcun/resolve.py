@@ -119,6 +119,17 @@ def assemble_split_zip(parts: list[Path], target: Path, expected: dict[str, str]
     return target
 
 
+def hub_id(name: str | os.PathLike) -> str | None:
+    """The Hugging Face Hub id a model name stands for (an alias's official id, or an ``org/name``), or None
+    for a local directory."""
+    key = _alias_key(str(name))
+    if key is not None:
+        return "sentence-transformers/" + {"all-minilm-l6-v2": "all-MiniLM-L6-v2"}.get(key, key)
+    if Path(name).expanduser().exists() or str(name).count("/") != 1:
+        return None
+    return str(name)
+
+
 def resolve_model(name: str | os.PathLike) -> ResolvedModel:
     """Resolve ``name`` without loading it. Raises ModelNotFoundError for unknown aliases
     whose package is missing only if ``$HF_HUB_OFFLINE`` is set; otherwise falls to the Hub."""
@@ -134,8 +145,7 @@ def resolve_model(name: str | os.PathLike) -> ResolvedModel:
         if local is not None:
             return ResolvedModel(str(name), str(local), "package")
         logger.info("%s: package %s not installed; trying the Hugging Face Hub", name, package)
-        hub_id = f"sentence-transformers/{key.replace('minilm', 'MiniLM')}" if "/" not in str(name) else str(name)
-        return ResolvedModel(str(name), hub_id, "hub")
+        return ResolvedModel(str(name), hub_id(name) or str(name), "hub")
     return ResolvedModel(str(name), str(name), "hub")
 
 

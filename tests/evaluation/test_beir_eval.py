@@ -63,6 +63,13 @@ def test_minilm_on_scifact_slice(scifact_slice, minilm, tmp_path):
         assert m[k] == pytest.approx(v, abs=1e-6), k
     back = read_run(run_file)
     assert set(back) == set(qids) and all(len(v) == n_docs for v in back.values())
+    # the TREC qrels written beside the run: trec_eval-style tools score the pair to ragcun's numbers
+    from ragcun.evaluation.metrics import read_qrels
+
+    trec_qrels = read_qrels(run_file.with_suffix(".qrels"))
+    assert set(back) <= set(trec_qrels) and all(trec_qrels[q] == qrels[q] for q in trec_qrels)
+    again, _ = evaluate_run(trec_qrels, back)
+    assert again["ndcg@10"] == pytest.approx(m["ndcg@10"], abs=1e-9)
 
     # MiniLM's vectors are unit-norm: ranking by L2 gives the same metrics as cosine, re-scored from the cache
     res_l2 = evaluate_model(minilm, [str(scifact_slice)], score="l2", show_progress_bar=False)

@@ -129,6 +129,36 @@ def test_rerun_skips_finished_stages(experiment):
     run_experiment(cfg)
     after = {p: p.stat().st_mtime_ns for p in (run / "results").glob("*.json")}
     assert before == after
+    card = (run / "arms" / "isotropy" / "best" / "README.md").read_text()
+    assert card.count("<!-- ragcun:results -->") == 1  # replaced on the rerun, not added twice
+
+
+def test_model_cards_and_names_come_from_the_experiment(experiment):
+    """Each arm's card holds its test-set results (the report's numbers), isotropy and training; results,
+    run files and ``ragcun evaluate`` name the model by experiment and arm, never "best"."""
+    from ragcun.evaluation.beir_eval import evaluate_model
+    from ragcun.modeling import run_info
+
+    cfg, run, report = experiment
+    best = run / "arms" / "isotropy" / "best"
+    info = run_info(best)
+    assert info["name"] == "tiny/isotropy" and info["lambda_isotropy"] == 1.0 and info["train_examples"] > 0
+    assert run_info(run / "arms" / "frozen" / "best")["freeze_base"] is True  # the cached-feature path too
+    card = (best / "README.md").read_text()
+    (ds,) = report["datasets"]
+    ndcg = 100 * report["values"]["ndcg@10"]["isotropy"][ds]
+    assert "## ragcun evaluation: `tiny/isotropy`" in card and f"| {ndcg:.2f} |" in card
+    assert "SIGReg ratio" in card and "λ_iso = 1" in card and "model.similarity(q, d)" in card
+    assert card.index("<!-- ragcun:results -->") < card.index("## Model Details")
+    from sentence_transformers import SentenceTransformer
+
+    st_card = SentenceTransformer(str(best)).model_card_data
+    assert "tiny/isotropy" in (st_card.model_name or "") or "tiny/isotropy" in card
+    res = evaluate_model(str(best), load_experiment(cfg).evaluation.datasets[0], batch_size=16, max_seq_length=32, show_progress_bar=False,
+                         run_file=run / "eval-run.trec")
+    assert res["model"] == "tiny/isotropy"
+    first = next(iter((run / "eval-run.trec").read_text().splitlines()))
+    assert first.split()[-1] == "tiny_isotropy-l2"
 
 
 def test_config_errors_name_the_file(tmp_path):
@@ -210,3 +240,27 @@ def test_cli_log_is_quiet_when_not_a_terminal(tmp_path, beir_slice, tiny_model_p
     found = [c for c in CHATTER if c in log]
     assert not found, f"chatter on the log: {found}"
     assert max(len(line) for line in log.splitlines()) <= 400
+
+
+@pytest.mark.slow
+def test_every_latex_table_compiles(experiment, tmp_path):
+    """Every .tex table the experiment writes compiles with pdflatex (booktabs, no raw Unicode).
+
+    Needs a TeX install: ``apt-get install texlive-latex-base texlive-latex-recommended``."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+    _, run, _ = experiment
+    tables = sorted((run / "report").glob("*.tex"))
+    assert len(tables) >= 5
+    for tex in tables:
+        body = tex.read_text()
+        assert all(ord(c) < 128 for c in body), f"{tex.name}: raw Unicode {[c for c in body if ord(c) >= 128][:5]}"
+        doc = tmp_path / f"doc-{tex.stem}.tex"
+        doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body
+                       + "\n\\end{document}\n")
+        res = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, f"{tex.name} does not compile:\n{res.stdout[-1500:]}"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ragcun.evaluation.encode import CorpusEmbeddings, encode_corpus, encode_texts, judged_queries, load_model
-from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_names, write_run
+from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_names, write_qrels, write_run
 from ragcun.evaluation.search import SIMILARITY_TO_SCORE, check_score, merge_topk, rescore, search_chunks
 from ragcun.fingerprint import model_fingerprint
 from ragcun.io import write_json
@@ -228,14 +228,16 @@ def evaluate_model(
         logger.info("%s: ndcg@10 %.4f  recall@100 %.4f", ds, aggregate.get("ndcg@10", float("nan")),
                     aggregate.get("recall@100", float("nan")))
         if run_file and is_main_process():
-            write_run(_run_file_for(run_file, ds, len(names) > 1), run, tag=_run_tag(name, score))
+            written = write_run(_run_file_for(run_file, ds, len(names) > 1), run, tag=_run_tag(name, score))
+            write_qrels(written.with_suffix(".qrels"), qrels)  # trec_eval QRELS RUN, beside it
     if output and is_main_process():
         write_json(output, out)
     return out
 
 
 def _run_tag(name: str, score: str) -> str:
-    base = Path(str(name)).name or "ragcun"
+    path = Path(str(name))
+    base = (path.name if path.exists() else str(name).replace("/", "_")) or "ragcun"  # a run name: demo_isotropy
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{base}-{score}")
 
 

@@ -327,9 +327,11 @@ def load_model(model: Any, device: str | None = None, max_seq_length: int | None
     """A loaded SentenceTransformer and a display name, from a path/alias or an already loaded model,
     truncating inputs to ``max_seq_length`` tokens (checked against what the model can take)."""
     if isinstance(model, str | os.PathLike):
+        from ragcun.modeling import run_info
         from ragcun.resolve import load_sentence_transformer
 
-        model, name = load_sentence_transformer(model, device=device), str(model)
+        name = (run_info(model) or {}).get("name") or str(model)  # a trained model is named by its run (demo/isotropy), not "best"
+        model = load_sentence_transformer(model, device=device)
     else:
         card = getattr(model, "model_card_data", None)
         name = getattr(card, "model_name", None) or getattr(card, "base_model", None) if card is not None else None

@@ -89,18 +89,23 @@ def eigenvalue_spectrum(spectra: Mapping[str, np.ndarray], path: str | os.PathLi
 
 
 def covariance_heatmap(embeddings: Mapping[str, np.ndarray], path: str | os.PathLike, max_dims: int = 64) -> Path:
-    """The covariance matrix (first ``max_dims`` dimensions) per model, colour scale symmetric around 0."""
+    """The covariance matrix (first ``max_dims`` dimensions) per model on one shared colour scale,
+    symmetric around 0, so the panels compare directly (N(0, I) is 1 on the diagonal, 0 elsewhere)."""
     plt = _plt()
     n = len(embeddings)
-    fig, axes = plt.subplots(1, n, figsize=(4.0 * n, 3.6), squeeze=False)
-    for ax, (label, emb) in zip(axes[0], embeddings.items(), strict=True):
-        x = np.asarray(emb, dtype=np.float64)[:, :max_dims]
-        cov = np.cov(x, rowvar=False)
-        lim = float(np.abs(cov).max()) or 1.0
+    covs = {label: np.cov(np.asarray(emb, dtype=np.float64)[:, :max_dims], rowvar=False)
+            for label, emb in embeddings.items()}
+    lim = max((float(np.abs(c).max()) for c in covs.values()), default=1.0) or 1.0
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.8, 3.6), squeeze=False, constrained_layout=True)
+    im = None
+    for ax, (label, cov) in zip(axes[0], covs.items(), strict=True):
         im = ax.imshow(cov, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-        ax.set_title(f"{label}\n(first {x.shape[1]} dims; I has 1 on the diagonal)", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle("Covariance", fontsize=10)
+        ax.set_title(f"{label} (first {cov.shape[0]} dims)", fontsize=8)
+        ax.set_xlabel("dimension")
+        ax.set_ylabel("dimension")
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), fraction=0.046, pad=0.02, label="covariance")
+    fig.suptitle("Covariance of the embeddings (N(0, I): 1 on the diagonal, 0 elsewhere)", fontsize=10)
     return _save(fig, path)
 
 
@@ -170,7 +175,8 @@ def metric_bar_chart(
     metric: str = "ndcg@10",
     errors: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Path:
-    """Grouped bars: one group per dataset (outer key), one bar per model (inner key); optional error bars."""
+    """Grouped bars: one group per dataset (outer key), one bar per model (inner key), with error bars
+    (``errors``: the half-width of each bar's 95% CI) and the legend outside the axes, never on a bar."""
     plt = _plt()
     datasets = list(values)
     models: list[str] = []
@@ -179,14 +185,16 @@ def metric_bar_chart(
             if m not in models:
                 models.append(m)
     width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(datasets) * max(1, len(models)) * 0.6 + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(datasets) * max(1, len(models)) * 0.6 + 2) + 1.6, 3.4),
+                           constrained_layout=True)
     x = np.arange(len(datasets))
     for j, m in enumerate(models):
         ys = [values[ds].get(m, np.nan) * 100 for ds in datasets]
         err = [(errors or {}).get(ds, {}).get(m, np.nan) * 100 for ds in datasets] if errors else None
         ax.bar(x + (j - (len(models) - 1) / 2) * width, ys, width, label=m, yerr=err, capsize=2)
     ax.set_xticks(x, datasets, rotation=20 if len(datasets) > 4 else 0)
+    ax.set_xlabel("dataset")
     ax.set_ylabel(f"{metric.upper()} (×100)")
-    ax.legend(fontsize=7)
-    ax.set_title(metric.upper(), fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(f"{metric.upper()}" + (" (mean, 95% CI over queries)" if errors else ""), fontsize=10)
     return _save(fig, path)

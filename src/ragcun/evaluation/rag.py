@@ -160,8 +160,10 @@ def rag_metrics_from_embeddings(
         "positives": int(y.sum()),
         "negatives_per_query": int(negatives_per_query),
         "seed": int(seed),
-        "recall@10": agg["recall@10"],
-        "mrr": agg[f"mrr@{max_pool}"],
+        # ranked within each query's pool (its positives + the sampled negatives), not the whole corpus:
+        # named apart from `ragcun evaluate`'s full-corpus recall@10 so the two are never compared
+        "pool_recall@10": agg["recall@10"],
+        "pool_mrr": agg[f"mrr@{max_pool}"],
         **separation(np.concatenate(pos_all), np.concatenate(neg_all)),
         "roc_auc": float(roc_auc_score(y, x)) if len(np.unique(y)) == 2 else float("nan"),
         "ece": ece,

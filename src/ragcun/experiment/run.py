@@ -53,7 +53,8 @@ def arm_config(exp: ExperimentConfig, arm: str, overrides: list[str] | None = No
     for text in overrides or []:
         key, value = parse_override(text)
         setattr(cfg, key, coerce(key, value, f"--set {key}"))
-    values = {**changes, "train_data": str(exp.data_dir), "output_dir": str(output_dir or exp.arm_dir(arm))}
+    out = Path(output_dir or exp.arm_dir(arm))
+    values = {"run_name": f"{exp.name}/{out.name}", **changes, "train_data": str(exp.data_dir), "output_dir": str(out)}
     if data_dir:
         values["data_dir"] = data_dir
     return cfg.replace(**values).validate()
@@ -231,9 +232,19 @@ def measure_approximate_search(exp: ExperimentConfig, views: list[View], data_di
 
 def report(exp: ExperimentConfig, result_files: dict[str, Path], isotropy_files: dict[str, Path],
            ann_file: Path | None) -> dict[str, Any]:
+    """The experiment's tables and figures; each arm's model card gets its own test results."""
+    from ragcun.modeling import run_info
     from ragcun.reporting import build_experiment_report
+    from ragcun.reporting.model_card import card_section, write_card_section
 
-    return build_experiment_report(exp, result_files, isotropy_files, ann_file)
+    rep = build_experiment_report(exp, result_files, isotropy_files, ann_file)
+    reference = "reference" if "reference" in rep["models"] else rep["baseline"]
+    in_domain = {ds: exp.in_domain(ds) for ds in rep["datasets"]}
+    for arm in exp.arms:
+        best = exp.arm_dir(arm) / "best"
+        if best.is_dir() and arm in rep["models"]:
+            write_card_section(best, card_section(arm, rep, reference, in_domain, run_info(best), str(best)))
+    return rep
 
 
 def run_experiment(

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from ragcun.io import write_json, write_text
-from ragcun.reporting.stats import paired_test
-from ragcun.reporting.tables import _csv, _fmt, _latex_escape, latex_table, markdown_table
+from ragcun.reporting.stats import mean_ci, paired_test
+from ragcun.reporting.tables import _csv, _fmt, _latex_escape, fmt_p, latex_table, markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,30 @@ def _labels(results: list[dict[str, Any]]) -> list[str]:
         else:
             labels.append(b)
     return labels
+
+
+def _ci_half_widths(results: list[dict[str, Any]], labels: list[str], datasets: list[str], metric: str
+                    ) -> dict[str, dict[str, float]]:
+    """Half-width of the 95% CI of each model's mean per-query ``metric`` (for the charts' error bars)."""
+    out: dict[str, dict[str, float]] = {}
+    for lab, r in zip(labels, results, strict=True):
+        for ds in datasets:
+            per_q = [v[metric] for v in r.get("per_query", {}).get(ds, {}).values() if metric in v]
+            if len(per_q) > 1:
+                mean, low, _ = mean_ci(per_q)
+                out.setdefault(ds, {})[lab] = mean - low
+    return out
+
+
+#: The isotropy table's columns: key -> readable name with the direction that is closer to N(0, I).
+ISOTROPY_COLUMNS = {
+    "isoscore": "IsoScore ↑", "cov_error_rel": "cov. error ↓", "eigenvalue_score": "eigenvalue score ↑",
+    "effective_rank_ratio": "eff. rank / dim ↑", "mean_abs_offdiag_corr": "mean abs. corr. ↓",
+    "sigreg_ratio": "SIGReg ratio ↓", "norm_mean": "mean norm", "is_isotropic": "isotropic",
+}
+ISOTROPY_DIRECTIONS = ("↑: higher is closer to N(0, I) (IsoScore, eigenvalue score and effective rank ratio reach 1); "
+                       "↓: lower is closer (covariance error ‖C − I‖/‖I‖ and the mean absolute off-diagonal correlation reach 0, "
+                       "the SIGReg ratio reaches 1); an N(0, I) sample's mean norm is √dim.")
 
 
 def load_isotropy(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -165,7 +189,8 @@ def build_report(
         have = [ds for ds in datasets if any(metric in r["results"].get(ds, {}) for r in results)]
         if not have:
             continue
-        header = ["Model", *have, "Avg", f"Δ Avg vs {base_label}"]
+        several = len(have) > 1  # an average of one dataset is that dataset again
+        header = ["Model", *have, *(["Avg", f"Δ Avg vs {base_label}"] if several else [f"Δ vs {base_label}"])]
         vals = {lab: {ds: r["results"].get(ds, {}).get(metric) for ds in have} for lab, r in zip(labels, results, strict=True)}
         summary_values[metric] = vals
         best = {ds: max((v[ds] for v in vals.values() if v[ds] is not None), default=None) for ds in have}
@@ -181,7 +206,8 @@ def build_report(
                 if metric == significance_metric and sig.get(ds, {}).get(lab, {}).get("perm_p", 1.0) < alpha:
                     c += "†"
                 cells.append(c)
-            cells.append(_fmt(avgs[lab]))
+            if several:
+                cells.append(_fmt(avgs[lab]))
             d = None if avgs[lab] is None or avgs[labels[b_idx]] is None else avgs[lab] - avgs[labels[b_idx]]
             cells.append("–" if lab == base_label else (f"{d * 100:+.2f}" if d is not None else "–"))
             rows.append(cells)
@@ -199,13 +225,14 @@ def build_report(
             from ragcun.evaluation.plots import metric_bar_chart
 
             by_ds = {ds: {lab: vals[lab][ds] for lab in labels if vals[lab][ds] is not None} for ds in have}
-            files[f"{safe}.png"] = str(metric_bar_chart(by_ds, out / f"{safe}.png", metric))
+            files[f"{safe}.png"] = str(metric_bar_chart(by_ds, out / f"{safe}.png", metric,
+                                                        errors=_ci_half_widths(results, labels, have, metric)))
             sections += [f"![{metric}]({safe}.png)", ""]
 
     if sig_rows:
         header = ["Dataset", "Model", f"Δ {significance_metric.upper()}", "95% CI", "t-test p", "rand. p", "W/T/L"]
         rows = [[s["dataset"], s["model"], f"{s['mean_diff'] * 100:+.2f}",
-                 f"[{s['ci_low'] * 100:+.2f}, {s['ci_high'] * 100:+.2f}]", f"{s['t_p']:.4f}", f"{s['perm_p']:.4f}",
+                 f"[{s['ci_low'] * 100:+.2f}, {s['ci_high'] * 100:+.2f}]", fmt_p(s["t_p"]), fmt_p(s["perm_p"]),
                  f"{s['wins']}/{s['ties']}/{s['losses']}"] for s in sig_rows]
         md = markdown_table(header, rows)
         tables["significance"] = md
@@ -218,9 +245,8 @@ def build_report(
     for f in isotropy_files or []:
         iso_rows += load_isotropy(f)
     if iso_rows:
-        keys = ["isoscore", "cov_error_rel", "eigenvalue_score", "effective_rank_ratio", "mean_abs_offdiag_corr",
-                "sigreg_ratio", "norm_mean", "is_isotropic"]
-        header = ["Model", "Data", *keys]
+        keys = list(ISOTROPY_COLUMNS)
+        header = ["Model", "Data", *ISOTROPY_COLUMNS.values()]
         rows = []
         for r in iso_rows:
             data = str(r.get("dataset") or "")
@@ -232,10 +258,11 @@ def build_report(
         md = markdown_table(header, rows)
         tables["isotropy"] = md
         files["isotropy.md"] = str(write_text(out / "isotropy.md", md + "\n"))
-        files["isotropy.tex"] = str(write_text(out / "isotropy.tex", latex_table(header, rows, "Isotropy of the embeddings.", "tab:isotropy")))
+        files["isotropy.tex"] = str(write_text(out / "isotropy.tex", latex_table(
+            header, rows, f"Isotropy of the embeddings against N(0, I). {ISOTROPY_DIRECTIONS}", "tab:isotropy")))
         files["isotropy.csv"] = str(write_text(out / "isotropy.csv", _csv(
             [{k: r.get(k) for k in ["label", "model", "dataset", "kind", "n", "dim", *keys]} for r in iso_rows])))
-        sections += ["## Isotropy", "", md, ""]
+        sections += ["## Isotropy", "", ISOTROPY_DIRECTIONS, "", md, ""]
 
     report_md = "\n".join(sections)
     files["report.md"] = str(write_text(out / "report.md", report_md))

@@ -22,7 +22,7 @@ from typing import Any
 from ragcun.io import write_json, write_text
 from ragcun.reporting.compare import build_report, load_isotropy, load_result
 from ragcun.reporting.stats import paired_test
-from ragcun.reporting.tables import latex_table, markdown_table
+from ragcun.reporting.tables import fmt_p, latex_table, markdown_table
 
 METRIC = "ndcg@10"
 
@@ -34,9 +34,8 @@ def _pct(v: float | None) -> str:
 def _delta(test: dict[str, float] | None) -> tuple[str, str]:
     if not test:
         return "–", "–"
-    p = test["perm_p"]
-    ptxt = "< 0.0001" if p < 1e-4 else f"{p:.4f}"
-    return (f"{test['mean_diff'] * 100:+.2f} [{test['ci_low'] * 100:+.2f}, {test['ci_high'] * 100:+.2f}]", ptxt)
+    return (f"{test['mean_diff'] * 100:+.2f} [{test['ci_low'] * 100:+.2f}, {test['ci_high'] * 100:+.2f}]",
+            fmt_p(test["perm_p"]))
 
 
 def compare(a: dict[str, Any], b: dict[str, Any], ds: str, metric: str = METRIC, n_permutations: int = 10_000

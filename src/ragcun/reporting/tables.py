@@ -20,8 +20,31 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def fmt_p(p: float | None) -> str:
+    """A p-value as a paper prints it: four decimals, and "< 0.0001" rather than 0.0000."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "–"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+#: Characters the reports use that plain LaTeX (without unicode packages) cannot typeset.
+_LATEX_UNICODE = (("Δ", r"$\Delta$"), ("λ", r"$\lambda$"), ("τ", r"$\tau$"), ("×", r"$\times$"),
+                  ("−", "$-$"), ("–", "--"), ("—", "---"), ("±", r"$\pm$"), ("≤", r"$\le$"), ("≥", r"$\ge$"),
+                  ("√", r"$\surd$"), ("·", r"$\cdot$"), ("†", r"$^\dagger$"),
+                  ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("‖", r"$\|$"), ("<", r"$<$"), (">", r"$>$"))
+
+
 def _latex_escape(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$")):
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$"),
+                 ("{", r"\{"), ("}", r"\}")):
+        s = s.replace(a, b)
+    s = s.replace(r"\textbackslash\{\}", r"\textbackslash{}")
+    return _latex_unicode(s)
+
+
+def _latex_unicode(s: str) -> str:
+    """Only the Unicode mapping: for captions, which may already hold LaTeX (``$\\times$``)."""
+    for a, b in _LATEX_UNICODE:
         s = s.replace(a, b)
     return s
 
@@ -41,7 +64,7 @@ def latex_table(header: list[str], rows: list[list[str]], caption: str, label: s
     lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
              " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
     lines += [" & ".join(cell(c) for c in r) + r" \\" for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_unicode(caption)}}}", rf"\label{{{label}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 

@@ -79,6 +79,7 @@ class TrainConfig:
     gather_across_devices: bool = True
     # output, logging, checkpoints
     output_dir: str = "runs/train"
+    run_name: str | None = None  # the model's name in its card, results and run files (default: from output_dir)
     resume: bool = False
     logging_steps: int = 10
     eval_steps: int = 0  # 0: evaluate at the end of every epoch

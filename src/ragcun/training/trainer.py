@@ -34,6 +34,7 @@ from ragcun.training.callbacks import (
     remove_incomplete_checkpoints,
     rotate_checkpoints,
 )
+from ragcun.training.card import describe_model
 from ragcun.training.config import ConfigError, TrainConfig
 from ragcun.training.data import build_evaluator, calibration_texts, load_train_dataset
 
@@ -286,6 +287,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     args = build_training_args(cfg, world, has_evaluator=evaluator is not None, fast=fast)  # sets up the process group
     set_seed(cfg.seed)
     encoder = build_model(cfg, device="cpu" if fast else None)
+    describe_model(encoder, cfg, len(train_ds))
     counts = encoder.parameter_counts()
     logger.info("parameters: %s", counts)
 

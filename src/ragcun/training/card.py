@@ -1,0 +1,46 @@
+"""What a trained ragcun model says about itself: its name, its base and how it was trained.
+
+Written into ``ragcun_config.json`` (``run``) and into sentence-transformers' model card data, so
+the card names the real base model instead of "Unknown", and ``ragcun evaluate``, run files and
+reports call the model by its run name (``demo/isotropy``) instead of its folder (``best``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ragcun.training.config import TrainConfig
+
+#: Training keys a reader of the card needs to know what the model is.
+RUN_KEYS = ("lambda_isotropy", "loss_form", "sigreg_on", "num_slices", "temperature", "distance", "freeze_base",
+            "head_init", "base_learning_rate", "projection_learning_rate", "epochs", "max_steps", "batch_size",
+            "max_seq_length", "seed")
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """``cfg.run_name``, else ``<parent>/<folder>`` of the output directory (``demo/isotropy`` for an arm)."""
+    if cfg.run_name:
+        return cfg.run_name
+    out = Path(cfg.output_dir)
+    parts = [p for p in out.resolve().parts[-3:] if p not in ("/", "runs", "arms")]
+    return "/".join(parts[-2:]) if parts else out.name
+
+
+def describe_model(encoder: Any, cfg: TrainConfig, train_examples: int) -> dict[str, Any]:
+    """Record the run on ``encoder`` (saved with it) and fill its model card data."""
+    from ragcun.resolve import hub_id
+
+    name = run_name(cfg)
+    run = {"name": name, "base_model": cfg.base_model, "train_data": str(cfg.train_data),
+           "train_examples": int(train_examples), **{k: getattr(cfg, k) for k in RUN_KEYS}}
+    encoder.ragcun_config["run"] = run
+    card = getattr(encoder, "model_card_data", None)
+    if card is not None:
+        hub = hub_id(cfg.base_model)
+        if hub:
+            card.base_model = hub  # set directly: the card's own lookup needs the Hub
+        card.model_name = (f"ragcun {name}: {cfg.base_model} + Gaussian head ({cfg.output_dim}-d, {cfg.head}), "
+                           f"λ_iso = {cfg.lambda_isotropy:g}{', frozen base' if cfg.freeze_base else ''}")
+        card.add_tags(["ragcun", "gaussian-embeddings", "sigreg", "euclidean-distance"])
+    return run
