@@ -281,3 +281,15 @@ def test_bad_triplet_files_and_the_jsonl_layout(tmp_path, slice_dir, tiny_model_
                    cache_index=False)
     ds, _ = load_train_dataset(tmp_path / "trip")  # the folder `data triplets --format jsonl` writes
     assert len(ds) > 0 and ds.column_names[:2] == ["query", "positive"]
+
+
+# ---------------------------------------------------------------------------- cheap checks first
+def test_dataset_split_and_score_are_checked_before_the_model_loads(slice_dir):
+    """A model that does not exist is never reached: the cheaper mistake is reported first."""
+    res = runner.invoke(app, ["evaluate", "-m", "/no/such/model", "-d", "no-such-dataset"])
+    assert_clean_error(res, "no-such-dataset", "not found")
+    res = runner.invoke(app, ["evaluate", "-m", "/no/such/model", "-d", str(slice_dir), "--split", "dev"])
+    assert_clean_error(res, "no qrels for split 'dev'", "splits available: train, test")
+    res = runner.invoke(app, ["evaluate", "-m", "/no/such/model", "-d", str(slice_dir), "--score", "bm42"])
+    assert_clean_error(res, "bm42")
+    assert "/no/such/model" not in out(res)

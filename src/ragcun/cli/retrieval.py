@@ -14,6 +14,23 @@ from ragcun.progress import wanted
 logger = logging.getLogger(__name__)
 
 
+def _log_progress(total: int, every_s: float = 30.0):
+    """A progress callback that logs one readable line now and then (for output that is not a terminal)."""
+    import time
+
+    state = {"done": 0, "t0": time.perf_counter(), "last": time.perf_counter()}
+
+    def update(n: int) -> None:
+        state["done"] += n
+        now = time.perf_counter()
+        if now - state["last"] >= every_s or state["done"] >= total:
+            rate = state["done"] / max(now - state["t0"], 1e-9)
+            logger.info("indexed %d / %d documents (%.1f docs/s)", state["done"], total, rate)
+            state["last"] = now
+
+    return update
+
+
 index_app = typer.Typer(help="Build and inspect saved retrieval indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 
@@ -78,7 +95,8 @@ def index_build(
     logger.info("indexing %s with %s (%s index, dim %d)", docs, model, index, retriever.dimension)
     try:
         with tqdm(total=total, unit="doc", desc="encoding", dynamic_ncols=True, disable=not wanted()) as bar:
-            n = retriever.add_stream(records, chunk_size=chunk_size, batch_size=batch_size, progress=bar.update)
+            progress = bar.update if wanted() else _log_progress(total)  # a log file gets a line every 30 s
+            n = retriever.add_stream(records, chunk_size=chunk_size, batch_size=batch_size, progress=progress)
         if n == 0:
             raise fail(f"{docs}: no documents found")
         retriever.save(out)
@@ -104,7 +122,7 @@ def search(
     directory: Path = typer.Argument(..., help="A saved index directory (from `ragcun index build`)."),
     query: str = typer.Argument(..., help="The query text."),
     k: int = typer.Option(10, "-k", "--top-k", help="Number of results."),
-    as_json: bool = typer.Option(False, "--json", help="Print results as JSON lines-free JSON array."),
+    as_json: bool = typer.Option(False, "--json", help="Print the hits as a JSON array."),
     model: str = typer.Option(None, "--model", "-m", help="Model to use (default: the one in the manifest)."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, mps (default: auto)."),
     width: int = typer.Option(100, "--width", help="Characters of text shown per hit (table output)."),

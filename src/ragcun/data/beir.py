@@ -298,6 +298,17 @@ def resolve_dataset(name_or_path: str | os.PathLike, data_dir: str | os.PathLike
     return find_beir_dataset(str(name_or_path), data_dir)
 
 
+def find_split(name_or_path: str, split: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The dataset's folder, after checking that it exists and has ``split`` (no file is read)."""
+    path = resolve_dataset(name_or_path, data_dir)
+    qrels_path = path / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        name = path.name if Path(name_or_path).expanduser().is_dir() else str(name_or_path)
+        have = ", ".join(available_splits(path)) or "none"
+        raise FileNotFoundError(f"{name}: no qrels for split {split!r} ({qrels_path} missing; splits available: {have})")
+    return path
+
+
 def load_beir(name_or_path: str, split: str = "test", data_dir: str | None = None) -> BeirData:
     """Load one split of a BEIR dataset by name (looked up in the data directory) or folder path.
 
@@ -305,12 +316,9 @@ def load_beir(name_or_path: str, split: str = "test", data_dir: str | None = Non
     including 0, as BEIR evaluates them). Qrels pointing to documents missing from the corpus are
     counted in ``missing_docs`` and logged as a warning (the official ArguAna release has five).
     """
-    path = resolve_dataset(name_or_path, data_dir)
+    path = find_split(name_or_path, split, data_dir)
     name = path.name if Path(name_or_path).expanduser().is_dir() else str(name_or_path)
     qrels_path = path / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        have = ", ".join(available_splits(path)) or "none"
-        raise FileNotFoundError(f"{name}: no qrels for split {split!r} ({qrels_path} missing; splits available: {have})")
     logger.info("loading BEIR %s (%s) from %s", name, split, path)
     corpus = load_corpus(path / "corpus.jsonl")
     all_queries = load_queries(path / "queries.jsonl")

@@ -159,15 +159,19 @@ def evaluate_model(
         {"model", "model_fingerprint", "score", "results": {ds: {"ndcg@10": …}},
          "per_query": {ds: {qid: {"ndcg@10": …}}}, "timing": {…}, "config": {…}}
     """
-    from ragcun.data.beir import expand_dataset_names, load_beir
+    from ragcun.data.beir import expand_dataset_names, find_split, load_beir
     from ragcun.distributed import is_main_process
 
-    model, name = load_model(model, device, max_seq_length)
-    name = model_name or name
-    score = check_score(score) if score else default_score(model)
+    # cheap checks first: a wrong score, dataset or split fails before the model loads
+    score = check_score(score) if score else None
     names = expand_dataset_names([datasets] if isinstance(datasets, str) else list(datasets))
     if not names:
         raise ValueError("no dataset given")
+    for ds in names:
+        find_split(ds, split, data_dir)
+    model, name = load_model(model, device, max_seq_length)
+    name = model_name or name
+    score = score or default_score(model)
     metrics = {n: tuple(k_values) for n in DEFAULT_METRICS} if k_values else dict(DEFAULT_METRICS)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")

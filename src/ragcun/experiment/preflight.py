@@ -36,7 +36,7 @@ def is_experiment_config(path: str | Path) -> bool:
 
 
 def _find(source: str, split: str, data_dir: str | None) -> str:
-    from ragcun.data.beir import available_splits, resolve_dataset
+    from ragcun.data.beir import find_split
     from ragcun.data.msmarco import is_msmarco_dir, msmarco_split_files
 
     if is_msmarco_dir(source):
@@ -45,9 +45,7 @@ def _find(source: str, split: str, data_dir: str | None) -> str:
     if ("/" in source or source.startswith(".")) and not Path(source).expanduser().is_dir():
         raise FileNotFoundError(f"{source}: no such folder (`ragcun data triplets --msmarco-download --out DIR` "
                                 f"fetches MS MARCO into <data dir>/msmarco/passage; a BEIR folder holds corpus.jsonl)")
-    path = resolve_dataset(source, data_dir)
-    if split not in available_splits(path):
-        raise FileNotFoundError(f"{path}: no qrels/{split}.tsv (splits: {', '.join(available_splits(path)) or 'none'})")
+    find_split(source, split, data_dir)
     return f"{Path(source).name} ({split})"
 
 
