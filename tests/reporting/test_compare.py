@@ -70,6 +70,17 @@ def test_build_report_tables_and_files(tmp_path):
     assert "\\toprule" in tex and "$^\\dagger$" in tex and "\\textbf{" in tex
     assert "all-MiniLM-L6-v2,cos,scifact,ndcg@10" in (out / "results.csv").read_text()
     assert "## Isotropy" in (out / "report.md").read_text()
+    # † in every metric table (each on its own per-query values), p-values as a paper prints them
+    assert "†" in (out / "recall_at_100.md").read_text()
+    assert "< 0.0001" in (out / "significance.tex").read_text().replace("$<$", "<")
+    assert all(ord(c) < 128 for c in (out / "isotropy.tex").read_text())  # no raw Unicode inside tabular
+    assert "IsoScore ↑" in (out / "isotropy.md").read_text()
+    # one dataset: no "Avg" column that only repeats it
+    one = tmp_path / "one.json"
+    write_json(one, {**json.loads(better.read_text()), "results": {"scifact": json.loads(better.read_text())["results"]["scifact"]},
+                     "per_query": {"scifact": json.loads(better.read_text())["per_query"]["scifact"]}})
+    s1 = build_report([str(one)], tmp_path / "r1", n_permutations=200, plots=False)
+    assert "Avg" not in s1["markdown"]
     # a chosen baseline flips the direction
     s2 = build_report([str(base), str(better)], tmp_path / "r2", baseline="final", n_permutations=500, plots=False)
     assert s2["significance"]["scifact"]["all-MiniLM-L6-v2"]["mean_diff"] < 0

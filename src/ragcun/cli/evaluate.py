@@ -115,7 +115,9 @@ def evaluate_rag_cmd(
         raise fail(str(exc)) from None
     table = Table(title=f"{r['model']} on {dataset} ({r['score']}; {r['queries']} queries, {negatives} negatives each)",
                   show_header=False)
-    for k in ("pool_recall@10", "pool_mrr", "separation", "separation_std", "roc_auc", "ece", "brier"):
+    for k in ("pool_recall@10", "pool_mrr"):  # retrieval metrics on ragcun's one scale, ×100
+        table.add_row(f"{k} (×100, within the pool)", f"{100 * r[k]:.2f}")
+    for k in ("separation", "separation_std", "roc_auc", "ece", "brier"):
         table.add_row(k, f"{r[k]:.4f}")
     nv = r.get("norm_vs_ndcg@10", {})
     table.add_row("corr(query norm, NDCG@10)", f"pearson {nv.get('pearson', float('nan')):.3f}, "

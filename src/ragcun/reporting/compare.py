@@ -71,6 +71,21 @@ def _labels(results: list[dict[str, Any]]) -> list[str]:
     return labels
 
 
+def _metric_tests(results: list[dict[str, Any]], labels: list[str], b_idx: int, datasets: list[str], metric: str,
+                  n_permutations: int, seed: int) -> dict[str, dict[str, float]]:
+    """Randomisation-test p of every model against the baseline on per-query ``metric``: ``{ds: {label: p}}``."""
+    out: dict[str, dict[str, float]] = {}
+    base = results[b_idx]
+    for i, r in enumerate(results):
+        for ds in datasets if i != b_idx else ():
+            pa, pb = r.get("per_query", {}).get(ds) or {}, base.get("per_query", {}).get(ds) or {}
+            common = [q for q in sorted(set(pa) & set(pb)) if metric in pa[q] and metric in pb[q]]
+            if len(common) >= 2:
+                test = paired_test([pa[q][metric] for q in common], [pb[q][metric] for q in common], n_permutations, seed)
+                out.setdefault(ds, {})[labels[i]] = test["perm_p"]
+    return out
+
+
 def _ci_half_widths(results: list[dict[str, Any]], labels: list[str], datasets: list[str], metric: str
                     ) -> dict[str, dict[str, float]]:
     """Half-width of the 95% CI of each model's mean per-query ``metric`` (for the charts' error bars)."""
@@ -182,7 +197,7 @@ def build_report(
     sections: list[str] = ["# ragcun comparison report", "",
                            f"Models: {', '.join(labels)}. Baseline: **{base_label}**. "
                            f"Values ×100. **bold** = best per dataset; † = randomisation test p < {alpha} vs the baseline "
-                           f"on per-query {significance_metric.upper()} ({n_permutations} sign flips).", ""]
+                           f"on that table's per-query metric ({n_permutations} sign flips).", ""]
     tables: dict[str, str] = {}
     summary_values: dict[str, dict[str, dict[str, float]]] = {}
     for metric in metrics:
@@ -190,6 +205,9 @@ def build_report(
         if not have:
             continue
         several = len(have) > 1  # an average of one dataset is that dataset again
+        # † in every metric table: the same paired randomisation test on that metric's per-query values
+        marks = {ds: {lab: t["perm_p"] for lab, t in tests.items()} for ds, tests in sig.items()} \
+            if metric == significance_metric else _metric_tests(results, labels, b_idx, have, metric, n_permutations, seed)
         header = ["Model", *have, *(["Avg", f"Δ Avg vs {base_label}"] if several else [f"Δ vs {base_label}"])]
         vals = {lab: {ds: r["results"].get(ds, {}).get(metric) for ds in have} for lab, r in zip(labels, results, strict=True)}
         summary_values[metric] = vals
@@ -203,7 +221,7 @@ def build_report(
                 c = _fmt(v)
                 if v is not None and best[ds] is not None and v == best[ds] and len(labels) > 1:
                     c = f"**{c}**"
-                if metric == significance_metric and sig.get(ds, {}).get(lab, {}).get("perm_p", 1.0) < alpha:
+                if marks.get(ds, {}).get(lab, 1.0) < alpha:
                     c += "†"
                 cells.append(c)
             if several:
