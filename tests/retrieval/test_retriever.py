@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -332,3 +333,25 @@ def test_real_minilm_ranks_the_relevant_passage_first(minilm_path, tmp_path):
     assert [h.id for h in hits] == cos_order
     r.save(tmp_path / "ix")
     assert GaussianRetriever.read_manifest(tmp_path / "ix")["model"]["normalized"] is True
+
+
+def test_an_index_loads_by_itself_after_a_move_or_with_an_unsaved_model(encoder, encoder_dir, scifact_docs, tmp_path):
+    """A model never saved travels inside the index; a saved model is found relative to the index, so the
+    pair can be moved together (the absolute path recorded at build time no longer exists)."""
+    q = QUERIES[0]
+    inside = _build(encoder, scifact_docs[:20])  # the in-memory encoder: no directory anywhere
+    inside.save(tmp_path / "ix-inside")
+    assert (tmp_path / "ix-inside" / "model" / "modules.json").exists()
+    back = GaussianRetriever.load(tmp_path / "ix-inside")
+    assert [h.id for h in back.retrieve(q, top_k=5)] == [h.id for h in inside.retrieve(q, top_k=5)]
+
+    project = tmp_path / "project"
+    shutil.copytree(encoder_dir, project / "model")
+    built = GaussianRetriever(str(project / "model"))  # by path: the manifest records it, relative to the index too
+    built.add_documents([d["text"] for d in scifact_docs[:20]], ids=[d["id"] for d in scifact_docs[:20]])
+    built.save(project / "index")
+    moved = tmp_path / "moved"
+    shutil.move(str(project), moved)
+    again = GaussianRetriever.load(moved / "index")
+    assert Path(again.model_location).resolve() == (moved / "model").resolve()
+    assert [h.id for h in again.retrieve(q, top_k=5)] == [h.id for h in built.retrieve(q, top_k=5)]
