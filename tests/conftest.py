@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ragcun.paths import cache_dir
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -28,6 +30,11 @@ def data_root() -> Path:
     if not (root / "beir" / "scifact" / "corpus.jsonl").exists():
         pytest.fail(f"real data not found under {root}; set RAGCUN_DATA_DIR (make test does)")
     return root
+
+
+#: The user's ragcun cache, read before the session isolates its own: slow tests look there (read only)
+#: for large models fetched once by hand (EmbeddingGemma: `make gemma`).
+USER_CACHE_DIR = str(cache_dir())
 
 
 @pytest.fixture(scope="session", autouse=True)

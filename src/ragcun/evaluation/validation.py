@@ -60,10 +60,12 @@ class RetrievalEvaluator(BaseEvaluator):
         self.primary_metric = "ndcg@10"
         self.greater_is_better = True
 
-    @property
-    def texts(self) -> list[str]:
-        """Every text this evaluator encodes (the frozen fast path puts them in its feature table)."""
-        return self.query_texts + self.doc_texts
+    def prompted_texts(self, model: Any) -> list[str]:
+        """Every text this evaluator encodes, as ``model`` sees it (its query/document prompt applied): the
+        frozen fast path puts them in its feature table."""
+        prompts = getattr(model, "prompts", None) or {}
+        q, d = prompts.get("query") or "", prompts.get("document") or ""
+        return [q + t for t in self.query_texts] + [d + t for t in self.doc_texts]
 
     def _encode(self, model: Any, texts: list[str], kind: str) -> np.ndarray:
         fn: Callable[..., Any] = getattr(model, f"encode_{kind}", None) or model.encode

@@ -118,14 +118,28 @@ def build_evaluator(cfg: TrainConfig, batch_size: int = 64) -> RetrievalEvaluato
     return RetrievalEvaluator(corpus, queries, data.qrels, name="val", batch_size=batch_size)
 
 
-def calibration_texts(train_ds, n: int, documents_only: bool = True) -> list[str]:
-    """The first ``n`` distinct training texts, row by row: the document columns only (the corpus is what
-    is searched and what the isotropy of a model is measured on), or every column."""
+def column_prompts(model: Any, columns: list[str]) -> dict[str, str]:
+    """The model's query prompt for the ``query`` column and its document prompt for the others, for
+    models that have them (EmbeddingGemma: "task: search result | query: ", "title: none | text: "), so
+    training sees what ``encode_query`` / ``encode_document`` see at evaluation and retrieval. Empty
+    for models without prompts (MiniLM, MPNet)."""
+    prompts = getattr(model, "prompts", None) or {}
+    q, d = prompts.get("query") or "", prompts.get("document") or ""
+    out = {c: (q if c == "query" else d) for c in columns}
+    return {c: p for c, p in out.items() if p}
+
+
+def calibration_texts(train_ds, n: int, documents_only: bool = True, prompts: dict[str, str] | None = None
+                      ) -> list[str]:
+    """The first ``n`` distinct training texts, row by row, as the model sees them (``prompts`` applied):
+    the document columns only (the corpus is what is searched and what the isotropy of a model is
+    measured on), or every column."""
+    prompts = prompts or {}
     seen: dict[str, None] = {}
     cols = [c for c in train_ds.column_names if not (documents_only and c == "query")]
     for row in train_ds.select_columns(cols):
         for c in cols:
-            seen.setdefault(row[c], None)
+            seen.setdefault(prompts.get(c, "") + row[c], None)
         if len(seen) >= n:
             break
     return list(seen)[:n]

@@ -175,18 +175,22 @@ class FeatureLookup(InputModule):
     never saved (the trainer saves the full encoder instead).
     """
 
-    def __init__(self, features: np.ndarray | torch.Tensor, index: dict[str, int], max_seq_length: int = 512) -> None:
+    def __init__(self, features: np.ndarray | torch.Tensor, index: dict[str, int], max_seq_length: int = 512,
+                 prompts: Sequence[str] = ()) -> None:
         super().__init__()
         table = torch.as_tensor(np.asarray(features, dtype=np.float32))
         self.register_buffer("table", table, persistent=False)
         self.index = dict(index)
         self.max_seq_length = max_seq_length
+        self.prompts = [p for p in prompts if p]
 
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
         rows = []
         for text in inputs:
             if prompt:
                 text = prompt + text
+            elif text not in self.index:  # given without its prompt (sentence-transformers' card statistics)
+                text = next((p + text for p in self.prompts if p + text in self.index), text)
             try:
                 rows.append(self.index[text])
             except KeyError:
@@ -223,7 +227,9 @@ def build_fast_model(
     trains the encoder's head, and saving the encoder saves the result.
     """
     feats, index = cached_base_features(encoder, base_modules, texts, max_seq_length, batch_size, cache, show_progress)
-    lookup = FeatureLookup(feats, index, max_seq_length=max_seq_length)
+    lookup = FeatureLookup(feats, index, max_seq_length=max_seq_length, prompts=list((encoder.prompts or {}).values()))
     device = next(iter(p for m in head_modules for p in m.parameters())).device
-    fast = SentenceTransformer(modules=[lookup, *head_modules], device=str(device), similarity_fn_name="euclidean")
+    fast = SentenceTransformer(modules=[lookup, *head_modules], device=str(device), similarity_fn_name="euclidean",
+                               prompts={k: v for k, v in (encoder.prompts or {}).items() if v},
+                               default_prompt_name=encoder.default_prompt_name)
     return fast

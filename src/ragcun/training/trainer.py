@@ -36,7 +36,7 @@ from ragcun.training.callbacks import (
 )
 from ragcun.training.card import describe_model
 from ragcun.training.config import ConfigError, TrainConfig
-from ragcun.training.data import build_evaluator, calibration_texts, load_train_dataset
+from ragcun.training.data import build_evaluator, calibration_texts, column_prompts, load_train_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ def build_model(cfg: TrainConfig, device: str | None = None):
         freeze_base=cfg.freeze_base, freeze_layers=cfg.freeze_layers, normalize_base=cfg.normalize_base,
         max_seq_length=cfg.max_seq_length, device=device,
     )
+    model_type = str(getattr(getattr(getattr(model[0], "auto_model", None), "config", None), "model_type", ""))
+    if cfg.mixed_precision == "fp16" and model_type.startswith("gemma"):
+        raise ConfigError(f"mixed_precision='fp16': {cfg.base_model} ({model_type}) does not support float16 "
+                          "activations; use 'bf16' or 'no' (fp32)")
     return model
 
 
@@ -287,6 +291,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     args = build_training_args(cfg, world, has_evaluator=evaluator is not None, fast=fast)  # sets up the process group
     set_seed(cfg.seed)
     encoder = build_model(cfg, device="cpu" if fast else None)
+    prompts = column_prompts(encoder, train_ds.column_names)
+    args.prompts = prompts or None  # the model's query/document prompts per column, as at evaluation
     describe_model(encoder, cfg, len(train_ds))
     counts = encoder.parameter_counts()
     logger.info("parameters: %s", counts)
@@ -295,11 +301,11 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     if fast:
         from ragcun.training.frozen import build_fast_model
 
-        texts: list[str] = []
+        texts: list[str] = []  # as the model sees them: each column's prompt applied
         for col in train_ds.column_names:
-            texts.extend(train_ds[col])
+            texts.extend(prompts.get(col, "") + t for t in train_ds[col])
         if evaluator is not None:
-            texts.extend(evaluator.texts)
+            texts.extend(evaluator.prompted_texts(encoder))
         tf = time.perf_counter()
         with args.main_process_first(local=False, desc="base features"):
             model = build_fast_model(encoder, encoder.base_modules, encoder.head_modules, texts, cfg.max_seq_length,
@@ -311,7 +317,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
             for m in encoder.base_modules:
                 _pin_eval(m)
     if cfg.head_init != "default":
-        calib = calibration_texts(train_ds, cfg.calibration_samples, documents_only=cfg.head_init == "warm")
+        calib = calibration_texts(train_ds, cfg.calibration_samples, documents_only=cfg.head_init == "warm",
+                                  prompts=prompts)
         if fast:
             lookup = model[0]
             feats = lookup.table[[lookup.index[t] for t in calib]]
