@@ -209,3 +209,11 @@ def load_config(
 
 
 __all__ = ["ConfigError", "TrainConfig", "coerce", "flatten_toml", "load_config", "parse_override", "read_toml"]
+
+
+def check_precision(cfg: TrainConfig, model: Any) -> None:
+    """Gemma bases (EmbeddingGemma) do not support float16 activations: refuse fp16 for them, clearly."""
+    model_type = str(getattr(getattr(getattr(model[0], "auto_model", None), "config", None), "model_type", ""))
+    if cfg.mixed_precision == "fp16" and model_type.startswith("gemma"):
+        raise ConfigError(f"mixed_precision='fp16': {cfg.base_model} ({model_type}) does not support float16 "
+                          "activations; use 'bf16' or 'no' (fp32)")

@@ -35,7 +35,7 @@ from ragcun.training.callbacks import (
     rotate_checkpoints,
 )
 from ragcun.training.card import describe_model
-from ragcun.training.config import ConfigError, TrainConfig
+from ragcun.training.config import ConfigError, TrainConfig, check_precision
 from ragcun.training.data import build_evaluator, calibration_texts, column_prompts, load_train_dataset
 
 logger = logging.getLogger(__name__)
@@ -52,10 +52,7 @@ def build_model(cfg: TrainConfig, device: str | None = None):
         freeze_base=cfg.freeze_base, freeze_layers=cfg.freeze_layers, normalize_base=cfg.normalize_base,
         max_seq_length=cfg.max_seq_length, device=device,
     )
-    model_type = str(getattr(getattr(getattr(model[0], "auto_model", None), "config", None), "model_type", ""))
-    if cfg.mixed_precision == "fp16" and model_type.startswith("gemma"):
-        raise ConfigError(f"mixed_precision='fp16': {cfg.base_model} ({model_type}) does not support float16 "
-                          "activations; use 'bf16' or 'no' (fp32)")
+    check_precision(cfg, model)
     return model
 
 
@@ -291,8 +288,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     args = build_training_args(cfg, world, has_evaluator=evaluator is not None, fast=fast)  # sets up the process group
     set_seed(cfg.seed)
     encoder = build_model(cfg, device="cpu" if fast else None)
-    prompts = column_prompts(encoder, train_ds.column_names)
-    args.prompts = prompts or None  # the model's query/document prompts per column, as at evaluation
+    args.prompts = prompts = column_prompts(encoder, train_ds.column_names)  # per column, as at evaluation
     describe_model(encoder, cfg, len(train_ds))
     counts = encoder.parameter_counts()
     logger.info("parameters: %s", counts)
