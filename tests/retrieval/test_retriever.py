@@ -7,7 +7,6 @@ import json
 import shutil
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +18,14 @@ from ragcun.retrieval import (
     IndexCorruptError,
     ModelMismatchError,
     SearchResult,
-    read_documents,
 )
-
-QUERIES = [
-    "cerebral white matter in newborns",
-    "stem cell gene targeting",
-    "myelin protein expression",
-    "cancer risk factors",
-    "vitamin D and bone density",
-]
+from tests.conftest import SCIFACT_QUERIES as QUERIES
 
 
 @pytest.fixture(scope="module")
-def scifact_docs(data_root):
+def scifact_docs(scifact_passages):
     """The first 60 real scifact passages."""
-    return list(islice(read_documents(data_root / "beir" / "scifact" / "corpus.jsonl"), 60))
+    return scifact_passages[:60]
 
 
 @pytest.fixture(scope="module")

@@ -63,8 +63,9 @@ class RetrievalEvaluator(BaseEvaluator):
     def prompted_texts(self, model: Any) -> list[str]:
         """Every text this evaluator encodes, as ``model`` sees it (its query/document prompt applied): the
         frozen fast path puts them in its feature table."""
-        prompts = getattr(model, "prompts", None) or {}
-        q, d = prompts.get("query") or "", prompts.get("document") or ""
+        from ragcun.modeling import query_document_prompts
+
+        q, d = query_document_prompts(model)
         return [q + t for t in self.query_texts] + [d + t for t in self.doc_texts]
 
     def _encode(self, model: Any, texts: list[str], kind: str) -> np.ndarray:

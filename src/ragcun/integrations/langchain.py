@@ -32,7 +32,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("the LangChain adapter needs langchain-core: pip install 'ragcun[langchain]'") from e
 
-from ragcun.retrieval.results import SearchResult, relevance_score, resolve_retriever_model
+from ragcun.retrieval.results import SearchResult, hit_metadata, relevance_score, resolve_retriever_model
 from ragcun.retrieval.retriever import GaussianRetriever
 
 __all__ = ["GaussianEmbeddings", "GaussianVectorStore"]
@@ -58,12 +58,6 @@ class GaussianEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         return self._encode("encode_query", [text])[0]
-
-
-def _document(hit: SearchResult, relevance: float) -> Document:
-    meta = dict(hit.metadata or {})
-    meta["ragcun"] = {"distance": hit.distance, "norm": hit.norm, "relevance": relevance, "rank": hit.rank}
-    return Document(id=hit.id, page_content=hit.text, metadata=meta)
 
 
 class GaussianVectorStore(VectorStore):
@@ -147,7 +141,9 @@ class GaussianVectorStore(VectorStore):
         return self._relevance
 
     def _hits(self, hits: list[SearchResult]) -> list[tuple[Document, float]]:
-        return [(_document(h, self._relevance(h.distance)), h.distance) for h in hits]
+        dim = self.retriever.dimension
+        return [(Document(id=h.id, page_content=h.text, metadata=hit_metadata(h, dim, self.distance_scale)[0]),
+                 h.distance) for h in hits]
 
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
         """``(Document, L2 distance)`` pairs, nearest first."""

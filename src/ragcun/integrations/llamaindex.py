@@ -29,7 +29,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("the LlamaIndex adapter needs llama-index-core: pip install 'ragcun[llamaindex]'") from e
 
-from ragcun.retrieval.results import SearchResult, relevance_score
+from ragcun.retrieval.results import SearchResult, hit_metadata, relevance_score
 from ragcun.retrieval.retriever import GaussianRetriever
 
 __all__ = ["GaussianLlamaRetriever"]
@@ -55,9 +55,7 @@ class GaussianLlamaRetriever(BaseRetriever):
         super().__init__(**kwargs)
 
     def _node(self, hit: SearchResult) -> NodeWithScore:
-        rel = relevance_score(hit.distance, self.ragcun_retriever.dimension, self.distance_scale)
-        meta = dict(hit.metadata or {})
-        meta["ragcun"] = {"distance": hit.distance, "norm": hit.norm, "relevance": rel, "rank": hit.rank}
+        meta, rel = hit_metadata(hit, self.ragcun_retriever.dimension, self.distance_scale)
         node = TextNode(id_=hit.id, text=hit.text, metadata=meta,
                         excluded_llm_metadata_keys=["ragcun"], excluded_embed_metadata_keys=["ragcun"])
         return NodeWithScore(node=node, score=rel)

@@ -71,18 +71,23 @@ def _labels(results: list[dict[str, Any]]) -> list[str]:
     return labels
 
 
-def _metric_tests(results: list[dict[str, Any]], labels: list[str], b_idx: int, datasets: list[str], metric: str,
-                  n_permutations: int, seed: int) -> dict[str, dict[str, float]]:
-    """Randomisation-test p of every model against the baseline on per-query ``metric``: ``{ds: {label: p}}``."""
-    out: dict[str, dict[str, float]] = {}
+def _paired_tests(results: list[dict[str, Any]], labels: list[str], b_idx: int, datasets: list[str], metric: str,
+                  n_permutations: int, seed: int, warn: bool = False) -> dict[str, dict[str, dict[str, float]]]:
+    """The paired test of every model against the baseline on per-query ``metric``, over the queries both
+    evaluated: ``{ds: {label: test}}`` (``warn``: log when the two share only some of their queries)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
     base = results[b_idx]
     for i, r in enumerate(results):
         for ds in datasets if i != b_idx else ():
             pa, pb = r.get("per_query", {}).get(ds) or {}, base.get("per_query", {}).get(ds) or {}
             common = [q for q in sorted(set(pa) & set(pb)) if metric in pa[q] and metric in pb[q]]
-            if len(common) >= 2:
-                test = paired_test([pa[q][metric] for q in common], [pb[q][metric] for q in common], n_permutations, seed)
-                out.setdefault(ds, {})[labels[i]] = test["perm_p"]
+            if len(common) < 2:
+                continue
+            if warn and len(common) < max(len(pa), len(pb)):
+                logger.warning("%s: %s and %s share %d of %d/%d queries; testing on the shared ones",
+                               ds, labels[i], labels[b_idx], len(common), len(pa), len(pb))
+            out.setdefault(ds, {})[labels[i]] = paired_test([pa[q][metric] for q in common],
+                                                            [pb[q][metric] for q in common], n_permutations, seed)
     return out
 
 
@@ -163,26 +168,9 @@ def build_report(
         datasets += [d for d in r["results"] if d not in datasets]
 
     # significance of every model vs the baseline, per dataset
-    sig: dict[str, dict[str, dict[str, float]]] = {}
-    sig_rows: list[dict[str, Any]] = []
-    base = results[b_idx]
-    for i, r in enumerate(results):
-        if i == b_idx:
-            continue
-        for ds in datasets:
-            pa, pb = r["per_query"].get(ds), base["per_query"].get(ds)
-            if not pa or not pb:
-                continue
-            common = sorted(set(pa) & set(pb))
-            if len(common) < 2 or significance_metric not in pa[common[0]]:
-                continue
-            if len(common) < max(len(pa), len(pb)):
-                logger.warning("%s: %s and %s share %d of %d/%d queries; testing on the shared ones",
-                               ds, labels[i], base_label, len(common), len(pa), len(pb))
-            test = paired_test([pa[q][significance_metric] for q in common], [pb[q][significance_metric] for q in common],
-                               n_permutations, seed)
-            sig.setdefault(ds, {})[labels[i]] = test
-            sig_rows.append({"dataset": ds, "model": labels[i], "baseline": base_label, "metric": significance_metric, **test})
+    sig = _paired_tests(results, labels, b_idx, datasets, significance_metric, n_permutations, seed, warn=True)
+    sig_rows = [{"dataset": ds, "model": lab, "baseline": base_label, "metric": significance_metric, **sig[ds][lab]}
+                for lab in labels for ds in datasets if lab in sig.get(ds, {})]
 
     files: dict[str, str] = {}
     long_rows: list[dict[str, Any]] = []
@@ -206,8 +194,9 @@ def build_report(
             continue
         several = len(have) > 1  # an average of one dataset is that dataset again
         # † in every metric table: the same paired randomisation test on that metric's per-query values
-        marks = {ds: {lab: t["perm_p"] for lab, t in tests.items()} for ds, tests in sig.items()} \
-            if metric == significance_metric else _metric_tests(results, labels, b_idx, have, metric, n_permutations, seed)
+        tests = sig if metric == significance_metric else _paired_tests(results, labels, b_idx, have, metric,
+                                                                        n_permutations, seed)
+        marks = {ds: {lab: t["perm_p"] for lab, t in by_lab.items()} for ds, by_lab in tests.items()}
         header = ["Model", *have, *(["Avg", f"Δ Avg vs {base_label}"] if several else [f"Δ vs {base_label}"])]
         vals = {lab: {ds: r["results"].get(ds, {}).get(metric) for ds in have} for lab, r in zip(labels, results, strict=True)}
         summary_values[metric] = vals

@@ -48,6 +48,15 @@ def relevance_score(distance: float, dim: int, scale: float | None = None) -> fl
     return 1.0 / (1.0 + distance / s)
 
 
+def hit_metadata(hit: SearchResult, dim: int, scale: float | None = None) -> tuple[dict[str, Any], float]:
+    """What the framework adapters attach to a hit: the caller's metadata plus ``ragcun = {distance, norm,
+    relevance, rank}``, and the relevance itself (:func:`relevance_score`)."""
+    relevance = relevance_score(hit.distance, dim, scale)
+    meta = dict(hit.metadata or {})
+    meta["ragcun"] = {"distance": hit.distance, "norm": hit.norm, "relevance": relevance, "rank": hit.rank}
+    return meta, relevance
+
+
 def _model_name(model: Any) -> str:
     cfg = getattr(model, "ragcun_config", None) or {}
     if cfg.get("base_model"):

@@ -123,8 +123,9 @@ def column_prompts(model: Any, columns: list[str]) -> dict[str, str]:
     models that have them (EmbeddingGemma: "task: search result | query: ", "title: none | text: "), so
     training sees what ``encode_query`` / ``encode_document`` see at evaluation and retrieval. Empty
     for models without prompts (MiniLM, MPNet)."""
-    prompts = getattr(model, "prompts", None) or {}
-    q, d = prompts.get("query") or "", prompts.get("document") or ""
+    from ragcun.modeling import query_document_prompts
+
+    q, d = query_document_prompts(model)
     out = {c: (q if c == "query" else d) for c in columns}
     return {c: p for c, p in out.items() if p}
 
