@@ -71,6 +71,12 @@ def _main(
 #: What a command reports as a one-line error instead of a traceback: every ragcun error is one of these
 #: (ConfigError, DataFormatError, RetrieverError are ValueErrors; ModelNotFoundError is an OSError), and
 #: so are the system's (a full disk, a missing file, a file where a folder was expected).
+#: The encoding runtime and batch options every encoding command shares (see ragcun.runtime).
+BACKEND_HELP = "torch | onnx (ONNX Runtime, the whole model in one graph). Default: auto (the measured fastest lossless)."
+PRECISION_HELP = "fp32 | bf16 (torch) | int8 (onnx). Default: auto (fp32 on a CPU, bf16 on a CUDA GPU)."
+BATCH_HELP = "Encoding batch size (default: 16 on a CPU, 128 on a GPU, as measured)."
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError, KeyError, TypeError)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ragcun.cli.app import USER_ERRORS, app, console, fail
+from ragcun.cli.app import BACKEND_HELP, BATCH_HELP, PRECISION_HELP, USER_ERRORS, app, console, fail
 
 _SCORE_HELP = "l2 (−‖q−d‖), cos or dot. Default: the model's own similarity (L2 for ragcun models, cosine otherwise)."
 _SHOWN = ("ndcg@10", "recall@100", "recall@1000", "mrr@10", "map@100")
@@ -22,7 +22,9 @@ def evaluate(
     ),
     split: str = typer.Option("test", "--split", help="Qrels split."),
     score: str = typer.Option(None, "--score", help=_SCORE_HELP),
-    batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
+    batch_size: int = typer.Option(None, "--batch-size", help=BATCH_HELP),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to this many tokens."),
     output: Path = typer.Option(None, "--output", "-o", help="Results JSON (aggregate + per-query)."),
     run_file: Path = typer.Option(None, "--run-file", help="TREC run file (one per dataset when several)."),
@@ -37,10 +39,13 @@ def evaluate(
     try:
         res = evaluate_model(model, datasets, split=split, score=score, batch_size=batch_size,
                              max_seq_length=max_seq_length, data_dir=data_dir, cache=not no_cache, output=output,
-                             run_file=run_file, top_k=top_k, device=device)
+                             run_file=run_file, top_k=top_k, device=device, backend=backend,
+                             precision=precision)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
-    table = Table(title=f"{res['model']} ({res['score']}, {split})")
+    cfg = res["config"]
+    table = Table(title=f"{res['model']} ({res['score']}, {split}; {cfg['backend']} {cfg['precision']}, "
+                        f"batch {cfg['batch_size']})")
     table.add_column("dataset")
     for m in _SHOWN:
         table.add_column(m.upper(), justify="right")
@@ -64,7 +69,9 @@ def isotropy(
     max_docs: int = typer.Option(10_000, "--max-docs", help="Sample this many corpus documents (0 = all)."),
     num_slices: int = typer.Option(1024, "--num-slices", help="Random slices for the SIGReg statistic."),
     seed: int = typer.Option(0, "--seed", help="Random seed (sampling)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
+    batch_size: int = typer.Option(None, "--batch-size", help=BATCH_HELP),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to N tokens (default: the model's own)."),
     data_dir: str = typer.Option(None, "--data-dir", help="Where BEIR datasets live (default: $RAGCUN_DATA_DIR)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write tables only, no PNG figures."),
@@ -74,7 +81,8 @@ def isotropy(
 
     try:
         res = analyze(model or [], dataset, embeddings or [], out, split, max_docs or None, num_slices, seed, batch_size,
-                      max_seq_length, data_dir, plots=not no_plots, labels=label or None)
+                      max_seq_length, data_dir, plots=not no_plots, labels=label or None, backend=backend,
+                      precision=precision)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     cols = ["n", "dim", "mean_norm", "cov_error_rel", "mean_abs_offdiag_corr", "eigenvalue_score", "isoscore",
@@ -98,7 +106,9 @@ def evaluate_rag_cmd(
     score: str = typer.Option(None, "--score", help=_SCORE_HELP),
     negatives: int = typer.Option(100, "--negatives", help="Random negatives sampled per query."),
     seed: int = typer.Option(0, "--seed", help="Random seed (sampling)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
+    batch_size: int = typer.Option(None, "--batch-size", help=BATCH_HELP),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to N tokens (default: the model's own)."),
     output: Path = typer.Option(None, "--output", "-o", help="Results JSON."),
     plot: Path = typer.Option(None, "--plot", help="Reliability diagram (PNG)."),
@@ -110,7 +120,7 @@ def evaluate_rag_cmd(
 
     try:
         r = evaluate_rag(model, dataset, split, score, negatives, seed, batch_size, max_seq_length, data_dir,
-                         not no_cache, output, plot)
+                         not no_cache, output, plot, backend=backend, precision=precision)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     table = Table(title=f"{r['model']} on {dataset} ({r['score']}; {r['queries']} queries, {negatives} negatives each)",

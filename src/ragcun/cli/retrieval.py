@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ragcun.cli.app import USER_ERRORS, app, console, fail
+from ragcun.cli.app import BACKEND_HELP, BATCH_HELP, PRECISION_HELP, USER_ERRORS, app, console, fail
 from ragcun.progress import wanted
 
 logger = logging.getLogger(__name__)
@@ -41,9 +41,11 @@ def index_build(
     docs: Path = typer.Option(..., "--docs", help="JSONL (id/text/metadata), a BEIR corpus.jsonl or dataset folder, or id<TAB>text .tsv; .gz ok."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (replaced atomically)."),
     index: str = typer.Option("flat", "--index", help="flat (exact) | ivf | hnsw."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
+    batch_size: int = typer.Option(None, "--batch-size", help=BATCH_HELP),
     max_seq_length: int = typer.Option(None, "--max-seq-length",
                                        help="Truncate documents and queries to N tokens (kept in the index)."),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP + " Kept in the index."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     chunk_size: int = typer.Option(4096, "--chunk-size", help="Documents read from the file per step (bounds memory)."),
     limit: int = typer.Option(None, "--limit", help="Index only the first N documents."),
     nlist: int = typer.Option(None, "--nlist", help="IVF: number of cells (default ≈ sqrt(n))."),
@@ -69,7 +71,7 @@ def index_build(
         raise fail(f"--docs {docs}: no such file or folder")
     if limit is not None and limit < 1:
         raise fail(f"--limit must be a positive number of documents, got {limit}")
-    for name, value in (("--batch-size", batch_size), ("--chunk-size", chunk_size)):
+    for name, value in (("--batch-size", batch_size or 1), ("--chunk-size", chunk_size)):
         if value < 1:
             raise fail(f"{name} must be >= 1, got {value}")
     if out.exists() and not out.is_dir():
@@ -83,7 +85,8 @@ def index_build(
         params = {"M": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
     try:
         retriever = GaussianRetriever(model, index=index, device=device, batch_size=batch_size,
-                                      max_seq_length=max_seq_length, **params)
+                                      max_seq_length=max_seq_length, encode_backend=backend, precision=precision,
+                                      **params)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     total = count_lines(docs)
@@ -92,7 +95,8 @@ def index_build(
     records = read_documents(docs)
     if limit is not None:
         records = itertools.islice(records, limit)
-    logger.info("indexing %s with %s (%s index, dim %d)", docs, model, index, retriever.dimension)
+    logger.info("indexing %s with %s (%s index, dim %d; %s, batch %d)", docs, model, index, retriever.dimension,
+                retriever.runtime.tag, retriever.batch_size)
     try:
         with tqdm(total=total, unit="doc", desc="encoding", dynamic_ncols=True, disable=not wanted()) as bar:
             progress = bar.update if wanted() else _log_progress(total)  # a log file gets a line every 30 s

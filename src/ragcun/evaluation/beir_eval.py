@@ -18,11 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.evaluation.encode import CorpusEmbeddings, encode_corpus, encode_texts, judged_queries, load_model
+from ragcun.evaluation.encode import (
+    CorpusEmbeddings,
+    check_batch_size,
+    encode_corpus,
+    encode_texts,
+    judged_queries,
+    load_model,
+)
 from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_names, write_qrels, write_run
 from ragcun.evaluation.search import SIMILARITY_TO_SCORE, check_score, merge_topk, rescore, search_chunks
 from ragcun.fingerprint import model_fingerprint
 from ragcun.io import write_json
+from ragcun.runtime import resolve_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +145,7 @@ def evaluate_model(
     datasets: str | Sequence[str],
     split: str = "test",
     score: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     max_seq_length: int | None = None,
     data_dir: str | os.PathLike | None = None,
     cache: bool = True,
@@ -149,12 +157,15 @@ def evaluate_model(
     device: str | None = None,
     show_progress_bar: bool = True,
     model_name: str | None = None,
+    backend: str | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (path, alias or loaded SentenceTransformer) on BEIR ``datasets``.
 
     ``datasets`` are names, folders, or the groups ``quick``/``standard``/``all``. ``score``
     defaults to the model's own similarity (L2 for ragcun models, cosine for plain
-    sentence-transformers). Returns (and writes to ``output``, atomically) the results dict::
+    sentence-transformers). ``backend``/``precision`` choose the runtime (:mod:`ragcun.runtime`; default:
+    the measured fastest lossless one); ``batch_size`` defaults to the measured best for the device. Returns (and writes to ``output``, atomically) the results dict::
 
         {"model", "model_fingerprint", "score", "results": {ds: {"ndcg@10": …}},
          "per_query": {ds: {qid: {"ndcg@10": …}}}, "timing": {…}, "config": {…}}
@@ -169,7 +180,9 @@ def evaluate_model(
         raise ValueError("no dataset given")
     for ds in names:
         find_split(ds, split, data_dir)
-    model, name = load_model(model, device, max_seq_length)
+    runtime = resolve_runtime(backend, precision, device)
+    batch_size = check_batch_size(batch_size, device)
+    model, name = load_model(model, device, max_seq_length, runtime)
     name = model_name or name
     score = score or default_score(model)
     metrics = {n: tuple(k_values) for n in DEFAULT_METRICS} if k_values else dict(DEFAULT_METRICS)
@@ -196,6 +209,8 @@ def evaluate_model(
             "split": split,
             "score": score,
             "batch_size": batch_size,
+            "backend": runtime.backend,
+            "precision": runtime.precision,
             "max_seq_length": getattr(model, "max_seq_length", None),
             "top_k": top_k,
             "ignore_identical_ids": True,

@@ -304,9 +304,10 @@ def encode_corpus_shared(
         try:
             for label, model, tail in targets:
                 chunks = []
+                dtype = next(iter(model.parameters())).dtype  # bf16 under the torch bf16 runtime
                 with torch.no_grad():
                     for chunk in feats.chunks:
-                        x = torch.from_numpy(np.array(chunk, dtype=np.float32)).to(model.device)
+                        x = torch.from_numpy(np.array(chunk, dtype=np.float32)).to(model.device, dtype)
                         for m in tail:
                             x = m({"sentence_embedding": x})["sentence_embedding"]
                         chunks.append(x.float().cpu().numpy())
@@ -323,10 +324,13 @@ def encode_corpus_shared(
 
 
 # ---------------------------------------------------------------------------- the shared setup
-def load_model(model: Any, device: str | None = None, max_seq_length: int | None = None) -> tuple[Any, str]:
+def load_model(model: Any, device: str | None = None, max_seq_length: int | None = None,
+               runtime: Any = None) -> tuple[Any, str]:
     """A loaded SentenceTransformer and a display name, from a path/alias or an already loaded model,
-    truncating inputs to ``max_seq_length`` tokens (checked against what the model can take)."""
-    if isinstance(model, str | os.PathLike):
+    truncating inputs to ``max_seq_length`` tokens (checked against what the model can take) and
+    running under ``runtime`` (a :class:`ragcun.runtime.Runtime`; None = torch fp32, the model as loaded)."""
+    owned = isinstance(model, str | os.PathLike)
+    if owned:
         from ragcun.modeling import run_info
         from ragcun.resolve import load_sentence_transformer
 
@@ -338,7 +342,22 @@ def load_model(model: Any, device: str | None = None, max_seq_length: int | None
         name = str(name or type(model).__name__)
     if max_seq_length is not None:
         set_max_seq_length(model, max_seq_length, name)
+    if runtime is not None and not runtime.is_reference:
+        from ragcun.runtime import prepare_model
+
+        model = prepare_model(model, runtime, device=device, owned=owned)
     return model, name
+
+
+def check_batch_size(batch_size: int | None, device: Any = None) -> int:
+    """``batch_size``, checked; None = the measured default for ``device`` (:func:`ragcun.runtime.default_batch_size`)."""
+    if batch_size is None:
+        from ragcun.runtime import default_batch_size
+
+        return default_batch_size(device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
 
 
 def set_max_seq_length(model: Any, max_seq_length: int, name: str = "the model") -> None:

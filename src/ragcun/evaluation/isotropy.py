@@ -212,18 +212,21 @@ def analyze(
     max_docs: int | None = 10_000,
     num_slices: int = 1024,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     max_seq_length: int | None = None,
     data_dir: str | os.PathLike | None = None,
     cache: bool = True,
     plots: bool = True,
     labels: Sequence[str] | None = None,
+    backend: str | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Isotropy of several models on one dataset (corpus and queries), and/or of saved ``.npy`` matrices.
 
     Corpus documents are sampled (seeded) down to ``max_docs`` before encoding. Writes
     ``isotropy.json`` (full metrics with arrays), ``isotropy.csv`` (scalar metrics, one row per
     model × kind) and the four figures (corpus embeddings of every model side by side) to ``out_dir``.
+    ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`).
     """
     from ragcun.io import write_json, write_text
 
@@ -251,8 +254,18 @@ def analyze(
 
     if models:
         from ragcun.data.beir import load_beir
-        from ragcun.evaluation.encode import encode_beir_corpus, encode_texts, judged_queries, load_model
+        from ragcun.evaluation.encode import (
+            check_batch_size,
+            encode_beir_corpus,
+            encode_texts,
+            judged_queries,
+            load_model,
+        )
         from ragcun.fingerprint import model_fingerprint
+        from ragcun.runtime import resolve_runtime
+
+        runtime = resolve_runtime(backend, precision)
+        batch_size = check_batch_size(batch_size)
 
         data = load_beir(dataset, split=split, data_dir=data_dir)
         queries = judged_queries(data)
@@ -264,7 +277,7 @@ def analyze(
             cache_name = f"{data.name}-sample{max_docs}-seed{seed}"
         qids = list(queries)
         for spec in models:
-            model, name = load_model(spec, max_seq_length=max_seq_length)
+            model, name = load_model(spec, max_seq_length=max_seq_length, runtime=runtime)
             label = names.pop(0) if names else Path(str(name).rstrip("/")).name
             emb = encode_beir_corpus(model, data, batch_size, cache, doc_ids=doc_ids, cache_name=cache_name)
             try:

@@ -188,7 +188,7 @@ def evaluate_rag(
     score: str | None = None,
     negatives_per_query: int = 100,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     max_seq_length: int | None = None,
     data_dir: str | os.PathLike | None = None,
     cache: bool = True,
@@ -196,16 +196,23 @@ def evaluate_rag(
     plot: str | os.PathLike | None = None,
     device: str | None = None,
     show_progress_bar: bool = True,
+    backend: str | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
-    """RAG metrics of ``model`` on one BEIR ``dataset``; writes JSON to ``output`` and a reliability plot to ``plot``."""
+    """RAG metrics of ``model`` on one BEIR ``dataset``; writes JSON to ``output`` and a reliability plot to ``plot``.
+
+    ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`)."""
     from ragcun.data.beir import load_beir
     from ragcun.evaluation.beir_eval import default_score, retrieve
-    from ragcun.evaluation.encode import encode_beir_corpus, judged_queries, load_model
+    from ragcun.evaluation.encode import check_batch_size, encode_beir_corpus, judged_queries, load_model
     from ragcun.fingerprint import model_fingerprint
     from ragcun.io import write_json
+    from ragcun.runtime import resolve_runtime
 
     t0 = time.perf_counter()
-    model, name = load_model(model, device, max_seq_length)
+    runtime = resolve_runtime(backend, precision, device)
+    batch_size = check_batch_size(batch_size, device)
+    model, name = load_model(model, device, max_seq_length, runtime)
     score = check_score(score) if score else default_score(model)
     data = load_beir(dataset, split=split, data_dir=data_dir)
     corpus, qrels, queries = data.corpus, data.qrels, judged_queries(data)
@@ -222,6 +229,7 @@ def evaluate_rag(
     finally:
         emb.cleanup()
     result = {"model": name, "model_fingerprint": model_fingerprint(model), "dataset": dataset, "split": split,
+              "backend": runtime.backend, "precision": runtime.precision,
               **result, "seconds": time.perf_counter() - t0}
     if plot:
         from ragcun.evaluation.plots import reliability_plot

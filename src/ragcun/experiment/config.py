@@ -75,10 +75,17 @@ class EvaluationSection:
     isotropy_max_docs: int = 0  # 0: the whole corpus
     isotropy_num_slices: int = 1024
     approximate_search: bool = True  # recall@10 of the retriever's HNSW and IVF defaults against exact search
+    backend: str = "auto"  # the encoding runtime (ragcun.runtime): torch | onnx
+    precision: str = "auto"  # fp32 | bf16 | int8
 
     def check(self) -> list[str]:
+        from ragcun.runtime import BACKENDS, PRECISIONS
+
         problems = positive(self, "batch_size", "max_seq_length", "isotropy_num_slices")
         problems += non_negative(self, "isotropy_max_docs")
+        for key, allowed in (("backend", BACKENDS), ("precision", PRECISIONS)):
+            if getattr(self, key) not in (*allowed, "auto"):
+                problems.append(f"{key} must be auto, {', '.join(allowed)} (got {getattr(self, key)!r})")
         if not self.datasets:
             problems.append("datasets must name at least one BEIR dataset")
         return problems

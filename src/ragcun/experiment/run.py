@@ -139,10 +139,12 @@ def evaluation_views(exp: ExperimentConfig, arms: dict[str, Path] | None = None)
     return views
 
 
-def load_views(views: list[View], max_seq_length: int | None) -> dict[str, Any]:
-    """label -> a loaded model, each directory loaded once (a base view shares its model's modules)."""
+def load_views(views: list[View], max_seq_length: int | None, ev: Any = None) -> dict[str, Any]:
+    """label -> a loaded model, each directory loaded once (a base view shares its model's modules), under
+    the ``[evaluation]`` section ``ev``'s encoding runtime."""
     from ragcun.modeling import IsotropicGaussianEncoder, submodel
     from ragcun.resolve import load_sentence_transformer
+    from ragcun.runtime import prepare_model, resolve_runtime
 
     loaded: dict[str, Any] = {}
     models: dict[str, Any] = {}
@@ -155,6 +157,11 @@ def load_views(views: list[View], max_seq_length: int | None) -> dict[str, Any]:
             loaded[v.model] = model
         model = loaded[v.model]
         models[v.label] = submodel(model, model.base_modules) if v.part == "base" else model
+    runtime = resolve_runtime(ev.backend, ev.precision) if ev is not None else None
+    if runtime is not None and not runtime.is_reference:
+        prepared: dict[int, Any] = {}  # one runtime model per loaded object (a label ranked twice shares it)
+        for label, model in models.items():
+            models[label] = prepared.setdefault(id(model), prepare_model(model, runtime))
     return models
 
 
@@ -171,7 +178,7 @@ def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | Non
     todo = [v for v in views if not files[v.label].exists()]
     if not todo:
         return files
-    models = load_views(todo, ev.max_seq_length)
+    models = load_views(todo, ev.max_seq_length, ev)
     for ds in ev.datasets:
         data = load_beir(ds, split=ev.split, data_dir=data_dir)
         ids = list(data.corpus)
@@ -179,7 +186,8 @@ def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | Non
     for v in todo:
         logger.info("evaluate %s (%s, %s) on %s", v.label, v.model, v.score, ", ".join(ev.datasets))
         res = evaluate_model(models[v.label], ev.datasets, split=ev.split, score=v.score, batch_size=ev.batch_size,
-                             data_dir=data_dir, output=None, model_name=v.label, show_progress_bar=False)
+                             data_dir=data_dir, output=None, model_name=v.label, show_progress_bar=False,
+                             backend=ev.backend, precision=ev.precision)
         res["description"] = v.description
         res["model_path"] = v.model
         res["view"] = v.part
@@ -203,10 +211,11 @@ def measure_isotropy(exp: ExperimentConfig, views: list[View], data_dir: str | N
         files[ds] = out / "isotropy.json"
         if files[ds].exists():
             continue
-        models = load_views(main, ev.max_seq_length)
+        models = load_views(main, ev.max_seq_length, ev)
         logger.info("isotropy of %s on %s", ", ".join(models), ds)
         analyze(list(models.values()), ds, out_dir=out, split=ev.split, max_docs=ev.isotropy_max_docs or None,
-                num_slices=ev.isotropy_num_slices, batch_size=ev.batch_size, data_dir=data_dir, labels=list(models))
+                num_slices=ev.isotropy_num_slices, batch_size=ev.batch_size, data_dir=data_dir, labels=list(models),
+                backend=ev.backend, precision=ev.precision)
     return files
 
 
@@ -220,7 +229,7 @@ def measure_approximate_search(exp: ExperimentConfig, views: list[View], data_di
     if not ev.approximate_search or out.exists():
         return out if out.exists() else None
     main = [v for v in views if v.part == "model" and (v.label == "reference" or v.score == "l2")]
-    models = load_views(main, ev.max_seq_length)
+    models = load_views(main, ev.max_seq_length, ev)
     rows = []
     for ds in ev.datasets:
         for label, model in models.items():

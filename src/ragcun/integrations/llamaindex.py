@@ -29,7 +29,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("the LlamaIndex adapter needs llama-index-core: pip install 'ragcun[llamaindex]'") from e
 
-from ragcun.retrieval.results import SearchResult, hit_metadata, relevance_score
+from ragcun.retrieval.results import SearchResult, check_top_k, hit_metadata, relevance_score
 from ragcun.retrieval.retriever import GaussianRetriever
 
 __all__ = ["GaussianLlamaRetriever"]
@@ -49,7 +49,7 @@ class GaussianLlamaRetriever(BaseRetriever):
         if not isinstance(retriever, GaussianRetriever):
             raise TypeError(f"retriever must be a GaussianRetriever, got {type(retriever).__name__}")
         self.ragcun_retriever = retriever
-        self.top_k = GaussianRetriever._check_top_k(top_k)
+        self.top_k = check_top_k(top_k)
         self.distance_scale = distance_scale
         relevance_score(0.0, retriever.dimension, distance_scale)  # checks the scale once, here
         super().__init__(**kwargs)

@@ -64,6 +64,7 @@ def build_manifest(self: GaussianRetriever) -> dict[str, Any]:
             "max_seq_length": getattr(self.model, "max_seq_length", None),
         },
         "batch_size": self.batch_size,
+        "encoding": {"backend": self.runtime.backend, "precision": self.runtime.precision},
         "dimension": self.dimension,
         "metric": "l2",
         "index": {"type": self.index.kind, "backend": self.index.backend, "params": self.index.params},
@@ -157,6 +158,7 @@ def load(
     verify: bool = True,
     check_model: bool = True,
     mmap: bool = False,
+    runtime: tuple[str | None, str | None] | None = None,
 ) -> GaussianRetriever:
     """Load a saved retriever.
 
@@ -215,8 +217,11 @@ def load(
         raise IndexCorruptError(str(exc)) from exc
     counts = manifest["counts"]
     next_id = int(store.get_info("next_iid") or counts.get("next_iid", 0))
+    saved = manifest.get("encoding") or {"backend": "torch", "precision": "fp32"}  # before runtimes: torch fp32
+    backend, precision = runtime if runtime is not None else (None, None)
     self = cls(loaded, index, model_name=name, batch_size=int(manifest.get("batch_size", 64)), store=store,
-               next_id=next_id)
+               next_id=next_id, device=device, encode_backend=backend or saved.get("backend"),
+               precision=precision or saved.get("precision"))
     self.model_location = location
     if check_model:
         if self.fingerprint != mm.get("fingerprint"):

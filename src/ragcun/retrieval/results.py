@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,15 @@ def model_dimension(model: Any) -> int:
     if not dim:
         dim = int(np.asarray(model.encode(["dimension probe"])).shape[-1])
     return int(dim)
+
+
+def check_top_k(top_k: Any) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    return int(top_k)
+
+
+def preview(items: Sequence[str], n: int = 5) -> str:
+    """The first ``n`` items for an error message, with the total when there are more."""
+    shown = ", ".join(repr(i) for i in items[:n])
+    return shown + (f" … ({len(items)} in all)" if len(items) > n else "")

@@ -38,7 +38,13 @@ from ragcun.retrieval.errors import (
 )
 from ragcun.retrieval.index import INDEX_TYPES, VectorIndex, make_index
 from ragcun.retrieval.locks import ReadWriteLock
-from ragcun.retrieval.results import SearchResult, model_dimension, resolve_retriever_model
+from ragcun.retrieval.results import (
+    SearchResult,
+    check_top_k,
+    model_dimension,
+    preview,
+    resolve_retriever_model,
+)
 from ragcun.retrieval.store import DocumentStore
 
 logger = logging.getLogger(__name__)
@@ -60,6 +66,9 @@ class GaussianRetriever:
         batch_size: default encoding batch size.
         max_seq_length: truncate inputs to this many tokens (checked against the model's limit; kept
             in the manifest, so ``load`` applies it again).
+        encode_backend, precision: the encoding runtime (``torch``/``onnx``, ``fp32``/``bf16``/``int8``;
+            default ``auto``, see :mod:`ragcun.runtime`); kept in the manifest, so ``load`` encodes
+            queries the way the documents were encoded. ``model`` stays the torch model.
         **index_params: ``nlist``/``nprobe`` (IVF), ``M``/``ef_construction``/``ef_search``/
             ``compact_ratio`` (HNSW).
 
@@ -76,23 +85,27 @@ class GaussianRetriever:
         backend: str = "auto",
         model_name: str | None = None,
         device: str | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         store: DocumentStore | None = None,
         next_id: int = 0,
         max_seq_length: int | None = None,
+        encode_backend: str | None = None,
+        precision: str | None = None,
         **index_params: Any,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        from ragcun.evaluation.encode import check_batch_size, set_max_seq_length
+        from ragcun.runtime import prepare_model, resolve_runtime
+
+        batch_size = check_batch_size(batch_size, device)
+        self.runtime = resolve_runtime(encode_backend, precision, device)
         self.model, name, location = self._resolve_model(model, device)
         if max_seq_length is not None:
-            from ragcun.evaluation.encode import set_max_seq_length
-
             set_max_seq_length(self.model, max_seq_length, model_name or name)
+        self._encoder = prepare_model(self.model, self.runtime, device, owned=False)
         self.model_name = model_name or name
         self.model_location = location
         self.batch_size = int(batch_size)
-        self.dimension = self._model_dimension(self.model)
+        self.dimension = self._model_dimension(self._encoder)
         if isinstance(index, VectorIndex):  # a loaded index (see load); its dimension must agree
             if index.dim != self.dimension:
                 raise DimensionMismatchError(f"index dimension {index.dim} but the model produces {self.dimension}")
@@ -119,7 +132,7 @@ class GaussianRetriever:
     def encode_documents(self, texts: Sequence[str], batch_size: int | None = None,
                          show_progress_bar: bool = False) -> np.ndarray:
         """Document embeddings (the model's document prompt applied), float32, unnormalised."""
-        enc = getattr(self.model, "encode_document", None) or self.model.encode
+        enc = getattr(self._encoder, "encode_document", None) or self._encoder.encode
         with self._encode_lock:
             x = enc(list(texts), batch_size=batch_size or self.batch_size, convert_to_numpy=True,
                     show_progress_bar=wanted(show_progress_bar))
@@ -127,7 +140,7 @@ class GaussianRetriever:
 
     def encode_queries(self, queries: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Query embeddings (the model's query prompt applied)."""
-        enc = getattr(self.model, "encode_query", None) or self.model.encode
+        enc = getattr(self._encoder, "encode_query", None) or self._encoder.encode
         with self._encode_lock:
             x = enc(list(queries), batch_size=batch_size or self.batch_size, convert_to_numpy=True,
                     show_progress_bar=False)
@@ -205,10 +218,10 @@ class GaussianRetriever:
         seen: set[str] = set()
         dups = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
         if dups:
-            raise ValueError(f"duplicate document ids in this call: {_preview(dups)}")
+            raise ValueError(f"duplicate document ids in this call: {preview(dups)}")
         taken = self.store.existing_ids(ids)
         if taken:
-            raise ValueError(f"document ids already in the index: {_preview(taken)} (remove them first)")
+            raise ValueError(f"document ids already in the index: {preview(taken)} (remove them first)")
 
     def add_stream(
         self,
@@ -268,7 +281,7 @@ class GaussianRetriever:
             found = self.store.iids_for(ids)
             unknown = [i for i in ids if i not in found]
             if unknown and missing == "error":
-                raise KeyError(f"unknown document ids: {_preview(unknown)}")
+                raise KeyError(f"unknown document ids: {preview(unknown)}")
             iids = sorted(set(found.values()))
             if not iids:
                 return 0
@@ -298,17 +311,11 @@ class GaussianRetriever:
             raise TypeError(f"query must be a string, got {type(query).__name__} (use retrieve_batch for lists)")
         return self.retrieve_batch([query], top_k=top_k)[0]
 
-    @staticmethod
-    def _check_top_k(top_k: Any) -> int:
-        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        return int(top_k)
-
     def retrieve_batch(self, queries: Sequence[str], top_k: int = 10,
                        batch_size: int | None = None) -> list[list[SearchResult]]:
         """``retrieve`` for many queries: one encoding pass and one index search."""
         queries = list(queries)
-        top_k = self._check_top_k(top_k)
+        top_k = check_top_k(top_k)
         for i, q in enumerate(queries):
             if not isinstance(q, str):
                 raise TypeError(f"queries[{i}] is {type(q).__name__}, expected str")
@@ -321,7 +328,7 @@ class GaussianRetriever:
 
     def search_embeddings(self, query_embeddings: np.ndarray, top_k: int = 10) -> list[list[SearchResult]]:
         """Search with precomputed query embeddings (shape ``(nq, dim)``)."""
-        top_k = self._check_top_k(top_k)
+        top_k = check_top_k(top_k)
         q = np.asarray(query_embeddings, dtype=np.float32)
         if not np.isfinite(q).all():
             raise ValueError("query embeddings contain NaN or inf")
@@ -344,7 +351,6 @@ class GaussianRetriever:
             out.append(hits)
         return out
 
-    # ------------------------------------------------------------------ persistence
     # ------------------------------------------------------------------ persistence (ragcun.retrieval.persistence)
     def manifest(self) -> dict[str, Any]:
         """What ``save`` writes to ``manifest.json`` (without the file hashes)."""
@@ -366,23 +372,21 @@ class GaussianRetriever:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, model: Any = None, *, device: str | None = None, verify: bool = True,
-             check_model: bool = True, mmap: bool = False) -> GaussianRetriever:
+             check_model: bool = True, mmap: bool = False, encode_backend: str | None = None,
+             precision: str | None = None) -> GaussianRetriever:
         """Load a saved retriever, checking every file and the model (see :func:`persistence.load`).
 
-        *Loading runs the model the manifest names*: load indexes you trust.
+        *Loading runs the model the manifest names*: load indexes you trust. The encoding runtime is the
+        manifest's unless ``encode_backend``/``precision`` say otherwise.
         """
         from ragcun.retrieval import persistence
 
-        return persistence.load(cls, directory, model, device=device, verify=verify, check_model=check_model, mmap=mmap)
+        return persistence.load(cls, directory, model, device=device, verify=verify, check_model=check_model, mmap=mmap,
+                                runtime=(encode_backend, precision))
 
     def __repr__(self) -> str:
-        return (f"GaussianRetriever(model={self.model_name!r}, index={self.index.kind!r}, "
-                f"backend={self.index.backend!r}, dim={self.dimension}, documents={len(self)})")
-
-
-def _preview(items: Sequence[str], n: int = 5) -> str:
-    shown = ", ".join(repr(i) for i in items[:n])
-    return shown + (f" … ({len(items)} in all)" if len(items) > n else "")
+        return (f"GaussianRetriever(model={self.model_name!r}, index={self.index.kind!r}, backend={self.index.backend!r}, "
+                f"encoding={self.runtime.tag!r}, dim={self.dimension}, documents={len(self)})")
 
 
 __all__ = [

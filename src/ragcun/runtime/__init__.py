@@ -1,0 +1,145 @@
+"""Which runtime encodes: a backend (``torch`` | ``onnx``) and a precision (``fp32`` | ``bf16`` | ``int8``).
+
+Every encoding path (``evaluate``, ``isotropy``, ``evaluate-rag``, ``index build``,
+:class:`~ragcun.retrieval.GaussianRetriever`, the experiment's ``[evaluation]``) takes the same two
+choices and goes through :func:`prepare_model`, which returns a model with the usual
+``SentenceTransformer.encode`` API: sentence-transformers still tokenizes, sorts by length and batches.
+
+=========  ======  =================================================================================
+backend    prec.   what runs
+=========  ======  =================================================================================
+torch      fp32    the model as loaded (the reference)
+torch      bf16    the model cast to bfloat16 (fast where the hardware has bf16 units: recent GPUs,
+                   CPUs with AVX-512 BF16 / AMX; emulated, hence slow, elsewhere)
+onnx       fp32    the whole model, Gaussian head included, exported to ONNX and run by ONNX Runtime
+onnx       int8    that graph with int8 weights (per output channel) and dynamically quantised
+                   activations (:mod:`onnxruntime.quantization`)
+=========  ======  =================================================================================
+
+``auto`` resolves by measurement (``benchmarks/suites/backends.py``; README "Performance"): fp32 on the
+torch backend on a CPU, where neither ONNX Runtime nor OpenVINO fp32 measured faster and bf16 without
+bf16 instructions is 4× slower; bf16 on a CUDA GPU that supports it (the field's practice; not measured
+on this project's CPU machines). ``backend="auto"`` means onnx for int8, torch otherwise. Exported graphs
+are cached by the model's fingerprint (:mod:`ragcun.runtime.onnx`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+PRECISIONS = ("fp32", "bf16", "int8")
+#: The encoding batch size where none is given: on the 2-core CPU batch 16 measured 10–13 % faster than
+#: 32 and 64 with the same vectors (benchmarks/results/full/encode.json); GPUs want larger batches.
+CPU_BATCH_SIZE = 16
+GPU_BATCH_SIZE = 128
+
+
+class BackendUnavailableError(ImportError):
+    """The requested backend cannot run here (its package is missing, or the combination is unsupported)."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A resolved (backend, precision) pair."""
+
+    backend: str = "torch"
+    precision: str = "fp32"
+
+    @property
+    def tag(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+    @property
+    def is_reference(self) -> bool:
+        return self.backend == "torch" and self.precision == "fp32"
+
+
+def default_batch_size(device: Any = None) -> int:
+    """The measured default encoding batch size for ``device`` (a string, torch.device, or None = CPU)."""
+    return GPU_BATCH_SIZE if str(device or "cpu").startswith("cuda") else CPU_BATCH_SIZE
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto", device: Any = None) -> Runtime:
+    """Check ``backend``/``precision`` (``auto`` or ``None`` = the measured default) and resolve them."""
+    b = (backend or "auto").lower()
+    p = (precision or "auto").lower()
+    if b not in (*BACKENDS, "auto"):
+        raise ValueError(f"backend must be auto, {', '.join(BACKENDS)} (got {backend!r})")
+    if p not in (*PRECISIONS, "auto"):
+        raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)} (got {precision!r})")
+    on_gpu = str(device or "cpu").startswith("cuda")
+    if p == "auto":
+        if b == "onnx":
+            p = "fp32"
+        else:
+            import torch
+
+            p = "bf16" if on_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if b == "auto":
+        b = "onnx" if p == "int8" else "torch"
+    if b == "onnx" and p == "bf16":
+        raise BackendUnavailableError("precision bf16 runs on the torch backend (ONNX Runtime has no bf16 CPU kernels); "
+                                      "use --backend torch --precision bf16, or --backend onnx --precision fp32|int8")
+    if b == "torch" and p == "int8":
+        raise BackendUnavailableError("precision int8 runs on the onnx backend (per-channel int8 in ONNX Runtime); "
+                                      "use --backend onnx --precision int8")
+    if b == "onnx":
+        from ragcun.runtime.onnx import require_onnxruntime
+
+        require_onnxruntime()
+    return Runtime(b, p)
+
+
+def prepare_model(model: Any, runtime: Runtime, device: Any = None, owned: bool = True) -> Any:
+    """The model to encode with under ``runtime`` (``model`` itself for torch fp32).
+
+    ``owned=False`` (a model the caller passed in and keeps using) copies before casting to bf16.
+    """
+    if runtime_of(model) == runtime:  # already prepared (or torch fp32 asked of a torch fp32 model)
+        return model
+    if runtime.backend == "torch":  # bf16
+        import torch
+
+        on_gpu = str(device or getattr(model, "device", "cpu")).startswith("cuda")
+        if not on_gpu and not cpu_has_bf16():
+            logger.warning("bf16 on a CPU without bf16 instructions (no avx512_bf16/amx_bf16 in /proc/cpuinfo) runs "
+                           "emulated: it measured 4x slower than fp32 on such a CPU")
+        target = model if owned else copy.deepcopy(model)
+        return target.to(torch.bfloat16)
+    from ragcun.runtime.onnx import onnx_model
+
+    return onnx_model(model, runtime.precision, device=device)
+
+
+def runtime_of(model: Any) -> Runtime:
+    """The runtime a prepared model runs under (for results and manifests)."""
+    first = model[0] if hasattr(model, "__getitem__") else None
+    tag = getattr(first, "runtime", None)
+    if isinstance(tag, Runtime):
+        return tag
+    import torch
+
+    try:
+        dtype = next(model.parameters()).dtype
+    except (StopIteration, AttributeError, TypeError):
+        return Runtime()
+    return Runtime("torch", "bf16" if dtype == torch.bfloat16 else "fp32")
