@@ -8,8 +8,8 @@ max_seq_length 256, all-MiniLM-L6-v2 on the CPU. Compared:
   ``SentenceTransformer.encode``: passages/s and peak RSS above the pre-call baseline.
   Repetitions alternate between the two so drifting machine load hits both alike.
 * **options** on the ragcun encoder, each against its own default (batch 32, length-sorted,
-  fp32) on the same passages: unsorted batches, other batch sizes, int8 dynamic quantisation of
-  the Linear layers, and the ONNX backend when it can be installed. "Quality kept" for each:
+  fp32) on the same passages: unsorted batches, other batch sizes and torch's int8 dynamic quantisation
+  of the Linear layers (ragcun's runtimes, ONNX Runtime fp32/int8 and bf16, are the ``backends`` suite's). "Quality kept" for each:
   cosine and relative L2 agreement of its embeddings with fp32, and the overlap of the top-10
   documents (L2 ranking over the N passages) for scifact test queries, and NDCG@10 against the
   scifact test qrels cut to those N passages (the retrieval score the option keeps).
@@ -107,31 +107,6 @@ def encode_unsorted(model, docs: list[str], batch_size: int) -> np.ndarray:
                            for i in range(0, len(docs), batch_size)])
 
 
-def onnx_model(model, notes: list[str]):
-    """The ragcun encoder through sentence-transformers' ONNX backend, or None (with the reason in ``notes``)."""
-    try:
-        import onnxruntime  # noqa: F401
-        import optimum  # noqa: F401
-    except ImportError as exc:
-        notes.append(
-            f"ONNX backend not measured: {exc.name} is not installed. `pip install \"sentence-transformers[onnx]\"` "
-            "cannot be resolved here: every optimum-onnx release on PyPI pins transformers<4.58, while "
-            "sentence-transformers 6.x needs transformers>=5 (checked with pip's resolver, torch pinned)."
-        )
-        return None
-    import tempfile
-
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        tmp = tempfile.mkdtemp(prefix="ragcun-onnx-")
-        model.save(tmp)
-        return SentenceTransformer(tmp, backend="onnx", device="cpu")
-    except Exception as exc:  # noqa: BLE001 - an export failure is a finding, not a crash
-        notes.append(f"ONNX backend failed: {type(exc).__name__}: {exc}")
-        return None
-
-
 # --------------------------------------------------------------------------- suite
 def run(quick: bool) -> dict:
     from ragcun.modeling import IsotropicGaussianEncoder
@@ -218,11 +193,6 @@ def run(quick: bool) -> dict:
     ref_quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(reference), {torch.nn.Linear}, dtype=torch.qint8)
     option("int8 dynamic (Linear), plain MiniLM", lambda: ref_quantized.encode_document(docs, batch_size=DEFAULT_BATCH),
            lambda: ref_quantized.encode_query(queries), on_reference=True)
-
-    onnx = onnx_model(ours, notes)
-    if onnx is not None:
-        option("ONNX backend", lambda: onnx.encode_document(docs, batch_size=DEFAULT_BATCH),
-               lambda: onnx.encode_query(queries))
 
     notes += [
         "ratio > 1 is faster (passages/s) or, for memory, larger. Both models share the MiniLM transformer; "
