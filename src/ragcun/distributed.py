@@ -45,3 +45,36 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(tensor), dim=0)
+
+
+def init_from_env() -> bool:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1) unless already in one; True when distributed.
+
+    gloo on CPUs, NCCL on GPUs (each process on ``cuda:LOCAL_RANK``); the rendezvous (one node or many) is
+    torchrun's: ``MASTER_ADDR``/``MASTER_PORT`` or its c10d endpoint.
+    """
+    if is_distributed():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+    return True
+
+
+def local_device() -> str | None:
+    """This process's GPU under torchrun (``cuda:LOCAL_RANK``), or None (let the library choose)."""
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return None
+
+
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group, after every rank is done with ``wait`` (gloo aborts a rank torn down
+    mid-exchange); ``wait=False`` after an error, which the other ranks may never reach."""
+    if is_distributed():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()

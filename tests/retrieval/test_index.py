@@ -56,6 +56,34 @@ def test_numpy_equals_faiss_flat_with_ties_and_small_k(data):
     assert (i_f[:, 100:] == -1).all()
 
 
+def test_flat_index_searches_few_queries_with_ragcun_where_measured_faster(data, monkeypatch):
+    """Above NUMPY_MIN_DOCS and at most NUMPY_MAX_QUERIES per call the flat index searches FAISS's own vectors
+    with ragcun's exact search: the same ids as FAISS, and a view that follows adds and removals."""
+    import ragcun.evaluation.search as search_mod
+    import ragcun.retrieval.faiss_index as fi
+
+    x, q, ids = data
+    index = ix.FlatIndex(32)
+    index.add(x[:2000], ids[:2000])
+    calls = []
+    real = search_mod.search
+    monkeypatch.setattr(search_mod, "search", lambda *a, **k: calls.append(1) or real(*a, **k))
+    by_faiss = index.search(q[:4], 10)
+    assert not calls  # 2,000 documents: below the threshold, FAISS searches
+    monkeypatch.setattr(fi, "NUMPY_MIN_DOCS", 1000)
+    d, i = index.search(q[:4], 10)
+    assert calls and (i == by_faiss[1]).all()
+    np.testing.assert_allclose(d, by_faiss[0], rtol=1e-4, atol=1e-4)
+    index.add(x[2000:], ids[2000:])
+    index.remove(ids[:1])
+    ref_d, ref_i = exact(x[1:], q[:4], ids[1:], 10)
+    d, i = index.search(q[:4], 10)
+    assert (i == ref_i).all()
+    calls.clear()
+    index.search(q, 10)  # 40 queries per call: FAISS again
+    assert not calls
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 def test_adding_in_several_calls_equals_one_call(data, kind):
     x, q, ids = data

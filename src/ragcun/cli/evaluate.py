@@ -32,17 +32,28 @@ def evaluate(
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the corpus embedding cache."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: best available)."),
+    chunk_size: int = typer.Option(10_000, "--chunk-size",
+                                   help="Documents per cached chunk: the unit each torchrun process encodes."),
 ) -> None:
-    """Evaluate a model on BEIR with pytrec_eval metrics (NDCG, MAP, Recall, P, MRR)."""
+    """Evaluate a model on BEIR with pytrec_eval metrics (NDCG, MAP, Recall, P, MRR).
+
+    Under torchrun (one node or many) the processes share the corpus chunks and merge their top-k lists; the
+    embedding cache must be on a file system every node sees ($RAGCUN_CACHE_DIR)."""
+    from ragcun.distributed import init_from_env, is_main_process, local_device, shutdown
     from ragcun.evaluation.beir_eval import evaluate_model
 
+    distributed = init_from_env()
     try:
         res = evaluate_model(model, datasets, split=split, score=score, batch_size=batch_size,
                              max_seq_length=max_seq_length, data_dir=data_dir, cache=not no_cache, output=output,
-                             run_file=run_file, top_k=top_k, device=device, backend=backend,
-                             precision=precision)
+                             run_file=run_file, top_k=top_k, device=device or (local_device() if distributed else None),
+                             backend=backend, precision=precision, chunk_size=chunk_size)
     except USER_ERRORS as exc:
+        shutdown(wait=False)
         raise fail(str(exc)) from None
+    shutdown()
+    if not is_main_process():
+        return
     cfg = res["config"]
     table = Table(title=f"{res['model']} ({res['score']}, {split}; {cfg['backend']} {cfg['precision']}, "
                         f"batch {cfg['batch_size']})")

@@ -9,7 +9,8 @@ from ragcun.retrieval.errors import (
     ModelMismatchError,
     RetrieverError,
 )
-from ragcun.retrieval.faiss_index import FlatIndex, HNSWIndex, IVFIndex
+from ragcun.retrieval.faiss_index import FlatIndex, IVFIndex
+from ragcun.retrieval.hnsw_index import HNSWIndex
 from ragcun.retrieval.index import INDEX_TYPES, NumpyIndex, VectorIndex, faiss_available, make_index
 from ragcun.retrieval.retriever import GaussianRetriever, SearchResult
 

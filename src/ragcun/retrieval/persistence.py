@@ -23,7 +23,7 @@ from ragcun.retrieval.errors import (
     ModelMismatchError,
     RetrieverError,
 )
-from ragcun.retrieval.faiss_index import HNSWIndex
+from ragcun.retrieval.hnsw_index import HNSWIndex
 from ragcun.retrieval.index import INDEX_TYPES, index_files, load_index
 from ragcun.retrieval.results import is_normalized
 from ragcun.retrieval.store import DocumentStore

@@ -50,8 +50,6 @@ from ragcun.retrieval.store import DocumentStore
 logger = logging.getLogger(__name__)
 
 
-
-# --------------------------------------------------------------------------- results
 class GaussianRetriever:
     """Dense retrieval by L2 distance over a ragcun (or any sentence-transformers) model.
 
