@@ -19,7 +19,7 @@ app.add_typer(models_app, name="models")
 
 _PACKAGES = [
     "ragcun", "torch", "sentence-transformers", "transformers", "datasets", "faiss-cpu",
-    "bm25s", "pytrec-eval-terrier", "numpy", "typer",
+    "bm25s", "pytrec-eval-terrier", "onnxruntime", "numpy", "typer",
 ]
 
 
@@ -42,6 +42,7 @@ def info(data_dir_opt: str = typer.Option(None, "--data-dir", help="Data directo
     else:
         device = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     table.add_row("device", device)
+    table.add_row("encoding", _runtimes())
     ddir = data_dir(data_dir_opt)
     src = "--data-dir" if data_dir_opt else (f"${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else "default ./data")
     exists = "exists" if ddir.exists() else "missing"
@@ -53,6 +54,20 @@ def info(data_dir_opt: str = typer.Option(None, "--data-dir", help="Data directo
     for alias, where in describe_models().items():
         table.add_row(f"model {alias}", where)
     console.print(table)
+
+
+def _runtimes() -> str:
+    """What `auto` encodes with here, and what else can run (ragcun.runtime)."""
+    from ragcun.runtime import BackendUnavailableError, cpu_has_bf16, default_batch_size, resolve_runtime
+
+    auto = resolve_runtime()
+    try:
+        resolve_runtime("onnx")
+        onnx = "onnx fp32/int8 available"
+    except BackendUnavailableError:
+        onnx = "onnx not installed (pip install 'ragcun[onnx]')"
+    bf16 = "bf16 native" if cpu_has_bf16() else "bf16 emulated on this CPU (slow)"
+    return f"auto = {auto.backend} {auto.precision}, batch {default_batch_size()}; {onnx}; {bf16}"
 
 
 @models_app.command("list")
