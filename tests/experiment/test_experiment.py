@@ -181,6 +181,9 @@ def test_config_errors_name_the_file(tmp_path):
     bad.write_text('[evaluation]\ndatasets = ["scifact"]\n[triplets]\nsources = ["scifact"]\n[arms.baseline]\nlambda_isotropy = nan\n')
     with pytest.raises(ExperimentError, match=r"\[arms.baseline\]: lambda_isotropy must be a finite number"):
         load_experiment(bad)
+    bad.write_text('[evaluation]\ndatasets = ["scifact"]\nprecision = "fp16"\n[triplets]\nsources = ["scifact"]\n')
+    with pytest.raises(ExperimentError, match=r"precision must be auto, fp32, bf16, int8 \(got 'fp16'\)"):
+        load_experiment(bad)
 
 
 def test_demo_and_paper_configs_parse():

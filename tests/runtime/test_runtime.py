@@ -172,3 +172,23 @@ def test_evaluate_and_retriever_run_on_onnx(minilm_path, beir_slice, tmp_path):
     loaded = GaussianRetriever.load(tmp_path / "ix")
     assert loaded.runtime == Runtime("onnx", "int8") and next(loaded.model.parameters()).dtype == torch.float32
     assert loaded.retrieve("which cells make myelin", top_k=1)[0].id == "a"
+
+
+@pytest.mark.parametrize("runtime", [Runtime("onnx", "fp32"), Runtime("torch", "bf16")])
+def test_shared_corpus_pass_under_each_runtime(tiny_model_path, passages, runtime):
+    """The experiment's one-pass-per-body encoding works on runtime models (ONNX: one graph, no shared body;
+    bf16: the tail runs in bf16 on the body's vectors) and matches direct encoding."""
+    from ragcun.evaluation.encode import encode_corpus, encode_corpus_shared
+    from ragcun.modeling import IsotropicGaussianEncoder, submodel
+
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=16, hidden_dim=24)
+    models = {"arm": enc, "arm.base": submodel(enc, enc.base_modules)}
+    models = {k: prepare_model(m, runtime) for k, m in models.items()}
+    ids = [f"d{i}" for i in range(len(passages))]
+    done = encode_corpus_shared(models, ids, passages, f"toy-{runtime.tag}", batch_size=8)
+    assert set(done) == {"arm", "arm.base"}
+    for label, model in models.items():
+        emb = encode_corpus(model, ids, passages, f"toy-{runtime.tag}", batch_size=8)
+        direct = model.encode_document(passages[:6], batch_size=8)
+        np.testing.assert_allclose(emb.array()[:6], direct, rtol=1e-2, atol=1e-3, err_msg=label)
+        assert emb.encoded_chunks == 0  # the shared pass filled the cache

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.test_resume_ddp import _cmd, _env, _losses
+from tests.training.test_resume_ddp import DDP_EXTRA, _cmd, _env, _losses, single_process_run
 
 
 def _free_port() -> int:
@@ -42,15 +42,16 @@ def _two_nodes(args: list[str], env: dict[str, str], log_dir: Path, timeout: int
 
 
 def test_two_node_train_matches_one_process(triplets_dir, tiny_nodropout_path, tmp_path):
-    extra = ("max_steps=3", "save_steps=3", "batch_size=4", "batch_sampler=batch_sampler", "use_cpu=true",
-             "warmup_ratio=0", "logging_steps=1")
-    single = tmp_path / "single"
-    subprocess.run(_cmd(triplets_dir, tiny_nodropout_path, single, *extra), env=_env(), check=True, capture_output=True)
+    single = single_process_run(triplets_dir, tiny_nodropout_path, tmp_path / "single")
     multi = tmp_path / "multi"
-    _two_nodes(_cmd(triplets_dir, tiny_nodropout_path, multi, *extra)[3:], _env(), tmp_path)
+    _two_nodes(_cmd(triplets_dir, tiny_nodropout_path, multi, *DDP_EXTRA)[3:], _env(), tmp_path)
     summary = json.loads((multi / "train_summary.json").read_text())
     assert summary["world_size"] == 2
-    for a, b in zip(_losses(single), _losses(multi), strict=True):
+    # node 1's process is its node's local rank 0 too, yet only the global rank 0 writes
+    assert sorted(p.name for p in multi.iterdir() if not p.name.startswith(".")) == [
+        "best", "checkpoint-3", "final", "train_summary.json"]
+    assert len(single) == 3
+    for a, b in zip(single, _losses(multi), strict=True):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-4)
 
 

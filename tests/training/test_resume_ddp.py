@@ -73,13 +73,21 @@ def _losses(out: Path) -> list[float]:
     return [h["loss"] for h in state["log_history"] if "loss" in h]
 
 
-def test_torchrun_two_processes_matches_single_process(triplets_dir, tiny_nodropout_path, tmp_path):
-    extra = ("max_steps=3", "save_steps=3", "batch_size=4", "batch_sampler=batch_sampler", "use_cpu=true",
+#: Three logged steps of the tiny model on CPU: what the multi-process runs are compared on.
+DDP_EXTRA = ("max_steps=3", "save_steps=3", "batch_size=4", "batch_sampler=batch_sampler", "use_cpu=true",
              "warmup_ratio=0", "logging_steps=1")
-    single = tmp_path / "single"
-    subprocess.run(_cmd(triplets_dir, tiny_nodropout_path, single, *extra), env=_env(), check=True, capture_output=True)
+
+
+def single_process_run(triplets_dir, model, out: Path) -> list[float]:
+    """The losses of one process on the global batch (the reference of every multi-process test)."""
+    subprocess.run(_cmd(triplets_dir, model, out, *DDP_EXTRA), env=_env(), check=True, capture_output=True)
+    return _losses(out)
+
+
+def test_torchrun_two_processes_matches_single_process(triplets_dir, tiny_nodropout_path, tmp_path):
+    ls = single_process_run(triplets_dir, tiny_nodropout_path, tmp_path / "single")
     ddp = tmp_path / "ddp"
-    cmd = _cmd(triplets_dir, tiny_nodropout_path, ddp, *extra)
+    cmd = _cmd(triplets_dir, tiny_nodropout_path, ddp, *DDP_EXTRA)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ragcun",
                 *cmd[3:]]
     res = subprocess.run(torchrun, env=_env(), capture_output=True, text=True, timeout=300)
@@ -89,7 +97,7 @@ def test_torchrun_two_processes_matches_single_process(triplets_dir, tiny_nodrop
     # rank 0 alone writes: one summary, one set of model files, one optimizer state per checkpoint
     assert sorted(p.name for p in ddp.iterdir() if not p.name.startswith(".")) == [
         "best", "checkpoint-3", "final", "train_summary.json"]
-    ls, ld = _losses(single), _losses(ddp)
+    ld = _losses(ddp)
     assert len(ls) == len(ld) == 3
     for a, b in zip(ls, ld, strict=True):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-4)

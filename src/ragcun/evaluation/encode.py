@@ -304,7 +304,7 @@ def encode_corpus_shared(
         try:
             for label, model, tail in targets:
                 chunks = []
-                dtype = next(iter(model.parameters())).dtype  # bf16 under the torch bf16 runtime
+                dtype = next(iter(model.parameters()), torch.empty(0)).dtype  # bf16 under the torch bf16 runtime
                 with torch.no_grad():
                     for chunk in feats.chunks:
                         x = torch.from_numpy(np.array(chunk, dtype=np.float32)).to(model.device, dtype)
