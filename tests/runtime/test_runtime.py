@@ -192,3 +192,12 @@ def test_shared_corpus_pass_under_each_runtime(tiny_model_path, passages, runtim
         direct = model.encode_document(passages[:6], batch_size=8)
         np.testing.assert_allclose(emb.array()[:6], direct, rtol=1e-2, atol=1e-3, err_msg=label)
         assert emb.encoded_chunks == 0  # the shared pass filled the cache
+
+
+def test_a_runtime_model_is_not_converted_again(tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = prepare_model(SentenceTransformer(tiny_model_path, device="cpu"), Runtime("onnx", "fp32"))
+    assert prepare_model(model, Runtime("onnx", "fp32")) is model
+    with pytest.raises(BackendUnavailableError, match="already encodes with onnx-fp32"):
+        prepare_model(model, Runtime("torch", "bf16"))

@@ -30,7 +30,7 @@ from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_name
 from ragcun.evaluation.search import SIMILARITY_TO_SCORE, check_score, merge_topk, rescore, search_chunks
 from ragcun.fingerprint import model_fingerprint
 from ragcun.io import write_json
-from ragcun.runtime import resolve_runtime
+from ragcun.runtime import resolve_runtime, runtime_of
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ def evaluate_model(
     runtime = resolve_runtime(backend, precision, device)
     batch_size = check_batch_size(batch_size, device)
     model, name = load_model(model, device, max_seq_length, runtime)
+    runtime = runtime_of(model)  # what really encodes (a model given already prepared keeps its own)
     name = model_name or name
     score = score or default_score(model)
     metrics = {n: tuple(k_values) for n in DEFAULT_METRICS} if k_values else dict(DEFAULT_METRICS)

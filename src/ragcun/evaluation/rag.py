@@ -207,12 +207,13 @@ def evaluate_rag(
     from ragcun.evaluation.encode import check_batch_size, encode_beir_corpus, judged_queries, load_model
     from ragcun.fingerprint import model_fingerprint
     from ragcun.io import write_json
-    from ragcun.runtime import resolve_runtime
+    from ragcun.runtime import resolve_runtime, runtime_of
 
     t0 = time.perf_counter()
     runtime = resolve_runtime(backend, precision, device)
     batch_size = check_batch_size(batch_size, device)
     model, name = load_model(model, device, max_seq_length, runtime)
+    runtime = runtime_of(model)
     score = check_score(score) if score else default_score(model)
     data = load_beir(dataset, split=split, data_dir=data_dir)
     corpus, qrels, queries = data.corpus, data.qrels, judged_queries(data)

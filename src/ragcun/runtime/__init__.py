@@ -114,8 +114,12 @@ def prepare_model(model: Any, runtime: Runtime, device: Any = None, owned: bool 
 
     ``owned=False`` (a model the caller passed in and keeps using) copies before casting to bf16.
     """
-    if runtime_of(model) == runtime:  # already prepared (or torch fp32 asked of a torch fp32 model)
+    current = runtime_of(model)
+    if current == runtime:  # already prepared (or torch fp32 asked of a torch fp32 model)
         return model
+    if not current.is_reference:
+        raise BackendUnavailableError(f"this model already encodes with {current.tag}: give the torch fp32 model "
+                                      f"it came from to run it with {runtime.tag}")
     if runtime.backend == "torch":  # bf16
         import torch
 
