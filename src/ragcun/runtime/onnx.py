@@ -237,9 +237,11 @@ class OnnxEncoder(torch.nn.Module):
         return {"backend": "onnx", "precision": self.precision, "source_fingerprint": self.source_fingerprint,
                 "export_version": EXPORT_VERSION, "inputs": self.inputs}
 
-    def get_sentence_embedding_dimension(self) -> int | None:
+    def get_embedding_dimension(self) -> int | None:
         shape = self.session.get_outputs()[0].shape
         return shape[-1] if isinstance(shape[-1], int) else None
+
+    get_sentence_embedding_dimension = get_embedding_dimension  # the name sentence-transformers < 6.1 asks for
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         raise BackendUnavailableError("an ONNX-backed model is not saved as a model: save the torch model it came from")
