@@ -124,9 +124,10 @@ def export(model: Any, fingerprint: str | None = None) -> Path:
         meta = {"fingerprint": fingerprint, "inputs": names, "opset": OPSET, "torch": torch.__version__,
                 "onnxruntime": ort.__version__, "probe_cosine_min": cos, "seconds": round(time.perf_counter() - t0, 2)}
         (tmp / "export.json").write_text(json.dumps(meta, indent=2))
-        if target.exists():  # a half-written or stale folder from an interrupted run
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if not (target / "export.json").is_file():  # else another process (a torchrun rank) finished it first
+            if target.exists():  # a half-written folder from an interrupted run
+                shutil.rmtree(target)
+            os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         model.to(device).train(was_training)
