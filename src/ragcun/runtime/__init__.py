@@ -60,9 +60,18 @@ class Runtime:
         return self.backend == "torch" and self.precision == "fp32"
 
 
+def on_gpu(device: Any = None) -> bool:
+    """Whether ``device`` (None: where sentence-transformers would put a model, a GPU when there is one) is CUDA."""
+    if device is not None:
+        return str(device).startswith("cuda")
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def default_batch_size(device: Any = None) -> int:
-    """The measured default encoding batch size for ``device`` (a string, torch.device, or None = CPU)."""
-    return GPU_BATCH_SIZE if str(device or "cpu").startswith("cuda") else CPU_BATCH_SIZE
+    """The measured default encoding batch size for ``device`` (a string, torch.device, or None = the default)."""
+    return GPU_BATCH_SIZE if on_gpu(device) else CPU_BATCH_SIZE
 
 
 def cpu_has_bf16() -> bool:
@@ -86,14 +95,13 @@ def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto"
         raise ValueError(f"backend must be auto, {', '.join(BACKENDS)} (got {backend!r})")
     if p not in (*PRECISIONS, "auto"):
         raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)} (got {precision!r})")
-    on_gpu = str(device or "cpu").startswith("cuda")
     if p == "auto":
         if b == "onnx":
             p = "fp32"
         else:
             import torch
 
-            p = "bf16" if on_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+            p = "bf16" if on_gpu(device) and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     if b == "auto":
         b = "onnx" if p == "int8" else "torch"
     if b == "onnx" and p == "bf16":
@@ -123,8 +131,7 @@ def prepare_model(model: Any, runtime: Runtime, device: Any = None, owned: bool 
     if runtime.backend == "torch":  # bf16
         import torch
 
-        on_gpu = str(device or getattr(model, "device", "cpu")).startswith("cuda")
-        if not on_gpu and not cpu_has_bf16():
+        if not on_gpu(device or getattr(model, "device", None)) and not cpu_has_bf16():
             logger.warning("bf16 on a CPU without bf16 instructions (no avx512_bf16/amx_bf16 in /proc/cpuinfo) runs "
                            "emulated: it measured 4x slower than fp32 on such a CPU")
         target = model if owned else copy.deepcopy(model)
