@@ -106,16 +106,12 @@ def machine_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
     }
-    try:  # which CPU: its vector units decide what bf16 and int8 can gain
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
-        flags = next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
-        info["cpu_model"] = model
-        info["cpu_flags"] = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-                                            "amx_int8", "avx512_fp16"})
-    except OSError:
-        pass
+    from ragcun.runtime import cpu_info  # which CPU: its vector units decide what bf16 and int8 can gain
+
+    model, flags = cpu_info()
+    info["cpu_model"] = model
+    info["cpu_flags"] = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+                                        "amx_int8", "avx512_fp16"})
     if hasattr(os, "getloadavg"):  # 1/5/15-minute load when the suite ended: above the thread count = shared
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     try:

@@ -31,11 +31,9 @@ RUNTIMES = [("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8")]
 
 
 def _cpu_flags() -> dict[str, bool]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((set(ln.split(":", 1)[1].split()) for ln in f if ln.startswith("flags")), set())
-    except OSError:
-        flags = set()
+    from ragcun.runtime import cpu_info
+
+    flags = cpu_info()[1]
     return {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")}
 
 

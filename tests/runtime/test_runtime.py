@@ -175,9 +175,10 @@ def test_evaluate_and_retriever_run_on_onnx(minilm_path, beir_slice, tmp_path):
 
 
 @pytest.mark.parametrize("runtime", [Runtime("onnx", "fp32"), Runtime("torch", "bf16")])
-def test_shared_corpus_pass_under_each_runtime(tiny_model_path, passages, runtime):
+def test_shared_corpus_pass_under_each_runtime(tiny_model_path, passages, runtime, tmp_path, monkeypatch):
     """The experiment's one-pass-per-body encoding works on runtime models (ONNX: one graph, no shared body;
     bf16: the tail runs in bf16 on the body's vectors) and matches direct encoding."""
+    monkeypatch.setenv("RAGCUN_CACHE_DIR", str(tmp_path / "cache"))  # its own cache: others count the session's
     from ragcun.evaluation.encode import encode_corpus, encode_corpus_shared
     from ragcun.modeling import IsotropicGaussianEncoder, submodel
 

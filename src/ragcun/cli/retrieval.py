@@ -71,8 +71,8 @@ def index_build(
         raise fail(f"--docs {docs}: no such file or folder")
     if limit is not None and limit < 1:
         raise fail(f"--limit must be a positive number of documents, got {limit}")
-    for name, value in (("--batch-size", batch_size or 1), ("--chunk-size", chunk_size)):
-        if value < 1:
+    for name, value in (("--batch-size", batch_size), ("--chunk-size", chunk_size)):
+        if value is not None and value < 1:
             raise fail(f"{name} must be >= 1, got {value}")
     if out.exists() and not out.is_dir():
         raise fail(f"--out {out} is a file; an index is a folder")

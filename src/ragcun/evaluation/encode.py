@@ -164,6 +164,8 @@ def encode_corpus(
         raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
     if not ids:
         raise ValueError(f"{dataset}: the corpus is empty")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     t0 = time.perf_counter()
     fp = model_fingerprint(model)
     key = cache_key(fp, dataset, ids, texts, max_seq_length=getattr(model, "max_seq_length", None), chunk_size=chunk_size)

@@ -269,14 +269,12 @@ def search(
     """
     score = check_score(score)
     chunks = list(corpus_emb) if isinstance(corpus_emb, list | tuple) else iter_chunks(corpus_emb, chunk_size)
-    norms = iter_chunks(np.asarray(sq_norms)[:, None], chunk_size) if sq_norms is not None and not isinstance(
-        corpus_emb, list | tuple) else None
+    norms = None if sq_norms is None or isinstance(corpus_emb, list | tuple) else iter_chunks(sq_norms, chunk_size)
     if not chunks:
         raise ValueError("the corpus is empty")
     n_docs = sum(c.shape[0] for c in chunks)
     k_fast = min(top_k + (margin if exact_rescore else 0), n_docs)
-    s, idx = search_chunks(query_emb, chunks, k_fast, score, query_block, backend,
-                           sq_norms=None if norms is None else [c[:, 0] for c in norms])
+    s, idx = search_chunks(query_emb, chunks, k_fast, score, query_block, backend, sq_norms=norms)
     if not exact_rescore:
         return s, idx
     s, idx = rescore(np.asarray(query_emb, dtype=np.float32), chunks, idx, score, top_k)

@@ -158,7 +158,8 @@ def load(
     verify: bool = True,
     check_model: bool = True,
     mmap: bool = False,
-    runtime: tuple[str | None, str | None] | None = None,
+    encode_backend: str | None = None,
+    precision: str | None = None,
 ) -> GaussianRetriever:
     """Load a saved retriever.
 
@@ -218,9 +219,8 @@ def load(
     counts = manifest["counts"]
     next_id = int(store.get_info("next_iid") or counts.get("next_iid", 0))
     saved = manifest.get("encoding") or {"backend": "torch", "precision": "fp32"}  # before runtimes: torch fp32
-    backend, precision = runtime if runtime is not None else (None, None)
     self = cls(loaded, index, model_name=name, batch_size=int(manifest.get("batch_size", 64)), store=store,
-               next_id=next_id, device=device, encode_backend=backend or saved.get("backend"),
+               next_id=next_id, device=device, encode_backend=encode_backend or saved.get("backend"),
                precision=precision or saved.get("precision"))
     self.model_location = location
     if check_model:

@@ -380,7 +380,7 @@ class GaussianRetriever:
         from ragcun.retrieval import persistence
 
         return persistence.load(cls, directory, model, device=device, verify=verify, check_model=check_model, mmap=mmap,
-                                runtime=(encode_backend, precision))
+                                encode_backend=encode_backend, precision=precision)
 
     def __repr__(self) -> str:
         return (f"GaussianRetriever(model={self.model_name!r}, index={self.index.kind!r}, backend={self.index.backend!r}, "

@@ -74,23 +74,31 @@ def default_batch_size(device: Any = None) -> int:
     return GPU_BATCH_SIZE if on_gpu(device) else CPU_BATCH_SIZE
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX), from /proc/cpuinfo."""
+def cpu_info() -> tuple[str | None, set[str]]:
+    """This CPU's model name and feature flags, from /proc/cpuinfo (``(None, set())`` where there is none)."""
+    model, flags = None, set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith("model name") and model is None:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    break
     except OSError:
         pass
-    return False
+    return model, flags
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX)."""
+    return bool(cpu_info()[1] & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto", device: Any = None) -> Runtime:
     """Check ``backend``/``precision`` (``auto`` or ``None`` = the measured default) and resolve them."""
-    b = (backend or "auto").lower()
-    p = (precision or "auto").lower()
+    b = "auto" if backend is None else str(backend).lower()
+    p = "auto" if precision is None else str(precision).lower()
     if b not in (*BACKENDS, "auto"):
         raise ValueError(f"backend must be auto, {', '.join(BACKENDS)} (got {backend!r})")
     if p not in (*PRECISIONS, "auto"):

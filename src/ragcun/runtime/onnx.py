@@ -263,12 +263,9 @@ def onnx_model(model: Any, precision: str = "fp32", device: Any = None) -> Any:
     encoder = OnnxEncoder(_session(ort, path, device), inputs, model[0], fingerprint, precision)
     wrapped = SentenceTransformer(modules=[encoder], device="cpu")
     for attr in ("prompts", "default_prompt_name", "similarity_fn_name"):
-        setattr(wrapped, attr, copy_value(getattr(model, attr, None)))
+        value = getattr(model, attr, None)
+        setattr(wrapped, attr, dict(value) if isinstance(value, dict) else value)
     card = getattr(model, "model_card_data", None)
     if card is not None:
         wrapped.model_card_data = card
     return wrapped
-
-
-def copy_value(value: Any) -> Any:
-    return dict(value) if isinstance(value, dict) else value
