@@ -51,6 +51,19 @@ def _isolated_cache(tmp_path_factory):
         os.environ["RAGCUN_CACHE_DIR"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fp32_auto():
+    """``auto`` is torch fp32 in every test but the ones of ``auto`` itself (tests/runtime/test_auto.py), so
+    the suite's vectors and figures are the same on every CPU kind (``auto`` measures bf16 where it exists)."""
+    old = os.environ.get("RAGCUN_AUTO_MEASURE")
+    os.environ["RAGCUN_AUTO_MEASURE"] = "0"
+    yield
+    if old is None:
+        os.environ.pop("RAGCUN_AUTO_MEASURE", None)
+    else:
+        os.environ["RAGCUN_AUTO_MEASURE"] = old
+
+
 @pytest.fixture(scope="session")
 def beir_slice(data_root, tmp_path_factory):
     """Make a small real BEIR dataset: ``beir_slice("scifact", {"test": 20}, extra_docs=100)`` -> its folder.

@@ -157,6 +157,39 @@ def test_warm_start_is_the_base_map_exactly(tiny_model_path, head):
     assert enc.ragcun_config["head_init"]["method"] == "warm"
 
 
+@pytest.mark.parametrize("head", ["mlp", "linear"])
+def test_whitened_start_has_the_identity_covariance(tiny_model_path, head):
+    """power = 1 whitens the fitting features exactly (covariance I over the kept axes, centred); power = 0.5
+    halves every eigenvalue's log-spread; ZCA ranks exactly as PCA (the same L2 distances); and a
+    numerically empty axis is left empty rather than blown up."""
+    from ragcun.modeling import whitening_map
+
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=16, head=head, hidden_dim=40)
+    texts = [f"sentence number {i} about topic {i % 7} and {i % 5}" for i in range(96)]
+    feats = enc.base_features(texts)
+    info = enc.warm_start_head(feats, power=1.0)
+    out = enc.encode(texts, convert_to_tensor=True).double()
+    assert info["rank"] == 16 and info["power"] == 1.0
+    torch.testing.assert_close(torch.cov(out.T), torch.eye(16, dtype=torch.float64), rtol=0, atol=2e-3)
+    assert out.mean(0).abs().max() < 1e-4
+    half = whitening_map(feats, 16, power=0.5)[0]
+    base_ev = torch.linalg.eigvalsh(torch.cov(feats.double().T)).flip(0)[:16]
+    half_ev = torch.linalg.eigvalsh(torch.cov((feats.double() @ half.T).T)).flip(0)
+    spread = (base_ev[0] / base_ev[-1]).log().item()
+    assert (half_ev[0] / half_ev[-1]).log().item() == pytest.approx(spread / 2, rel=1e-3)
+    pca, _, _ = whitening_map(feats, 32, power=1.0)
+    zca, _, _ = whitening_map(feats, 32, power=1.0, kind="zca")
+    x = feats.double()
+    torch.testing.assert_close(torch.cdist(x @ pca.T, x @ pca.T), torch.cdist(x @ zca.T, x @ zca.T), rtol=1e-6, atol=1e-4)
+    flat = torch.cat([feats, torch.zeros(96, 4)], dim=1)  # four dimensions that never vary
+    w, _, flat_info = whitening_map(flat, 36, power=1.0)
+    assert flat_info["rank"] <= 32 and torch.isfinite(w).all()
+    with pytest.raises(ValueError, match="power"):
+        whitening_map(feats, 16, power=1.5)
+    with pytest.raises(ValueError, match="ZCA"):
+        whitening_map(feats, 16, power=1.0, kind="zca")
+
+
 def test_warm_start_ranks_like_the_untouched_base(minilm_path, beir_slice):
     """At step 0 a warm-started MiniLM ranks a real SciFact slice by L2 exactly as MiniLM ranks it by cosine."""
     from ragcun.data.beir import doc_text, load_beir

@@ -115,7 +115,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     notes = [
         f"CPU flags: {', '.join(f for f, on in flags.items() if on) or 'none of the listed'}; missing: "
         f"{', '.join(f for f, on in flags.items() if not on)}. bf16 {'runs natively' if cpu_has_bf16() else 'is emulated'} "
-        "here, and int8 matrix products use AVX2 (u8s8 via vpmaddubsw) where VNNI is absent.",
+        f"here, and int8 matrix products use "
+        f"{'VNNI (vpdpbusd)' if flags['avx512_vnni'] or flags['avx_vnni'] else 'AVX2 (u8s8 via vpmaddubsw): no VNNI here'}.",
         "setup_seconds: the one-off ONNX export (checked against torch on a probe batch) and int8 quantisation, "
         "cached afterwards under <cache>/onnx/<model fingerprint>/.",
         "ragcun torch fp32 is the reference call itself (the model is returned unchanged), so it is not a row.",

@@ -193,6 +193,9 @@ def load_sentence_transformer(name: str | os.PathLike, device: str | None = None
     """Load ``name`` as a ``SentenceTransformer``, with a clear error if it cannot be found."""
     from sentence_transformers import SentenceTransformer
 
+    from ragcun.runtime import check_device
+
+    device = check_device(device)  # a wrong device is named as such, not as an unloadable model
     resolved = resolve_model(name)
     if resolved.source == "hub":
         _load_dotenv()

@@ -104,3 +104,23 @@ def test_analyze_saved_matrices_writes_json_csv_plots(tmp_path, gauss):
     np.save(tmp_path / "vec.npy", np.zeros(4))
     with pytest.raises(ValueError, match="vec.npy: expected a 2-D"):
         analyze(embeddings=[tmp_path / "vec.npy"])
+
+
+def test_size_aware_measures():
+    """What a reader needs to compare models across corpora: the SIGReg ratio at a fixed n (a fixed deviation
+    grows with n at the corpus size but not there), IsoScore beside a true N(0, I) sample's at the same n and d
+    (about 1 − d/n, far below 1 when d/n is not small), the top eigenvalue over the mean, and the empty
+    directions (here the eight that were zeroed)."""
+    rng = np.random.default_rng(3)
+    n, d = 4096, 64
+    x = rng.standard_normal((n, d))
+    x[:, 0] *= 1.5  # a deviation the test sees better the more vectors it has
+    x[:, -8:] = 0.0
+    m = isotropy_metrics(x, num_slices=SLICES, reference_repeats=1)
+    assert m["empty_directions"] == 8 and m["fixed_n"] == 1024
+    assert m["top_eigenvalue_ratio"] == pytest.approx(2.25 / ((2.25 + 55) / 64), rel=0.1)
+    assert m["sigreg_ratio"] > 2 * m["sigreg_ratio_fixed"] > 0
+    wide = isotropy_metrics(rng.standard_normal((3633, 512)), num_slices=SLICES, reference_repeats=1)  # NFCorpus' size
+    assert wide["isoscore_reference"] == pytest.approx(1 - 512 / 3633, abs=0.03)
+    assert wide["isoscore"] == pytest.approx(wide["isoscore_reference"], abs=0.02)
+    assert wide["isoscore"] < 0.9  # a true N(0, I) sample: the 0.9 verdict is out of reach at this size

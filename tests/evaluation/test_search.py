@@ -77,3 +77,16 @@ def test_bad_input():
         search(q, np.zeros((5, 4), dtype=np.float32), 1, "l2")
     with pytest.raises(ValueError, match="2-D"):
         search(np.zeros(3, dtype=np.float32), q, 1, "l2")
+
+
+def test_chunk_list_takes_its_squared_norms_per_chunk():
+    rng = np.random.default_rng(3)
+    d = rng.standard_normal((700, 16)).astype(np.float32)
+    q = rng.standard_normal((9, 16)).astype(np.float32)
+    chunks = [d[:250], d[250:]]
+    sq = [np.einsum("ij,ij->i", c, c) for c in chunks]
+    expected = search(q, d, 10, "l2")
+    got = search(q, chunks, 10, "l2", sq_norms=sq)
+    assert np.array_equal(got[1], expected[1]) and np.allclose(got[0], expected[0])
+    with pytest.raises(ValueError, match="one squared norm per corpus row"):
+        search(q, chunks, 10, "l2", sq_norms=sq[:1])

@@ -115,12 +115,50 @@ def test_one_corpus_pass_per_distinct_base(experiment):
     metas = [json.loads(p.read_text()) for p in cache.glob("*/meta.json")]
     bodies = [m for m in metas if str(m["dataset"]).endswith("-body") and m["documents"] < 200]
     assert len(bodies) == 3
-    # seven views; the frozen arm's base view *is* the reference (same modules, same weights): six entries
-    assert sum(1 for m in metas if m.get("seeded")) == 6
+    # seven views; the frozen arm's base view *is* the reference (same modules, same weights): six entries;
+    # and the five whitened bases share the reference's body too (five more tails on the same pass)
+    assert sum(1 for m in metas if m.get("seeded")) == 6 + 5
     best = run / "arms" / "frozen" / "best"
     assert json.loads((best / "ragcun_config.json").read_text())["freeze_base"] is True
     frozen = IsotropicGaussianEncoder.from_pretrained(best)
     assert np.isfinite(frozen.encode(["a test"])).all()
+
+
+def test_whitening_is_fitted_on_training_documents_only(experiment):
+    """The post-hoc whitening reference is the untouched base with a linear head that whitens the base's
+    features of the *training* documents (never the test corpus): its weights are exactly the tempered
+    whitening of those features, they differ from a whitening fitted on the test corpus, and the whitened
+    training features have the identity covariance at p = 1."""
+    import torch
+
+    from ragcun.data.beir import doc_text, load_beir
+    from ragcun.experiment.whitening import training_documents, whitening_dir
+    from ragcun.fingerprint import texts_fingerprint
+    from ragcun.modeling import IsotropicGaussianEncoder, whitening_map
+
+    cfg, run, report = experiment
+    exp = load_experiment(cfg)
+    docs = training_documents(exp, exp.whitening.max_documents, {})
+    model = IsotropicGaussianEncoder.from_pretrained(whitening_dir(exp, 1.0))
+    fit = model.ragcun_config["head_init"]["fit"]
+    assert fit["on"] == "training documents" and fit["documents"] == len(docs)
+    assert fit["texts_fingerprint"] == texts_fingerprint([str(i) for i in range(len(docs))], docs)
+    feats = model.base_features(docs)
+    weight, bias, _ = whitening_map(feats, 16, power=1.0)
+    head = model.head_modules[0].linear
+    torch.testing.assert_close(head.weight[: weight.shape[0]].double(), weight, rtol=1e-4, atol=1e-5)
+    out = (feats.double() @ weight.T + bias)
+    torch.testing.assert_close(torch.cov(out.T), torch.eye(weight.shape[0], dtype=torch.float64) * 16 / weight.shape[0],
+                               rtol=1e-3, atol=1e-3)
+    test = load_beir(exp.evaluation.datasets[0], split="test")
+    test_docs = [doc_text(d) for d in test.corpus.values()]
+    assert not set(test_docs) <= set(docs)  # the test corpus has documents no training triplet holds
+    other, _, _ = whitening_map(model.base_features(test_docs), 16, power=1.0)
+    assert other.shape != weight.shape or not torch.allclose(other, weight, atol=1e-3)
+    (curve,) = [md for key, md in report["experiment_tables"].items() if key.startswith("whitening:")]
+    assert curve.count("\n") >= 6  # header, rule and the five powers
+    assert any(key.startswith("vs_whitening:") for key in report["experiment_tables"])
+    assert any(key.startswith("isotropy:") for key in report["experiment_tables"])
 
 
 def test_rerun_skips_finished_stages(experiment):
@@ -199,13 +237,17 @@ def test_demo_and_paper_configs_parse():
 
 
 def test_sweep_trains_one_arm_per_lambda(experiment):
-    """The sweep on a tiny model: one frozen arm per λ, the reference beside them, a table and a figure."""
+    """The sweep on a tiny model: one frozen arm per λ, the reference and the whitening curve beside them,
+    a table and a figure."""
     from ragcun.experiment import run_sweep
 
     cfg, run, _ = experiment
     summary = run_sweep(cfg, lambdas=[0.0, 0.5], arm="frozen")
     rows = summary["rows"]
-    assert [r["lambda"] for r in rows] == [None, 0.0, 0.5]
+    assert [(r["lambda"], r["power"]) for r in rows] == [(None, None), (0.0, None), (0.5, None),
+                                                         *((None, p) for p in (0.0, 0.25, 0.5, 0.75, 1.0))]
+    assert all(r["sigreg_ratio_fixed"] > 0 and r["top_eigenvalue_ratio"] >= 1 for r in rows)
+    assert "whitening p = 1" in summary["markdown"]
     for r in rows:
         assert r["ci_low"] <= r["ndcg@10"] <= r["ci_high"] and 0.0 <= r["ndcg@10"] <= 1.0
         assert r["sigreg_ratio"] > 0 and 0.0 <= r["isoscore"] <= 1.0
@@ -267,3 +309,18 @@ def test_every_latex_table_compiles(experiment, tmp_path):
         res = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, f"{tex.name} does not compile:\n{res.stdout[-1500:]}"
+
+
+def test_arm_labels_show_the_lambda_the_arm_trains_with(tmp_path):
+    """A custom arm's table without λ trains at the file's top-level λ; its label must say so (it said λ = 1)."""
+    from ragcun.experiment import arm_config
+    from ragcun.experiment.run import describe_arm
+
+    cfg = tmp_path / "lam.toml"
+    cfg.write_text('[evaluation]\ndatasets = ["scifact"]\n[triplets]\nsources = ["scifact"]\n[loss]\nlambda_isotropy = 0.3\n'
+                   '[experiment]\narms = ["mine", "frozen"]\nbaseline = "mine"\n[arms.mine]\nmax_train_samples = 8\n'
+                   '[arms.frozen]\nfreeze_base = true\nlambda_isotropy = 2.0\n')
+    exp = load_experiment(cfg)
+    for arm, label in (("mine", "λ_iso = 0.3, full fine-tuning"), ("frozen", "λ_iso = 2, head only")):
+        assert describe_arm(exp, arm) == label
+        assert f"λ_iso = {arm_config(exp, arm).lambda_isotropy:g}" in label

@@ -119,3 +119,67 @@ def test_float32_under_autocast():
 def test_bad_shape():
     with pytest.raises(ValueError, match="shape"):
         SIGReg()(torch.randn(2, 3, 4))
+
+
+def _anisotropic(n: int, d: int, seed: int) -> torch.Tensor:
+    """N(0, Σ): eight directions of variance 3 among ``d`` of variance 1, in a random rotation."""
+    gen = torch.Generator().manual_seed(seed)
+    rot, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(99)))
+    scale = torch.ones(d)
+    scale[:8] = 3.0**0.5
+    return (torch.randn(n, d, generator=gen) * scale) @ rot.T
+
+
+def _ratio(policy: str, n: int = 1024, d: int = 256) -> float:
+    """Statistic of an anisotropic sample over that of an N(0, I) sample of the same size, each measured
+    after one training call on an independent sample of the same distribution (where the axes come from)."""
+    out = []
+    for sample in (lambda s: _anisotropic(n, d, s), lambda s: torch.randn(n, d, generator=torch.Generator().manual_seed(s))):
+        sig = SIGReg(num_slices=256, seed=1, slice_policy=policy, principal_slices=16)
+        sig(sample(10).requires_grad_())  # training call: fits the axes used by the next call
+        sig.eval()
+        with torch.no_grad():
+            out.append(sig(sample(11)).item())
+    return out[0] / out[1]
+
+
+def test_pca_policy_detects_anisotropy_that_random_slices_miss():
+    """Eight of 256 directions with three times the variance, n = 1,024: every random slice averages the
+    spectrum (variance ≈ 1.06), so the random policy's ratio stays below 2 (it misses); the principal axes
+    see variance 3 and the pca policy's ratio is far above 2."""
+    assert _ratio("random") < 2.0
+    assert _ratio("pca") > 3.0
+
+
+def test_pca_axes_come_from_the_previous_sample_and_pass_a_gaussian():
+    """The first call has no axes (random slices only); afterwards the axes are the previous sample's, and
+    on a fresh N(0, I) sample the statistic stays at the null's (a sample's own extreme axes would not)."""
+    d = 64
+    sig = SIGReg(num_slices=256, seed=2, slice_policy="pca", principal_slices=8)
+    assert sig.slices(d, torch.device("cpu")).shape == (d, 256)
+    prev = torch.randn(512, d, generator=torch.Generator().manual_seed(3))
+    sig(prev.requires_grad_())
+    assert sig.slices(d, torch.device("cpu")).shape == (d, 272)
+    sig.eval()
+    fresh = [sig(torch.randn(512, d, generator=torch.Generator().manual_seed(100 + i))).item() for i in range(8)]
+    assert 0.9 < sum(fresh) / 8 < 1.15
+    own = SIGReg(num_slices=256, seed=2, slice_policy="pca", principal_slices=8)
+    own(prev)  # its own axes, then tested on the same sample: the extremes of a sample fail it
+    own.eval()
+    assert own(prev.detach()).item() > 1.5 * sum(fresh) / 8
+    cov = torch.cov(prev.detach().T)
+    top = sig.axes[:, 0].double()
+    assert top @ cov.double() @ top == pytest.approx(torch.linalg.eigvalsh(cov.double())[-1].item(), rel=1e-4)
+
+
+def test_extra_sample_is_tested_with_the_batch_without_gradient():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 6, generator=gen).requires_grad_()
+    extra = torch.randn(100, 6, generator=gen) * 1.5
+    joint = epps_pulley(torch.cat([x.detach(), extra]))
+    from ragcun.losses.sigreg import EppsPulley
+
+    got = EppsPulley()(x, distributed=False, extra=extra)
+    torch.testing.assert_close(got, joint, rtol=1e-5, atol=1e-6)
+    got.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -161,3 +161,51 @@ def test_query_and_document_prompts_reach_training(triplets_dir, tiny_model_path
     saved = SentenceTransformer(str(tmp_path / "out" / "best"), device="cpu")
     assert saved.prompts["query"] == "query: " and saved.prompts["document"] == "passage: "
     assert column_prompts(SentenceTransformer(tiny_model_path, device="cpu"), ["query", "positive"]) == {}
+
+
+def test_corpus_scale_sigreg_options_train(triplets_dir, tiny_model_path, tmp_path):
+    """SIGReg beyond the batch through the real trainer: on the frozen fast path a fresh uniform sample of the
+    training documents per step (pca slices, a whitened start); while fine-tuning, a feature queue. Both train,
+    move the head, record their options, and the queue and the principal axes are saved for resume."""
+    from safetensors.torch import load_file
+
+    from ragcun.training.frozen import CorpusSample
+
+    common = ["max_steps=3", "save_steps=3", "validate_during_training=false", "slice_policy=pca",
+              "principal_slices=4", "head_init_power=0.5", "sigreg_on=separate"]
+    seen: list[int] = []
+    original = CorpusSample.__call__
+
+    def recording(self, step):
+        queries, docs = original(self, step)
+        seen.append(docs.shape[0])
+        assert docs.requires_grad and len(self.documents) > len(set(self.queries.tolist())) / 4
+        return queries, docs
+
+    CorpusSample.__call__ = recording
+    try:
+        fast = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "fast", "freeze_base=true", "sigreg_sample=40",
+                              *common))
+    finally:
+        CorpusSample.__call__ = original
+    assert seen == [40, 40, 40] and fast["config"]["sigreg_sample"] == 40
+    assert json.loads((tmp_path / "fast" / "final" / "ragcun_config.json").read_text())["head_init"]["power"] == 0.5
+    full = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "full", "sigreg_queue=32", *common))
+    state = load_file(str(tmp_path / "full" / "checkpoint-3" / "ragcun_loss_state.safetensors"))
+    assert state["queue.rows"].shape == (32, 16) and int(state["queue.filled"]) == 32
+    assert state["sigreg.axes"].shape == (16, 8) and state["sigreg_queries.axes"].shape == (16, 8)
+    assert full["final_loss_stats"]["sigreg"] > 0
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["freeze_base=true", "sigreg_sample=64", "sigreg_queue=64"], "not both"),
+    (["head_init_power=1.5"], "head_init_power must be in"),
+    (["head_init=calibrated", "head_init_power=0.5"], "applies to head_init = 'warm'"),
+    (["slice_policy=pcaa"], "slice_policy"),
+    (["principal_slices=0"], "principal_slices must be > 0"),
+])
+def test_bad_isotropy_options_are_named(overrides, message):
+    from ragcun.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)

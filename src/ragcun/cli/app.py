@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -73,8 +74,37 @@ def _main(
 #: so are the system's (a full disk, a missing file, a file where a folder was expected).
 #: The encoding runtime and batch options every encoding command shares (see ragcun.runtime).
 BACKEND_HELP = "torch | onnx (ONNX Runtime, the whole model in one graph). Default: auto (the measured fastest lossless)."
-PRECISION_HELP = "fp32 | bf16 (torch) | int8 (onnx). Default: auto (fp32 on a CPU, bf16 on a CUDA GPU)."
+PRECISION_HELP = ("fp32 | bf16 (torch) | int8 (onnx). Default: auto (measured on CPUs with bf16 units, else fp32; "
+                  "bf16 on a CUDA GPU).")
+DEVICE_HELP = "cpu, cuda, cuda:1, mps … (default: a GPU when there is one, else cpu)."
 BATCH_HELP = "Encoding batch size (default: 16 on a CPU, 128 on a GPU, as measured)."
+
+
+def _check_device(value: str | None) -> str | None:
+    """The --device callback: an unknown or absent device is one line naming --device and what is here."""
+    from ragcun.runtime import check_device
+
+    try:
+        return check_device(value, "--device")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def check_bounds(**options: tuple[int | None, int, int | None]) -> None:
+    """Each ``flag=(value, lowest, highest)`` checked (None = not given), the flag named: ``--batch-size 0`` fails
+    before any model loads. Keyword names are flags with ``_`` for ``-`` (``batch_size`` → ``--batch-size``)."""
+    for key, (value, low, high) in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if value < low or (high is not None and value > high):
+            bound = f"between {low:,} and {high:,}" if high is not None else f"at least {low:,}"
+            raise fail(f"{flag} must be {bound}, got {value:,}")
+
+
+def device_option() -> Any:
+    """The one ``--device`` option of every command that loads a model."""
+    return typer.Option(None, "--device", help=DEVICE_HELP, callback=_check_device)
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError, KeyError, TypeError)

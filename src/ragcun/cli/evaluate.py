@@ -8,7 +8,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ragcun.cli.app import BACKEND_HELP, BATCH_HELP, PRECISION_HELP, USER_ERRORS, app, console, fail
+from ragcun.cli.app import (
+    BACKEND_HELP,
+    BATCH_HELP,
+    PRECISION_HELP,
+    USER_ERRORS,
+    app,
+    check_bounds,
+    console,
+    device_option,
+    fail,
+)
 
 _SCORE_HELP = "l2 (−‖q−d‖), cos or dot. Default: the model's own similarity (L2 for ragcun models, cosine otherwise)."
 _SHOWN = ("ndcg@10", "recall@100", "recall@1000", "mrr@10", "map@100")
@@ -31,7 +41,7 @@ def evaluate(
     top_k: int = typer.Option(1000, "--top-k", help="Documents retrieved per query."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the corpus embedding cache."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: best available)."),
+    device: str = device_option(),
     chunk_size: int = typer.Option(10_000, "--chunk-size",
                                    help="Documents per cached chunk: the unit each torchrun process encodes."),
 ) -> None:
@@ -41,6 +51,10 @@ def evaluate(
     embedding cache must be on a file system every node sees ($RAGCUN_CACHE_DIR)."""
     from ragcun.distributed import init_from_env, is_main_process, local_device, shutdown
     from ragcun.evaluation.beir_eval import evaluate_model
+    from ragcun.evaluation.encode import MAX_BATCH_SIZE
+
+    check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), top_k=(top_k, 1, 100_000), chunk_size=(chunk_size, 1, None),
+                 max_seq_length=(max_seq_length, 1, None))
 
     distributed = init_from_env()
     try:
@@ -88,7 +102,11 @@ def isotropy(
     no_plots: bool = typer.Option(False, "--no-plots", help="Write tables only, no PNG figures."),
 ) -> None:
     """How close embeddings are to N(0, I): covariance error, IsoScore, effective rank, SIGReg, norms."""
+    from ragcun.evaluation.encode import MAX_BATCH_SIZE
     from ragcun.evaluation.isotropy import analyze
+
+    check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), max_docs=(max_docs, 0, None), num_slices=(num_slices, 1, 1 << 16),
+                 max_seq_length=(max_seq_length, 1, None))
 
     try:
         res = analyze(model or [], dataset, embeddings or [], out, split, max_docs or None, num_slices, seed, batch_size,
@@ -97,7 +115,8 @@ def isotropy(
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     cols = ["n", "dim", "mean_norm", "cov_error_rel", "mean_abs_offdiag_corr", "eigenvalue_score", "isoscore",
-            "effective_rank", "sigreg", "sigreg_reference", "norm_mean", "norm_expected"]
+            "isoscore_reference", "top_eigenvalue_ratio", "empty_directions", "effective_rank", "sigreg",
+            "sigreg_reference", "sigreg_ratio", "sigreg_ratio_fixed", "norm_mean", "norm_expected"]
     table = Table(title="isotropy vs N(0, I)")  # one column per model × kind: fits a terminal
     table.add_column("metric")
     for r in res["results"]:
@@ -127,7 +146,11 @@ def evaluate_rag_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Encode again instead of reusing the corpus embedding cache."),
 ) -> None:
     """RAG diagnostics: Recall@10, MRR, score separation, ROC-AUC, calibration (ECE), norm vs success."""
+    from ragcun.evaluation.encode import MAX_BATCH_SIZE
     from ragcun.evaluation.rag import evaluate_rag
+
+    check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), negatives=(negatives, 1, 1_000_000),
+                 max_seq_length=(max_seq_length, 1, None))
 
     try:
         r = evaluate_rag(model, dataset, split, score, negatives, seed, batch_size, max_seq_length, data_dir,

@@ -16,6 +16,9 @@ def _print_tables(tables: dict[str, str]) -> None:
         kind, _, ds = key.partition(":")
         title = {"main": f"{ds}: NDCG@10 ×100 against the untouched reference and the baseline arm",
                  "views": f"{ds}: where the change lives (NDCG@10 ×100)",
+                 "isotropy": f"{ds}: isotropy of the corpus embeddings",
+                 "whitening": f"{ds}: post-hoc whitening of the untouched base (NDCG@10 ×100)",
+                 "vs_whitening": f"{ds}: each arm against whitening at its own isotropy (NDCG@10 ×100)",
                  "approximate_search": "approximate search on the real embeddings (recall@10 vs exact)",
                  "sweep": "the λ sweep"}.get(kind, key)
         console.rule(title)

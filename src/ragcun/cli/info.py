@@ -43,6 +43,8 @@ def info(data_dir_opt: str = typer.Option(None, "--data-dir", help="Data directo
         device = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     table.add_row("device", device)
     table.add_row("encoding", _runtimes())
+    for key, verdict in _measured().items():
+        table.add_row("auto measured", f"{key}: {verdict}")
     ddir = data_dir(data_dir_opt)
     src = "--data-dir" if data_dir_opt else (f"${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else "default ./data")
     exists = "exists" if ddir.exists() else "missing"
@@ -67,7 +69,25 @@ def _runtimes() -> str:
     except BackendUnavailableError:
         onnx = "onnx not installed (pip install 'ragcun[onnx]')"
     bf16 = "bf16 native" if cpu_has_bf16() else "bf16 emulated on this CPU (slow)"
-    return f"auto = {auto.backend} {auto.precision}, batch {default_batch_size()}; {onnx}; {bf16}"
+    chosen = "measured per model (bf16 units: see ragcun.runtime.auto)" if auto.is_measured else f"{auto.backend} {auto.precision}"
+    return f"auto = {chosen}, batch {default_batch_size()}; {onnx}; {bf16}"
+
+
+def _measured() -> dict[str, str]:
+    """What ``auto`` measured and chose on this CPU, per model fingerprint (from the cache)."""
+    from ragcun.runtime.auto import cpu_key, read_cache
+
+    here = cpu_key()
+    out = {}
+    for key, entry in read_cache().items():
+        if not key.startswith(here + " | ") or not isinstance(entry, dict):
+            continue
+        rows = entry.get("rows") or {}
+        ref = (rows.get("torch-fp32") or {}).get("seconds")
+        timed = ", ".join(f"{tag} {ref / r['seconds']:.2f}x cos {r['min_cosine']:.5f}" for tag, r in rows.items()
+                          if tag != "torch-fp32" and "seconds" in r and ref)
+        out[key[len(here) + 3:]] = f"{entry.get('chosen')} ({timed}; {entry.get('measured')})"
+    return out
 
 
 @models_app.command("list")

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import typer
 
-from ragcun.cli.app import BACKEND_HELP, BATCH_HELP, PRECISION_HELP, USER_ERRORS, app, console, fail
+from ragcun.cli.app import (
+    BACKEND_HELP,
+    BATCH_HELP,
+    PRECISION_HELP,
+    USER_ERRORS,
+    app,
+    check_bounds,
+    console,
+    device_option,
+    fail,
+)
 from ragcun.progress import wanted
 
 logger = logging.getLogger(__name__)
@@ -53,7 +63,10 @@ def index_build(
     hnsw_m: int = typer.Option(32, "--hnsw-m", help="HNSW: links per node (M)."),
     ef_construction: int = typer.Option(80, "--ef-construction", help="HNSW: build beam width."),
     ef_search: int = typer.Option(64, "--ef-search", help="HNSW: query beam width."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, mps (default: auto)."),
+    device: str = device_option(),
+    engine: str = typer.Option("auto", "--engine", help="Where the vectors live: auto (FAISS), faiss, numpy, or qdrant "
+                                                       "(embedded; a server with --url)."),
+    url: str = typer.Option(None, "--url", help="Qdrant server URL for --engine qdrant (default: embedded)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
 ) -> None:
     """Encode a document file in streamed chunks and save a searchable index."""
@@ -61,7 +74,7 @@ def index_build(
 
     from tqdm.auto import tqdm
 
-    from ragcun.data.documents import count_lines, read_documents
+    from ragcun.data.documents import count_lines, document_file, read_documents
     from ragcun.retrieval import GaussianRetriever
 
     index = index.lower()
@@ -69,27 +82,51 @@ def index_build(
         raise fail(f"--index must be flat, ivf or hnsw, got {index!r}")
     if not docs.exists():
         raise fail(f"--docs {docs}: no such file or folder")
+    try:
+        document_file(docs)  # a folder without a corpus, /dev/null, an empty file, a .csv: before the model loads
+    except USER_ERRORS as exc:
+        raise fail(f"--docs {exc}") from None
+    blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None and blocker != out:
+        raise fail(f"--out {out}: {blocker} is a file, not a folder")
+    _check_writable(out)
     if limit is not None and limit < 1:
         raise fail(f"--limit must be a positive number of documents, got {limit}")
-    for name, value in (("--batch-size", batch_size), ("--chunk-size", chunk_size)):
-        if value is not None and value < 1:
-            raise fail(f"{name} must be >= 1, got {value}")
+    from ragcun.evaluation.encode import MAX_BATCH_SIZE
+
+    check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), chunk_size=(chunk_size, 1, None),
+                 max_seq_length=(max_seq_length, 1, None), nlist=(nlist, 1, None), nprobe=(nprobe, 1, None),
+                 hnsw_m=(hnsw_m, 2, 256), ef_construction=(ef_construction, 1, None), ef_search=(ef_search, 1, None))
     if out.exists() and not out.is_dir():
         raise fail(f"--out {out} is a file; an index is a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise fail(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+    from ragcun.retrieval.index import BACKENDS
+
+    engine = engine.lower()
+    if engine not in BACKENDS:
+        raise fail(f"--engine must be one of {', '.join(BACKENDS)}, got {engine!r}")
+    if url and engine != "qdrant":
+        raise fail("--url is for --engine qdrant")
     params: dict = {}
-    if index == "ivf":
+    if engine == "qdrant":
+        if index == "ivf":
+            raise fail("--engine qdrant serves --index flat (exact) or hnsw, not ivf")
+        params = {"url": url, "hnsw_ef": ef_search} if url else {"hnsw_ef": ef_search}
+    elif index == "ivf":
         params = {"nlist": nlist, "nprobe": nprobe}
     elif index == "hnsw":
         params = {"M": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
     try:
-        retriever = GaussianRetriever(model, index=index, device=device, batch_size=batch_size,
+        retriever = GaussianRetriever(model, index=index, backend=engine, device=device, batch_size=batch_size,
                                       max_seq_length=max_seq_length, encode_backend=backend, precision=precision,
                                       **params)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
-    total = count_lines(docs)
+    try:
+        total = count_lines(docs)
+    except USER_ERRORS as exc:
+        raise fail(str(exc)) from None
     if limit is not None:
         total = min(total, limit)
     records = read_documents(docs)
@@ -107,6 +144,18 @@ def index_build(
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     console.print(f"[green]indexed[/] {n} documents → {out} ({index}, dim {retriever.dimension})")
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before the model loads when the index could not be written (a read-only or immutable folder)."""
+    import tempfile
+
+    parent = next(p for p in out.absolute().parents if p.exists())  # the index is written beside its final path
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise fail(f"--out {out}: cannot write in {parent} ({exc.strerror or exc})") from None
 
 
 @index_app.command("info")
@@ -128,7 +177,7 @@ def search(
     k: int = typer.Option(10, "-k", "--top-k", help="Number of results."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as a JSON array."),
     model: str = typer.Option(None, "--model", "-m", help="Model to use (default: the one in the manifest)."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, mps (default: auto)."),
+    device: str = device_option(),
     width: int = typer.Option(100, "--width", help="Characters of text shown per hit (table output)."),
 ) -> None:
     """Search a saved index; results ranked by L2 distance (smaller is closer)."""
@@ -138,6 +187,8 @@ def search(
 
     if k <= 0:
         raise fail(f"-k must be positive, got {k}")
+    if width < 2:
+        raise fail(f"--width must be at least 2 characters, got {width}")
     try:
         retriever = GaussianRetriever.load(directory, model=model, device=device)
         hits = retriever.retrieve(query, top_k=k)

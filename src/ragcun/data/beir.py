@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import statistics
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,15 +124,24 @@ class BeirData:
         )
 
 
+def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` if it is a regular file; a missing path, a folder, /dev/null or a FIFO is a one-line error
+    (``what`` names the missing file: "corpus file not found: …")."""
+    path = Path(path)
+    if not path.is_file():
+        if path.exists():  # it exists, but is no file of lines
+            raise DataFormatError(path, f"not a regular file (expected the {what})")
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield (line number, line without its line ending) for each line of a text file (``.gz`` too).
 
     The one line reader behind every data format: bytes that are not UTF-8 are an error naming the
     file and the line, never a traceback.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
+    path = regular_file(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
@@ -142,7 +152,7 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
                     raise DataFormatError(path, f"not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})",
                                           lineno) from None
                 yield lineno, line.rstrip("\r\n")
-    except (OSError, EOFError) as exc:  # a truncated or corrupt .gz, an unreadable file
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt .gz, an unreadable file
         raise DataFormatError(path, f"cannot be read ({exc})") from None
 
 
@@ -196,8 +206,7 @@ def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     Errors (naming file and line): malformed JSON, missing ``_id``, missing ``text``, duplicate ids.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"corpus file not found: {path}")
+    regular_file(path, "corpus file")
     corpus: dict[str, dict[str, str]] = {}
     first_line: dict[str, int] = {}
     for lineno, obj in iter_jsonl(path):
@@ -217,8 +226,7 @@ def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
 def load_queries(path: str | os.PathLike) -> dict[str, str]:
     """Read a BEIR ``queries.jsonl``: query id -> text (all splits)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"queries file not found: {path}")
+    regular_file(path, "queries file")
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for lineno, obj in iter_jsonl(path):
@@ -247,8 +255,7 @@ def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     with different grades.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"qrels file not found: {path}")
+    regular_file(path, "qrels file")
     qrels: dict[str, dict[str, int]] = {}
     for lineno, line in iter_lines(path):
         if not line.strip():
@@ -325,20 +332,24 @@ def load_beir(name_or_path: str, split: str = "test", data_dir: str | None = Non
     qrels = load_qrels(qrels_path)
 
     missing_q = [q for q in qrels if q not in all_queries]
-    if missing_q:
-        logger.warning(
-            "%s: %d query id(s) in %s are not in queries.jsonl and are dropped (e.g. %s)",
-            name, len(missing_q), qrels_path, missing_q[:3],
-        )
-        for q in missing_q:
-            del qrels[q]
+    for q in missing_q:
+        del qrels[q]
+    if missing_q and not qrels:
+        raise DataFormatError(qrels_path, f"none of its {len(missing_q)} query ids is in {path / 'queries.jsonl'}")
+    pairs = sum(len(rel) for rel in qrels.values())
     missing_docs = sum(1 for rel in qrels.values() for d in rel if d not in corpus)
-    if missing_docs:
-        logger.warning(
-            "%s: %d qrels pair(s) in %s point to documents missing from the corpus (kept; they count as "
-            "unretrievable relevant documents, as in BEIR's own evaluation)",
-            name, missing_docs, qrels_path,
-        )
+    if not any(g > 0 and d in corpus for rel in qrels.values() for d, g in rel.items()):
+        raise DataFormatError(qrels_path, f"none of the documents judged relevant is in {path / 'corpus.jsonl'} "
+                                          "(a wrong corpus, or ids from another column?)")
+    if missing_q or missing_docs:  # one line saying what was dropped or cannot be retrieved
+        parts = []
+        if missing_q:
+            parts.append(f"{len(missing_q)} of {len(missing_q) + len(qrels)} judged queries are not in queries.jsonl "
+                         f"(dropped, e.g. {missing_q[:3]})")
+        if missing_docs:
+            parts.append(f"{missing_docs} of {pairs} qrels pairs point to documents missing from the corpus (kept as "
+                         "unretrievable, as BEIR scores them)")
+        logger.warning("%s: %s: %s", name, qrels_path, "; ".join(parts))
     queries = {q: all_queries[q] for q in qrels}
     return BeirData(
         corpus=corpus, queries=queries, qrels=qrels, name=name, path=path, split=split, missing_docs=missing_docs

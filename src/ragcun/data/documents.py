@@ -34,14 +34,33 @@ def check_metadata(meta: Any, where: str) -> dict | None:
     return meta
 
 
+#: What :func:`read_documents` reads (each optionally ``.gz``): anything else is refused, not guessed at.
+DOCUMENT_SUFFIXES = (".jsonl", ".tsv")
+
+
 def _document_file(path: Path) -> Path:
+    """The file to read for ``path`` (a BEIR folder means its corpus), checked before any model loads."""
     if path.is_dir():
-        if not (path / "corpus.jsonl").exists():
-            raise FileNotFoundError(f"{path} is a folder without corpus.jsonl (expected a BEIR dataset folder)")
-        return path / "corpus.jsonl"
+        for name in ("corpus.jsonl", "corpus.jsonl.gz"):
+            if (path / name).is_file():
+                return _document_file(path / name)
+        raise FileNotFoundError(f"{path} is a folder without corpus.jsonl (expected a document file or a BEIR "
+                                "dataset folder)")
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise FileNotFoundError(f"file not found: {path}")
+    if not path.is_file():
+        raise DataFormatError(path, "not a regular file (expected a .jsonl or .tsv document file)")
+    if not path.name.removesuffix(".gz").endswith(DOCUMENT_SUFFIXES):
+        raise DataFormatError(path, f"unknown extension {''.join(path.suffixes) or '(none)'!r}: ragcun reads "
+                                    "documents from .jsonl or .tsv files, optionally gzipped (.jsonl.gz, .tsv.gz)")
+    if path.stat().st_size == 0:
+        raise DataFormatError(path, "empty file: no documents")
     return path
+
+
+def document_file(path: str | os.PathLike) -> Path:
+    """The checked document file behind ``path`` (see :func:`read_documents`)."""
+    return _document_file(Path(path))
 
 
 def read_documents(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
@@ -76,10 +95,15 @@ def read_documents(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
 
 def count_lines(path: str | os.PathLike) -> int:
     """Cheap line count (for a progress bar total); BEIR folders resolve to corpus.jsonl."""
+    import zlib
+
     path = _document_file(Path(path))
     opener = gzip.open if path.suffix == ".gz" else open
     n = 0
-    with opener(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            n += block.count(b"\n")
+    try:
+        with opener(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                n += block.count(b"\n")
+    except (OSError, EOFError, zlib.error) as exc:  # a corrupt or truncated .gz
+        raise DataFormatError(path, f"cannot be read ({exc})") from None
     return n

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ragcun.data.beir import DataFormatError, iter_lines
+from ragcun.data.beir import DataFormatError, iter_lines, regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,7 @@ COLLECTION = "collection.tsv"
 def iter_tsv_pairs(path: str | os.PathLike, what: str = "row") -> Iterator[tuple[int, str, str]]:
     """Yield (line number, id, text) from a two-column ``id<TAB>text`` file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MS MARCO file not found: {path}")
+    regular_file(path, "MS MARCO file")
     for lineno, line in iter_lines(path):
         if not line:
             continue
@@ -71,8 +70,7 @@ def load_queries_tsv(path: str | os.PathLike) -> dict[str, str]:
 def load_qrels_trec(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """Read TREC-format qrels (``qid iter docid rel``, tabs or spaces): qid -> {docid: rel}."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"qrels file not found: {path}")
+    regular_file(path, "qrels file")
     qrels: dict[str, dict[str, int]] = {}
     for lineno, line in iter_lines(path):
         line = line.strip()

@@ -19,12 +19,11 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ragcun.data.beir import DataFormatError, iter_jsonl
+from ragcun.data.beir import DataFormatError, iter_jsonl, iter_lines, regular_file
 from ragcun.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -32,14 +31,11 @@ logger = logging.getLogger(__name__)
 
 def iter_passages(path: str | os.PathLike) -> Iterator[dict[str, str]]:
     """Passages ``{"id", "title", "text"}`` from JSONL (``id`` or ``_id``, ``title`` optional) or .txt."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"passage file not found: {path}")
+    path = regular_file(path)
     if path.suffix == ".txt":
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if line.strip():
-                    yield {"id": str(lineno), "title": "", "text": line.strip()}
+        for lineno, line in iter_lines(path):
+            if line.strip():
+                yield {"id": str(lineno), "title": "", "text": line.strip()}
         return
     for lineno, obj in iter_jsonl(path):
         if "text" not in obj:

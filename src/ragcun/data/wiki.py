@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ragcun.data.beir import DataFormatError, iter_jsonl
+from ragcun.data.beir import DataFormatError, iter_jsonl, regular_file
 from ragcun.io import atomic_path, write_json
 from ragcun.progress import wanted
 
@@ -104,9 +104,7 @@ def split_passages(text: str, max_words: int = 100, min_words: int = 20) -> list
 
 def iter_local_articles(path: str | os.PathLike) -> Iterator[dict[str, str]]:
     """Articles ``{"title", "text"}`` from a JSONL(.gz) or Parquet file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"article file not found: {path}")
+    path = regular_file(path)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -245,8 +245,7 @@ def evaluate_model(
         out["timing"][ds] = timing
         out["datasets"][ds] = {"documents": len(corpus), "queries": len(queries), "evaluated_queries": len(per_query),
                                "qrels": sum(len(v) for v in qrels.values())}
-        logger.info("%s: ndcg@10 %.4f  recall@100 %.4f", ds, aggregate.get("ndcg@10", float("nan")),
-                    aggregate.get("recall@100", float("nan")))
+        logger.info("%s: %s", ds, "  ".join(f"{m} {aggregate[m]:.4f}" for m in ("ndcg@10", "recall@100") if m in aggregate))
         if run_file and is_main_process():
             written = write_run(_run_file_for(run_file, ds, len(names) > 1), run, tag=_run_tag(name, score))
             write_qrels(written.with_suffix(".qrels"), qrels)  # trec_eval QRELS RUN, beside it

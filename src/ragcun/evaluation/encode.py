@@ -351,6 +351,11 @@ def load_model(model: Any, device: str | None = None, max_seq_length: int | None
     return model, name
 
 
+#: The largest encoding batch accepted: 65,536 texts of 512 tokens at hidden size 768 are 100 GB of fp32
+#: activations per layer, beyond any single device; larger is a typo, not a setting.
+MAX_BATCH_SIZE = 65_536
+
+
 def check_batch_size(batch_size: int | None, device: Any = None) -> int:
     """``batch_size``, checked; None = the measured default for ``device`` (:func:`ragcun.runtime.default_batch_size`)."""
     if batch_size is None:
@@ -359,6 +364,8 @@ def check_batch_size(batch_size: int | None, device: Any = None) -> int:
         return default_batch_size(device)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size > MAX_BATCH_SIZE:  # its activations alone would not fit: fail now, not after the model loads
+        raise ValueError(f"batch_size {batch_size:,} is more than {MAX_BATCH_SIZE:,} texts per forward pass")
     return int(batch_size)
 
 

@@ -254,7 +254,7 @@ def search(
     backend: Literal["torch", "faiss"] = "torch",
     exact_rescore: bool = True,
     margin: int = 16,
-    sq_norms: np.ndarray | None = None,
+    sq_norms: np.ndarray | Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k search; returns ``(scores, indices)`` numpy arrays of shape (n_queries, k), best first.
 
@@ -265,11 +265,17 @@ def search(
     With ``exact_rescore`` (default) the fast float32 pass keeps ``top_k + margin`` candidates,
     which are then re-scored in float64 from the vectors: scores are exact and the order equals
     that of a float64 brute-force search unless two documents differ by less than float32 noise
-    right at the k-th place. ``sq_norms`` (the rows' squared norms, for an array corpus) saves a pass over it.
+    right at the k-th place. ``sq_norms`` (the rows' squared norms: an array for an array corpus, one array per
+    chunk for a chunk list) saves a pass over the corpus per call.
     """
     score = check_score(score)
     chunks = list(corpus_emb) if isinstance(corpus_emb, list | tuple) else iter_chunks(corpus_emb, chunk_size)
-    norms = None if sq_norms is None or isinstance(corpus_emb, list | tuple) else iter_chunks(sq_norms, chunk_size)
+    if sq_norms is None or isinstance(sq_norms, list | tuple):  # none, or one array per chunk of a chunk list
+        norms = list(sq_norms) if sq_norms is not None else None
+    else:
+        norms = iter_chunks(sq_norms, chunk_size) if not isinstance(corpus_emb, list | tuple) else None
+    if norms is not None and [len(n) for n in norms] != [c.shape[0] for c in chunks]:
+        raise ValueError("sq_norms must have one squared norm per corpus row, chunked as the corpus")
     if not chunks:
         raise ValueError("the corpus is empty")
     n_docs = sum(c.shape[0] for c in chunks)

@@ -1,4 +1,5 @@
-"""The experiment's TOML: ``[experiment]``, ``[triplets]``, ``[evaluation]``, ``[sweep]`` and ``[arms.<name>]``.
+"""The experiment's TOML: ``[experiment]``, ``[triplets]``, ``[evaluation]``, ``[sweep]``, ``[whitening]`` and
+``[arms.<name>]``.
 
 Every table is a dataclass read through :func:`ragcun.config.from_table` (the coercion training
 keys use), so a typo such as ``num_negativs`` is a one-line error naming the file, the table and
@@ -21,6 +22,7 @@ DEFAULT_ARMS: dict[str, dict[str, Any]] = {
     "frozen": {"lambda_isotropy": 1.0, "freeze_base": True},
 }
 SWEEP_LAMBDAS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0]
+WHITENING_POWERS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 class ExperimentError(ConfigError):
@@ -102,6 +104,26 @@ class SweepSection:
 
 
 @dataclass
+class WhiteningSection:
+    """The post-hoc whitening reference (:mod:`ragcun.experiment.whitening`): the untouched base whitened
+    at each power, fitted on the training documents. An empty ``powers`` list leaves it out."""
+
+    powers: list[float] = field(default_factory=lambda: list(WHITENING_POWERS))
+    kind: Literal["pca", "zca"] = "pca"
+    output_dim: int | None = None  # default: the arms' output_dim
+    max_documents: int = 20_000  # distinct training documents the whitening is fitted on
+
+    def check(self) -> list[str]:
+        problems = positive(self, "output_dim", "max_documents")
+        bad = [p for p in self.powers if not 0.0 <= p <= 1.0]
+        if bad:
+            problems.append(f"powers must be in [0, 1] (got {bad})")
+        if len(set(self.powers)) != len(self.powers):
+            problems.append(f"powers repeat a value (got {self.powers})")
+        return problems
+
+
+@dataclass
 class ExperimentConfig:
     path: Path
     name: str
@@ -112,6 +134,7 @@ class ExperimentConfig:
     triplets: TripletsSection
     evaluation: EvaluationSection
     sweep: SweepSection
+    whitening: WhiteningSection = field(default_factory=WhiteningSection)
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -171,6 +194,7 @@ def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> E
     triplets = _section(TripletsSection, raw, "triplets", source, required=True)
     evaluation = _section(EvaluationSection, raw, "evaluation", source, required=True)
     sweep = _section(SweepSection, raw, "sweep", source)
+    whitening = _section(WhiteningSection, raw, "whitening", source)
     from ragcun.data.beir import expand_dataset_names
 
     evaluation.datasets = expand_dataset_names(evaluation.datasets)
@@ -196,5 +220,5 @@ def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> E
     return ExperimentConfig(
         path=p, name=name, output_dir=Path(output_dir or exp.output_dir or f"runs/{name}"), arms=arms,
         reference=exp.reference or _train_value(raw, "base_model"), baseline=exp.baseline,
-        triplets=triplets, evaluation=evaluation, sweep=sweep, raw=raw,
+        triplets=triplets, evaluation=evaluation, sweep=sweep, whitening=whitening, raw=raw,
     )

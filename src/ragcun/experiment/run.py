@@ -113,13 +113,20 @@ class View:
     score: str  # l2 | cos
     part: str = "model"  # "model": the whole model; "base": the base only (the embedding before the head)
     description: str = ""
+    role: str = "arm"  # reference | arm | view (an arm seen another way) | whitening (the post-hoc reference)
+
+    @property
+    def measured(self) -> bool:
+        """Whether this view's embeddings are measured for isotropy (each model once, as it ranks)."""
+        return self.role in ("reference", "arm", "whitening")
 
 
 def describe_arm(exp: ExperimentConfig, arm: str) -> str:
-    opts = exp.arms[arm]
-    lam = opts.get("lambda_isotropy", 1.0)
-    what = "head only" if opts.get("freeze_base") else "full fine-tuning"
-    return f"λ_iso = {lam:g}, {what}"
+    from ragcun.training import load_config
+
+    cfg = load_config(exp.path).replace(**exp.arms[arm])  # the file's keys under the arm's table, as it trains
+    what = "head only" if cfg.freeze_base else "full fine-tuning"
+    return f"λ_iso = {cfg.lambda_isotropy:g}, {what}"
 
 
 def evaluation_views(exp: ExperimentConfig, arms: dict[str, Path] | None = None) -> list[View]:
@@ -128,15 +135,27 @@ def evaluation_views(exp: ExperimentConfig, arms: dict[str, Path] | None = None)
     the norm helps ranking or hurts it."""
     views: list[View] = []
     if exp.reference:
-        views.append(View("reference", str(exp.reference), "cos", description=f"{Path(str(exp.reference)).name}, untouched"))
+        views.append(View("reference", str(exp.reference), "cos", description=f"{Path(str(exp.reference)).name}, untouched",
+                          role="reference"))
     for arm, directory in (arms or {a: exp.arm_dir(a) for a in exp.arms}).items():
         best = str(directory / "best")
         desc = describe_arm(exp, arm) if arm in exp.arms else arm
         views.append(View(arm, best, "l2", description=desc))
         if exp.evaluation.views:
-            views.append(View(f"{arm}.cos", best, "cos", description=f"{arm}: head output, cosine"))
-            views.append(View(f"{arm}.base", best, "cos", "base", description=f"{arm}: base before the head, cosine"))
-    return views
+            views.append(View(f"{arm}.cos", best, "cos", description=f"{arm}: head output, cosine", role="view"))
+            views.append(View(f"{arm}.base", best, "cos", "base", description=f"{arm}: base before the head, cosine",
+                              role="view"))
+    return views + whitening_views(exp)
+
+
+def whitening_views(exp: ExperimentConfig) -> list[View]:
+    """The untouched base whitened at each ``[whitening]`` power, ranked by L2."""
+    from ragcun.experiment.whitening import whitening_dir, whitening_label
+
+    wh = exp.whitening
+    return [View(whitening_label(p), str(whitening_dir(exp, p)), "l2", role="whitening",
+                 description=f"untouched base, whitened after the fact (power {p:g}, {wh.kind}, fitted on training documents)")
+            for p in wh.powers]
 
 
 def load_views(views: list[View], max_seq_length: int | None, ev: Any = None) -> dict[str, Any]:
@@ -204,7 +223,7 @@ def measure_isotropy(exp: ExperimentConfig, views: list[View], data_dir: str | N
     from ragcun.evaluation.isotropy import analyze
 
     ev = exp.evaluation
-    main = [v for v in views if v.part == "model" and (v.label == "reference" or v.score == "l2")]
+    main = [v for v in views if v.measured]
     files: dict[str, Path] = {}
     for ds in ev.datasets:
         out = (out_root or exp.output_dir / "isotropy") / Path(ds).name
@@ -228,7 +247,7 @@ def measure_approximate_search(exp: ExperimentConfig, views: list[View], data_di
     out = exp.output_dir / "results" / "approximate_search.json"
     if not ev.approximate_search or out.exists():
         return out if out.exists() else None
-    main = [v for v in views if v.part == "model" and (v.label == "reference" or v.score == "l2")]
+    main = [v for v in views if v.role in ("reference", "arm")]
     models = load_views(main, ev.max_seq_length, ev)
     rows = []
     for ds in ev.datasets:
@@ -288,6 +307,12 @@ def run_experiment(
             timings[f"train_{arm}_s"] = time.perf_counter() - ta
     if train_only:
         return {}
+    if exp.whitening.powers:
+        from ragcun.experiment.whitening import build_whitening
+
+        tw = time.perf_counter()
+        build_whitening(exp, data_dir)
+        timings["whitening_s"] = time.perf_counter() - tw
     views = evaluation_views(exp)
     te = time.perf_counter()
     results = evaluate_views(exp, views, data_dir)

@@ -4,7 +4,8 @@
 one arm of the experiment (the frozen-base arm by default: on a CPU it trains on cached features and
 its corpus vectors come from one shared pass of the base), trains it once per λ with everything else
 unchanged, and writes ``<output_dir>/sweep/<arm>/``: the trained models, results, isotropy, and the
-trade-off table and figure (NDCG@10 with 95% CIs against the corpus SIGReg ratio and IsoScore).
+trade-off table and figure (NDCG@10 with 95% CIs against the corpus SIGReg ratio and IsoScore), with the
+post-hoc whitening curve of the untouched base (``[whitening]``) beside the trained points.
 Finished λ values are skipped, so a sweep resumes and can be extended.
 """
 
@@ -17,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from ragcun.experiment.config import ExperimentConfig, ExperimentError, load_experiment
-from ragcun.experiment.run import View, evaluate_views, measure_isotropy, prepare_data, train_arm
+from ragcun.experiment.run import (
+    View,
+    evaluate_views,
+    measure_isotropy,
+    prepare_data,
+    train_arm,
+    whitening_views,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,21 +59,31 @@ def run_sweep(
     root = sweep_dir(exp, arm)
     t0 = time.perf_counter()
     prepare_data(exp, data_dir)
-    what = "head only" if exp.arms[arm].get("freeze_base") else "full fine-tuning"
+    from ragcun.training import load_config
+
+    what = "head only" if load_config(exp.path).replace(**exp.arms[arm]).freeze_base else "full fine-tuning"
     points: dict[float, str] = {}
     views: list[View] = []
     if exp.reference:
-        views.append(View("reference", str(exp.reference), "cos", description="untouched"))
+        views.append(View("reference", str(exp.reference), "cos", description="untouched", role="reference"))
     for lam in lambdas:
         label = f"{arm}-{lambda_tag(lam)}"
         directory = root / "arms" / label
         train_arm(exp, arm, overrides, data_dir, output_dir=directory, lambda_isotropy=float(lam))
         points[float(lam)] = label
         views.append(View(label, str(directory / "best"), "l2", description=f"λ_iso = {lam:g}, {what}"))
+    whitening: dict[float, str] = {}
+    if exp.whitening.powers:  # the post-hoc whitening curve, drawn beside the trained arm's
+        from ragcun.experiment.whitening import build_whitening
+
+        build_whitening(exp, data_dir)
+        for v, p in zip(whitening_views(exp), exp.whitening.powers, strict=True):
+            views.append(v)
+            whitening[float(p)] = v.label
     results = evaluate_views(exp, views, data_dir, results=root / "results")
     iso = measure_isotropy(exp, views, data_dir, out_root=root / "isotropy")
     title = f"{exp.name}, {arm} arm ({what})"
-    summary = write_sweep_report(points, results, iso, exp.evaluation.datasets, root / "report", title)
+    summary = write_sweep_report(points, results, iso, exp.evaluation.datasets, root / "report", title, whitening)
     logger.info("sweep of %s over λ = %s done in %.0f s: %s", arm, ", ".join(f"{v:g}" for v in lambdas),
                 time.perf_counter() - t0, summary["files"]["sweep.png"])
     return summary

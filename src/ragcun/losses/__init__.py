@@ -2,11 +2,13 @@
 
 from ragcun.losses.contrastive import EuclideanInfoNCE, pairwise_distance
 from ragcun.losses.objective import IsotropicGaussianLoss, covariance_regularizer
+from ragcun.losses.queue import FeatureQueue
 from ragcun.losses.sigreg import EppsPulley, SIGReg, epps_pulley
 
 __all__ = [
     "EppsPulley",
     "EuclideanInfoNCE",
+    "FeatureQueue",
     "IsotropicGaussianLoss",
     "SIGReg",
     "covariance_regularizer",

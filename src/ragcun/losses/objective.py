@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from ragcun.losses.contrastive import Distance, EuclideanInfoNCE
-from ragcun.losses.sigreg import SIGReg
+from ragcun.losses.queue import FeatureQueue
+from ragcun.losses.sigreg import SIGReg, SlicePolicy
 
 Regularizer = Literal["covariance", "none"]
 LossForm = Literal["sum", "convex"]
@@ -44,6 +45,13 @@ class IsotropicGaussianLoss(nn.Module):
     (SIGReg even when its weight is 0) are kept in :attr:`last_stats` for monitoring.
     SIGReg sees the queries and all documents of the batch together, and under DDP the global
     batch.
+
+    SIGReg at more than batch scale (the batch alone is too small a sample to fail the test): with
+    ``queue_size`` the batch is tested together with a :class:`~ragcun.losses.queue.FeatureQueue` of
+    recent detached embeddings; with ``corpus_sample`` (a callable taking the SIGReg step and returning
+    fresh ``(queries, documents)`` embeddings with gradients, e.g. a uniform sample of cached training
+    features through the head) SIGReg tests that sample instead of the batch. ``slice_policy="pca"``
+    adds the data's principal and smallest-variance axes to the random slices (see :class:`SIGReg`).
     """
 
     def __init__(
@@ -62,6 +70,11 @@ class IsotropicGaussianLoss(nn.Module):
         monitor_sigreg: bool = True,
         loss_form: LossForm = "sum",
         sigreg_on: SigregOn = "joint",
+        slice_policy: SlicePolicy = "random",
+        principal_slices: int = 32,
+        slice_refresh: int = 1,
+        queue_size: int = 0,
+        corpus_sample: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         if loss_form not in ("sum", "convex"):
@@ -78,7 +91,15 @@ class IsotropicGaussianLoss(nn.Module):
         self.regularizer = regularizer
         self.monitor_sigreg = monitor_sigreg
         self.contrastive = EuclideanInfoNCE(temperature, distance, gather_across_devices)
-        self.sigreg = SIGReg(num_slices=num_slices, t_max=t_max, n_points=n_points, seed=seed)
+        slicing = dict(num_slices=num_slices, t_max=t_max, n_points=n_points, slice_policy=slice_policy,
+                       principal_slices=principal_slices, refresh_every=slice_refresh)
+        self.sigreg = SIGReg(seed=seed, **slicing)
+        # queries keep their own principal axes (and queue): theirs are not the documents'
+        separate = sigreg_on == "separate"
+        self.sigreg_queries = SIGReg(seed=seed + 1, **slicing) if separate and slice_policy == "pca" else None
+        self.queue = FeatureQueue(queue_size) if queue_size else None
+        self.queue_queries = FeatureQueue(queue_size) if queue_size and separate else None
+        self.corpus_sample = corpus_sample
         self.last_stats: dict[str, float] = {}
 
     def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -97,7 +118,8 @@ class IsotropicGaussianLoss(nn.Module):
         out = {"contrastive": contrastive * weight if weight != 1.0 else contrastive}
         stats: dict[str, Any] = {"contrastive": contrastive.item()}
         if self.lambda_isotropy > 0:
-            sig = self._sigreg(queries, docs)
+            sample = self.corpus_sample(int(self.sigreg.step)) if self.corpus_sample is not None else (queries, docs)
+            sig = self._sigreg(*sample)
             out["isotropy"] = self.lambda_isotropy * sig
             stats["sigreg"] = sig.item()
         elif self.monitor_sigreg:
@@ -111,10 +133,18 @@ class IsotropicGaussianLoss(nn.Module):
         self.last_stats = stats
         return out
 
-    def _sigreg(self, queries: torch.Tensor, docs: list[torch.Tensor]) -> torch.Tensor:
+    def _sigreg(self, queries: torch.Tensor, docs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        docs = torch.cat(docs, dim=0) if isinstance(docs, list) else docs
         if self.sigreg_on == "separate":
-            return 0.5 * (self.sigreg(queries) + self.sigreg(torch.cat(docs, dim=0)))
-        return self.sigreg(torch.cat([queries, *docs], dim=0))
+            q = (self.sigreg_queries or self.sigreg)(queries, extra=_contents(self.queue_queries))
+            value = 0.5 * (q + self.sigreg(docs, extra=_contents(self.queue)))
+            _push(self.queue_queries, queries)
+            _push(self.queue, docs)
+            return value
+        everything = torch.cat([queries, docs], dim=0)
+        value = self.sigreg(everything, extra=_contents(self.queue))
+        _push(self.queue, everything)
+        return value
 
     @property
     def citation(self) -> str:
@@ -133,5 +163,17 @@ class IsotropicGaussianLoss(nn.Module):
             "regularizer": self.regularizer,
             "loss_form": self.loss_form,
             "sigreg_on": self.sigreg_on,
+            "slice_policy": self.sigreg.slice_policy,
+            "queue_size": self.queue.size if self.queue is not None else 0,
+            "corpus_sample": self.corpus_sample is not None,
             "gather_across_devices": self.contrastive.gather_across_devices,
         }
+
+
+def _contents(queue: FeatureQueue | None) -> torch.Tensor | None:
+    return queue.contents() if queue is not None and int(queue.filled) else None
+
+
+def _push(queue: FeatureQueue | None, x: torch.Tensor) -> None:
+    if queue is not None and x.requires_grad and torch.is_grad_enabled():  # training steps only
+        queue.push(x)

@@ -106,13 +106,16 @@ def _ci_half_widths(results: list[dict[str, Any]], labels: list[str], datasets: 
 
 #: The isotropy table's columns: key -> readable name with the direction that is closer to N(0, I).
 ISOTROPY_COLUMNS = {
-    "isoscore": "IsoScore ↑", "cov_error_rel": "cov. error ↓", "eigenvalue_score": "eigenvalue score ↑",
+    "isoscore": "IsoScore ↑", "isoscore_reference": "IsoScore of N(0, I), same n", "cov_error_rel": "cov. error ↓",
+    "top_eigenvalue_ratio": "top eigenvalue / mean ↓", "empty_directions": "empty directions ↓",
     "effective_rank_ratio": "eff. rank / dim ↑", "mean_abs_offdiag_corr": "mean abs. corr. ↓",
-    "sigreg_ratio": "SIGReg ratio ↓", "norm_mean": "mean norm", "is_isotropic": "isotropic",
+    "sigreg_ratio": "SIGReg ratio ↓", "sigreg_ratio_fixed": "SIGReg ratio, n = 1,024 ↓", "norm_mean": "mean norm",
+    "is_isotropic": "isotropic",
 }
-ISOTROPY_DIRECTIONS = ("↑: higher is closer to N(0, I) (IsoScore, eigenvalue score and effective rank ratio reach 1); "
-                       "↓: lower is closer (covariance error ‖C − I‖/‖I‖ and the mean absolute off-diagonal correlation reach 0, "
-                       "the SIGReg ratio reaches 1); an N(0, I) sample's mean norm is √dim.")
+ISOTROPY_DIRECTIONS = ("↑: higher is closer to N(0, I) (IsoScore and effective rank ratio reach 1; a finite N(0, I) sample's "
+                       "IsoScore is about 1 − dim/n, given beside it); ↓: lower is closer (covariance error ‖C − I‖/‖I‖, "
+                       "the mean absolute off-diagonal correlation and the empty directions reach 0; the top eigenvalue "
+                       "over the mean and the SIGReg ratios reach 1); an N(0, I) sample's mean norm is √dim.")
 
 
 def load_isotropy(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -261,7 +264,8 @@ def build_report(
                 data = f"{data} {r['kind']}".strip()
             rows.append([str(r.get("label", r.get("model", "?"))), data,
                          *[("yes" if r.get(k) else "no") if k == "is_isotropic" else
-                           (f"{r[k]:.3f}" if isinstance(r.get(k), int | float) else "–") for k in keys]])
+                           (str(r[k]) if isinstance(r.get(k), int) and not isinstance(r.get(k), bool) else
+                            f"{r[k]:.3f}" if isinstance(r.get(k), int | float) else "–") for k in keys]])
         md = markdown_table(header, rows)
         tables["isotropy"] = md
         files["isotropy.md"] = str(write_text(out / "isotropy.md", md + "\n"))

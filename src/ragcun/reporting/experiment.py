@@ -7,6 +7,12 @@ the change happen, and what does approximate search lose.
 * **views**: each arm's head output by L2 and by cosine, and its base's output before the head by
   cosine — if the head's cosine beats its L2, the norm hurts ranking; if the base view moved from the
   reference, fine-tuning changed the base;
+* **isotropy** (one per dataset): the corpus embeddings' SIGReg ratio at the corpus size and at a fixed
+  n = 1,024, IsoScore beside what a true N(0, I) sample of the same size reaches, the top eigenvalue over
+  the mean, the effective rank and the empty directions;
+* **whitening**: the post-hoc whitening curve (the untouched base whitened at each power), and each arm
+  against it at its own isotropy: the curve's NDCG@10 interpolated at the arm's SIGReg ratio, and a paired
+  test against the whitening point nearest to that ratio;
 * **approximate search**: recall@10 of the retriever's HNSW and IVF defaults against exact search.
 
 The generic comparison report (:func:`ragcun.reporting.build_report`: every metric, LaTeX, CSV,
@@ -16,6 +22,7 @@ charts) is written beside it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,10 @@ from ragcun.reporting.stats import paired_test
 from ragcun.reporting.tables import fmt_p, latex_table, markdown_table
 
 METRIC = "ndcg@10"
+ISOTROPY_NOTE = ("The SIGReg test's power grows with the sample: a fixed deviation from N(0, I) adds about n times a "
+                 "constant to the statistic, so the ratio at the corpus size grows with the corpus, while the ratio on "
+                 "1,024 vectors compares corpora of any size. IsoScore is bounded by the sample too: a true N(0, I) "
+                 "sample of the same n and dimension reaches only about 1 − dim/n (in brackets).")
 
 
 def _pct(v: float | None) -> str:
@@ -83,6 +94,78 @@ def main_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str) 
     return header, rows
 
 
+def _f(v: Any, digits: int = 2) -> str:
+    return "–" if not isinstance(v, int | float) else f"{v:.{digits}f}"
+
+
+def isotropy_rows(labels: list[str], iso: dict, ds: str) -> tuple[list[str], list[list[str]]]:
+    header = ["Model", "SIGReg ratio (corpus n)", "SIGReg ratio (n = 1,024)", "IsoScore [N(0, I) sample, same n]",
+              "top eigenvalue / mean", "effective rank / dim", "empty directions"]
+    rows = []
+    for label in labels:
+        r = iso.get((Path(ds).name, label, "corpus"))
+        if not r:
+            continue
+        empty = r.get("empty_directions")
+        rows.append([label, _f(r.get("sigreg_ratio")), _f(r.get("sigreg_ratio_fixed")),
+                     f"{_f(r.get('isoscore'), 3)} [{_f(r.get('isoscore_reference'), 3)}]", _f(r.get("top_eigenvalue_ratio"), 1),
+                     _f(r.get("effective_rank_ratio"), 3), "–" if empty is None else f"{empty} of {r.get('dim')}"])
+    return header, rows
+
+
+def whitening_points(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str) -> list[dict[str, Any]]:
+    """The whitening curve on ``ds``: one point per power with its NDCG@10 and corpus SIGReg ratio, by ratio."""
+    from ragcun.experiment.whitening import whitening_label
+
+    points = []
+    for p in exp.whitening.powers:
+        label = whitening_label(p)
+        r, row = results.get(label), iso.get((Path(ds).name, label, "corpus"), {})
+        if r is None or ds not in r["results"] or row.get("sigreg_ratio") is None:
+            continue
+        points.append({"label": label, "power": p, "ndcg": r["results"][ds][METRIC], "ratio": row["sigreg_ratio"],
+                       "ratio_fixed": row.get("sigreg_ratio_fixed"), "isoscore": row.get("isoscore")})
+    return sorted(points, key=lambda q: q["ratio"])
+
+
+def curve_at(points: list[dict[str, Any]], ratio: float) -> float | None:
+    """The whitening curve's NDCG@10 at ``ratio``, linear in log ratio between its points (None outside them)."""
+    if not points or not ratio > 0:
+        return None
+    xs = [math.log(q["ratio"]) for q in points]
+    x = math.log(ratio)
+    for (x0, q0), (x1, q1) in zip(zip(xs, points, strict=True), zip(xs[1:], points[1:], strict=True), strict=False):
+        if x0 <= x <= x1:
+            return q0["ndcg"] if x1 == x0 else q0["ndcg"] + (q1["ndcg"] - q0["ndcg"]) * (x - x0) / (x1 - x0)
+    return None
+
+
+def whitening_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
+                   ) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
+    """The curve's own table, and each arm against the curve at the arm's SIGReg ratio."""
+    points = whitening_points(exp, results, iso, ds)
+    ref = results.get("reference")
+    header = ["Whitening power p", "NDCG@10", "Δ vs reference [95% CI]", "p", "SIGReg ratio (corpus n)",
+              "SIGReg ratio (n = 1,024)", "IsoScore"]
+    rows = [[f"{q['power']:g}", _pct(q["ndcg"]), *(_delta(compare(results[q["label"]], ref, ds)) if ref else ("–", "–")),
+             _f(q["ratio"]), _f(q["ratio_fixed"]), _f(q["isoscore"], 3)] for q in sorted(points, key=lambda q: q["power"])]
+    arm_header = ["Arm", "SIGReg ratio", "NDCG@10", "whitening at this ratio (interpolated)", "nearest whitening point",
+                  "Δ vs it [95% CI]", "p"]
+    arm_rows = []
+    for arm in exp.arms:
+        r, row = results.get(arm), iso.get((Path(ds).name, arm, "corpus"), {})
+        ratio = row.get("sigreg_ratio")
+        if r is None or ds not in r["results"] or ratio is None or not points:
+            continue
+        near = min(points, key=lambda q: abs(math.log(q["ratio"]) - math.log(ratio)))
+        at = curve_at(points, ratio)
+        arm_rows.append([arm, _f(ratio), _pct(r["results"][ds][METRIC]),
+                         _pct(at) if at is not None else "outside the curve",
+                         f"p = {near['power']:g} (ratio {near['ratio']:.2f}, {near['ndcg'] * 100:.2f})",
+                         *_delta(compare(r, results[near["label"]], ds))])
+    return header, rows, arm_header, arm_rows
+
+
 def views_rows(exp: Any, results: dict[str, dict[str, Any]], ds: str) -> tuple[list[str], list[list[str]]]:
     header = ["Arm", "head, L2", "head, cosine", "base (before the head), cosine", "reference, cosine"]
     ref = results.get("reference", {}).get("results", {}).get(ds, {}).get(METRIC)
@@ -136,6 +219,29 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
             write_text(out / f"main_{name}.md", md + "\n")
             write_text(out / f"main_{name}.tex", latex_table(header, rows, f"{name} ({kind}), NDCG@10 ×100.", f"tab:main-{name}"))
             sections += [f"## {name} ({kind})", "", md, ""]
+        from ragcun.experiment.whitening import whitening_label
+
+        labels = ["reference", *exp.arms, *(whitening_label(p) for p in exp.whitening.powers)]
+        header, rows = isotropy_rows([lab for lab in labels if lab in results], iso, name)
+        if rows:
+            md = markdown_table(header, rows)
+            tables[f"isotropy:{name}"] = md
+            write_text(out / f"isotropy_{name}.md", md + "\n")
+            write_text(out / f"isotropy_{name}.tex", latex_table(header, rows, f"{name}: isotropy of the corpus embeddings.",
+                                                               f"tab:isotropy-{name}"))
+            sections += [f"### Isotropy of the corpus embeddings ({name})", "", ISOTROPY_NOTE, "", md, ""]
+        header, rows, arm_header, arm_rows = whitening_rows(exp, results, iso, name)
+        if rows:
+            md = markdown_table(header, rows)
+            tables[f"whitening:{name}"] = md
+            write_text(out / f"whitening_{name}.md", md + "\n")
+            sections += [f"### Post-hoc whitening of the untouched base ({name}, fitted on the training documents)", "",
+                         md, ""]
+        if arm_rows:
+            md = markdown_table(arm_header, arm_rows)
+            tables[f"vs_whitening:{name}"] = md
+            write_text(out / f"vs_whitening_{name}.md", md + "\n")
+            sections += [f"### Each arm against whitening at its own isotropy ({name}, NDCG@10 ×100)", "", md, ""]
         header, rows = views_rows(exp, results, name)
         if rows:
             md = markdown_table(header, rows)

@@ -2,8 +2,10 @@
 
 One point per λ: NDCG@10 with its 95% CI (t-interval over the per-query scores) and its paired
 difference to the untouched reference (95% CI, randomisation p), against the corpus embeddings'
-SIGReg ratio (1 = indistinguishable from N(0, I) along random slices) and IsoScore. A table
-(Markdown, LaTeX, CSV) and a figure (the paired differences) per dataset.
+SIGReg ratio (1 = indistinguishable from N(0, I) along random slices; at the corpus size and on 1,024
+vectors), IsoScore, the top eigenvalue over the mean and the effective rank. Beside them, one point per
+power of the post-hoc whitening of the untouched base: the curve the trained arm has to lie above. A
+table (Markdown, LaTeX, CSV) and a figure (the paired differences) per dataset.
 """
 
 from __future__ import annotations
@@ -20,18 +22,24 @@ from ragcun.reporting.experiment import _delta, compare, isotropy_by_label
 from ragcun.reporting.stats import mean_ci
 from ragcun.reporting.tables import _csv, latex_table, markdown_table
 
+ISOTROPY_KEYS = ("sigreg_ratio", "sigreg_ratio_fixed", "isoscore", "isoscore_reference", "top_eigenvalue_ratio",
+                 "effective_rank_ratio", "empty_directions")
+
 
 def sweep_points(points: dict[float, str], result_files: dict[str, Path], isotropy_files: dict[str, Path],
-                 datasets: list[str]) -> list[dict[str, Any]]:
-    """One row per (λ, dataset): NDCG@10 with CI, Δ vs reference with CI and p, SIGReg ratio, IsoScore."""
+                 datasets: list[str], whitening: dict[float, str] | None = None) -> list[dict[str, Any]]:
+    """One row per (λ or whitening power, dataset): NDCG@10 with CI, Δ vs reference with CI and p, and the
+    corpus isotropy (:data:`ISOTROPY_KEYS`). Whitening rows have ``lambda`` None and ``power`` set."""
     results = {label: load_result(f) for label, f in result_files.items() if Path(f).exists()}
     iso = isotropy_by_label(isotropy_files)
     ref = results.get("reference")
     rows = []
     for ds in datasets:
         name = Path(ds).name
-        entries: list[tuple[float | None, str]] = [(None, "reference")] + sorted(points.items(), key=lambda kv: kv[0])
-        for lam, label in entries:
+        entries: list[tuple[float | None, float | None, str]] = [(None, None, "reference")]
+        entries += [(lam, None, label) for lam, label in sorted(points.items())]
+        entries += [(None, p, label) for p, label in sorted((whitening or {}).items())]
+        for lam, power, label in entries:
             r = results.get(label)
             if r is None or name not in r.get("per_query", {}):
                 continue
@@ -39,27 +47,39 @@ def sweep_points(points: dict[float, str], result_files: dict[str, Path], isotro
             mean, low, high = mean_ci(per_query)
             test = compare(r, ref, name) if ref is not None and label != "reference" else None
             row_iso = iso.get((name, label, "corpus"), {})
-            rows.append({"dataset": name, "lambda": lam, "label": label, "ndcg@10": mean, "ci_low": low, "ci_high": high,
+            rows.append({"dataset": name, "lambda": lam, "power": power, "label": label, "ndcg@10": mean,
+                         "ci_low": low, "ci_high": high,
                          "delta_vs_reference": None if test is None else test["mean_diff"],
                          "delta_ci_low": None if test is None else test["ci_low"],
                          "delta_ci_high": None if test is None else test["ci_high"],
                          "perm_p": None if test is None else test["perm_p"],
-                         "sigreg_ratio": row_iso.get("sigreg_ratio"), "isoscore": row_iso.get("isoscore"),
-                         "queries": len(per_query)})
+                         **{k: row_iso.get(k) for k in ISOTROPY_KEYS}, "queries": len(per_query)})
     return rows
 
 
+def _point_name(r: dict[str, Any]) -> str:
+    if r["lambda"] is not None:
+        return f"λ_iso = {r['lambda']:g}"
+    return "reference" if r.get("power") is None else f"whitening p = {r['power']:g}"
+
+
+def _num(v: Any, digits: int) -> str:
+    return "–" if not isinstance(v, int | float) else f"{v:.{digits}f}"
+
+
 def sweep_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["Dataset", "λ_iso", "NDCG@10 [95% CI]", "Δ vs reference [95% CI]", "p", "SIGReg ratio", "IsoScore"]
+    header = ["Dataset", "Point", "NDCG@10 [95% CI]", "Δ vs reference [95% CI]", "p", "SIGReg ratio",
+              "ratio, n = 1,024", "IsoScore [N(0, I)]", "top eig. / mean", "eff. rank / dim"]
     out = []
     for r in rows:
         test = None if r["perm_p"] is None else {"mean_diff": r["delta_vs_reference"], "ci_low": r["delta_ci_low"],
                                                  "ci_high": r["delta_ci_high"], "perm_p": r["perm_p"]}
         delta, p = _delta(test)
-        out.append([r["dataset"], "reference" if r["lambda"] is None else f"{r['lambda']:g}",
+        out.append([r["dataset"], _point_name(r),
                     f"{r['ndcg@10'] * 100:.2f} [{r['ci_low'] * 100:.2f}, {r['ci_high'] * 100:.2f}]", delta, p,
-                    "–" if r["sigreg_ratio"] is None else f"{r['sigreg_ratio']:.2f}",
-                    "–" if r["isoscore"] is None else f"{r['isoscore']:.3f}"])
+                    _num(r["sigreg_ratio"], 2), _num(r.get("sigreg_ratio_fixed"), 2),
+                    f"{_num(r['isoscore'], 3)} [{_num(r.get('isoscore_reference'), 3)}]",
+                    _num(r.get("top_eigenvalue_ratio"), 1), _num(r.get("effective_rank_ratio"), 3)])
     return header, out
 
 
@@ -78,6 +98,9 @@ def sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, title: str
     for row_axes, ds in zip(axes, datasets, strict=True):
         arm = [r for r in rows if r["dataset"] == ds and r["lambda"] is not None and r["sigreg_ratio"] is not None
                and r["delta_vs_reference"] is not None]
+        white = sorted((r for r in rows if r["dataset"] == ds and r.get("power") is not None
+                        and r["sigreg_ratio"] is not None and r["delta_vs_reference"] is not None),
+                       key=lambda r: r["power"])
         ref = next((r for r in rows if r["dataset"] == ds and r["lambda"] is None), None)
         for ax, key, label, log in ((row_axes[0], "sigreg_ratio", "corpus SIGReg ratio (1 = N(0, I); log scale, lower is better)", True),
                                     (row_axes[1], "isoscore", "corpus IsoScore (1 = isotropic; higher is better)", False)):
@@ -94,12 +117,21 @@ def sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, title: str
                 for n, i in enumerate(order):
                     ax.annotate(f"λ={arm[i]['lambda']:g}", (x[i], y[i]), textcoords="offset points",
                                 xytext=(5, 6 if n % 2 == 0 else -11), fontsize=7)
+            if white:
+                wx = np.array([r[key] for r in white])
+                wy = np.array([r["delta_vs_reference"] for r in white]) * 100
+                ax.plot(wx, wy, "s-", color="C1", ms=4, lw=1.2,
+                        label="post-hoc whitening of the untouched base, one per power p")
+                for r, xv, yv in zip(white, wx, wy, strict=True):
+                    ax.annotate(f"p={r['power']:g}", (xv, yv), textcoords="offset points", xytext=(4, -10), fontsize=6,
+                                color="C1")
             if log:
                 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
                 ax.axvline(2.0, color="C3", ls=":", lw=1, label="SIGReg ratio 2 (the target)")
                 ax.set_xscale("log")
-                ax.set_xlim(1.5, max([2.0, *(r[key] for r in arm)]) * 1.6)
+                xs = [r[key] for r in arm + white]
+                ax.set_xlim(min([1.5, *xs]) / 1.3, max([2.0, *xs]) * 1.6)
                 ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                 ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
@@ -112,9 +144,10 @@ def sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, title: str
 
 
 def write_sweep_report(points: dict[float, str], result_files: dict[str, Path], isotropy_files: dict[str, Path],
-                       datasets: list[str], out_dir: str | os.PathLike, title: str = "") -> dict[str, Any]:
+                       datasets: list[str], out_dir: str | os.PathLike, title: str = "",
+                       whitening: dict[float, str] | None = None) -> dict[str, Any]:
     out = Path(out_dir)
-    rows = sweep_points(points, result_files, isotropy_files, datasets)
+    rows = sweep_points(points, result_files, isotropy_files, datasets, whitening)
     header, table = sweep_table(rows)
     md = markdown_table(header, table)
     files = {

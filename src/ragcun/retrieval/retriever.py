@@ -92,7 +92,7 @@ class GaussianRetriever:
         **index_params: Any,
     ) -> None:
         from ragcun.evaluation.encode import check_batch_size, set_max_seq_length
-        from ragcun.runtime import prepare_model, resolve_runtime
+        from ragcun.runtime import prepare_model, resolve_runtime, runtime_of
 
         batch_size = check_batch_size(batch_size, device)
         self.runtime = resolve_runtime(encode_backend, precision, device)
@@ -100,6 +100,7 @@ class GaussianRetriever:
         if max_seq_length is not None:
             set_max_seq_length(self.model, max_seq_length, model_name or name)
         self._encoder = prepare_model(self.model, self.runtime, device, owned=False)
+        self.runtime = runtime_of(self._encoder)  # what auto chose, for the manifest
         self.model_name = model_name or name
         self.model_location = location
         self.batch_size = int(batch_size)

@@ -16,17 +16,20 @@ onnx       int8    that graph with int8 weights (per output channel) and dynamic
                    activations (:mod:`onnxruntime.quantization`)
 =========  ======  =================================================================================
 
-``auto`` resolves by measurement (``benchmarks/suites/backends.py``; README "Performance"): fp32 on the
-torch backend on a CPU, where neither ONNX Runtime nor OpenVINO fp32 measured faster and bf16 without
-bf16 instructions is 4× slower; bf16 on a CUDA GPU that supports it (the field's practice; not measured
-on this project's CPU machines). ``backend="auto"`` means onnx for int8, torch otherwise. Exported graphs
-are cached by the model's fingerprint (:mod:`ragcun.runtime.onnx`).
+``auto`` resolves by measurement (``benchmarks/suites/backends.py``; README "Performance"): on a CPU with
+bf16 units (AVX-512 BF16, AMX) the lossless runtimes are timed on the model itself once and the fastest
+that keeps cosine ≥ 0.9999 to fp32 is used (:mod:`ragcun.runtime.auto`, cached per CPU and model); on a
+CPU without them torch fp32, where neither ONNX Runtime nor OpenVINO fp32 measured faster and emulated
+bf16 is 4× slower; bf16 on a CUDA GPU that supports it (the field's practice; not measured on this
+project's CPU machines). ``backend="auto"`` means onnx for int8, torch otherwise. Exported graphs are
+cached by the model's fingerprint (:mod:`ragcun.runtime.onnx`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,8 @@ PRECISIONS = ("fp32", "bf16", "int8")
 #: 32 and 64 with the same vectors (benchmarks/results/full/encode.json); GPUs want larger batches.
 CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 128
+#: ``RAGCUN_AUTO_MEASURE=0`` makes ``auto`` torch fp32 on every CPU (no probe): reproducible figures across CPU kinds.
+MEASURE_ENV = "RAGCUN_AUTO_MEASURE"
 
 
 class BackendUnavailableError(ImportError):
@@ -59,6 +64,15 @@ class Runtime:
     def is_reference(self) -> bool:
         return self.backend == "torch" and self.precision == "fp32"
 
+    @property
+    def is_measured(self) -> bool:
+        """Still to be chosen on the model by :func:`prepare_model` (``auto`` on a CPU with bf16 units)."""
+        return self.backend == "auto"
+
+
+#: ``auto`` where the choice needs the model: measured by :func:`ragcun.runtime.auto.choose`.
+MEASURED = Runtime("auto", "auto")
+
 
 def on_gpu(device: Any = None) -> bool:
     """Whether ``device`` (None: where sentence-transformers would put a model, a GPU when there is one) is CUDA."""
@@ -67,6 +81,36 @@ def on_gpu(device: Any = None) -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def check_device(device: Any, what: str = "device") -> str | None:
+    """``device`` checked against what this machine has (None: sentence-transformers' choice, a GPU if any).
+
+    An unknown name or a device that is not here is a one-line ``ValueError`` naming ``what`` (the CLI
+    passes ``--device``) and what is available, before any model loads.
+    """
+    if device is None:
+        return None
+    import torch
+
+    name = str(device).strip().lower()
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    available = ", ".join(["cpu"] + ([f"cuda:0 … cuda:{cuda - 1}" if cuda > 1 else "cuda"] if cuda else []) + (["mps"] if mps else []))
+    kind, _, index = name.partition(":")
+    if kind == "cpu" and not index:
+        return "cpu"
+    if kind == "cuda" and (not index or index.isdigit()):
+        if not cuda:
+            raise ValueError(f"{what} {device}: no CUDA GPU is visible to torch here (available: {available})")
+        if index and int(index) >= cuda:
+            raise ValueError(f"{what} {device}: this machine has {cuda} CUDA GPU(s) (available: {available})")
+        return name
+    if kind == "mps" and not index:
+        if not mps:
+            raise ValueError(f"{what} {device}: Apple MPS is not available here (available: {available})")
+        return name
+    raise ValueError(f"{what} {device!r} is not a device (available: {available})")
 
 
 def default_batch_size(device: Any = None) -> int:
@@ -103,6 +147,8 @@ def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto"
         raise ValueError(f"backend must be auto, {', '.join(BACKENDS)} (got {backend!r})")
     if p not in (*PRECISIONS, "auto"):
         raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)} (got {precision!r})")
+    if p == "auto" and b == "auto" and not on_gpu(device) and cpu_has_bf16() and os.environ.get(MEASURE_ENV, "1") != "0":
+        return MEASURED
     if p == "auto":
         if b == "onnx":
             p = "fp32"
@@ -131,6 +177,12 @@ def prepare_model(model: Any, runtime: Runtime, device: Any = None, owned: bool 
     ``owned=False`` (a model the caller passed in and keeps using) copies before casting to bf16.
     """
     current = runtime_of(model)
+    if runtime.is_measured:
+        if not current.is_reference:  # already prepared: auto keeps what it runs
+            return model
+        from ragcun.runtime.auto import choose
+
+        runtime = choose(model, default_batch_size(device))
     if current == runtime:  # already prepared (or torch fp32 asked of a torch fp32 model)
         return model
     if not current.is_reference:

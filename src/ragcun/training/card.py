@@ -14,7 +14,8 @@ from ragcun.training.config import TrainConfig
 
 #: Training keys a reader of the card needs to know what the model is.
 RUN_KEYS = ("lambda_isotropy", "loss_form", "sigreg_on", "num_slices", "temperature", "distance", "freeze_base",
-            "head_init", "base_learning_rate", "projection_learning_rate", "epochs", "max_steps", "batch_size",
+            "head_init", "head_init_power", "output_dim", "slice_policy", "sigreg_sample", "sigreg_queue",
+            "base_learning_rate", "projection_learning_rate", "epochs", "max_steps", "batch_size",
             "max_seq_length", "seed")
 
 

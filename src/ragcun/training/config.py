@@ -22,7 +22,7 @@ from ragcun.config import coerce as _coerce
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
 GROUP_TABLES = ("model", "data", "optim", "loss", "output", "validation")
-FOREIGN_TABLES = ("experiment", "evaluation", "arms", "triplets", "sweep")
+FOREIGN_TABLES = ("experiment", "evaluation", "arms", "triplets", "sweep", "whitening")
 
 
 @dataclass
@@ -40,7 +40,7 @@ class TrainConfig:
     data_dir: str | None = None
     # model
     base_model: str = "all-MiniLM-L6-v2"
-    output_dim: int = 512
+    output_dim: int = 128  # chosen on NFCorpus dev (docs/isotropy.md); <= the base dimension keeps the head full-rank
     head: Literal["mlp", "linear"] = "mlp"
     hidden_dim: int = 1024
     freeze_base: bool = False
@@ -48,6 +48,7 @@ class TrainConfig:
     max_seq_length: int = 256
     normalize_base: bool = True  # keep the base's own Normalize before the head (the base's cosine geometry)
     head_init: Literal["warm", "calibrated", "default"] = "warm"  # warm: start at the base's ranking (see README)
+    head_init_power: float = 0.5  # warm start's whitening power: 0 = the base's geometry, 1 = whitened (N(0, I) covariance)
     calibration_samples: int = 1024  # training texts (documents, for warm) the head is initialised on
     fast_frozen: bool = True  # with freeze_base: train the head on cached base features
     feature_batch_size: int = 64
@@ -74,7 +75,14 @@ class TrainConfig:
     sigreg_on: Literal["joint", "separate"] = "joint"  # one test on queries + documents, or one each
     lambda_reg: float = 0.0
     num_slices: int = 1024
-    temperature: float = 50.0  # squared distances grow with output_dim (≈ 2·D apart for unrelated pairs)
+    slice_policy: Literal["random", "pca"] = "pca"  # pca: random slices + the data's extreme principal axes
+    # (random slices alone missed an 8-of-256 anisotropy the pca policy detects: docs/isotropy.md)
+    principal_slices: int = 32  # pca: this many largest- and smallest-variance axes
+    slice_refresh: int = 1  # pca: recompute the axes every this many SIGReg calls (from the previous sample)
+    sigreg_queue: int = 0  # test the batch together with this many recent detached embeddings (global under DDP)
+    sigreg_sample: int = 0  # test a fresh uniform sample of this many training documents per step, through the head
+    # (on the base's cached features: exact for a frozen base, the base before fine-tuning otherwise)
+    temperature: float = 5.0  # squared distances grow with output_dim (≈ 2·D apart); 5 measured best at 128-d
     distance: Literal["squared", "l2"] = "squared"
     gather_across_devices: bool = True
     # output, logging, checkpoints
@@ -109,11 +117,19 @@ class TrainConfig:
             problems.append(f"batch_sampler must be no_duplicates or batch_sampler (got {self.batch_sampler!r})")
         problems += positive(self, "base_learning_rate", "projection_learning_rate", "temperature", "max_seq_length",
                              "output_dim", "hidden_dim", "num_slices", "feature_batch_size", "logging_steps",
-                             "max_grad_norm", "validation_max_queries", "max_train_samples", "num_negatives")
+                             "max_grad_norm", "validation_max_queries", "max_train_samples", "num_negatives",
+                             "principal_slices", "slice_refresh")
         problems += non_negative(self, "lambda_isotropy", "lambda_reg", "weight_decay", "warmup_ratio", "freeze_layers",
-                                 "warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers", "epochs")
+                                 "warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers", "epochs",
+                                 "sigreg_queue", "sigreg_sample")
         if self.calibration_samples < 2:
             problems.append(f"calibration_samples must be >= 2 (got {self.calibration_samples})")
+        if not 0.0 <= self.head_init_power <= 1.0:
+            problems.append(f"head_init_power must be in [0, 1] (got {self.head_init_power})")
+        if self.head_init_power > 0 and self.head_init != "warm":
+            problems.append(f"head_init_power applies to head_init = 'warm' (got head_init = {self.head_init!r})")
+        if self.sigreg_sample and self.sigreg_queue:
+            problems.append("set sigreg_sample or sigreg_queue, not both")
         if self.warmup_ratio > 1:
             problems.append(f"warmup_ratio must be in [0, 1] (got {self.warmup_ratio})")
         if self.loss_form == "convex" and self.lambda_isotropy > 1:

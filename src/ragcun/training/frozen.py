@@ -233,3 +233,41 @@ def build_fast_model(
                                prompts={k: v for k, v in (encoder.prompts or {}).items() if v},
                                default_prompt_name=encoder.default_prompt_name)
     return fast
+
+
+class CorpusSample:
+    """A fresh uniform sample of the training documents (and queries), through the head, every call.
+
+    On the frozen fast path every training text's base features are in the table, so SIGReg can test a
+    corpus-scale sample each step at the cost of the head alone (while the base is fine-tuned, the table
+    holds its features from before training, computed once, and SIGReg shapes the head on them): ``size`` distinct-document rows drawn
+    uniformly (each document counts once, however often it is a positive or a negative), and as many
+    queries, at most the number of distinct ones. The draw is seeded by (seed, step, rank), so a
+    resumed run draws the same samples and DDP ranks draw different ones.
+    """
+
+    def __init__(self, table: torch.Tensor, query_rows: Sequence[int], document_rows: Sequence[int],
+                 head_modules: Sequence[nn.Module], size: int, seed: int = 0) -> None:
+        if not document_rows or not query_rows:
+            raise ValueError("the corpus sample needs training documents and queries in the feature table")
+        self.table = table
+        self.queries = torch.tensor(sorted(set(query_rows)), dtype=torch.long)
+        self.documents = torch.tensor(sorted(set(document_rows)), dtype=torch.long)
+        self.head = list(head_modules)
+        self.size = int(size)
+        self.seed = int(seed)
+
+    def _embed(self, rows: torch.Tensor) -> torch.Tensor:
+        x = self.table[rows.to(self.table.device)]
+        for m in self.head:
+            x = m({"sentence_embedding": x})["sentence_embedding"]
+        return x
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from ragcun.distributed import rank
+
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919 * rank() + int(step))
+        docs = self.documents[torch.randint(len(self.documents), (self.size,), generator=gen)]
+        n_q = min(self.size, len(self.queries))
+        queries = self.queries[torch.randint(len(self.queries), (n_q,), generator=gen)]
+        return self._embed(queries), self._embed(docs)

@@ -56,14 +56,16 @@ def build_model(cfg: TrainConfig, device: str | None = None):
     return model
 
 
-def build_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1):
+def build_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1, corpus_sample: Any = None):
     from ragcun.losses import IsotropicGaussianLoss
 
     return IsotropicGaussianLoss(
         model, lambda_isotropy=cfg.lambda_isotropy, lambda_reg=cfg.lambda_reg, temperature=cfg.temperature,
         distance=cfg.distance, num_slices=cfg.num_slices,
         gather_across_devices=bool(cfg.gather_across_devices and world_size > 1), seed=cfg.seed,
-        loss_form=cfg.loss_form, sigreg_on=cfg.sigreg_on,
+        loss_form=cfg.loss_form, sigreg_on=cfg.sigreg_on, slice_policy=cfg.slice_policy,
+        principal_slices=cfg.principal_slices, slice_refresh=cfg.slice_refresh, queue_size=cfg.sigreg_queue,
+        corpus_sample=corpus_sample,
     )
 
 
@@ -243,8 +245,11 @@ def load_loss_state(loss: nn.Module, path: Path) -> None:
     state = load_file(str(path))
     current = _loss_buffers(loss)
     for k, v in state.items():
-        if k in current:
+        if k in current and current[k].shape == v.shape:
             current[k].copy_(v.to(current[k].device))
+        elif k in current:  # a buffer that grows on first use (a queue's rows, SIGReg's principal axes)
+            owner, _, name = k.rpartition(".")
+            loss.get_submodule(owner).register_buffer(name, v.to(current[k].device))
 
 
 def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -325,10 +330,26 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
                 table, _ = cached_base_features(encoder, encoder.base_modules, calib, cfg.max_seq_length,
                                                 batch_size=cfg.feature_batch_size, show_progress=False)
             feats = torch.from_numpy(table)
-        info = encoder.init_head(cfg.head_init, feats)
-        logger.info("head initialised (%s) on %d training texts, output scale x%.3g", cfg.head_init, info["samples"],
+        info = encoder.init_head(cfg.head_init, feats, cfg.head_init_power)
+        logger.info("head initialised (%s%s) on %d training texts, output scale x%.3g", cfg.head_init,
+                    f", whitening power {cfg.head_init_power:g}" if cfg.head_init_power else "", info["samples"],
                     info["scale"])
-    loss = build_loss(cfg, model, world)
+    sample = None
+    if cfg.sigreg_sample:
+        from ragcun.training.frozen import CorpusSample, cached_base_features
+
+        if fast:
+            table, index = model[0].table, model[0].index
+        else:  # the base's features before fine-tuning, cached once: SIGReg shapes the head on them
+            texts = list(dict.fromkeys(prompts.get(c, "") + t for c in train_ds.column_names for t in train_ds[c]))
+            with args.main_process_first(local=False, desc="corpus-sample features"):
+                feats, index = cached_base_features(encoder, encoder.base_modules, texts, cfg.max_seq_length,
+                                                    batch_size=cfg.feature_batch_size, show_progress=False)
+            table = torch.from_numpy(feats).to(encoder.device)
+        rows = {c: [index[prompts.get(c, "") + t] for t in train_ds[c]] for c in train_ds.column_names}
+        sample = CorpusSample(table, rows["query"], [r for c, v in rows.items() if c != "query" for r in v],
+                              encoder.head_modules, cfg.sigreg_sample, cfg.seed)
+    loss = build_loss(cfg, model, world, sample)
 
     resume_from = None
     if cfg.resume:

@@ -21,6 +21,7 @@ from sentence_transformers.sentence_transformer.modules import Dense, Normalize,
 from torch import nn
 
 from ragcun.io import atomic_path
+from ragcun.modeling.head_init import WhitenKind, affine_start, whitening_map
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ HeadType = Literal["mlp", "linear"]
 HeadInit = Literal["warm", "calibrated", "default"]
 
 
-def build_head(in_dim: int, output_dim: int = 512, head: HeadType = "mlp", hidden_dim: int = 1024) -> list[Dense]:
+def build_head(in_dim: int, output_dim: int = 128, head: HeadType = "mlp", hidden_dim: int = 1024) -> list[Dense]:
     """The projection head as sentence-transformers ``Dense`` modules (loadable without ragcun)."""
     if head == "mlp":
         return [
@@ -55,7 +56,7 @@ class IsotropicGaussianEncoder(SentenceTransformer):
 
     Build a new one from any sentence-transformers base::
 
-        enc = IsotropicGaussianEncoder(base_model="all-MiniLM-L6-v2", output_dim=512)
+        enc = IsotropicGaussianEncoder(base_model="all-MiniLM-L6-v2", output_dim=128)
 
     or load a saved one with ``IsotropicGaussianEncoder.from_pretrained(path)`` (or plain
     ``SentenceTransformer(path)``).
@@ -66,7 +67,7 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         model_name_or_path: str | os.PathLike | None = None,
         *,
         base_model: str | os.PathLike | None = None,
-        output_dim: int = 512,
+        output_dim: int = 128,  # measured on NFCorpus dev (docs/isotropy.md); keep it <= the base dimension
         head: HeadType = "mlp",
         hidden_dim: int = 1024,
         freeze_base: bool = False,
@@ -87,6 +88,11 @@ class IsotropicGaussianEncoder(SentenceTransformer):
             base = load_sentence_transformer(base_model, device="cpu")
             body = list(base) if normalize_base else [m for m in base if not isinstance(m, Normalize)]
             in_dim = base.get_embedding_dimension()
+            if output_dim > in_dim:
+                logger.warning("a %d-d head on a %d-d base: its warm start leaves %d directions empty, and SIGReg cannot "
+                               "fill them (its gradient vanishes where every sample is equal), so N(0, I) is out of "
+                               "reach; output_dim <= %d keeps the head full-rank", output_dim, in_dim, output_dim - in_dim,
+                               in_dim)
             modules = body + build_head(in_dim, output_dim, head, hidden_dim)
             prompts = prompts if prompts is not None else {k: v for k, v in base.prompts.items() if v}
             kwargs.setdefault("default_prompt_name", base.default_prompt_name)
@@ -165,8 +171,8 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         return x
 
     @torch.no_grad()
-    def warm_start_head(self, features: torch.Tensor) -> dict[str, Any]:
-        """Initialise the head so that it starts exactly where the base model is.
+    def warm_start_head(self, features: torch.Tensor, power: float = 0.0, kind: WhitenKind = "pca") -> dict[str, Any]:
+        """Initialise the head so that it starts exactly where the base model is, or at its whitening.
 
         On base outputs like ``features`` (N, D_in) the head computes ``s·P(x − μ)``: the centred
         base embedding in its principal axes (P: the top principal directions, orthonormal rows), times
@@ -176,63 +182,26 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         and at the N(0, I) scale. A random head throws that geometry away; a PCA-initialised
         dimension-changing ``Dense`` is what the sentence-transformers maintainers advise.
 
-        The MLP head (``Dense`` + GELU, then ``Dense``) represents the same map exactly, because
-        GELU(z) − GELU(−z) = z: hidden units come in (+z, −z) pairs whose output weights are (+1, −1);
-        the remaining hidden units keep their random input weights and get zero output weights, a
-        residual branch that starts at zero and is free to learn. It stays a plain
-        sentence-transformers model. Returns what was done (also kept in ``ragcun_config``).
+        ``power`` > 0 tempers the spectrum on the way (each axis scaled by its variance to the power
+        −p/2, :func:`ragcun.modeling.head_init.whitening_map`): ``power=1`` starts the head whitened, at
+        N(0, I)'s covariance on these features. The MLP head represents the map exactly (GELU(z) −
+        GELU(−z) = z); it stays a plain sentence-transformers model. Returns what was done (also kept in
+        ``ragcun_config``).
         """
         head = self.head_modules
         if not head:
             raise ValueError("this model has no projection head to initialise")
-        x = features.to(self.device, dtype=torch.float64)
-        n, d_in = x.shape
-        if n < 2:
-            raise ValueError(f"the warm start needs at least 2 feature vectors, got {n}")
-        first, last = head[0].linear, head[-1].linear
-        d_out = last.out_features
-        mu = x.mean(0)
-        cov = torch.cov((x - mu).T).reshape(d_in, d_in)
-        evals, evecs = torch.linalg.eigh(cov)
-        evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
-        rank = min(d_in, d_out)
-        if len(head) == 2:
-            if first.out_features < 2:
-                raise ValueError("the MLP head needs hidden_dim >= 2 for a warm start")
-            rank = min(rank, first.out_features // 2)
-        if rank < min(d_in, d_out):
+        d_in, d_out = head[0].linear.in_features, head[-1].linear.out_features
+        cap = head[0].linear.out_features // 2 if len(head) == 2 else None
+        if cap is not None and cap < 1:
+            raise ValueError("the MLP head needs hidden_dim >= 2 for a warm start")
+        weight, bias, info = whitening_map(features.to(self.device), d_out, power, kind, max_rank=cap)
+        if cap is not None and cap < min(d_in, d_out):
             logger.warning("warm start keeps %d of %d principal directions (hidden_dim %d < 2 x %d): "
-                           "the head starts close to, not exactly at, the base", rank, min(d_in, d_out),
-                           first.out_features, min(d_in, d_out))
-        total = float(evals.sum())
-        if total <= 0:
-            raise ValueError("the base features have no variance: cannot scale the warm start")
-        scale = (d_out / total) ** 0.5
-        proj = (scale * evecs[:, :rank].T)  # (rank, d_in)
-        shift = -(proj @ mu)
-        dt = first.weight.dtype
-        if len(head) == 1:
-            last.weight.zero_()
-            last.weight[:rank] = proj.to(dt)
-            if last.bias is not None:
-                last.bias.zero_()
-                last.bias[:rank] = shift.to(dt)
-        else:
-            first.weight[:rank] = proj.to(dt)
-            first.weight[rank : 2 * rank] = -proj.to(dt)
-            if first.bias is None:
-                raise ValueError("the MLP head's first layer needs a bias for a warm start")
-            first.bias[:rank] = shift.to(dt)
-            first.bias[rank : 2 * rank] = -shift.to(dt)
-            last.weight.zero_()
-            eye = torch.eye(rank, dtype=dt, device=last.weight.device)
-            last.weight[:rank, :rank] = eye
-            last.weight[:rank, rank : 2 * rank] = -eye
-            if last.bias is not None:
-                last.bias.zero_()
-        retained = float(evals[:rank].sum() / total)
-        info: dict[str, Any] = {"method": "warm", "samples": int(n), "rank": int(rank), "scale": float(scale),
-                                "retained_variance": retained, "mean_norm": float(mu.norm())}
+                           "the head starts close to, not exactly at, the base", info["rank"], min(d_in, d_out),
+                           head[0].linear.out_features, min(d_in, d_out))
+        affine_start(head, weight, bias)
+        info = {"method": "warm", **info}
         self.ragcun_config["head_init"] = info
         return info
 
@@ -258,15 +227,16 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         self.ragcun_config["head_init"] = {"method": "calibrated", **info}
         return info
 
-    def init_head(self, method: HeadInit, features: torch.Tensor | None) -> dict[str, Any]:
-        """Initialise the head by ``method`` (``warm``, ``calibrated``, or ``default`` = as constructed)."""
+    def init_head(self, method: HeadInit, features: torch.Tensor | None, power: float = 0.0) -> dict[str, Any]:
+        """Initialise the head by ``method`` (``warm`` at whitening ``power``, ``calibrated``, or ``default`` =
+        as constructed)."""
         if method == "default":
             self.ragcun_config["head_init"] = {"method": "default"}
             return self.ragcun_config["head_init"]
         if features is None:
             raise ValueError(f"head_init={method!r} needs base features of some training texts")
         if method == "warm":
-            return self.warm_start_head(features)
+            return self.warm_start_head(features, power)
         if method == "calibrated":
             return self.calibrate_head(features)
         raise ValueError(f"head_init must be warm, calibrated or default, got {method!r}")

@@ -1,0 +1,102 @@
+"""``ragcun encode``: a document or query file to vectors on disk, ids beside them (.npy + .ids.json, or Parquet)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from ragcun.cli.app import (
+    BACKEND_HELP,
+    BATCH_HELP,
+    PRECISION_HELP,
+    USER_ERRORS,
+    app,
+    check_bounds,
+    console,
+    device_option,
+    fail,
+)
+
+logger = logging.getLogger(__name__)
+FORMATS = (".npy", ".parquet")
+
+
+def _write(out: Path, ids: list[str], vectors, norms) -> None:
+    """``.npy`` (float32 matrix) with ``<stem>.ids.json`` beside it, or one Parquet table (id, vector, norm)."""
+    import numpy as np
+
+    from ragcun.io import atomic_path, write_json
+
+    if out.suffix == ".npy":
+        write_json(out.with_suffix(".ids.json"), ids)  # first: a matrix is never left without its ids
+        with atomic_path(out) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, vectors)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flat = pa.array(vectors.reshape(-1), type=pa.float32())
+    table = pa.table({"id": pa.array(ids, type=pa.string()),
+                      "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+                      "norm": pa.array(norms, type=pa.float32())})
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
+
+
+@app.command()
+def encode(
+    model: str = typer.Option(..., "--model", "-m", help="Model: a local directory, an alias or a Hub id."),
+    docs: Path = typer.Option(..., "--docs", help="JSONL (id/text), a BEIR corpus.jsonl or dataset folder, or "
+                                                  "id<TAB>text .tsv; .gz ok."),
+    out: Path = typer.Option(..., "--out", "-o", help="x.npy (ids in x.ids.json beside it) or x.parquet (id, vector, "
+                                                      "norm)."),
+    kind: str = typer.Option("document", "--kind", help="document | query: which prompt and encode call."),
+    batch_size: int = typer.Option(None, "--batch-size", help=BATCH_HELP),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to this many tokens."),
+    limit: int = typer.Option(None, "--limit", help="Encode only the first N texts."),
+    device: str = device_option(),
+) -> None:
+    """Encode texts to vectors (raw, never normalised: the norm is kept), with their ids."""
+    import itertools
+
+    import numpy as np
+
+    from ragcun.data.documents import document_file, read_documents
+    from ragcun.evaluation.encode import MAX_BATCH_SIZE, check_batch_size, encode_texts, load_model
+    from ragcun.runtime import resolve_runtime, runtime_of
+
+    check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), max_seq_length=(max_seq_length, 1, None),
+                 limit=(limit, 1, None))
+    if kind not in ("document", "query"):
+        raise fail(f"--kind must be document or query, got {kind!r}")
+    if out.suffix not in FORMATS:
+        raise fail(f"--out {out}: the extension must be .npy or .parquet")
+    if out.exists() and out.is_dir():
+        raise fail(f"--out {out} is a folder; give a file name")
+    try:
+        document_file(docs)
+        records = read_documents(docs)
+        records = list(itertools.islice(records, limit) if limit else records)
+        if not records:
+            raise ValueError(f"{docs}: no texts found")
+        ids = [r["id"] if r["id"] is not None else str(i) for i, r in enumerate(records)]
+        runtime = resolve_runtime(backend, precision, device)
+        batch = check_batch_size(batch_size, device)
+        loaded, name = load_model(model, device, max_seq_length, runtime)
+        logger.info("encoding %d %ss from %s with %s (%s, batch %d)", len(records), kind, docs, name,
+                    runtime_of(loaded).tag, batch)
+        vectors = encode_texts(loaded, [r["text"] for r in records], kind, batch, show_progress_bar=True)
+        if not np.isfinite(vectors).all():
+            raise ValueError(f"{name} produced NaN or inf for some texts of {docs}")
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1).astype(np.float32)
+        _write(out, ids, vectors, norms)
+    except USER_ERRORS as exc:
+        raise fail(str(exc)) from None
+    extra = f" (ids: {out.with_suffix('.ids.json')})" if out.suffix == ".npy" else ""
+    console.print(f"[green]encoded[/] {len(ids)} texts → {out}{extra}: {vectors.shape[0]} × {vectors.shape[1]}, "
+                  f"mean norm {float(norms.mean()):.3f}")

@@ -1,0 +1,172 @@
+"""``auto`` by measurement: on a CPU with bf16 units, time the lossless runtimes once per CPU and model.
+
+Why measure rather than read the flags: the same flags gain differently on different CPUs and models
+(bf16 measured 1.49× on an AMD EPYC with AVX-512 BF16 for MiniLM, and is 4× *slower* where it is
+emulated), and a model whose vectors bf16 changes beyond the gate must stay fp32 whatever the speed.
+
+The probe encodes :data:`PROBE_SIZE` passages at the model's sequence length with each candidate
+(torch fp32 — the reference —, torch bf16, ONNX Runtime fp32), keeps only candidates whose *smallest*
+cosine to the fp32 vectors is at least :data:`COSINE_GATE`, and picks the fastest of those if it beats
+fp32 by :data:`MARGIN` (timing noise on a shared 2-core VM is about 5 %); of candidates within
+:data:`TIE` of the fastest, the most exact. int8 is never a candidate: it
+is lossy by construction (cosine 0.993) and stays an explicit choice. The verdict is cached in
+``$RAGCUN_CACHE_DIR/runtime/auto.json`` under the CPU (model name and its vector flags) and the model's
+fingerprint and sequence length, so it is measured once (about 10 s for MiniLM) and ``ragcun info``
+can show it. On a CPU without bf16 units nothing is measured: fp32, as measured on AVX2 (README
+"Performance").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ragcun.runtime import BackendUnavailableError, Runtime, cpu_info
+
+logger = logging.getLogger(__name__)
+
+COSINE_GATE = 0.9999
+MARGIN = 1.10
+TIE = 1.05  # within 5 % of the fastest: as fast, given the noise of one probe
+PROBE_SIZE = 32
+#: The flags that decide what can gain (recorded in the cache key, so two CPU kinds never share a verdict).
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni", "amx_int8")
+
+_SENTENCES = (
+    "Mitochondrial dysfunction is implicated in the progression of several neurodegenerative diseases.",
+    "The randomized controlled trial enrolled 412 adults with type 2 diabetes across nine sites.",
+    "Dietary fibre intake was inversely associated with all-cause mortality in the cohort.",
+    "Vitamin D supplementation did not reduce the incidence of cancer or cardiovascular events.",
+    "Gut microbiota composition shifted within days of a change from a plant-based to an animal-based diet.",
+    "Statins lower low-density lipoprotein cholesterol by inhibiting HMG-CoA reductase in the liver.",
+    "Researchers measured telomere length in leukocytes of participants at baseline and after five years.",
+    "The vaccine elicited neutralising antibodies in 94 percent of recipients after the second dose.",
+    "Chronic inflammation is a shared feature of obesity, insulin resistance and atherosclerosis.",
+    "Long-term exposure to fine particulate matter increases the risk of lung cancer among non-smokers.",
+    "Sleep deprivation impaired glucose tolerance in healthy volunteers after only one week.",
+    "Meta-analysis of prospective studies found no association between egg consumption and stroke.",
+)
+
+
+def probe_texts(n: int = PROBE_SIZE) -> list[str]:
+    """``n`` deterministic passages of varied length (a few words to a few hundred), so the probe sees
+    both short queries and passages that fill the sequence length."""
+    out = []
+    for i in range(n):
+        words = 3 + (i * 37) % 260  # 3 … 262 words, spread over the range
+        text, j = [], i
+        while sum(len(s.split()) for s in text) < words:
+            text.append(_SENTENCES[j % len(_SENTENCES)])
+            j += 5
+        out.append(" ".join(" ".join(text).split()[:words]))
+    return out
+
+
+def cpu_key(cpu: tuple[str | None, set[str]] | None = None) -> str:
+    """This CPU as the cache names it: its model name and which of the decisive vector flags it has."""
+    name, flags = cpu if cpu is not None else cpu_info()
+    return f"{name or 'unknown CPU'} [{' '.join(f for f in VECTOR_FLAGS if f in flags) or 'no vector flags'}]"
+
+
+def has_bf16_units(cpu: tuple[str | None, set[str]] | None = None) -> bool:
+    return bool((cpu if cpu is not None else cpu_info())[1] & {"avx512_bf16", "amx_bf16"})
+
+
+def cache_file() -> Path:
+    from ragcun.paths import cache_dir
+
+    return cache_dir("runtime") / "auto.json"
+
+
+def read_cache(path: Path | None = None) -> dict[str, Any]:
+    """The measured verdicts (an unreadable cache is measured again, not an error: it is only a cache)."""
+    path = path or cache_file()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _time(model: Any, texts: list[str], batch_size: int) -> tuple[float, Any]:
+    import numpy as np
+
+    model.encode(texts[:batch_size], batch_size=batch_size)  # warm-up: first-call allocations, lazy kernels
+    start = time.perf_counter()
+    vecs = model.encode(texts, batch_size=batch_size, convert_to_numpy=True)
+    return time.perf_counter() - start, np.asarray(vecs, dtype=np.float64)
+
+
+def measure(model: Any, batch_size: int, candidates: list[Runtime] | None = None,
+            texts: list[str] | None = None) -> dict[str, Any]:
+    """Time every candidate on the probe and compare its vectors to fp32: ``{tag: {seconds, min_cosine}}``."""
+    import numpy as np
+
+    from ragcun.runtime import prepare_model
+
+    texts = texts or probe_texts()
+    if candidates is None:
+        candidates = [Runtime("torch", "bf16"), Runtime("onnx", "fp32")]
+    ref_s, ref = _time(model, texts, batch_size)
+    rows: dict[str, Any] = {}
+    for rt in candidates:
+        try:
+            prepared = prepare_model(model, rt, owned=False)
+        except (BackendUnavailableError, ImportError) as exc:  # onnxruntime absent: not a candidate
+            rows[rt.tag] = {"skipped": str(exc).splitlines()[0]}
+            continue
+        seconds, vecs = _time(prepared, texts, batch_size)
+        cos = (vecs * ref).sum(1) / (np.linalg.norm(vecs, axis=1) * np.linalg.norm(ref, axis=1))
+        rows[rt.tag] = {"seconds": round(seconds, 4), "min_cosine": float(cos.min())}
+        del prepared
+    again_s, _ = _time(model, texts, batch_size)  # fp32 before and after: the faster of the two, against drift
+    rows["torch-fp32"] = {"seconds": round(min(ref_s, again_s), 4), "min_cosine": 1.0}
+    return rows
+
+
+def pick(rows: dict[str, Any], gate: float = COSINE_GATE, margin: float = MARGIN, tie: float = TIE) -> Runtime:
+    """The fastest candidate that passes the cosine gate and beats fp32 by ``margin``; else torch fp32.
+
+    Candidates within ``tie`` of the fastest count as equally fast, and of those the most exact wins (ONNX
+    Runtime fp32, cosine 1.0, over torch bf16 at the same speed).
+    """
+    ref = rows["torch-fp32"]["seconds"]
+    passing = {tag: row for tag, row in rows.items() if tag != "torch-fp32" and "seconds" in row
+               and row["min_cosine"] >= gate and row["seconds"] * margin <= ref}
+    if not passing:
+        return Runtime()
+    fastest = min(row["seconds"] for row in passing.values())
+    near = [tag for tag, row in passing.items() if row["seconds"] <= fastest * tie]
+    backend, precision = max(near, key=lambda t: passing[t]["min_cosine"]).split("-")
+    return Runtime(backend, precision)
+
+
+def choose(model: Any, batch_size: int = 16, cpu: tuple[str | None, set[str]] | None = None,
+           path: Path | None = None, gate: float = COSINE_GATE) -> Runtime:
+    """The runtime ``auto`` means for ``model`` on this CPU: cached, else measured (see the module docstring)."""
+    from ragcun.fingerprint import model_fingerprint
+    from ragcun.io import write_json
+
+    cpu = cpu if cpu is not None else cpu_info()
+    if not has_bf16_units(cpu):
+        return Runtime()
+    path = path or cache_file()
+    key = f"{cpu_key(cpu)} | {model_fingerprint(model)} | seq {getattr(model, 'max_seq_length', None)}"
+    cache = read_cache(path)
+    entry = cache.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("rows"), dict) and "torch-fp32" in entry["rows"]:
+        return pick(entry["rows"], gate)
+    logger.info("measuring the encoding runtimes for this model on this CPU (once; cached in %s)", path)
+    rows = measure(model, batch_size)
+    chosen = pick(rows, gate)
+    summary = ", ".join(f"{t} {r['seconds']:.2f} s (cos {r['min_cosine']:.6f})" for t, r in rows.items() if "seconds" in r)
+    logger.info("auto runtime: %s (%s)", chosen.tag, summary)
+    cache = read_cache(path)  # another process may have written meanwhile: keep its entries
+    cache[key] = {"rows": rows, "chosen": chosen.tag, "gate": gate, "batch_size": batch_size,
+                  "measured": datetime.now(UTC).isoformat(timespec="seconds")}
+    write_json(path, cache)
+    return chosen
