@@ -85,6 +85,9 @@ def test_runs_every_stage(experiment):
         (scores,) = res["results"].values()
         assert 0.0 <= scores["ndcg@10"] <= 1.0
     assert json.loads((run / "results" / "reference.json").read_text())["score"] == "cos"
+    for label in ("reference", "frozen"):  # a TREC run and its qrels per model, for trec_eval / ir_measures
+        lines = (run / "results" / "runs" / f"{label}.run").read_text().splitlines()
+        assert lines and len(lines[0].split()) == 6 and (run / "results" / "runs" / f"{label}.qrels").exists()
     assert json.loads((run / "results" / "frozen.json").read_text())["score"] == "l2"
     assert json.loads((run / "results" / "frozen.cos.json").read_text())["score"] == "cos"
     assert json.loads((run / "results" / "frozen.base.json").read_text())["view"] == "base"

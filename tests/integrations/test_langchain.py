@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -34,9 +32,12 @@ def test_relevance_in_unit_interval_and_threshold_retriever_works(retriever):
     store = GaussianVectorStore(retriever)
     scored = store.similarity_search_with_relevance_scores(QUERIES[0], k=10)
     rel = [s for _, s in scored]
-    assert all(0.0 < s <= 1.0 for s in rel) and rel == sorted(rel, reverse=True)
-    d = [h.distance for h in retriever.retrieve(QUERIES[0], top_k=10)]
-    assert rel == pytest.approx([1 / (1 + x / math.sqrt(2 * retriever.dimension)) for x in d])
+    assert all(0.0 <= s <= 1.0 for s in rel) and rel == sorted(rel, reverse=True)
+    hits = retriever.retrieve(QUERIES[0], top_k=10)
+    m = float(np.mean(np.square([retriever.get(i)["norm"] for i in retriever.store.ids()])))
+    assert rel == pytest.approx([max(0.0, 1 - h.distance ** 2 / (2 * m)) for h in hits])  # calibrated on the index
+    explicit = GaussianVectorStore(retriever, distance_scale=10.0).similarity_search_with_relevance_scores(QUERIES[0], k=3)
+    assert [s for _, s in explicit] == pytest.approx([1 / (1 + h.distance / 10.0) for h in hits[:3]])
     # LangChain's own score-threshold retriever: keeps exactly the hits at or above the threshold
     cut = rel[4]
     lc = store.as_retriever(search_type="similarity_score_threshold", search_kwargs={"score_threshold": cut, "k": 10})
@@ -87,3 +88,27 @@ def test_bad_scale_is_refused(retriever):
         GaussianVectorStore(retriever, distance_scale=float("nan"))
     with pytest.raises(ValueError, match="distance must be a finite number"):
         relevance_score(-1.0, 8)
+
+
+def test_the_readme_threshold_example_returns_the_close_hits(minilm_path, scifact_passages):
+    """The README's `score_threshold: 0.6` on a demo-style model (128-d, warm start at power 0.5) keeps the
+    close hits and drops the rest; on plain unit-norm MiniLM the relevance is exactly the cosine."""
+    from ragcun.modeling import IsotropicGaussianEncoder
+    from ragcun.retrieval import GaussianRetriever
+
+    enc = IsotropicGaussianEncoder(base_model=minilm_path, output_dim=128, device="cpu")
+    enc.max_seq_length = 128
+    enc.warm_start_head(enc.base_features([d["text"] for d in scifact_passages]), power=0.5)
+    texts = [d["text"] for d in scifact_passages]
+    store = GaussianVectorStore(GaussianRetriever(enc, batch_size=32))
+    store.add_texts(texts, ids=[d["id"] for d in scifact_passages])
+    kept = store.as_retriever(search_type="similarity_score_threshold",
+                              search_kwargs={"score_threshold": 0.6}).invoke(scifact_passages[0]["text"][:200])
+    assert 1 <= len(kept) < len(texts) and kept[0].id == scifact_passages[0]["id"]
+    plain = GaussianRetriever(minilm_path, batch_size=32)
+    plain.add_documents(texts[:30], ids=[d["id"] for d in scifact_passages[:30]])
+    q = plain.encode_queries([QUERIES[0]])[0]
+    for hit in plain.retrieve(QUERIES[0], top_k=5):
+        d = plain.encode_documents([hit.text])[0]
+        cos = float(q @ d / (np.linalg.norm(q) * np.linalg.norm(d)))
+        assert plain.relevance(hit.distance) == pytest.approx(max(cos, 0.0), abs=2e-3)

@@ -346,3 +346,16 @@ def test_an_index_loads_by_itself_after_a_move_or_with_an_unsaved_model(encoder,
     again = GaussianRetriever.load(moved / "index")
     assert Path(again.model_location).resolve() == (moved / "model").resolve()
     assert [h.id for h in again.retrieve(q, top_k=5)] == [h.id for h in built.retrieve(q, top_k=5)]
+
+
+def test_normalized_means_the_output_is_unit_norm(tiny_model_path, minilm_path):
+    """A Gaussian encoder keeps its base's Normalize before the head: its output is not normalised."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragcun.modeling import IsotropicGaussianEncoder
+    from ragcun.retrieval.results import is_normalized
+
+    enc = IsotropicGaussianEncoder(base_model=minilm_path, output_dim=8, device="cpu")
+    assert any(type(m).__name__ == "Normalize" for m in enc) and not is_normalized(enc)
+    assert is_normalized(SentenceTransformer(minilm_path, device="cpu"))
+    assert type(IsotropicGaussianEncoder.load(tiny_model_path)) is IsotropicGaussianEncoder

@@ -30,7 +30,7 @@ def run(
     config: str = typer.Argument(..., help="Experiment TOML (e.g. configs/demo.toml)."),
     arm: list[str] = typer.Option(None, "--arm", help="Run only these arms (repeatable)."),
     parallel: bool = typer.Option(False, "--parallel", help="Train arms at once, one process (and GPU) each."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a training key for every arm: key=value."),
+    set_: list[str] = typer.Option(None, "--set", "-s", help="Override a training key for every arm: key=value."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default $RAGCUN_DATA_DIR or ./data)."),
     output_dir: str = typer.Option(None, "--output-dir", help="Override \\[experiment] output_dir."),
     train_only: bool = typer.Option(False, "--train-only", help="Stop after training (used by --parallel)."),
@@ -57,7 +57,7 @@ def sweep(
     config: str = typer.Argument(..., help="Experiment TOML whose arm is swept (e.g. configs/demo.toml)."),
     lambdas: str = typer.Option(None, "--lambdas", help="Comma-separated λ_iso values (default: the \\[sweep] table's)."),
     arm: str = typer.Option(None, "--arm", help="The arm to sweep (default: \\[sweep] arm, else 'frozen')."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a training key for every λ: key=value."),
+    set_: list[str] = typer.Option(None, "--set", "-s", help="Override a training key for every λ: key=value."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default $RAGCUN_DATA_DIR or ./data)."),
     output_dir: str = typer.Option(None, "--output-dir", help="Override \\[experiment] output_dir."),
 ) -> None:

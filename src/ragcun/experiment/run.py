@@ -206,7 +206,8 @@ def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | Non
         logger.info("evaluate %s (%s, %s) on %s", v.label, v.model, v.score, ", ".join(ev.datasets))
         res = evaluate_model(models[v.label], ev.datasets, split=ev.split, score=v.score, batch_size=ev.batch_size,
                              data_dir=data_dir, output=None, model_name=v.label, show_progress_bar=False,
-                             backend=ev.backend, precision=ev.precision)
+                             backend=ev.backend, precision=ev.precision,
+                             run_file=files[v.label].parent / "runs" / f"{v.label}.run")  # + .qrels: trec_eval-ready
         res["description"] = v.description
         res["model_path"] = v.model
         res["view"] = v.part

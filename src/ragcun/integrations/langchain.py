@@ -65,12 +65,13 @@ class GaussianVectorStore(VectorStore):
 
     ``similarity_search_with_score`` returns the true L2 distance (lower is nearer), as LangChain's
     FAISS store does; ``similarity_search_with_relevance_scores`` and the score-threshold retriever
-    use :func:`relevance_score` (in (0, 1], ½ at the typical distance between independent N(0, I)
-    vectors; ``distance_scale`` overrides that distance).
+    use the index's calibrated relevance (:meth:`GaussianRetriever.relevance`: in [0, 1], the cosine for
+    unit-norm models, about 0 for unrelated documents); ``distance_scale`` switches to
+    :func:`relevance_score` with that scale instead.
 
     Args:
         retriever: the retriever to wrap (its documents, index type and model).
-        distance_scale: the distance mapped to relevance ½ (default ``sqrt(2 * dim)``).
+        distance_scale: use ``1 / (1 + d / distance_scale)`` instead of the calibrated relevance.
     """
 
     def __init__(self, retriever: GaussianRetriever, *, distance_scale: float | None = None) -> None:
@@ -135,14 +136,16 @@ class GaussianVectorStore(VectorStore):
 
     # ---------------------------------------------------------------- search
     def _relevance(self, distance: float) -> float:
+        if self.distance_scale is None:  # calibrated on the index (the cosine for unit-norm models)
+            return self.retriever.relevance(distance)
         return relevance_score(distance, self.retriever.dimension, self.distance_scale)
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return self._relevance
 
     def _hits(self, hits: list[SearchResult]) -> list[tuple[Document, float]]:
-        dim = self.retriever.dimension
-        return [(Document(id=h.id, page_content=h.text, metadata=hit_metadata(h, dim, self.distance_scale)[0]),
+        dim, m = self.retriever.dimension, self.retriever.mean_sq_norm
+        return [(Document(id=h.id, page_content=h.text, metadata=hit_metadata(h, dim, self.distance_scale, m)[0]),
                  h.distance) for h in hits]
 
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:

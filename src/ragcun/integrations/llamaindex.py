@@ -41,7 +41,7 @@ class GaussianLlamaRetriever(BaseRetriever):
     Args:
         retriever: the ragcun retriever to search.
         top_k: how many nodes to return.
-        distance_scale: the distance mapped to relevance ½ (default ``sqrt(2 * dim)``).
+        distance_scale: use ``1 / (1 + d / distance_scale)`` instead of the index's calibrated relevance.
     """
 
     def __init__(self, retriever: GaussianRetriever, top_k: int = 10, *, distance_scale: float | None = None,
@@ -55,7 +55,7 @@ class GaussianLlamaRetriever(BaseRetriever):
         super().__init__(**kwargs)
 
     def _node(self, hit: SearchResult) -> NodeWithScore:
-        meta, rel = hit_metadata(hit, self.ragcun_retriever.dimension, self.distance_scale)
+        meta, rel = hit_metadata(hit, self.ragcun_retriever.dimension, self.distance_scale, self.ragcun_retriever.mean_sq_norm)
         node = TextNode(id_=hit.id, text=hit.text, metadata=meta,
                         excluded_llm_metadata_keys=["ragcun"], excluded_embed_metadata_keys=["ragcun"])
         return NodeWithScore(node=node, score=rel)

@@ -126,6 +126,11 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         """Load a saved ragcun (or any sentence-transformers) model directory or alias."""
         return cls(path, **kwargs)
 
+    @classmethod
+    def load(cls, path: str | os.PathLike, **kwargs: Any) -> IsotropicGaussianEncoder:  # type: ignore[override]
+        """``from_pretrained``: sentence-transformers' ``load`` would return a plain ``SentenceTransformer``."""
+        return cls.from_pretrained(path, **kwargs)
+
     def _infer_head_size(self) -> int:
         """For models saved without ragcun's config: the trailing Dense modules form the head."""
         n = 0

@@ -49,10 +49,31 @@ def relevance_score(distance: float, dim: int, scale: float | None = None) -> fl
     return 1.0 / (1.0 + distance / s)
 
 
-def hit_metadata(hit: SearchResult, dim: int, scale: float | None = None) -> tuple[dict[str, Any], float]:
+def calibrated_relevance(distance: float, mean_sq_norm: float) -> float:
+    """Relevance in [0, 1] calibrated on the index: ``max(0, 1 − d² / (2·m))``, m the documents' mean squared norm.
+
+    Why this form: for unit-norm embeddings (m = 1) it *is* the cosine similarity, since ``d² = 2 − 2·cos``,
+    so a framework's cosine threshold means what it always meant; for a centred Gaussian model two unrelated
+    vectors are about ``2·m`` apart (relevance ≈ 0) and the same identity holds up to the norms' spread, so
+    thresholds carry over. It is monotone in the distance, so it ranks exactly as L2 does, and needs nothing
+    but the norms the document store already keeps.
+    """
+    if not math.isfinite(distance) or distance < 0:
+        raise ValueError(f"distance must be a finite number >= 0, got {distance!r}")
+    if not (math.isfinite(mean_sq_norm) and mean_sq_norm > 0):
+        raise ValueError(f"mean squared norm must be a finite number > 0, got {mean_sq_norm!r}")
+    return max(0.0, 1.0 - distance * distance / (2.0 * mean_sq_norm))
+
+
+def hit_metadata(hit: SearchResult, dim: int, scale: float | None = None,
+                 mean_sq_norm: float | None = None) -> tuple[dict[str, Any], float]:
     """What the framework adapters attach to a hit: the caller's metadata plus ``ragcun = {distance, norm,
-    relevance, rank}``, and the relevance itself (:func:`relevance_score`)."""
-    relevance = relevance_score(hit.distance, dim, scale)
+    relevance, rank}``, and the relevance itself: :func:`calibrated_relevance` when the index's
+    ``mean_sq_norm`` is given and no explicit ``scale``, else :func:`relevance_score`."""
+    if scale is None and mean_sq_norm is not None:
+        relevance = calibrated_relevance(hit.distance, mean_sq_norm)
+    else:
+        relevance = relevance_score(hit.distance, dim, scale)
     meta = dict(hit.metadata or {})
     meta["ragcun"] = {"distance": hit.distance, "norm": hit.norm, "relevance": relevance, "rank": hit.rank}
     return meta, relevance
@@ -73,10 +94,13 @@ def _model_name(model: Any) -> str:
 
 
 def is_normalized(model: Any) -> bool:
+    """Whether the model's *output* is unit-norm: its last module is a ``Normalize`` (a Gaussian encoder keeps
+    its base's ``Normalize`` before the head, and its output is not normalised)."""
     try:
-        return any(type(m).__name__ == "Normalize" for m in model)
+        modules = list(model)
     except TypeError:
         return False
+    return bool(modules) and type(modules[-1]).__name__ == "Normalize"
 
 
 def resolve_retriever_model(model: Any, device: str | None) -> tuple[Any, str, str | None]:

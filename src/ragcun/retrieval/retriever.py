@@ -304,6 +304,21 @@ class GaussianRetriever:
             with self._lock.write():
                 self.index.prepare()
 
+    @property
+    def mean_sq_norm(self) -> float | None:
+        """The indexed documents' mean squared embedding norm (None when empty): the relevance scale."""
+        return self.store.mean_sq_norm()
+
+    def relevance(self, distance: float) -> float:
+        """A hit's relevance in [0, 1], calibrated on this index (:func:`~ragcun.retrieval.results.calibrated_relevance`:
+        the cosine for unit-norm models, cosine-like for Gaussian ones; monotone in the distance)."""
+        from ragcun.retrieval.results import calibrated_relevance
+
+        m = self.mean_sq_norm
+        if m is None:
+            raise ValueError("the index is empty: there is no relevance to calibrate")
+        return calibrated_relevance(distance, m)
+
     def retrieve(self, query: str, top_k: int = 10) -> list[SearchResult]:
         """The ``top_k`` nearest documents to ``query``, nearest first."""
         if not isinstance(query, str):

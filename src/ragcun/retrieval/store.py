@@ -40,11 +40,22 @@ class DocumentStore:
                 "INSERT OR IGNORE INTO info(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
         self._lock = threading.Lock()
+        self._msn: tuple[float | None] | None = None  # cached mean squared norm (see mean_sq_norm)
 
     # ----------------------------------------------------------------- queries
     def __len__(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+
+    def mean_sq_norm(self) -> float | None:
+        """The mean squared norm of the stored documents' embeddings (None when empty): what relevance is scaled by.
+
+        Computed once and kept until the next insert or delete (one pass over the table)."""
+        with self._lock:
+            if self._msn is None:
+                (value,) = self._conn.execute("SELECT AVG(norm * norm) FROM documents").fetchone()
+                self._msn = (None if value is None else float(value),)
+            return self._msn[0]
 
     def existing_ids(self, ids: Sequence[str]) -> list[str]:
         """Which of ``ids`` are already stored."""
@@ -100,6 +111,7 @@ class DocumentStore:
             rows.append((int(iid), did, text, None if meta is None else json.dumps(meta, ensure_ascii=False),
                          float(norm)))
         with self._lock, self._conn:
+            self._msn = None
             self._conn.executemany("INSERT INTO documents(iid, id, text, metadata, norm) VALUES (?,?,?,?,?)", rows)
             self._conn.execute(
                 "INSERT INTO info(key, value) VALUES ('next_iid', ?) "
@@ -110,6 +122,7 @@ class DocumentStore:
     def delete(self, iids: Sequence[int]) -> int:
         n = 0
         with self._lock, self._conn:
+            self._msn = None
             for chunk in _chunks([int(i) for i in iids], 500):
                 cur = self._conn.execute(f"DELETE FROM documents WHERE iid IN ({','.join('?' * len(chunk))})", chunk)
                 n += cur.rowcount

@@ -3,7 +3,7 @@
 Every bad request is a 4xx whose JSON body is ``{"error": "<one line>"}`` and the server keeps serving: bad
 JSON, a missing or unknown field, an empty query, ``k`` outside 1…``max_k``, a body over ``max_body_bytes``
 (413), an unknown index (404). Results are the retriever's own: true L2 distances, the embedding norm, the
-relevance the framework adapters attach (:func:`ragcun.retrieval.results.relevance_score`) and the stored
+relevance calibrated on the index (:meth:`GaussianRetriever.relevance`, as the framework adapters use it) and the stored
 metadata. Filters are metadata equality (``{"lang": "en"}``), applied to an exact ranking fetched deep enough
 to return ``k`` matches when the index holds them.
 """
@@ -95,8 +95,6 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
-    from ragcun.retrieval.results import relevance_score
-
     if not retrievers:
         raise ValueError("no index to serve")
     settings = settings or ServeSettings()
@@ -173,8 +171,7 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
                 if len(hits) >= req.k or depth >= n:
                     break
                 depth = min(n, depth * 4)
-        dim = retriever.dimension
-        out = [Hit(id=h.id, rank=i + 1, distance=h.distance, relevance=relevance_score(h.distance, dim), norm=h.norm,
+        out = [Hit(id=h.id, rank=i + 1, distance=h.distance, relevance=retriever.relevance(h.distance), norm=h.norm,
                    text=h.text, metadata=h.metadata) for i, h in enumerate(hits)]
         return {"index": name, "hits": out, "took_ms": round(1000 * (time.perf_counter() - t0), 2)}
 
