@@ -291,3 +291,12 @@ def test_a_folder_that_cannot_be_written_is_named(model_dir, tmp_path):
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(locked)], check=False)
         os.chmod(locked, 0o755)
+
+
+def test_a_misspelt_dataset_gets_a_suggestion(data_root):
+    from ragcun.paths import find_beir_dataset
+
+    with pytest.raises(FileNotFoundError, match=r"'scifcat' not found \(did you mean 'scifact'\?\)"):
+        find_beir_dataset("scifcat", data_root)
+    res = runner.invoke(app, ["data", "stats", "nfcorpsu", "--data-dir", str(data_root)])
+    assert_clean_error(res, "did you mean 'nfcorpus'?")

@@ -73,3 +73,14 @@ def test_assemble_rejects_parts_out_of_order(tmp_path):
     parts = _split_zip(tmp_path, {"model.safetensors": bytes(range(256)) * 50})
     with pytest.raises(ValueError, match="out-of-order"):
         assemble_split_zip(list(reversed(parts)), tmp_path / "out")
+
+
+def test_models_list_is_a_table_without_log_lines():
+    from typer.testing import CliRunner
+
+    from ragcun.cli import app
+
+    res = CliRunner().invoke(app, ["models", "list"])
+    assert res.exit_code == 0 and "INFO" not in res.output
+    text = "".join(res.output.split())
+    assert "all-minilm-l6-v2" in text and "embeddinggemma-300m" in text and "(package)" in text

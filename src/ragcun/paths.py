@@ -55,7 +55,19 @@ def find_beir_dataset(name: str, explicit: str | os.PathLike | None = None) -> P
         if (cand / "corpus.jsonl").exists():
             return cand
     looked = ", ".join(str(c) for c in candidates)
+    hint = _did_you_mean(name, explicit)
     raise FileNotFoundError(
-        f"BEIR dataset {name!r} not found (looked in: {looked}). "
+        f"BEIR dataset {name!r} not found{hint} (looked in: {looked}). "
         f"Set --data-dir or ${DATA_DIR_ENV}, or run `ragcun data download {name}`."
     )
+
+
+def _did_you_mean(name: str, explicit: str | os.PathLike | None = None) -> str:
+    """`` (did you mean 'scifact'?)`` for a near miss among the datasets in the data directory."""
+    import difflib
+
+    root = data_dir(explicit)
+    present = [p.name for base in (root / "beir", root) if base.is_dir() for p in base.iterdir()
+               if (p / "corpus.jsonl").exists()]
+    close = difflib.get_close_matches(name, present, n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""

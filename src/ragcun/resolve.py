@@ -254,7 +254,7 @@ def model_not_found_message(name: str, exc: BaseException | None = None) -> str:
 def describe_models() -> dict[str, str]:
     """Where each known alias resolves right now (for ``ragcun info``)."""
     out = {}
-    for key, (package, _finder) in ALIASES.items():
+    for key, (package, finder) in ALIASES.items():
         if key == "all-mpnet-base-v2":
             target = cache_dir("models") / "all-mpnet-base-v2"
             if (target / "model.safetensors").exists():
@@ -265,8 +265,9 @@ def describe_models() -> dict[str, str]:
                 out[key] = f"not installed ({package}); else Hub"
             continue
         try:
-            res = resolve_model(key)
-            out[key] = f"{res.location} ({res.source})"
-        except Exception as exc:  # pragma: no cover - informative only
+            local = finder()  # type: ignore[operator]
+        except Exception as exc:  # noqa: BLE001 - informative only
             out[key] = f"error: {exc}"
+            continue
+        out[key] = f"{local} (package)" if local is not None else f"not installed ({package}); else Hub"
     return out

@@ -31,6 +31,8 @@ def info(data_dir_opt: str = typer.Option(None, "--data-dir", help="Data directo
     from ragcun.resolve import describe_models
 
     table = Table(title="ragcun", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # long paths wrap, never cut off
     table.add_row("python", platform.python_version())
     for dist, version in package_versions(*_PACKAGES).items():
         table.add_row(dist, version or "not installed")
@@ -96,6 +98,7 @@ def models_list() -> None:
     from ragcun.resolve import describe_models
 
     table = Table("alias", "resolves to")
+    table.columns[1].overflow = "fold"
     for alias, where in describe_models().items():
         table.add_row(alias, where)
     console.print(table)
