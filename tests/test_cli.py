@@ -34,3 +34,6 @@ def test_every_option_has_help_and_every_command_a_docstring():
                     missing.append(f"{path} {p.opts[0]}")
     assert seen > 50, seen  # the walk really reached the commands
     assert not missing, f"no help text: {missing}"
+    flags = [f"{path} {p.opts[0]}" for path, cmd in _commands(root) for p in cmd.params
+             if getattr(p, "is_flag", False) and p.name not in ("help",) and p.metavar != ""]
+    assert not flags, f"flags that --help would show with a <bool> placeholder: {flags}"

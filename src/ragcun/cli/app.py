@@ -62,9 +62,9 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging, library messages included."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", metavar="", help="Debug logging, library messages included."),
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                 help="Print ragcun's version and exit."),
+                                 metavar="", help="Print ragcun's version and exit."),
 ) -> None:
     setup_logging(verbose)
 

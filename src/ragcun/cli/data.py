@@ -19,8 +19,8 @@ def download(
     names: list[str] = typer.Argument(..., help="BEIR datasets or groups: quick, standard, all."),
     dest: Path = typer.Option(None, "--dest", help="Target folder (default <data-dir>/beir)."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
-    force: bool = typer.Option(False, "--force", help="Download again even if present."),
-    keep_zip: bool = typer.Option(False, "--keep-zip", help="Keep the downloaded zip files."),
+    force: bool = typer.Option(False, "--force", metavar="", help="Download again even if present."),
+    keep_zip: bool = typer.Option(False, "--keep-zip", metavar="", help="Keep the downloaded zip files."),
     base_url: str = typer.Option(None, "--base-url", help="Mirror serving <name>.zip (else $RAGCUN_BEIR_URL)."),
     timeout: float = typer.Option(30.0, "--timeout", help="Network timeout in seconds."),
 ) -> None:
@@ -42,7 +42,7 @@ def download(
 def stats(
     name: str = typer.Argument(..., help="BEIR dataset name or folder."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print JSON."),
 ) -> None:
     """Document, query and qrels counts per split, and length statistics (words)."""
     from ragcun.data.beir import dataset_stats
@@ -82,7 +82,7 @@ def triplets(
     threads: int = typer.Option(0, "--threads", help="bm25s retrieval threads (0 = in the main thread)."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
     msmarco_download: bool = typer.Option(False, "--msmarco-download",
-                                          help="Fetch the official MS MARCO passage files and use them as a source."),
+                                          metavar="", help="Fetch the official MS MARCO passage files and use them as a source."),
 ) -> None:
     """Build (query, positive, negatives) training data with BM25 hard negatives."""
     from ragcun.data.download import download_msmarco

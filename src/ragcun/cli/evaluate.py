@@ -28,7 +28,7 @@ _SHOWN = ("ndcg@10", "recall@100", "recall@1000", "mrr@10", "map@100")
 def evaluate(
     model: str = typer.Option(..., "--model", "-m", help="Model path, alias (all-MiniLM-L6-v2) or Hub id."),
     datasets: list[str] = typer.Option(
-        ..., "--datasets", "-d", help="BEIR datasets or groups (quick, standard, all); repeat or comma-separate."
+        ..., "--dataset", "--datasets", "-d", help="BEIR datasets or groups (quick, standard, all); repeat or comma-separate."
     ),
     split: str = typer.Option("test", "--split", help="Qrels split."),
     score: str = typer.Option(None, "--score", help=_SCORE_HELP),
@@ -36,11 +36,11 @@ def evaluate(
     backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to this many tokens."),
-    output: Path = typer.Option(None, "--output", "-o", help="Results JSON (aggregate + per-query)."),
+    output: Path = typer.Option(None, "--out", "--output", "-o", help="Results JSON (aggregate + per-query)."),
     run_file: Path = typer.Option(None, "--run-file", help="TREC run file (one per dataset when several)."),
     top_k: int = typer.Option(1000, "--top-k", help="Documents retrieved per query."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the corpus embedding cache."),
+    no_cache: bool = typer.Option(False, "--no-cache", metavar="", help="Do not read or write the corpus embedding cache."),
     device: str = device_option(),
     chunk_size: int = typer.Option(10_000, "--chunk-size",
                                    help="Documents per cached chunk: the unit each torchrun process encodes."),
@@ -88,7 +88,7 @@ def isotropy(
     model: list[str] = typer.Option(None, "--model", "-m", help="Model(s) to encode the dataset with; repeat for several."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="BEIR dataset whose corpus and queries are encoded."),
     embeddings: list[Path] = typer.Option(None, "--embeddings", "-e", help="Saved (n, dim) .npy matrices; repeatable."),
-    out: Path = typer.Option(Path("isotropy"), "--out", help="Output folder (JSON, CSV, PNG)."),
+    out: Path = typer.Option(Path("isotropy"), "--out", "-o", help="Output folder (JSON, CSV, PNG)."),
     label: list[str] = typer.Option(None, "--label", help="Display names, in the order embeddings then models."),
     split: str = typer.Option("test", "--split", help="BEIR split whose qrels are used (test, dev, train)."),
     max_docs: int = typer.Option(10_000, "--max-docs", help="Sample this many corpus documents (0 = all)."),
@@ -99,7 +99,7 @@ def isotropy(
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to N tokens (default: the model's own)."),
     data_dir: str = typer.Option(None, "--data-dir", help="Where BEIR datasets live (default: $RAGCUN_DATA_DIR)."),
-    no_plots: bool = typer.Option(False, "--no-plots", help="Write tables only, no PNG figures."),
+    no_plots: bool = typer.Option(False, "--no-plots", metavar="", help="Write tables only, no PNG figures."),
 ) -> None:
     """How close embeddings are to N(0, I): covariance error, IsoScore, effective rank, SIGReg, norms."""
     from ragcun.evaluation.encode import MAX_BATCH_SIZE
@@ -140,10 +140,10 @@ def evaluate_rag_cmd(
     backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to N tokens (default: the model's own)."),
-    output: Path = typer.Option(None, "--output", "-o", help="Results JSON."),
+    output: Path = typer.Option(None, "--out", "--output", "-o", help="Results JSON."),
     plot: Path = typer.Option(None, "--plot", help="Reliability diagram (PNG)."),
     data_dir: str = typer.Option(None, "--data-dir", help="Where BEIR datasets live (default: $RAGCUN_DATA_DIR)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Encode again instead of reusing the corpus embedding cache."),
+    no_cache: bool = typer.Option(False, "--no-cache", metavar="", help="Encode again instead of reusing the corpus embedding cache."),
 ) -> None:
     """RAG diagnostics: Recall@10, MRR, score separation, ROC-AUC, calibration (ECE), norm vs success."""
     from ragcun.evaluation.encode import MAX_BATCH_SIZE
@@ -172,14 +172,14 @@ def evaluate_rag_cmd(
 @app.command()
 def report(
     results: list[Path] = typer.Argument(..., help="Result JSON files from `ragcun evaluate`."),
-    out: Path = typer.Option(..., "--out", help="Output folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     baseline: str = typer.Option(None, "--baseline", help="Model label, name or result file (default: the first)."),
     isotropy_files: list[Path] = typer.Option(None, "--isotropy", help="isotropy.json files to tabulate beside."),
     metrics: str = typer.Option("ndcg@10,recall@100,mrr@10,map@100", "--metrics", help="Comma-separated metrics."),
     permutations: int = typer.Option(10_000, "--permutations", help="Sign flips for the randomisation test."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the † marks."),
-    no_plots: bool = typer.Option(False, "--no-plots", help="Write tables only, no PNG figures."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of the table."),
+    no_plots: bool = typer.Option(False, "--no-plots", metavar="", help="Write tables only, no PNG figures."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the summary as JSON instead of the table."),
 ) -> None:
     """Comparison tables (Markdown, LaTeX, CSV), paired significance, isotropy table and bar charts."""
     from ragcun.reporting import build_report

@@ -29,11 +29,11 @@ def _print_tables(tables: dict[str, str]) -> None:
 def run(
     config: str = typer.Argument(..., help="Experiment TOML (e.g. configs/demo.toml)."),
     arm: list[str] = typer.Option(None, "--arm", help="Run only these arms (repeatable)."),
-    parallel: bool = typer.Option(False, "--parallel", help="Train arms at once, one process (and GPU) each."),
+    parallel: bool = typer.Option(False, "--parallel", metavar="", help="Train arms at once, one process (and GPU) each."),
     set_: list[str] = typer.Option(None, "--set", "-s", help="Override a training key for every arm: key=value."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default $RAGCUN_DATA_DIR or ./data)."),
     output_dir: str = typer.Option(None, "--output-dir", help="Override \\[experiment] output_dir."),
-    train_only: bool = typer.Option(False, "--train-only", help="Stop after training (used by --parallel)."),
+    train_only: bool = typer.Option(False, "--train-only", metavar="", help="Stop after training (used by --parallel)."),
 ) -> None:
     """Build the data, train every arm, evaluate all models on BEIR, measure isotropy and print the report.
 

@@ -67,7 +67,7 @@ def index_build(
     engine: str = typer.Option("auto", "--engine", help="Where the vectors live: auto (FAISS), faiss, numpy, or qdrant "
                                                        "(embedded; a server with --url)."),
     url: str = typer.Option(None, "--url", help="Qdrant server URL for --engine qdrant (default: embedded)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing index at --out."),
 ) -> None:
     """Encode a document file in streamed chunks and save a searchable index."""
     import itertools
@@ -175,7 +175,7 @@ def search(
     directory: Path = typer.Argument(..., help="A saved index directory (from `ragcun index build`)."),
     query: str = typer.Argument(..., help="The query text."),
     k: int = typer.Option(10, "-k", "--top-k", help="Number of results."),
-    as_json: bool = typer.Option(False, "--json", help="Print the hits as a JSON array."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the hits as a JSON array."),
     model: str = typer.Option(None, "--model", "-m", help="Model to use (default: the one in the manifest)."),
     device: str = device_option(),
     width: int = typer.Option(100, "--width", help="Characters of text shown per hit (table output)."),
@@ -202,3 +202,7 @@ def search(
         text = h.text if len(h.text) <= width else h.text[: width - 1] + "…"
         table.add_row(str(h.rank), f"{h.distance:.4f}", f"{h.norm:.3f}", h.id, text)
     console.print(table)
+
+
+# One layout for indexes: `ragcun index build | info | search`; the top-level `ragcun search` stays as a shortcut.
+index_app.command("search")(search)

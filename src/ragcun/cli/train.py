@@ -37,10 +37,10 @@ def train(
     max_steps: int = typer.Option(None, help="Stop after this many optimizer steps (overrides epochs)."),
     batch_size: int = typer.Option(None, help="GLOBAL batch size (split over processes)."),
     lambda_isotropy: float = typer.Option(None, help="Weight of SIGReg (0 = baseline)."),
-    freeze_base: bool = typer.Option(None, "--freeze-base/--no-freeze-base", help="Train the head only (fast cached path)."),
+    freeze_base: bool = typer.Option(None, "--freeze-base/--no-freeze-base", metavar="", help="Train the head only (fast cached path)."),
     mixed_precision: str = typer.Option(None, help="no | fp16 | bf16."),
     seed: int = typer.Option(None, help="Random seed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint in output_dir."),
+    resume: bool = typer.Option(False, "--resume", metavar="", help="Continue from the last complete checkpoint in output_dir."),
     launch: str = typer.Option("no", help="'auto': run under torchrun on every visible GPU; N: N processes; 'no'."),
 ) -> None:
     """Train a Gaussian encoder (contrastive + λ·SIGReg) with sentence-transformers' trainer."""
