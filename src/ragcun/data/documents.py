@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ragcun.data.beir import DataFormatError, iter_jsonl, record_id, text_field
+from ragcun.data.beir import DataFormatError, iter_jsonl, record_id, regular_file, text_field
 from ragcun.data.msmarco import iter_tsv_pairs
 
 
@@ -38,29 +38,22 @@ def check_metadata(meta: Any, where: str) -> dict | None:
 DOCUMENT_SUFFIXES = (".jsonl", ".tsv")
 
 
-def _document_file(path: Path) -> Path:
+def document_file(path: str | os.PathLike) -> Path:
     """The file to read for ``path`` (a BEIR folder means its corpus), checked before any model loads."""
+    path = Path(path)
     if path.is_dir():
         for name in ("corpus.jsonl", "corpus.jsonl.gz"):
             if (path / name).is_file():
-                return _document_file(path / name)
+                return document_file(path / name)
         raise FileNotFoundError(f"{path} is a folder without corpus.jsonl (expected a document file or a BEIR "
                                 "dataset folder)")
-    if not path.exists():
-        raise FileNotFoundError(f"file not found: {path}")
-    if not path.is_file():
-        raise DataFormatError(path, "not a regular file (expected a .jsonl or .tsv document file)")
+    regular_file(path, "document file")  # missing, /dev/null, a FIFO: the readers' one check
     if not path.name.removesuffix(".gz").endswith(DOCUMENT_SUFFIXES):
         raise DataFormatError(path, f"unknown extension {''.join(path.suffixes) or '(none)'!r}: ragcun reads "
                                     "documents from .jsonl or .tsv files, optionally gzipped (.jsonl.gz, .tsv.gz)")
     if path.stat().st_size == 0:
         raise DataFormatError(path, "empty file: no documents")
     return path
-
-
-def document_file(path: str | os.PathLike) -> Path:
-    """The checked document file behind ``path`` (see :func:`read_documents`)."""
-    return _document_file(Path(path))
 
 
 def read_documents(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
@@ -72,7 +65,7 @@ def read_documents(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     (``"title text"``) and also kept in ``metadata["title"]``. A document whose text is empty is an
     error: it could only ever be returned at random.
     """
-    path = _document_file(Path(path))
+    path = document_file(path)
     if path.name.removesuffix(".gz").endswith(".tsv"):
         for lineno, doc_id, text in iter_tsv_pairs(path, "text"):
             if not text.strip():
@@ -97,7 +90,7 @@ def count_lines(path: str | os.PathLike) -> int:
     """Cheap line count (for a progress bar total); BEIR folders resolve to corpus.jsonl."""
     import zlib
 
-    path = _document_file(Path(path))
+    path = document_file(path)
     opener = gzip.open if path.suffix == ".gz" else open
     n = 0
     try:

@@ -134,9 +134,9 @@ def cpu_info() -> tuple[str | None, set[str]]:
     return model, flags
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX)."""
-    return bool(cpu_info()[1] & {"avx512_bf16", "amx_bf16"})
+def cpu_has_bf16(cpu: tuple[str | None, set[str]] | None = None) -> bool:
+    """Whether this CPU (or ``cpu``, a :func:`cpu_info` result) has native bfloat16 arithmetic (AVX-512 BF16 or AMX)."""
+    return bool((cpu if cpu is not None else cpu_info())[1] & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto", device: Any = None) -> Runtime:

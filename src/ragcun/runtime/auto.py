@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ragcun.runtime import BackendUnavailableError, Runtime, cpu_info
+from ragcun.runtime import BackendUnavailableError, Runtime, cpu_has_bf16, cpu_info
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +70,6 @@ def cpu_key(cpu: tuple[str | None, set[str]] | None = None) -> str:
     """This CPU as the cache names it: its model name and which of the decisive vector flags it has."""
     name, flags = cpu if cpu is not None else cpu_info()
     return f"{name or 'unknown CPU'} [{' '.join(f for f in VECTOR_FLAGS if f in flags) or 'no vector flags'}]"
-
-
-def has_bf16_units(cpu: tuple[str | None, set[str]] | None = None) -> bool:
-    return bool((cpu if cpu is not None else cpu_info())[1] & {"avx512_bf16", "amx_bf16"})
 
 
 def cache_file() -> Path:
@@ -152,7 +148,7 @@ def choose(model: Any, batch_size: int = 16, cpu: tuple[str | None, set[str]] | 
     from ragcun.io import write_json
 
     cpu = cpu if cpu is not None else cpu_info()
-    if not has_bf16_units(cpu):
+    if not cpu_has_bf16(cpu):
         return Runtime()
     path = path or cache_file()
     key = f"{cpu_key(cpu)} | {model_fingerprint(model)} | seq {getattr(model, 'max_seq_length', None)}"
