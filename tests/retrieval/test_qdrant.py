@@ -79,6 +79,7 @@ def test_cli_builds_and_searches_a_qdrant_index(model_dir, data_root, tmp_path):
     assert res.exit_code == 0 and '"distance"' in res.output
     for extra, fragment in ((["--engine", "qdrant", "--index", "ivf"], "serves --index flat (exact) or hnsw"),
                             (["--url", "http://localhost:6333"], "--url is for --engine qdrant"),
+                            (["--engine", "qdrant", "--url", ""], "--url is empty"),
                             (["--engine", "milvus"], "--engine must be one of")):
         res = runner.invoke(app, ["index", "build", "-m", model_dir, "--docs", str(docs), "--out", str(tmp_path / "o"),
                                   *extra])

@@ -160,3 +160,6 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output and "missing" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "70000"])
     assert res.exit_code == 1 and "--port must be between 1 and 65,535" in " ".join(res.output.split())
+    for extra, fragment in ((["--host", ""], "--host is empty"), (["--max-wait-ms", "nan"], "--max-wait-ms must be")):
+        res = CliRunner().invoke(app, ["serve", str(tmp_path), *extra])
+        assert res.exit_code == 1 and fragment in " ".join(res.output.split()) and "Traceback" not in res.output

@@ -106,6 +106,8 @@ def index_build(
     engine = engine.lower()
     if engine not in BACKENDS:
         raise fail(f"--engine must be one of {', '.join(BACKENDS)}, got {engine!r}")
+    if url is not None and not url.strip():
+        raise fail("--url is empty: give the Qdrant server's URL, or leave --url out for the embedded engine")
     if url and engine != "qdrant":
         raise fail("--url is for --engine qdrant")
     params: dict = {}

@@ -24,6 +24,8 @@ def serve(
     """Serve saved indexes over HTTP: POST /search {query, k, filters, index}, GET /health, OpenAPI at /docs."""
     check_bounds(port=(port, 1, 65_535), max_k=(max_k, 1, 100_000), max_body_kb=(max_body_kb, 1, 1 << 20),
                  max_batch=(max_batch, 1, 4096))
+    if not host.strip():
+        raise fail("--host is empty: give an address such as 127.0.0.1 or 0.0.0.0")
     if not 0 <= max_wait_ms <= 1000:
         raise fail(f"--max-wait-ms must be between 0 and 1,000, got {max_wait_ms}")
     try:
