@@ -197,18 +197,18 @@ def test_zip_members_cannot_escape_or_explode(tmp_path):
 
 
 def test_dotenv_is_read_from_the_working_directory_and_only_for_hf_token(tmp_path, monkeypatch):
-    from ragcun.resolve import _load_dotenv
+    from ragcun.resolve import load_dotenv_keys
 
     (tmp_path / ".env").write_text("HF_TOKEN=abc\nAWS_SECRET=nope\n")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("AWS_SECRET", raising=False)
     monkeypatch.chdir(tmp_path)
-    _load_dotenv()
+    load_dotenv_keys()
     assert os.environ.get("HF_TOKEN") == "abc" and "AWS_SECRET" not in os.environ
     monkeypatch.delenv("HF_TOKEN")
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")  # a .env in a parent folder is not searched for
-    _load_dotenv()
+    load_dotenv_keys()
     assert "HF_TOKEN" not in os.environ
 
 

@@ -74,6 +74,16 @@ ALIASES: dict[str, tuple[str, object]] = {
 HUB_IDS = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
            "all-mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2",
            "embeddinggemma-300m": "google/embeddinggemma-300m"}
+#: What each alias's official model card says of its license and language (the Hub's card metadata).
+BASE_CARD = {"all-minilm-l6-v2": {"license": "apache-2.0", "language": ["en"]},
+             "all-mpnet-base-v2": {"license": "apache-2.0", "language": ["en"]},
+             "embeddinggemma-300m": {"license": "gemma", "language": None}}
+
+
+def base_card(name: str | None) -> dict[str, object]:
+    """The license and language of a known base model (an alias or its Hub id); ``{}`` when unknown."""
+    key = _alias_key(str(name)) if name else None
+    return dict(BASE_CARD[key]) if key else {}
 
 
 def _alias_key(name: str) -> str | None:
@@ -170,7 +180,7 @@ def resolve_model(name: str | os.PathLike) -> ResolvedModel:
 DOTENV_KEYS = ("HF_TOKEN",)
 
 
-def _load_dotenv() -> None:
+def load_dotenv_keys() -> None:
     """Pick up ``HF_TOKEN`` (and nothing else) from ``./.env`` for gated models, never overriding the environment.
 
     Only the working directory's ``.env`` is read, not one found by searching upward, and only the keys
@@ -198,7 +208,7 @@ def load_sentence_transformer(name: str | os.PathLike, device: str | None = None
     device = check_device(device)  # a wrong device is named as such, not as an unloadable model
     resolved = resolve_model(name)
     if resolved.source == "hub":
-        _load_dotenv()
+        load_dotenv_keys()
         kwargs.setdefault("token", os.environ.get("HF_TOKEN") or None)
     if resolved.source != "hub":
         check_model_dir(Path(resolved.location))

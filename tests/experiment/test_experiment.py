@@ -300,12 +300,18 @@ def test_every_latex_table_compiles(experiment, tmp_path):
 
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
-    _, run, _ = experiment
-    tables = sorted((run / "report").glob("*.tex"))
-    assert len(tables) >= 5
+    import re
+
+    from ragcun.experiment import run_sweep
+
+    cfg, run, _ = experiment
+    run_sweep(cfg, lambdas=[0.0, 0.5], arm="frozen")  # its table too (reused when the sweep test ran first)
+    tables = sorted((run / "report").glob("*.tex")) + sorted(run.glob("sweep/*/report/*.tex"))
+    assert len(tables) >= 6 and any(t.name == "sweep.tex" for t in tables)
     for tex in tables:
         body = tex.read_text()
         assert all(ord(c) < 128 for c in body), f"{tex.name}: raw Unicode {[c for c in body if ord(c) >= 128][:5]}"
+        assert "\\_iso" not in body and not re.search(r"(^|[\s\[(&])-\d", body, re.M), tex.name  # λ_iso, minus
         doc = tmp_path / f"doc-{tex.stem}.tex"
         doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body
                        + "\n\\end{document}\n")

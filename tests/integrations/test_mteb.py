@@ -33,6 +33,9 @@ def test_mteb_scores_a_ragcun_model_as_ragcun_does(arm_dirs, beir_slice, tmp_pat
     model = get_model(str(arm_dirs["isotropy"]))
     meta = model.mteb_model_meta
     assert meta.name == "ragcun/demo-isotropy" and len(meta.revision) == 16
+    n = sum(p.numel() for p in model.model.parameters())
+    assert (meta.n_parameters, meta.license, meta.open_weights) == (n, "apache-2.0", True)
+    assert meta.adapted_from == "sentence-transformers/all-MiniLM-L6-v2"
     assert str(meta.similarity_fn_name).lower().endswith("euclidean")
     cache = mteb.ResultCache(tmp_path / "mteb")
     res = mteb.evaluate(model, beir_task(data), cache=cache, encode_kwargs={"batch_size": 32}, show_progress_bar=False)

@@ -113,3 +113,42 @@ def test_report_cli(tmp_path):
     assert "model-a" in res.output and "NDCG@10" in res.output
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing.json"), "--out", str(tmp_path / "rep")])
     assert res.exit_code == 1 and "missing.json" in res.output
+
+
+def test_latex_tables_use_math_minus_a_real_subscript_and_span_when_wide():
+    from ragcun.reporting.tables import latex_table
+
+    tex = latex_table(["Model", "Δ"], [["frozen (λ_iso = 0.3)", "-2.81†"], ["run_1", "1e-4"]], "λ_iso −1", "tab:x")
+    assert r"$\lambda_{\mathrm{iso}}$ = 0.3" in tex and r"$-$2.81$^\dagger$" in tex and r"run\_1" in tex
+    assert "1e-4" in tex and r"\begin{table}[t]" in tex and r"\caption{$\lambda_{\mathrm{iso}}$ $-$1}" in tex
+    wide = latex_table([f"c{i}" for i in range(8)], [[str(i) for i in range(8)]], "wide", "tab:w")
+    assert wide.startswith(r"\begin{table*}[t]") and wide.rstrip().endswith(r"\end{table*}")
+
+
+def test_metric_chart_axis_resolves_half_points(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ragcun.evaluation.plots import metric_bar_chart
+
+    captured = {}
+    real_save = plt.Figure.savefig
+
+    def keep(fig, *a, **k):
+        captured["ax"] = fig.axes[0]
+        return real_save(fig, *a, **k)
+
+    plt.Figure.savefig = keep
+    try:
+        metric_bar_chart({"nfcorpus": {"reference": 0.3145, "frozen": 0.2864}}, tmp_path / "c.png",
+                         errors={"nfcorpus": {"reference": 0.034, "frozen": 0.033}})
+    finally:
+        plt.Figure.savefig = real_save
+    ax = captured["ax"]
+    lo, hi = ax.get_ylim()
+    assert 20 < lo < 25.4 and 35 < hi < 40  # the data's span, not from zero
+    ticks = np.sort(np.concatenate([ax.yaxis.get_majorticklocs(), ax.yaxis.get_minorticklocs()]))
+    assert np.allclose(np.diff(ticks[(ticks > lo) & (ticks < hi)]), 0.5)  # a grid line every half point
+    assert (tmp_path / "c.png").stat().st_size > 5_000

@@ -68,6 +68,7 @@ def encode(
 
     from ragcun.data.documents import document_file, read_documents
     from ragcun.evaluation.encode import MAX_BATCH_SIZE, check_batch_size, encode_texts, load_model
+    from ragcun.progress import DocProgress
     from ragcun.runtime import resolve_runtime, runtime_of
 
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), max_seq_length=(max_seq_length, 1, None),
@@ -90,7 +91,9 @@ def encode(
         loaded, name = load_model(model, device, max_seq_length, runtime)
         logger.info("encoding %d %ss from %s with %s (%s, batch %d)", len(records), kind, docs, name,
                     runtime_of(loaded).tag, batch)
-        vectors = encode_texts(loaded, [r["text"] for r in records], kind, batch, show_progress_bar=True)
+        with DocProgress(len(records), f"encoding {kind}s", unit=f"{kind}s", logger=logger) as progress, \
+                progress.track(loaded):
+            vectors = encode_texts(loaded, [r["text"] for r in records], kind, batch)
         if not np.isfinite(vectors).all():
             raise ValueError(f"{name} produced NaN or inf for some texts of {docs}")
         norms = np.linalg.norm(vectors.astype(np.float64), axis=1).astype(np.float32)

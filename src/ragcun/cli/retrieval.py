@@ -19,26 +19,9 @@ from ragcun.cli.app import (
     device_option,
     fail,
 )
-from ragcun.progress import wanted
+from ragcun.progress import DocProgress
 
 logger = logging.getLogger(__name__)
-
-
-def _log_progress(total: int, every_s: float = 30.0):
-    """A progress callback that logs one readable line now and then (for output that is not a terminal)."""
-    import time
-
-    state = {"done": 0, "t0": time.perf_counter(), "last": time.perf_counter()}
-
-    def update(n: int) -> None:
-        state["done"] += n
-        now = time.perf_counter()
-        if now - state["last"] >= every_s or state["done"] >= total:
-            rate = state["done"] / max(now - state["t0"], 1e-9)
-            logger.info("indexed %d / %d documents (%.1f docs/s)", state["done"], total, rate)
-            state["last"] = now
-
-    return update
 
 
 index_app = typer.Typer(help="Build and inspect saved retrieval indexes.", no_args_is_help=True)
@@ -64,15 +47,15 @@ def index_build(
     ef_construction: int = typer.Option(80, "--ef-construction", help="HNSW: build beam width."),
     ef_search: int = typer.Option(64, "--ef-search", help="HNSW: query beam width."),
     device: str = device_option(),
-    engine: str = typer.Option("auto", "--engine", help="Where the vectors live: auto (FAISS), faiss, numpy, or qdrant "
-                                                       "(embedded; a server with --url)."),
-    url: str = typer.Option(None, "--url", help="Qdrant server URL for --engine qdrant (default: embedded)."),
+    engine: str = typer.Option("auto", "--engine", help="Where the vectors live: auto (FAISS), faiss, numpy, qdrant "
+                                                       "(embedded; a server with --url) or lancedb (on disk, IVF-PQ "
+                                                       "for --index ivf; a remote table with --url)."),
+    url: str = typer.Option(None, "--url", help="--engine qdrant: the server URL; --engine lancedb: a remote database "
+                                               "URI (s3://..., db://...). Default: embedded in the index."),
     overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing index at --out."),
 ) -> None:
     """Encode a document file in streamed chunks and save a searchable index."""
     import itertools
-
-    from tqdm.auto import tqdm
 
     from ragcun.data.documents import count_lines, document_file, read_documents
     from ragcun.retrieval import GaussianRetriever
@@ -101,20 +84,25 @@ def index_build(
         raise fail(f"--out {out} is a file; an index is a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise fail(f"--out {out} exists and is not empty; pass --overwrite to replace it")
-    from ragcun.retrieval.index import BACKENDS
+    from ragcun.retrieval.index import BACKENDS, ENGINE_KINDS
 
     engine = engine.lower()
     if engine not in BACKENDS:
         raise fail(f"--engine must be one of {', '.join(BACKENDS)}, got {engine!r}")
     if url is not None and not url.strip():
-        raise fail("--url is empty: give the Qdrant server's URL, or leave --url out for the embedded engine")
-    if url and engine != "qdrant":
-        raise fail("--url is for --engine qdrant")
+        raise fail("--url is empty: give the Qdrant server's URL or LanceDB's URI, or leave --url out for the "
+                   "embedded engine")
+    if url and engine not in ENGINE_KINDS:
+        raise fail("--url is for --engine qdrant or lancedb")
     params: dict = {}
+    if engine in ENGINE_KINDS and index not in ENGINE_KINDS[engine]:
+        raise fail(f"--engine {engine} serves --index flat (exact) or {ENGINE_KINDS[engine][1]}, not {index}")
     if engine == "qdrant":
-        if index == "ivf":
-            raise fail("--engine qdrant serves --index flat (exact) or hnsw, not ivf")
         params = {"url": url, "hnsw_ef": ef_search} if url else {"hnsw_ef": ef_search}
+    elif engine == "lancedb":
+        params = {"uri": url} if url else {}
+        if index == "ivf":
+            params |= {k: v for k, v in (("num_partitions", nlist), ("nprobes", nprobe)) if v is not None}
     elif index == "ivf":
         params = {"nlist": nlist, "nprobe": nprobe}
     elif index == "hnsw":
@@ -137,9 +125,8 @@ def index_build(
     logger.info("indexing %s with %s (%s index, dim %d; %s, batch %d)", docs, model, index, retriever.dimension,
                 retriever.runtime.tag, retriever.batch_size)
     try:
-        with tqdm(total=total, unit="doc", desc="encoding", dynamic_ncols=True, disable=not wanted()) as bar:
-            progress = bar.update if wanted() else _log_progress(total)  # a log file gets a line every 30 s
-            n = retriever.add_stream(records, chunk_size=chunk_size, batch_size=batch_size, progress=progress)
+        with DocProgress(total, "indexing", logger=logger) as progress, progress.track(retriever.model):
+            n = retriever.add_stream(records, chunk_size=chunk_size, batch_size=batch_size, progress=progress.update)
         if n == 0:
             raise fail(f"{docs}: no documents found")
         retriever.save(out)

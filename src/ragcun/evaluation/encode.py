@@ -29,7 +29,7 @@ import numpy as np
 from ragcun.fingerprint import model_fingerprint, texts_fingerprint
 from ragcun.io import atomic_path, write_json
 from ragcun.paths import cache_dir
-from ragcun.progress import wanted
+from ragcun.progress import DocProgress, wanted
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def encode_corpus(
 
     n_chunks = (len(ids) + chunk_size - 1) // chunk_size
     mine = [c for c in range(n_chunks) if c % world_size() == rank()] if is_distributed() else list(range(n_chunks))
-    encoded = 0
+    todo = []
     for c in mine:
         path = directory / f"chunk-{c:05d}.npy"
         lo, hi = c * chunk_size, min((c + 1) * chunk_size, len(ids))
@@ -191,12 +191,19 @@ def encode_corpus(
             if problem is None:
                 continue
             logger.warning("%s: %s; encoding it again", path, problem)
-        logger.info("%s: encoding documents %d-%d of %d (chunk %d/%d)", dataset, lo, hi, len(ids), c + 1, n_chunks)
-        emb = encode_texts(model, texts[lo:hi], "document", batch_size, show_progress_bar)
-        if not np.isfinite(emb).all():
-            raise FloatingPointError(f"{dataset}: the model produced NaN/inf embeddings in documents {lo}-{hi}")
-        write_chunk(path, emb)
-        encoded += 1
+        todo.append((c, path, lo, hi))
+    encoded = 0
+    with DocProgress(sum(hi - lo for _, _, lo, hi in todo), f"{dataset}: encoding", logger=logger,
+                     enabled=show_progress_bar and bool(todo)) as progress:
+        for c, path, lo, hi in todo:
+            logger.info("%s: encoding documents %d-%d of %d (chunk %d/%d)", dataset, lo, hi, len(ids), c + 1, n_chunks)
+            with progress.track(model):
+                emb = encode_texts(model, texts[lo:hi], "document", batch_size, show_progress_bar=False)
+            if not np.isfinite(emb).all():
+                raise FloatingPointError(f"{dataset}: the model produced NaN/inf embeddings in documents {lo}-{hi}")
+            write_chunk(path, emb)
+            progress.update(hi - lo)
+            encoded += 1
     if is_distributed():
         import torch.distributed as dist
 

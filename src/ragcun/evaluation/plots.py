@@ -175,8 +175,14 @@ def metric_bar_chart(
     metric: str = "ndcg@10",
     errors: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Path:
-    """Grouped bars: one group per dataset (outer key), one bar per model (inner key), with error bars
-    (``errors``: the half-width of each bar's 95% CI) and the legend outside the axes, never on a bar."""
+    """One group per dataset (outer key), one point per model (inner key) with its 95% CI (``errors``: the
+    half-width) and its value printed beside it; the legend sits outside the axes.
+
+    Points, not bars from zero: the arms differ by a point or less, which a bar's length from zero hides;
+    the axis spans the data, with a grid line every half point when the span is small enough to show it.
+    """
+    from matplotlib.ticker import MultipleLocator
+
     plt = _plt()
     datasets = list(values)
     models: list[str] = []
@@ -188,13 +194,31 @@ def metric_bar_chart(
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(datasets) * max(1, len(models)) * 0.6 + 2) + 1.6, 3.4),
                            constrained_layout=True)
     x = np.arange(len(datasets))
+    lows, highs = [], []
     for j, m in enumerate(models):
-        ys = [values[ds].get(m, np.nan) * 100 for ds in datasets]
-        err = [(errors or {}).get(ds, {}).get(m, np.nan) * 100 for ds in datasets] if errors else None
-        ax.bar(x + (j - (len(models) - 1) / 2) * width, ys, width, label=m, yerr=err, capsize=2)
+        ys = np.array([values[ds].get(m, np.nan) * 100 for ds in datasets])
+        err = np.array([(errors or {}).get(ds, {}).get(m, np.nan) * 100 for ds in datasets]) if errors else None
+        xs = x + (j - (len(models) - 1) / 2) * width
+        ax.errorbar(xs, ys, yerr=err, fmt="o", ms=6, capsize=3, elinewidth=1.2, label=m, color=f"C{j % 10}")
+        for xv, yv in zip(xs, ys, strict=True):
+            if np.isfinite(yv):
+                ax.annotate(f"{yv:.2f}", (xv, yv), textcoords="offset points", xytext=(5, 0), va="center", fontsize=7)
+        e = np.nan_to_num(err, nan=0.0) if err is not None else np.zeros_like(ys)
+        lows += list(ys - e)
+        highs += list(ys + e)
+    lo, hi = np.nanmin(lows), np.nanmax(highs)
+    pad = max(0.5, 0.08 * (hi - lo))
+    ax.set_ylim(lo - pad, hi + pad)
+    if hi - lo + 2 * pad <= 12:
+        ax.yaxis.set_major_locator(MultipleLocator(1.0))
+        ax.yaxis.set_minor_locator(MultipleLocator(0.5))
+        ax.grid(axis="y", which="both", color="0.9", lw=0.6)
+        ax.set_axisbelow(True)
     ax.set_xticks(x, datasets, rotation=20 if len(datasets) > 4 else 0)
+    ax.set_xlim(-0.5, len(datasets) - 0.5)
     ax.set_xlabel("dataset")
     ax.set_ylabel(f"{metric.upper()} (×100)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title(f"{metric.upper()}" + (" (mean, 95% CI over queries)" if errors else ""), fontsize=10)
+    ax.set_title(f"{metric.upper()}" + (" (mean, 95% CI over queries; the axis does not start at 0)" if errors else
+                                        " (the axis does not start at 0)"), fontsize=9)
     return _save(fig, path)

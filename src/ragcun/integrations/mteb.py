@@ -64,9 +64,24 @@ def get_model(model: Any, *, device: str | None = None, name: str | None = None)
 
         card = getattr(st, "model_card_data", None)
         label = (hub_id(path) if path is not None else None) or getattr(card, "model_name", None) or "ragcun/unnamed"
-    wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(
-        update={"name": label, "revision": model_fingerprint(st)})
+    wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(update={"name": label, "revision": model_fingerprint(st),
+                                                                         **_facts(st, path)})
     return wrapper
+
+
+def _facts(st: Any, path: Any) -> dict[str, Any]:
+    """What MTEB's leaderboard asks of a model: parameters, license, open weights, the base it adapts."""
+    from ragcun.hub import parameter_counts
+    from ragcun.modeling import run_info
+    from ragcun.resolve import base_card, hub_id
+
+    card = getattr(st, "model_card_data", None)
+    run = (run_info(path) if path is not None and Path(path).exists() else None) or {}
+    base = getattr(card, "base_model", None) or hub_id(run.get("base_model") or "") or (
+        hub_id(path) if path is not None else None)
+    license = getattr(card, "license", None) or base_card(base or run.get("base_model")).get("license")
+    return {"n_parameters": parameter_counts(st)["total"], "license": license or "not specified", "open_weights": True,
+            "adapted_from": base if base and base != hub_id(path or "") else None}
 
 
 def beir_task(dataset: str | os.PathLike, split: str = "test", *, data_dir: str | None = None,

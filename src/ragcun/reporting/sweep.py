@@ -104,6 +104,8 @@ def sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, title: str
         ref = next((r for r in rows if r["dataset"] == ds and r["lambda"] is None), None)
         for ax, key, label, log in ((row_axes[0], "sigreg_ratio", "corpus SIGReg ratio (1 = N(0, I); log scale, lower is better)", True),
                                     (row_axes[1], "isoscore", "corpus IsoScore (1 = isotropic; higher is better)", False)):
+            labels: list[Any] = []
+            points: list[tuple[float, float]] = []
             ax.axhline(0.0, color="0.35", ls="--", lw=1,
                        label=f"untouched reference ({ref['ndcg@10'] * 100:.2f})" if ref else "untouched reference")
             if arm:
@@ -113,18 +115,16 @@ def sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, title: str
                                 for r in arm]).T * 100
                 ax.errorbar(x, y, yerr=err, fmt="o", color="C0", ecolor="C0", elinewidth=1, capsize=3,
                             label="trained arm, one per λ_iso (paired 95% CI)")
-                order = np.argsort(x)
-                for n, i in enumerate(order):
-                    ax.annotate(f"λ={arm[i]['lambda']:g}", (x[i], y[i]), textcoords="offset points",
-                                xytext=(5, 6 if n % 2 == 0 else -11), fontsize=7)
+                labels += [ax.text(xv, yv, f"λ={r['lambda']:g}", fontsize=7) for r, xv, yv in zip(arm, x, y, strict=True)]
+                points += list(zip(x, y, strict=True))
             if white:
                 wx = np.array([r[key] for r in white])
                 wy = np.array([r["delta_vs_reference"] for r in white]) * 100
                 ax.plot(wx, wy, "s-", color="C1", ms=4, lw=1.2,
                         label="post-hoc whitening of the untouched base, one per power p")
-                for r, xv, yv in zip(white, wx, wy, strict=True):
-                    ax.annotate(f"p={r['power']:g}", (xv, yv), textcoords="offset points", xytext=(4, -10), fontsize=6,
-                                color="C1")
+                labels += [ax.text(xv, yv, f"p={r['power']:g}", fontsize=7, color="C1")
+                           for r, xv, yv in zip(white, wx, wy, strict=True)]
+                points += list(zip(wx, wy, strict=True))
             if log:
                 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
@@ -138,6 +138,13 @@ def sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, title: str
             ax.set_xlabel(label, fontsize=8)
             ax.set_ylabel("ΔNDCG@10 vs reference, ×100", fontsize=8)
             ax.set_title(f"{ds}{': ' + title if title else ''}", fontsize=9)
+            ax.margins(x=0.08, y=0.12)
+            if labels:  # move the λ / p labels off each other and off the points, with a leader line where moved
+                from adjustText import adjust_text
+
+                px, py = zip(*points, strict=True)
+                adjust_text(labels, x=list(px), y=list(py), ax=ax, expand=(1.3, 1.6), ensure_inside_axes=True,
+                            arrowprops={"arrowstyle": "-", "color": "0.55", "lw": 0.5})
         row_axes[0].legend(fontsize=7, loc="best", framealpha=0.9)
     fig.tight_layout()
     return _save(fig, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from typing import Any
 
 
@@ -28,18 +29,19 @@ def fmt_p(p: float | None) -> str:
 
 
 #: Characters the reports use that plain LaTeX (without unicode packages) cannot typeset.
-_LATEX_UNICODE = (("Δ", r"$\Delta$"), ("λ", r"$\lambda$"), ("τ", r"$\tau$"), ("×", r"$\times$"),
+_LATEX_UNICODE = (("λ_iso", r"$\lambda_{\mathrm{iso}}$"), ("Δ", r"$\Delta$"), ("λ", r"$\lambda$"), ("τ", r"$\tau$"), ("×", r"$\times$"),
                   ("−", "$-$"), ("–", "--"), ("—", "---"), ("±", r"$\pm$"), ("≤", r"$\le$"), ("≥", r"$\ge$"),
                   ("√", r"$\surd$"), ("·", r"$\cdot$"), ("†", r"$^\dagger$"),
                   ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("‖", r"$\|$"), ("<", r"$<$"), (">", r"$>$"))
 
 
 def _latex_escape(s: str) -> str:
+    s = s.replace("λ_iso", "λ\x00iso")  # the subscript survives the escaping of "_"
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$"),
                  ("{", r"\{"), ("}", r"\}")):
         s = s.replace(a, b)
-    s = s.replace(r"\textbackslash\{\}", r"\textbackslash{}")
-    return _latex_unicode(s)
+    s = s.replace(r"\textbackslash\{\}", r"\textbackslash{}").replace("λ\x00iso", "λ_iso")
+    return _latex_unicode(re.sub(r"(?<![\w.])-(?=\.?\d)", "−", s))  # a negative number's sign is a minus
 
 
 def _latex_unicode(s: str) -> str:
@@ -50,7 +52,8 @@ def _latex_unicode(s: str) -> str:
 
 
 def latex_table(header: list[str], rows: list[list[str]], caption: str, label: str) -> str:
-    """A booktabs table; cells may carry ``**x**`` (bold) and ``†`` (significance) from the Markdown."""
+    """A booktabs table (``table*`` when too wide for one column); cells may carry ``**x**`` (bold) and ``†``
+    (significance) from the Markdown. Negative numbers get a math minus, ``λ_iso`` a real subscript."""
 
     def cell(c: str) -> str:
         dag = c.endswith("†")
@@ -61,10 +64,12 @@ def latex_table(header: list[str], rows: list[list[str]], caption: str, label: s
         return c + (r"$^\dagger$" if dag else "")
 
     cols = "l" + "r" * (len(header) - 1)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
+    # wider than one column of a two-column paper (about 50 characters of cells): span both
+    env = "table*" if len(header) > 6 or max(len("  ".join(r)) for r in [header, *rows]) > 50 else "table"
+    lines = [rf"\begin{{{env}}}[t]", r"\centering", rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
              " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
     lines += [" & ".join(cell(c) for c in r) + r" \\" for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_unicode(caption)}}}", rf"\label{{{label}}}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_unicode(caption)}}}", rf"\label{{{label}}}", rf"\end{{{env}}}"]
     return "\n".join(lines) + "\n"
 
 

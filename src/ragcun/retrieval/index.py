@@ -7,6 +7,8 @@
 * :class:`NumpyIndex`  — exact search in NumPy, used when FAISS is not installed; same results as flat.
 * :class:`~ragcun.retrieval.qdrant_index.QdrantIndex` — a Qdrant collection (embedded, or a server by ``url``),
   metric Euclid: ``backend="qdrant"`` with ``index="flat"`` (exact) or ``"hnsw"``.
+* :class:`~ragcun.retrieval.lance_index.LanceIndex` — a LanceDB table on disk, metric l2: ``backend="lancedb"``
+  with ``index="flat"`` (exact scan) or ``"ivf"`` (IVF-PQ, re-ranked exactly).
 
 Every index maps caller-chosen ``int64`` ids to vectors and returns *squared* L2 distances (as FAISS
 does); :class:`~ragcun.retrieval.retriever.GaussianRetriever` takes the square root.
@@ -24,8 +26,11 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
-#: Where the vectors live: FAISS in-process (auto: when installed), exact NumPy, or a Qdrant collection.
-BACKENDS = ("auto", "faiss", "numpy", "qdrant")
+#: Where the vectors live: FAISS in-process (auto: when installed), exact NumPy, a Qdrant collection or a
+#: LanceDB table.
+BACKENDS = ("auto", "faiss", "numpy", "qdrant", "lancedb")
+#: The index types each external engine serves.
+ENGINE_KINDS = {"qdrant": ("flat", "hnsw"), "lancedb": ("flat", "ivf")}
 #: Where ragcun's exact search beats FAISS IndexFlatL2 on the same vectors (benchmarks/suites/exact_search.py,
 #: 2-core CPU, 512-d): from 100k documents with up to 16 queries per call (1.2-2x), the RAG serving case; FAISS
 #: wins at 5k documents and for batches of 256+ queries (1.4-3.5x). The flat FAISS index follows these.
@@ -241,6 +246,16 @@ def _faiss_classes() -> dict[str, type]:
     return {"flat": FlatIndex, "ivf": IVFIndex, "hnsw": HNSWIndex}
 
 
+def _engine_class(backend: str) -> type[VectorIndex]:
+    if backend == "qdrant":
+        from ragcun.retrieval.qdrant_index import QdrantIndex
+
+        return QdrantIndex
+    from ragcun.retrieval.lance_index import LanceIndex
+
+    return LanceIndex
+
+
 def make_index(kind: str, dim: int, backend: str = "auto", **params: Any) -> VectorIndex:
     """Build an empty index. ``backend='auto'`` uses FAISS when installed, else NumPy (flat only)."""
     kind = kind.lower()
@@ -248,12 +263,11 @@ def make_index(kind: str, dim: int, backend: str = "auto", **params: Any) -> Vec
         raise ValueError(f"index must be one of {', '.join(INDEX_TYPES)}; got {kind!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if backend == "qdrant":
-        if kind not in ("flat", "hnsw"):
-            raise ValueError(f"backend='qdrant' serves index='flat' (exact) or 'hnsw', not {kind!r}")
-        from ragcun.retrieval.qdrant_index import QdrantIndex
-
-        return QdrantIndex(dim, exact=kind == "flat", **params)
+    if backend in ENGINE_KINDS:
+        if kind not in ENGINE_KINDS[backend]:
+            raise ValueError(f"backend={backend!r} serves index='flat' (exact) or {ENGINE_KINDS[backend][1]!r}, "
+                             f"not {kind!r}")
+        return _engine_class(backend)(dim, exact=kind == "flat", **params)
     use_numpy = backend == "numpy" or (backend == "auto" and not faiss_available())
     if use_numpy:
         if kind != "flat":
@@ -269,10 +283,8 @@ def index_files(kind: str, backend: str) -> tuple[str, ...]:
     """The files an index of this kind and backend saves (all must be covered by the manifest's hashes)."""
     if backend == "numpy":
         return NumpyIndex.files
-    if backend == "qdrant":
-        from ragcun.retrieval.qdrant_index import QdrantIndex
-
-        return QdrantIndex.files
+    if backend in ENGINE_KINDS:
+        return _engine_class(backend).files
     return _faiss_classes()[kind].files
 
 
@@ -281,10 +293,8 @@ def load_index(directory: Path, kind: str, backend: str, dim: int, params: dict[
     """Load the index saved in ``directory`` (the manifest says which kind and backend)."""
     if backend == "numpy":
         return NumpyIndex.load(directory, params, dim)
-    if backend == "qdrant":
-        from ragcun.retrieval.qdrant_index import QdrantIndex
-
-        return QdrantIndex.load(directory, params, dim)
+    if backend in ENGINE_KINDS:
+        return _engine_class(backend).load(directory, params, dim)
     if backend != "faiss":
         raise ValueError(f"unknown index backend {backend!r} in the manifest")
     if not faiss_available():

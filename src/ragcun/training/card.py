@@ -30,7 +30,7 @@ def run_name(cfg: TrainConfig) -> str:
 
 def describe_model(encoder: Any, cfg: TrainConfig, train_examples: int) -> dict[str, Any]:
     """Record the run on ``encoder`` (saved with it) and fill its model card data."""
-    from ragcun.resolve import hub_id
+    from ragcun.resolve import base_card, hub_id
 
     name = run_name(cfg)
     run = {"name": name, "base_model": cfg.base_model, "train_data": str(cfg.train_data),
@@ -41,6 +41,9 @@ def describe_model(encoder: Any, cfg: TrainConfig, train_examples: int) -> dict[
         hub = hub_id(cfg.base_model)
         if hub:
             card.base_model = hub  # set directly: the card's own lookup needs the Hub
+        known = base_card(cfg.base_model)  # a fine-tune inherits its base's license and language
+        card.license = card.license or known.get("license")
+        card.language = card.language or known.get("language")
         card.model_name = (f"ragcun {name}: {cfg.base_model} + Gaussian head ({cfg.output_dim}-d, {cfg.head}), "
                            f"λ_iso = {cfg.lambda_isotropy:g}{', frozen base' if cfg.freeze_base else ''}")
         card.add_tags(["ragcun", "gaussian-embeddings", "sigreg", "euclidean-distance"])
