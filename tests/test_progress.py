@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from ragcun.evaluation.encode import encode_corpus, encode_texts
+from ragcun.encoding.corpus import encode_corpus, encode_texts
 from ragcun.progress import DocProgress
 
 
@@ -36,13 +36,13 @@ def test_one_chunk_corpus_reports_inside_the_chunk(tiny_model_path, caplog, monk
     real = progress_mod.DocProgress.__init__
     monkeypatch.setattr(progress_mod.DocProgress, "__init__",
                         lambda self, *a, **k: real(self, *a, **{**k, "every_s": 0.0}))
-    with caplog.at_level(logging.INFO, logger="ragcun.evaluation.encode"):
+    with caplog.at_level(logging.INFO, logger="ragcun.encoding.corpus"):
         emb = encode_corpus(model, [str(i) for i in range(64)], texts, "one-chunk", batch_size=8, cache=False)
     lines = [r.getMessage() for r in caplog.records if "documents (" in r.getMessage()]
     assert emb.encoded_chunks == 1 and len(lines) == 8  # one chunk, a line per batch here
     emb.cleanup()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ragcun.evaluation.encode"):
+    with caplog.at_level(logging.INFO, logger="ragcun.encoding.corpus"):
         encode_corpus(model, [str(i) for i in range(64)], texts, "quiet", batch_size=8, cache=False,
                       show_progress_bar=False).cleanup()
     assert not [r for r in caplog.records if "documents (" in r.getMessage()]

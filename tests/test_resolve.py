@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ragcun.resolve import ModelNotFoundError, assemble_split_zip, load_sentence_transformer, resolve_model
+from ragcun.io import assemble_split_zip
+from ragcun.resolve import ModelNotFoundError, load_sentence_transformer, resolve_model
 
 
 def test_alias_resolves_to_packaged_minilm(minilm_path):

@@ -38,8 +38,8 @@ def _cpu_flags() -> dict[str, bool]:
 
 
 def _ndcg10(q: np.ndarray, d: np.ndarray, qids: list[str], doc_ids: list[str], qrels: dict) -> float:
+    from ragcun.encoding.search import search
     from ragcun.evaluation.metrics import evaluate_run
-    from ragcun.evaluation.search import search
 
     scores, idx = search(q, d, 100, "cos")
     run = {qid: {doc_ids[int(i)]: float(s) for s, i in zip(scores[r], idx[r], strict=True)} for r, qid in enumerate(qids)}
@@ -64,7 +64,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     from ragcun.data.beir import doc_text, load_beir
-    from ragcun.evaluation.encode import judged_queries
+    from ragcun.encoding.corpus import judged_queries
     from ragcun.resolve import resolve_model
     from ragcun.runtime import Runtime, cpu_has_bf16, prepare_model
 

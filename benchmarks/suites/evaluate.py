@@ -78,7 +78,7 @@ def _ragcun(model_path: str, dataset: Path, precision: str | None = None) -> dic
 
 def _prepare_int8(model_path: str) -> None:
     """Export and quantise once before timing (a one-off, then cached by the model's fingerprint)."""
-    from ragcun.evaluation.encode import load_model
+    from ragcun.encoding.models import load_model
     from ragcun.runtime import Runtime
 
     load_model(model_path, "cpu", 256, Runtime("onnx", "int8"))
@@ -89,7 +89,7 @@ def _measure_auto(model_path: str) -> dict[str, Any]:
     first encode does; the probe's seconds are reported, not hidden in one round)."""
     import time
 
-    from ragcun.evaluation.encode import load_model
+    from ragcun.encoding.models import load_model
     from ragcun.runtime import resolve_runtime, runtime_of
 
     t0 = time.perf_counter()

@@ -72,7 +72,7 @@ def scifact_embeddings(n_docs: int | None) -> tuple[np.ndarray, np.ndarray, str]
 
 
 def bench_dataset(name: str, x: np.ndarray, q: np.ndarray, reps: int, configs: dict[str, dict]) -> list[dict[str, Any]]:
-    from ragcun.retrieval.index import make_index
+    from ragcun.retrieval.engines import make_index
 
     ids = np.arange(x.shape[0], dtype=np.int64)
     ref_times, ref = timed(lambda: numpy_exact(x, q), reps=reps, warmup=1)

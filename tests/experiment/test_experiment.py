@@ -333,3 +333,21 @@ def test_arm_labels_show_the_lambda_the_arm_trains_with(tmp_path):
     for arm, label in (("mine", "λ_iso = 0.3, full fine-tuning"), ("frozen", "λ_iso = 2, head only")):
         assert describe_arm(exp, arm) == label
         assert f"λ_iso = {arm_config(exp, arm).lambda_isotropy:g}" in label
+
+
+def test_parallel_arms_train_in_spawned_processes(tmp_path, beir_slice, tiny_model_path):
+    """--parallel runs train_arm itself in one spawned process per arm (no command line in between), and the
+    arms it trains are the ones a sequential run trains."""
+    from ragcun.experiment.config import load_experiment
+    from ragcun.experiment.run import train_arms_parallel
+
+    data = beir_slice("scifact", {"train": 12, "test": 8}, extra_docs=60, max_chars=400, name="scifact-par")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(CONFIG.format(out=tmp_path / "run", model=tiny_model_path, data=data))
+    run_experiment(cfg, arms=["baseline"], train_only=True)  # the data, and one arm the sequential way
+    exp = load_experiment(cfg)
+    train_arms_parallel(exp, ["baseline", "isotropy", "frozen"], [], None)
+    for arm in ("isotropy", "frozen"):
+        summary = json.loads((tmp_path / "run" / "arms" / arm / "train_summary.json").read_text())
+        assert summary["global_steps"] == 2 and (tmp_path / "run" / "arms" / arm / "best" / "modules.json").exists()
+    assert json.loads((tmp_path / "run" / "arms" / "frozen" / "train_summary.json").read_text())["config"]["freeze_base"]

@@ -59,7 +59,7 @@ def test_numpy_equals_faiss_flat_with_ties_and_small_k(data):
 def test_flat_index_searches_few_queries_with_ragcun_where_measured_faster(data, monkeypatch):
     """Above NUMPY_MIN_DOCS and at most NUMPY_MAX_QUERIES per call the flat index searches FAISS's own vectors
     with ragcun's exact search: the same ids as FAISS, and a view that follows adds and removals."""
-    import ragcun.evaluation.search as search_mod
+    import ragcun.encoding.search as search_mod
     import ragcun.retrieval.faiss_index as fi
 
     x, q, ids = data

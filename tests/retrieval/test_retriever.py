@@ -352,8 +352,8 @@ def test_normalized_means_the_output_is_unit_norm(tiny_model_path, minilm_path):
     """A Gaussian encoder keeps its base's Normalize before the head: its output is not normalised."""
     from sentence_transformers import SentenceTransformer
 
+    from ragcun.encoding.models import is_normalized
     from ragcun.modeling import IsotropicGaussianEncoder
-    from ragcun.retrieval.results import is_normalized
 
     enc = IsotropicGaussianEncoder(base_model=minilm_path, output_dim=8, device="cpu")
     assert any(type(m).__name__ == "Normalize" for m in enc) and not is_normalized(enc)

@@ -29,7 +29,7 @@ def minilm(minilm_path):
 @pytest.fixture(scope="module")
 def probe_rows(minilm):
     """One real measurement of the candidates, shared by the tests below."""
-    return auto.measure(minilm, batch_size=16, texts=auto.probe_texts(16))
+    return auto.measure(minilm, batch_size=16, texts=auto.probe_texts(16), prepare=prepare_model)
 
 
 def test_probe_rows_are_real_measurements(probe_rows):
@@ -64,7 +64,7 @@ def test_a_slower_candidate_is_not_picked():
 
 def test_without_bf16_units_nothing_is_measured(minilm, tmp_path):
     path = tmp_path / "auto.json"
-    assert auto.choose(minilm, cpu=AVX2_CPU, path=path) == Runtime()
+    assert auto.choose(minilm, cpu=AVX2_CPU, path=path, prepare=prepare_model) == Runtime()
     assert not path.exists()
 
 
@@ -72,15 +72,15 @@ def test_the_choice_is_cached_per_cpu_and_model(minilm, tiny_model_path, tmp_pat
     from sentence_transformers import SentenceTransformer
 
     path = tmp_path / "auto.json"
-    first = auto.choose(minilm, cpu=BF16_CPU, path=path)
+    first = auto.choose(minilm, cpu=BF16_CPU, path=path, prepare=prepare_model)
     caplog.clear()
     with caplog.at_level("INFO", logger="ragcun.runtime.auto"):
-        assert auto.choose(minilm, cpu=BF16_CPU, path=path) == first  # read back, not measured again
+        assert auto.choose(minilm, cpu=BF16_CPU, path=path, prepare=prepare_model) == first  # read back, not measured again
     assert "measuring" not in caplog.text
     other_cpu = (BF16_CPU[0] + " v2", BF16_CPU[1])
-    auto.choose(minilm, cpu=other_cpu, path=path)
+    auto.choose(minilm, cpu=other_cpu, path=path, prepare=prepare_model)
     tiny = SentenceTransformer(tiny_model_path, device="cpu")
-    auto.choose(tiny, cpu=BF16_CPU, path=path)
+    auto.choose(tiny, cpu=BF16_CPU, path=path, prepare=prepare_model)
     keys = list(json.loads(path.read_text()))
     assert len(keys) == 3 and len({k.split(" | ")[0] for k in keys}) == 2 and len({k.split(" | ")[1] for k in keys}) == 2
     assert all("avx512_bf16" in k for k in keys)

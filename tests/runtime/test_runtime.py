@@ -179,7 +179,7 @@ def test_shared_corpus_pass_under_each_runtime(tiny_model_path, passages, runtim
     """The experiment's one-pass-per-body encoding works on runtime models (ONNX: one graph, no shared body;
     bf16: the tail runs in bf16 on the body's vectors) and matches direct encoding."""
     monkeypatch.setenv("RAGCUN_CACHE_DIR", str(tmp_path / "cache"))  # its own cache: others count the session's
-    from ragcun.evaluation.encode import encode_corpus, encode_corpus_shared
+    from ragcun.encoding.corpus import encode_corpus, encode_corpus_shared
     from ragcun.modeling import IsotropicGaussianEncoder, submodel
 
     enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=16, hidden_dim=24)

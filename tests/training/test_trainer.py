@@ -47,13 +47,13 @@ def test_bad_training_data_is_named(tmp_path):
 
 
 def test_optimizer_groups_have_their_learning_rates(triplets_dir, tiny_model_path, tmp_path):
-    from ragcun.training.trainer import _trainer_class
+    from ragcun.training.hf_trainer import RagcunTrainer
 
     cfg = tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "o", "base_learning_rate=2e-5",
                    "projection_learning_rate=1e-3", "weight_decay=0.1")
     model = build_model(cfg)
     ds, _ = load_train_dataset(cfg.train_data)
-    trainer = _trainer_class()(model=model, args=build_training_args(cfg), train_dataset=ds,
+    trainer = RagcunTrainer(model=model, args=build_training_args(cfg), train_dataset=ds,
                                loss=build_loss(cfg, model), encoder=model, ragcun_config=cfg)
     opt = trainer.create_optimizer()
     by_name = {g["name"]: g for g in opt.param_groups}

@@ -67,7 +67,8 @@ def encode(
     import numpy as np
 
     from ragcun.data.documents import document_file, read_documents
-    from ragcun.evaluation.encode import MAX_BATCH_SIZE, check_batch_size, encode_texts, load_model
+    from ragcun.encoding.corpus import encode_texts
+    from ragcun.encoding.models import MAX_BATCH_SIZE, check_batch_size, load_model
     from ragcun.progress import DocProgress
     from ragcun.runtime import resolve_runtime, runtime_of
 

@@ -50,8 +50,8 @@ def evaluate(
     Under torchrun (one node or many) the processes share the corpus chunks and merge their top-k lists; the
     embedding cache must be on a file system every node sees ($RAGCUN_CACHE_DIR)."""
     from ragcun.distributed import init_from_env, is_main_process, local_device, shutdown
+    from ragcun.encoding.models import MAX_BATCH_SIZE
     from ragcun.evaluation.beir_eval import evaluate_model
-    from ragcun.evaluation.encode import MAX_BATCH_SIZE
 
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), top_k=(top_k, 1, 100_000), chunk_size=(chunk_size, 1, None),
                  max_seq_length=(max_seq_length, 1, None))
@@ -102,7 +102,7 @@ def isotropy(
     no_plots: bool = typer.Option(False, "--no-plots", metavar="", help="Write tables only, no PNG figures."),
 ) -> None:
     """How close embeddings are to N(0, I): covariance error, IsoScore, effective rank, SIGReg, norms."""
-    from ragcun.evaluation.encode import MAX_BATCH_SIZE
+    from ragcun.encoding.models import MAX_BATCH_SIZE
     from ragcun.evaluation.isotropy import analyze
 
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), max_docs=(max_docs, 0, None), num_slices=(num_slices, 1, 1 << 16),
@@ -146,7 +146,7 @@ def evaluate_rag_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", metavar="", help="Encode again instead of reusing the corpus embedding cache."),
 ) -> None:
     """RAG diagnostics: Recall@10, MRR, score separation, ROC-AUC, calibration (ECE), norm vs success."""
-    from ragcun.evaluation.encode import MAX_BATCH_SIZE
+    from ragcun.encoding.models import MAX_BATCH_SIZE
     from ragcun.evaluation.rag import evaluate_rag
 
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), negatives=(negatives, 1, 1_000_000),

@@ -33,7 +33,7 @@ def run(
     set_: list[str] = typer.Option(None, "--set", "-s", help="Override a training key for every arm: key=value."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default $RAGCUN_DATA_DIR or ./data)."),
     output_dir: str = typer.Option(None, "--output-dir", help="Override \\[experiment] output_dir."),
-    train_only: bool = typer.Option(False, "--train-only", metavar="", help="Stop after training (used by --parallel)."),
+    train_only: bool = typer.Option(False, "--train-only", metavar="", help="Stop after training the arms (no evaluation)."),
 ) -> None:
     """Build the data, train every arm, evaluate all models on BEIR, measure isotropy and print the report.
 

@@ -75,7 +75,7 @@ def index_build(
     _check_writable(out)
     if limit is not None and limit < 1:
         raise fail(f"--limit must be a positive number of documents, got {limit}")
-    from ragcun.evaluation.encode import MAX_BATCH_SIZE
+    from ragcun.encoding.models import MAX_BATCH_SIZE
 
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), chunk_size=(chunk_size, 1, None),
                  max_seq_length=(max_seq_length, 1, None), nlist=(nlist, 1, None), nprobe=(nprobe, 1, None),

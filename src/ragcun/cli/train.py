@@ -11,15 +11,14 @@ from ragcun.cli.app import USER_ERRORS, app, console, fail
 
 
 def _config(config: Path | None, overrides: list[str], **flags):
-    from ragcun.training.config import load_config, parse_override
+    """The config file, then ``--set``, then the named flags: all parsed once, by ``load_config``."""
+    from ragcun.training.config import load_config
 
     sets = list(overrides or [])
     for key, value in flags.items():
         if value is not None:
             sets.append(f"{key}={value}" if not isinstance(value, bool) else f"{key}={'true' if value else 'false'}")
     try:
-        for s in sets:
-            parse_override(s)
         return load_config(config, sets)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None

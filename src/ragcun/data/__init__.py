@@ -1,7 +1,7 @@
 """Data for training and evaluation: BEIR datasets, MS MARCO, BM25 hard negatives, Wikipedia pairs.
 
-Import the submodules directly (``from ragcun.data.beir import load_beir``); this package does not
-import them eagerly so that ``import ragcun.data`` stays cheap.
+The BEIR reader's names are re-exported here (``from ragcun.data import load_beir``); the other submodules
+(MS MARCO, BM25 mining, triplets, Wikipedia pairs, downloads) are imported only when asked for.
 """
 
 from __future__ import annotations

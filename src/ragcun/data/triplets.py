@@ -155,8 +155,8 @@ def build_triplets(
     ``source``: a BEIR dataset name or folder, an MS MARCO folder (collection.tsv, queries.<split>.tsv,
     qrels.<split>.tsv), or a list of those (each mined against its own corpus, then mixed).
     """
-    import ragcun
     from ragcun.data.bm25 import get_index, mine_candidates
+    from ragcun.version import __version__
 
     if negatives not in ("bm25", "random"):
         raise ValueError(f"negatives must be 'bm25' or 'random', got {negatives!r}")
@@ -288,7 +288,7 @@ def build_triplets(
 
     rate = total_mined / total_sec if total_sec > 0 else None
     manifest: dict[str, Any] = {
-        "ragcun_version": ragcun.__version__,
+        "ragcun_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "sources": [
             {"name": s.name, "kind": s.kind, "path": s.path, "split": split, "documents": len(s.doc_ids),

@@ -18,16 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.evaluation.encode import (
-    CorpusEmbeddings,
-    check_batch_size,
-    encode_corpus,
-    encode_texts,
-    judged_queries,
-    load_model,
-)
+from ragcun.encoding.corpus import CorpusEmbeddings, encode_corpus, encode_texts, judged_queries
+from ragcun.encoding.models import check_batch_size, load_model
+from ragcun.encoding.search import SIMILARITY_TO_SCORE, check_score, merge_topk, rescore, search_chunks
 from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_names, write_qrels, write_run
-from ragcun.evaluation.search import SIMILARITY_TO_SCORE, check_score, merge_topk, rescore, search_chunks
 from ragcun.fingerprint import model_fingerprint
 from ragcun.io import write_json
 from ragcun.runtime import resolve_runtime, runtime_of
@@ -76,7 +70,7 @@ def retrieve(
     Like BEIR, it asks for ``top_k + 1`` hits and drops the one whose id equals the query id, so
     each query keeps ``top_k``. Under torchrun every rank searches its own corpus chunks and the
     top-k lists are merged (all ranks return the same run). Pass ``corpus_emb`` (from
-    :func:`~ragcun.evaluation.encode.encode_corpus` on the same corpus order) to reuse an encoding;
+    :func:`~ragcun.encoding.corpus.encode_corpus` on the same corpus order) to reuse an encoding;
     it is then left for the caller to clean up.
     """
     from ragcun.data.beir import doc_text

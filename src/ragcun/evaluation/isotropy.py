@@ -277,13 +277,8 @@ def analyze(
 
     if models:
         from ragcun.data.beir import load_beir
-        from ragcun.evaluation.encode import (
-            check_batch_size,
-            encode_beir_corpus,
-            encode_texts,
-            judged_queries,
-            load_model,
-        )
+        from ragcun.encoding.corpus import encode_beir_corpus, encode_texts, judged_queries
+        from ragcun.encoding.models import check_batch_size, load_model
         from ragcun.fingerprint import model_fingerprint
         from ragcun.runtime import resolve_runtime
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ragcun.encoding.search import check_score, exact_scores, gather_rows
 from ragcun.evaluation.metrics import evaluate_run
-from ragcun.evaluation.search import check_score, exact_scores, gather_rows
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +203,9 @@ def evaluate_rag(
 
     ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`)."""
     from ragcun.data.beir import load_beir
+    from ragcun.encoding.corpus import encode_beir_corpus, judged_queries
+    from ragcun.encoding.models import check_batch_size, load_model
     from ragcun.evaluation.beir_eval import default_score, retrieve
-    from ragcun.evaluation.encode import check_batch_size, encode_beir_corpus, judged_queries, load_model
     from ragcun.fingerprint import model_fingerprint
     from ragcun.io import write_json
     from ragcun.runtime import resolve_runtime, runtime_of

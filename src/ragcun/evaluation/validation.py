@@ -2,7 +2,7 @@
 set by L2 distance (what ragcun serves) and measures how Gaussian its document embeddings are.
 
 The trainer logs its dict (TensorBoard too) and :class:`~ragcun.training.callbacks.BestModelCallback`
-keeps the best model by its NDCG@10. Search is :func:`ragcun.evaluation.search.search`, metrics are
+keeps the best model by its NDCG@10. Search is :func:`ragcun.encoding.search.search`, metrics are
 :func:`ragcun.evaluation.metrics.evaluate_run`, isotropy is :func:`ragcun.evaluation.isotropy.isotropy_metrics`:
 the same code as ``ragcun evaluate`` and ``ragcun isotropy``.
 """
@@ -74,9 +74,9 @@ class RetrievalEvaluator(BaseEvaluator):
         return emb.float().cpu().numpy()
 
     def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        from ragcun.encoding.search import search
         from ragcun.evaluation.isotropy import isotropy_metrics
         from ragcun.evaluation.metrics import evaluate_run
-        from ragcun.evaluation.search import search
 
         was_training = model.training
         model.eval()

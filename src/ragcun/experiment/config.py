@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ragcun.config import ConfigError, coerce, from_table, non_negative, positive, read_toml
+from ragcun.config import ConfigError, choice_problems, coerce, from_table, non_negative, positive, read_toml
 
 DEFAULT_ARMS: dict[str, dict[str, Any]] = {
     "baseline": {"lambda_isotropy": 0.0, "freeze_base": False},
@@ -114,7 +114,7 @@ class WhiteningSection:
     max_documents: int = 20_000  # distinct training documents the whitening is fitted on
 
     def check(self) -> list[str]:
-        problems = positive(self, "output_dim", "max_documents")
+        problems = choice_problems(self) + positive(self, "output_dim", "max_documents")
         bad = [p for p in self.powers if not 0.0 <= p <= 1.0]
         if bad:
             problems.append(f"powers must be in [0, 1] (got {bad})")
@@ -135,7 +135,6 @@ class ExperimentConfig:
     evaluation: EvaluationSection
     sweep: SweepSection
     whitening: WhiteningSection = field(default_factory=WhiteningSection)
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -143,9 +142,6 @@ class ExperimentConfig:
 
     def arm_dir(self, arm: str) -> Path:
         return self.output_dir / "arms" / arm
-
-    def results_file(self, label: str) -> Path:
-        return self.output_dir / "results" / f"{label}.json"
 
     def in_domain(self, dataset: str) -> bool:
         """Whether ``dataset`` is one the arms were trained on (else it measures transfer)."""
@@ -220,5 +216,24 @@ def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> E
     return ExperimentConfig(
         path=p, name=name, output_dir=Path(output_dir or exp.output_dir or f"runs/{name}"), arms=arms,
         reference=exp.reference or _train_value(raw, "base_model"), baseline=exp.baseline,
-        triplets=triplets, evaluation=evaluation, sweep=sweep, whitening=whitening, raw=raw,
+        triplets=triplets, evaluation=evaluation, sweep=sweep, whitening=whitening,
     )
+
+
+def arm_config(exp: ExperimentConfig, arm: str, overrides: list[str] | None = None, data_dir: str | None = None,
+               output_dir: Path | None = None, **changes: Any):
+    """The training config of one arm: the file's training keys, then the arm's table, then ``--set`` (the
+    command line wins over the file), then what the caller changes (a sweep's λ) and the arm's paths."""
+    from ragcun.config import parse_override
+    from ragcun.training import load_config
+    from ragcun.training.config import coerce
+
+    cfg = load_config(exp.path).replace(**exp.arms[arm])
+    for text in overrides or []:
+        key, value = parse_override(text)
+        setattr(cfg, key, coerce(key, value, f"--set {key}"))
+    out = Path(output_dir or exp.arm_dir(arm))
+    values = {"run_name": f"{exp.name}/{out.name}", **changes, "train_data": str(exp.data_dir), "output_dir": str(out)}
+    if data_dir:
+        values["data_dir"] = data_dir
+    return cfg.replace(**values).validate()

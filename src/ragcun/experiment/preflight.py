@@ -88,7 +88,7 @@ def build_sample(exp: ExperimentConfig, out: Path, n: int, data_dir: str | None 
 def run_experiment_preflight(exp: ExperimentConfig, steps: int = 2, overrides: list[str] | None = None,
                              data_dir: str | None = None) -> list[Check]:
     """Every check, cheap ones first; the training steps run only when nothing before them failed."""
-    from ragcun.experiment.run import arm_config
+    from ragcun.experiment.config import arm_config
 
     arms = {arm: arm_config(exp, arm, overrides, data_dir) for arm in exp.arms}
     first = next(iter(arms.values()))

@@ -13,14 +13,12 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragcun.experiment.config import ExperimentConfig, ExperimentError, load_experiment
+from ragcun.experiment.config import ExperimentConfig, ExperimentError, arm_config, load_experiment
 from ragcun.io import write_json
 
 logger = logging.getLogger(__name__)
@@ -41,25 +39,6 @@ def prepare_data(exp: ExperimentConfig, data_dir: str | None = None) -> dict[str
     return build_triplets(sources, exp.data_dir, data_dir=data_dir, show_progress=False, **opts)
 
 
-def arm_config(exp: ExperimentConfig, arm: str, overrides: list[str] | None = None, data_dir: str | None = None,
-               output_dir: Path | None = None, **changes: Any):
-    """The training config of one arm: the file's training keys, then the arm's table, then ``--set`` (the
-    command line wins over the file), then what the caller changes (a sweep's λ) and the arm's paths."""
-    from ragcun.config import parse_override
-    from ragcun.training import load_config
-    from ragcun.training.config import coerce
-
-    cfg = load_config(exp.path).replace(**exp.arms[arm])
-    for text in overrides or []:
-        key, value = parse_override(text)
-        setattr(cfg, key, coerce(key, value, f"--set {key}"))
-    out = Path(output_dir or exp.arm_dir(arm))
-    values = {"run_name": f"{exp.name}/{out.name}", **changes, "train_data": str(exp.data_dir), "output_dir": str(out)}
-    if data_dir:
-        values["data_dir"] = data_dir
-    return cfg.replace(**values).validate()
-
-
 def arm_done(directory: Path) -> bool:
     return (directory / "train_summary.json").exists() and (directory / "best").is_dir()
 
@@ -78,27 +57,40 @@ def train_arm(exp: ExperimentConfig, arm: str, overrides: list[str] | None = Non
     return train(cfg)
 
 
+def _train_arm_process(config: str, output_dir: str, arm: str, overrides: list[str], data_dir: str | None,
+                       gpu: int | None) -> None:
+    """One arm, in a fresh interpreter (spawned): its GPU chosen before anything touches CUDA."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    import logging as _logging
+
+    _logging.basicConfig(level=_logging.INFO, format=f"[arm {arm}] %(message)s", force=True)  # env (quiet libs) inherited
+    exp = load_experiment(config, output_dir=output_dir)
+    train_arm(exp, arm, overrides, data_dir)
+
+
 def train_arms_parallel(exp: ExperimentConfig, arms: list[str], overrides: list[str], data_dir: str | None) -> None:
-    """One subprocess per arm, each on its own GPU (round-robin over the visible ones)."""
+    """One spawned process per arm, each on its own GPU (round-robin over the visible ones), running
+    :func:`train_arm` itself: the same code path as a sequential run, without a command line in between."""
+    import multiprocessing as mp
+
     import torch
 
     n_gpu = torch.cuda.device_count()
+    ctx = mp.get_context("spawn")  # CUDA cannot be forked; each arm gets a clean interpreter
     procs = []
     for i, arm in enumerate(arms):
         if arm_done(exp.arm_dir(arm)):
             continue
-        env = dict(os.environ)
-        if n_gpu:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % n_gpu)
-        cmd = [sys.executable, "-m", "ragcun", "experiment", "run", str(exp.path), "--arm", arm, "--train-only",
-               "--output-dir", str(exp.output_dir)]
-        for o in overrides:
-            cmd += ["--set", o]
-        if data_dir:
-            cmd += ["--data-dir", data_dir]
-        logger.info("arm %s: launching %s", arm, " ".join(cmd))
-        procs.append((arm, subprocess.Popen(cmd, env=env)))
-    failed = [arm for arm, p in procs if p.wait() != 0]
+        gpu = i % n_gpu if n_gpu else None
+        logger.info("arm %s: training in its own process%s", arm, f" on GPU {gpu}" if gpu is not None else "")
+        proc = ctx.Process(target=_train_arm_process, name=f"ragcun-arm-{arm}",
+                           args=(str(exp.path), str(exp.output_dir), arm, list(overrides), data_dir, gpu))
+        proc.start()
+        procs.append((arm, proc))
+    for _, proc in procs:
+        proc.join()
+    failed = [arm for arm, proc in procs if proc.exitcode != 0]
     if failed:
         raise RuntimeError(f"arms failed: {', '.join(failed)} (see their logs above)")
 
@@ -150,7 +142,8 @@ def evaluation_views(exp: ExperimentConfig, arms: dict[str, Path] | None = None)
 
 def whitening_views(exp: ExperimentConfig) -> list[View]:
     """The untouched base whitened at each ``[whitening]`` power, ranked by L2."""
-    from ragcun.experiment.whitening import whitening_dir, whitening_label
+    from ragcun.experiment.whitening import whitening_dir
+    from ragcun.reporting.experiment import whitening_label
 
     wh = exp.whitening
     return [View(whitening_label(p), str(whitening_dir(exp, p)), "l2", role="whitening",
@@ -189,8 +182,8 @@ def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | Non
                    results: Path | None = None) -> dict[str, Path]:
     """BEIR evaluation of every view (finished ones skipped); each distinct base encodes a corpus once."""
     from ragcun.data.beir import doc_text, load_beir
+    from ragcun.encoding.corpus import encode_corpus_shared
     from ragcun.evaluation.beir_eval import evaluate_model
-    from ragcun.evaluation.encode import encode_corpus_shared
 
     ev = exp.evaluation
     files = {v.label: (results or exp.output_dir / "results") / f"{v.label}.json" for v in views}
@@ -242,7 +235,7 @@ def measure_isotropy(exp: ExperimentConfig, views: list[View], data_dir: str | N
 def measure_approximate_search(exp: ExperimentConfig, views: list[View], data_dir: str | None = None) -> Path | None:
     """Recall@10 of GaussianRetriever's HNSW and IVF defaults against exact search, on each model's real
     corpus and query embeddings (the embedding cache holds the corpus)."""
-    from ragcun.evaluation.ann import approximate_recall
+    from ragcun.retrieval.recall import approximate_recall
 
     ev = exp.evaluation
     out = exp.output_dir / "results" / "approximate_search.json"

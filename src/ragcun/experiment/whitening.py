@@ -15,13 +15,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ragcun.experiment.config import ExperimentConfig
+from ragcun.experiment.config import ExperimentConfig, arm_config
+from ragcun.reporting.experiment import whitening_label
 
 logger = logging.getLogger(__name__)
-
-
-def whitening_label(power: float) -> str:
-    return f"whiten-p{power:g}"
 
 
 def whitening_dir(exp: ExperimentConfig, power: float) -> Path:
@@ -45,7 +42,6 @@ def build_whitening(exp: ExperimentConfig, data_dir: str | None = None) -> dict[
         return dirs
     import torch
 
-    from ragcun.experiment.run import arm_config
     from ragcun.fingerprint import texts_fingerprint
     from ragcun.modeling import IsotropicGaussianEncoder
     from ragcun.training.data import column_prompts

@@ -71,8 +71,7 @@ def get_model(model: Any, *, device: str | None = None, name: str | None = None)
 
 def _facts(st: Any, path: Any) -> dict[str, Any]:
     """What MTEB's leaderboard asks of a model: parameters, license, open weights, the base it adapts."""
-    from ragcun.hub import parameter_counts
-    from ragcun.modeling import run_info
+    from ragcun.modeling import parameter_counts, run_info
     from ragcun.resolve import base_card, hub_id
 
     card = getattr(st, "model_card_data", None)

@@ -1,4 +1,5 @@
-"""The Gaussian encoder (:mod:`.encoder`) and the data-dependent starts of its head (:mod:`.head_init`)."""
+"""The Gaussian encoder (:mod:`.encoder`), the data-dependent starts of its head (:mod:`.head_init`) and any
+model's body and head as parts (:mod:`.parts`)."""
 
 from ragcun.modeling.encoder import (
     RAGCUN_CONFIG,
@@ -8,12 +9,11 @@ from ragcun.modeling.encoder import (
     build_head,
     query_document_prompts,
     run_info,
-    split_at_head,
-    submodel,
 )
 from ragcun.modeling.head_init import WhitenKind, affine_start, whitening_map
+from ragcun.modeling.parts import parameter_counts, split_at_head, submodel
 
 __all__ = [
     "RAGCUN_CONFIG", "HeadInit", "HeadType", "IsotropicGaussianEncoder", "WhitenKind", "affine_start", "build_head",
-    "query_document_prompts", "run_info", "split_at_head", "submodel", "whitening_map",
+    "parameter_counts", "query_document_prompts", "run_info", "split_at_head", "submodel", "whitening_map",
 ]

@@ -315,31 +315,6 @@ class IsotropicGaussianEncoder(SentenceTransformer):
 
 
 
-def split_at_head(model: SentenceTransformer) -> tuple[list[nn.Module], list[nn.Module]]:
-    """``(body, tail)`` of any sentence-transformers model: the expensive part, and what follows it.
-
-    The tail is the model's trailing ``Normalize`` (if any) plus, for a ragcun encoder, its head;
-    the body is everything before. Models that share a body (the untouched base and a frozen-base
-    arm, or an arm and its own pre-head view) can then encode a corpus once and apply each tail.
-    """
-    mods = list(model)
-    cfg = getattr(model, "ragcun_config", None)
-    n_head = int(cfg.get("num_head_modules", 0)) if isinstance(cfg, dict) else 0
-    base, head = mods[: len(mods) - n_head], mods[len(mods) - n_head :]
-    cut = len(base)
-    while cut > 0 and isinstance(base[cut - 1], Normalize):
-        cut -= 1
-    return base[:cut], base[cut:] + head
-
-
-def submodel(model: SentenceTransformer, modules: list[nn.Module]) -> SentenceTransformer:
-    """A SentenceTransformer over some of ``model``'s own modules (shared, not copied), with its prompts
-    and sequence length, e.g. the body for a shared pass, or the base alone for a pre-head evaluation."""
-    sub = SentenceTransformer(modules=modules, device=str(model.device), prompts=dict(model.prompts or {}),
-                              default_prompt_name=model.default_prompt_name, similarity_fn_name="cosine")
-    return sub
-
-
 def run_info(model_dir: str | Path) -> dict[str, Any] | None:
     """What a trained ragcun model records about its run (``ragcun_config.json``: ``run``), if anything."""
     try:

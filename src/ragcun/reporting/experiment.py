@@ -38,6 +38,11 @@ ISOTROPY_NOTE = ("The SIGReg test's power grows with the sample: a fixed deviati
                  "sample of the same n and dimension reaches only about 1 − dim/n (in brackets).")
 
 
+def whitening_label(power: float) -> str:
+    """The label of the base whitened at ``power`` in every table, result file and figure."""
+    return f"whiten-p{power:g}"
+
+
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v * 100:.2f}"
 
@@ -115,8 +120,6 @@ def isotropy_rows(labels: list[str], iso: dict, ds: str) -> tuple[list[str], lis
 
 def whitening_points(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str) -> list[dict[str, Any]]:
     """The whitening curve on ``ds``: one point per power with its NDCG@10 and corpus SIGReg ratio, by ratio."""
-    from ragcun.experiment.whitening import whitening_label
-
     points = []
     for p in exp.whitening.powers:
         label = whitening_label(p)
@@ -219,9 +222,7 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
             write_text(out / f"main_{name}.md", md + "\n")
             write_text(out / f"main_{name}.tex", latex_table(header, rows, f"{name} ({kind}), NDCG@10 ×100.", f"tab:main-{name}"))
             sections += [f"## {name} ({kind})", "", md, ""]
-        from ragcun.experiment.whitening import whitening_label
-
-        labels = ["reference", *exp.arms, *(whitening_label(p) for p in exp.whitening.powers)]
+            labels = ["reference", *exp.arms, *(whitening_label(p) for p in exp.whitening.powers)]
         header, rows = isotropy_rows([lab for lab in labels if lab in results], iso, name)
         if rows:
             md = markdown_table(header, rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ragcun.data.documents import read_documents
+from ragcun.retrieval.engines import make_index
 from ragcun.retrieval.errors import (
     DimensionMismatchError,
     IndexCorruptError,
@@ -11,7 +12,7 @@ from ragcun.retrieval.errors import (
 )
 from ragcun.retrieval.faiss_index import FlatIndex, IVFIndex
 from ragcun.retrieval.hnsw_index import HNSWIndex
-from ragcun.retrieval.index import INDEX_TYPES, NumpyIndex, VectorIndex, faiss_available, make_index
+from ragcun.retrieval.index import INDEX_TYPES, NumpyIndex, VectorIndex, faiss_available
 from ragcun.retrieval.retriever import GaussianRetriever, SearchResult
 
 __all__ = [

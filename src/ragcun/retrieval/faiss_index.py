@@ -25,9 +25,9 @@ from ragcun.retrieval.index import (
     NUMPY_MAX_QUERIES,
     NUMPY_MIN_DOCS,
     VectorIndex,
-    _as_ids,
-    _as_vectors,
     _faiss,
+    as_ids,
+    as_vectors,
     exact_l2,
 )
 
@@ -49,7 +49,7 @@ class _FaissIndex(VectorIndex):
         return None
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = _as_vectors(queries, self.dim)
+        q = as_vectors(queries, self.dim)
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         if len(self) == 0:
@@ -62,8 +62,8 @@ class _FaissIndex(VectorIndex):
         return d, i
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _as_vectors(vectors, self.dim)
-        self._index.add_with_ids(x, _as_ids(ids, x.shape[0]))
+        x = as_vectors(vectors, self.dim)
+        self._index.add_with_ids(x, as_ids(ids, x.shape[0]))
 
     def remove(self, ids: np.ndarray) -> int:
         ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
@@ -121,7 +121,7 @@ class FlatIndex(_FaissIndex):
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS, or ragcun's exact search on FAISS's own vectors (zero-copy) where that measured faster."""
-        q = _as_vectors(queries, self.dim)
+        q = as_vectors(queries, self.dim)
         n = len(self)
         if k <= 0 or n < NUMPY_MIN_DOCS or q.shape[0] > NUMPY_MAX_QUERIES:
             return super().search(q, k)
@@ -206,8 +206,8 @@ class IVFIndex(_FaissIndex):
         return max(1, min(int(round(math.sqrt(n))), n // 39))
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _as_vectors(vectors, self.dim)
-        ids = _as_ids(ids, x.shape[0])
+        x = as_vectors(vectors, self.dim)
+        ids = as_ids(ids, x.shape[0])
         if self._trained:
             self._index.add_with_ids(x, ids)
             n = int(self._index.ntotal)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ragcun.retrieval.faiss_index import _FaissIndex
-from ragcun.retrieval.index import _as_ids, _as_vectors, _faiss
+from ragcun.retrieval.index import _faiss, as_ids, as_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +80,14 @@ class HNSWIndex(_FaissIndex):
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         params = self._search_params()
-        q = _as_vectors(queries, self.dim)
+        q = as_vectors(queries, self.dim)
         if len(self) == 0:
             return np.full((q.shape[0], k), np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64)
         return self._index.search(q, k, params=params)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _as_vectors(vectors, self.dim)
-        ids = _as_ids(ids, x.shape[0])
+        x = as_vectors(vectors, self.dim)
+        ids = as_ids(ids, x.shape[0])
         revived = self._tombstones.intersection(ids.tolist())
         if revived:  # an id removed earlier comes back: drop its old vector first
             self.compact()

@@ -40,9 +40,9 @@ NUMPY_MAX_QUERIES = 16
 
 def exact_l2(q: np.ndarray, vectors: np.ndarray, sq_norms: np.ndarray, ids: np.ndarray,
              k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` by :func:`ragcun.evaluation.search.search` as an index returns it: ``(squared distances,
+    """Exact top-``k`` by :func:`ragcun.encoding.search.search` as an index returns it: ``(squared distances,
     ids)``, missing slots ``inf``/``-1``; ties go to the earlier row, as in ``IndexFlatL2``."""
-    from ragcun.evaluation.search import search
+    from ragcun.encoding.search import search
 
     nq, n = q.shape[0], vectors.shape[0]
     out_d = np.full((nq, k), np.inf, np.float32)
@@ -76,7 +76,7 @@ def _faiss():
     return faiss
 
 
-def _as_vectors(x: np.ndarray, dim: int) -> np.ndarray:
+def as_vectors(x: np.ndarray, dim: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
         x = x[None, :]
@@ -87,7 +87,7 @@ def _as_vectors(x: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _as_ids(ids: np.ndarray, n: int) -> np.ndarray:
+def as_ids(ids: np.ndarray, n: int) -> np.ndarray:
     ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
     if ids.shape[0] != n:
         raise ValueError(f"{n} vectors but {ids.shape[0]} ids")
@@ -150,7 +150,7 @@ class NumpyIndex(VectorIndex):
     """Exact L2 search in NumPy: the fallback when FAISS is absent, and the benchmark reference.
 
     Ranks exactly like ``IndexFlatL2`` (ties broken by insertion order) with ragcun's one exact search,
-    :func:`ragcun.evaluation.search.search`: blocked over queries and documents, candidates re-scored
+    :func:`ragcun.encoding.search.search`: blocked over queries and documents, candidates re-scored
     in float64.
     """
 
@@ -180,8 +180,8 @@ class NumpyIndex(VectorIndex):
         return self._ids[: self._n]
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _as_vectors(vectors, self.dim)
-        ids = _as_ids(ids, x.shape[0])
+        x = as_vectors(vectors, self.dim)
+        ids = as_ids(ids, x.shape[0])
         need = self._n + x.shape[0]
         if need > self._x.shape[0]:  # amortised growth: memory follows the index, not each call
             cap = max(need, int(self._x.shape[0] * 1.5) + 1)
@@ -214,7 +214,7 @@ class NumpyIndex(VectorIndex):
         return self.ids.copy()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = _as_vectors(queries, self.dim)
+        q = as_vectors(queries, self.dim)
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         return exact_l2(q, self.vectors, self._sq[: self._n], self.ids, k)  # the kept norms save a pass
@@ -236,71 +236,3 @@ class NumpyIndex(VectorIndex):
         obj = cls(dim, capacity=max(1, x.shape[0]))
         obj.add(x, ids)
         return obj
-
-
-# --------------------------------------------------------------------------- factory
-def _faiss_classes() -> dict[str, type]:
-    from ragcun.retrieval.faiss_index import FlatIndex, IVFIndex
-    from ragcun.retrieval.hnsw_index import HNSWIndex
-
-    return {"flat": FlatIndex, "ivf": IVFIndex, "hnsw": HNSWIndex}
-
-
-def _engine_class(backend: str) -> type[VectorIndex]:
-    if backend == "qdrant":
-        from ragcun.retrieval.qdrant_index import QdrantIndex
-
-        return QdrantIndex
-    from ragcun.retrieval.lance_index import LanceIndex
-
-    return LanceIndex
-
-
-def make_index(kind: str, dim: int, backend: str = "auto", **params: Any) -> VectorIndex:
-    """Build an empty index. ``backend='auto'`` uses FAISS when installed, else NumPy (flat only)."""
-    kind = kind.lower()
-    if kind not in INDEX_TYPES:
-        raise ValueError(f"index must be one of {', '.join(INDEX_TYPES)}; got {kind!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if backend in ENGINE_KINDS:
-        if kind not in ENGINE_KINDS[backend]:
-            raise ValueError(f"backend={backend!r} serves index='flat' (exact) or {ENGINE_KINDS[backend][1]!r}, "
-                             f"not {kind!r}")
-        return _engine_class(backend)(dim, exact=kind == "flat", **params)
-    use_numpy = backend == "numpy" or (backend == "auto" and not faiss_available())
-    if use_numpy:
-        if kind != "flat":
-            raise ImportError(f"index={kind!r} needs FAISS (`pip install ragcun[retrieval]`); "
-                              "without it only index='flat' (exact NumPy search) is available")
-        if backend == "auto":
-            logger.warning("FAISS not installed: using exact NumPy search (same results, slower on large sets)")
-        return NumpyIndex(dim, **params)
-    return _faiss_classes()[kind](dim, **params)
-
-
-def index_files(kind: str, backend: str) -> tuple[str, ...]:
-    """The files an index of this kind and backend saves (all must be covered by the manifest's hashes)."""
-    if backend == "numpy":
-        return NumpyIndex.files
-    if backend in ENGINE_KINDS:
-        return _engine_class(backend).files
-    return _faiss_classes()[kind].files
-
-
-def load_index(directory: Path, kind: str, backend: str, dim: int, params: dict[str, Any],
-               mmap: bool = False) -> VectorIndex:
-    """Load the index saved in ``directory`` (the manifest says which kind and backend)."""
-    if backend == "numpy":
-        return NumpyIndex.load(directory, params, dim)
-    if backend in ENGINE_KINDS:
-        return _engine_class(backend).load(directory, params, dim)
-    if backend != "faiss":
-        raise ValueError(f"unknown index backend {backend!r} in the manifest")
-    if not faiss_available():
-        raise ImportError(f"{directory} holds a FAISS index; install FAISS to load it (`pip install ragcun[retrieval]`)")
-    cls = _faiss_classes().get(kind)
-    if cls is None:
-        raise ValueError(f"unknown index type {kind!r} in the manifest")
-    return cls.load(directory, params, dim, mmap=mmap)
-

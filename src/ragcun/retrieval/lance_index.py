@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ragcun.retrieval.index import VectorIndex, _as_ids, _as_vectors
+from ragcun.retrieval.index import VectorIndex, as_ids, as_vectors
 
 TABLE = "vectors"
 SAVED = "lance"
@@ -128,8 +128,8 @@ class LanceIndex(VectorIndex):
 
     # ------------------------------------------------------------------ writes
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _as_vectors(vectors, self.dim)
-        ids = _as_ids(ids, x.shape[0])
+        x = as_vectors(vectors, self.dim)
+        ids = as_ids(ids, x.shape[0])
         if not len(ids):
             return
         pa = self._pa
@@ -176,7 +176,7 @@ class LanceIndex(VectorIndex):
 
     # ------------------------------------------------------------------ search
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = _as_vectors(queries, self.dim)
+        q = as_vectors(queries, self.dim)
         out_d = np.full((q.shape[0], k), np.inf, np.float32)
         out_i = np.full((q.shape[0], k), -1, np.int64)
         if q.shape[0] == 0 or len(self) == 0:

@@ -12,11 +12,14 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ragcun.fingerprint import FINGERPRINT_METHOD
+from ragcun.encoding.models import is_normalized, load_for_index, model_dimension
+from ragcun.fingerprint import FINGERPRINT_METHOD, model_fingerprint
 from ragcun.io import atomic_path, recover, sha256_file
+from ragcun.retrieval.engines import index_files, load_index
 from ragcun.retrieval.errors import (
     DimensionMismatchError,
     IndexCorruptError,
@@ -24,12 +27,8 @@ from ragcun.retrieval.errors import (
     RetrieverError,
 )
 from ragcun.retrieval.hnsw_index import HNSWIndex
-from ragcun.retrieval.index import INDEX_TYPES, index_files, load_index
-from ragcun.retrieval.results import is_normalized
+from ragcun.retrieval.index import INDEX_TYPES
 from ragcun.retrieval.store import DocumentStore
-
-if TYPE_CHECKING:
-    from ragcun.retrieval.retriever import GaussianRetriever
 
 logger = logging.getLogger(__name__)
 
@@ -40,39 +39,57 @@ FORMAT = "ragcun-retriever"
 FORMAT_VERSION = 2
 
 
-def build_manifest(self: GaussianRetriever) -> dict[str, Any]:
+@dataclass
+class Parts:
+    """What a retriever is made of, as the folder saves and loads it: the retriever hands these over to save,
+    and is built from them on load (this module never sees the retriever itself)."""
+
+    model: Any
+    model_name: str
+    model_location: str | None
+    index: Any
+    store: DocumentStore
+    batch_size: int
+    runtime: Any = None  # the encoding runtime (None on load: the manifest's "encoding" says which)
+    next_iid: int = 0
+    fingerprint: str | None = None
+    dimension: int | None = None
+    encoding: dict[str, Any] | None = None  # on load: the manifest's saved runtime
+
+
+def build_manifest(parts: Parts) -> dict[str, Any]:
     import importlib.metadata as md
 
     try:
         version = md.version("ragcun")
     except md.PackageNotFoundError:  # pragma: no cover
         version = None
-    counts = {"documents": len(self.store), "vectors": len(self.index), "next_iid": self._next_iid}
-    if isinstance(self.index, HNSWIndex):
-        counts["tombstones"] = self.index.tombstones
+    counts = {"documents": len(parts.store), "vectors": len(parts.index), "next_iid": parts.next_iid}
+    if isinstance(parts.index, HNSWIndex):
+        counts["tombstones"] = parts.index.tombstones
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "ragcun_version": version,
         "model": {
-            "name": self.model_name,
-            "location": self.model_location,
-            "fingerprint": self.fingerprint,
+            "name": parts.model_name,
+            "location": parts.model_location,
+            "fingerprint": parts.fingerprint,
             "fingerprint_method": FINGERPRINT_METHOD,
-            "normalized": is_normalized(self.model),
-            "max_seq_length": getattr(self.model, "max_seq_length", None),
+            "normalized": is_normalized(parts.model),
+            "max_seq_length": getattr(parts.model, "max_seq_length", None),
         },
-        "batch_size": self.batch_size,
-        "encoding": {"backend": self.runtime.backend, "precision": self.runtime.precision},
-        "dimension": self.dimension,
+        "batch_size": parts.batch_size,
+        "encoding": {"backend": parts.runtime.backend, "precision": parts.runtime.precision},
+        "dimension": parts.dimension,
         "metric": "l2",
-        "index": {"type": self.index.kind, "backend": self.index.backend, "params": self.index.params},
+        "index": {"type": parts.index.kind, "backend": parts.index.backend, "params": parts.index.params},
         "counts": counts,
     }
 
 
-def save(self: GaussianRetriever, directory: str | os.PathLike) -> Path:
+def save(parts: Parts, directory: str | os.PathLike, lock: Any) -> Path:
     """Write the index, documents and manifest to ``directory`` atomically.
 
     Files are written into a temporary sibling folder that then replaces ``directory`` in one
@@ -81,29 +98,27 @@ def save(self: GaussianRetriever, directory: str | os.PathLike) -> Path:
     saved index always loads by itself.
     """
     directory = Path(directory)
-    self._prepare()
-    _ = self.fingerprint
-    with self._lock.read(), atomic_path(directory) as tmp:
+    with lock.read(), atomic_path(directory) as tmp:
         tmp.mkdir(parents=True)
-        self.index.save(tmp)
-        self.store.save(tmp / STORE_FILE)
-        manifest = build_manifest(self)
-        if self.model_location is None:
-            self.model.save(str(tmp / MODEL_DIR))
+        parts.index.save(tmp)
+        parts.store.save(tmp / STORE_FILE)
+        manifest = build_manifest(parts)
+        if parts.model_location is None:
+            parts.model.save(str(tmp / MODEL_DIR))
             manifest["model"]["location"] = None
             manifest["model"]["relative"] = MODEL_DIR
-        elif Path(self.model_location).exists():
+        elif Path(parts.model_location).exists():
             target = directory.resolve().parent
-            manifest["model"]["relative"] = os.path.relpath(Path(self.model_location).resolve(), directory.resolve()) \
-                if Path(self.model_location).resolve().anchor == target.anchor else None
-        files = [*self.index.files, STORE_FILE]
+            manifest["model"]["relative"] = os.path.relpath(Path(parts.model_location).resolve(), directory.resolve()) \
+                if Path(parts.model_location).resolve().anchor == target.anchor else None
+        files = [*parts.index.files, STORE_FILE]
         manifest["files"] = {f: {"bytes": (tmp / f).stat().st_size, "sha256": sha256_file(tmp / f)} for f in files}
         with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-    logger.info("saved %d documents (%s index) to %s", manifest["counts"]["documents"], self.index.kind, directory)
+    logger.info("saved %d documents (%s index) to %s", manifest["counts"]["documents"], parts.index.kind, directory)
     return directory
 
 
@@ -150,7 +165,6 @@ def _model_source(directory: Path, mm: dict[str, Any]) -> str:
 
 
 def load(
-    cls: type[GaussianRetriever],
     directory: str | os.PathLike,
     model: Any = None,
     *,
@@ -158,9 +172,7 @@ def load(
     verify: bool = True,
     check_model: bool = True,
     mmap: bool = False,
-    encode_backend: str | None = None,
-    precision: str | None = None,
-) -> GaussianRetriever:
+) -> Parts:
     """Load a saved retriever.
 
     ``model=None`` reloads the model the manifest names: the copy saved inside the index, then the
@@ -188,7 +200,7 @@ def load(
     if model is None:
         source = _model_source(directory, mm)
         try:
-            loaded, _, _ = cls._resolve_model(source, device)
+            loaded, _, _ = load_for_index(source, device)
         except Exception as exc:  # noqa: BLE001 - any load failure gets the same clear message
             raise RetrieverError(
                 f"could not load the index's model {mm.get('name')!r} from {source} ({exc}); pass model=... to load()"
@@ -197,13 +209,13 @@ def load(
         if mm.get("relative") == MODEL_DIR:
             location = None  # carried inside the index: a later save carries it again
     else:
-        loaded, name, location = cls._resolve_model(model, device)
+        loaded, name, location = load_for_index(model, device)
         if not isinstance(model, str | os.PathLike):
             name, location = mm.get("name"), mm.get("location")
     seq = mm.get("max_seq_length")
     if model is None and isinstance(seq, int) and getattr(loaded, "max_seq_length", seq) != seq:
         loaded.max_seq_length = seq  # the truncation the index was built with (part of the fingerprint)
-    model_dim = cls._model_dimension(loaded)
+    model_dim = model_dimension(loaded)
     if model_dim != dim:
         raise DimensionMismatchError(f"{directory}: index dimension {dim} but the model {name!r} produces {model_dim}")
     if check_model and mm.get("fingerprint_method") != FINGERPRINT_METHOD:
@@ -218,25 +230,22 @@ def load(
         raise IndexCorruptError(str(exc)) from exc
     counts = manifest["counts"]
     next_id = int(store.get_info("next_iid") or counts.get("next_iid", 0))
-    saved = manifest.get("encoding") or {"backend": "torch", "precision": "fp32"}  # before runtimes: torch fp32
-    self = cls(loaded, index, model_name=name, batch_size=int(manifest.get("batch_size", 64)), store=store,
-               next_id=next_id, device=device, encode_backend=encode_backend or saved.get("backend"),
-               precision=precision or saved.get("precision"))
-    self.model_location = location
+    fingerprint = mm.get("fingerprint")
     if check_model:
-        if self.fingerprint != mm.get("fingerprint"):
+        given = model_fingerprint(loaded)
+        if given != fingerprint:
             raise ModelMismatchError(
                 f"{directory} was built with model {mm.get('name')!r} (fingerprint "
-                f"{str(mm.get('fingerprint'))[:12]}…), but the given model's fingerprint is {self.fingerprint[:12]}…. "
+                f"{str(fingerprint)[:12]}…), but the given model's fingerprint is {given[:12]}…. "
                 "Search with the model that built the index (or pass check_model=False if you are sure)."
             )
-    else:
-        self._fingerprint = mm.get("fingerprint")
-    n_docs, n_vec = len(self.store), len(self.index)
+    n_docs, n_vec = len(store), len(index)
     if n_docs != counts.get("documents") or n_vec != counts.get("vectors") or n_docs != n_vec:
         raise IndexCorruptError(
             f"{directory}: counts disagree (manifest: {counts.get('documents')} documents / "
             f"{counts.get('vectors')} vectors; files: {n_docs} documents / {n_vec} vectors)"
         )
-    logger.info("loaded %d documents (%s index) from %s", n_docs, self.index.kind, directory)
-    return self
+    logger.info("loaded %d documents (%s index) from %s", n_docs, index.kind, directory)
+    saved = manifest.get("encoding") or {"backend": "torch", "precision": "fp32"}  # before runtimes: torch fp32
+    return Parts(loaded, name, location, index, store, int(manifest.get("batch_size", 64)), next_iid=next_id,
+                 fingerprint=fingerprint, dimension=dim, encoding=saved)

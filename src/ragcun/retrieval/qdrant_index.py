@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ragcun.retrieval.index import VectorIndex, _as_ids, _as_vectors
+from ragcun.retrieval.index import VectorIndex, as_ids, as_vectors
 
 BATCH = 1024
 
@@ -70,8 +70,8 @@ class QdrantIndex(VectorIndex):
         return {"url": self.url, "collection": self.collection, "hnsw_ef": self.hnsw_ef}
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _as_vectors(vectors, self.dim)
-        ids = _as_ids(ids, x.shape[0])
+        x = as_vectors(vectors, self.dim)
+        ids = as_ids(ids, x.shape[0])
         if (ids < 0).any():
             raise ValueError("Qdrant point ids must be >= 0")
         for s in range(0, len(ids), BATCH):
@@ -79,7 +79,7 @@ class QdrantIndex(VectorIndex):
                 ids=[int(i) for i in ids[s:s + BATCH]], vectors=x[s:s + BATCH].tolist()), wait=True)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = _as_vectors(queries, self.dim)
+        q = as_vectors(queries, self.dim)
         out_d = np.full((q.shape[0], k), np.inf, np.float32)
         out_i = np.full((q.shape[0], k), -1, np.int64)
         params = self._models.SearchParams(exact=self.exact, hnsw_ef=None if self.exact else max(self.hnsw_ef, k))

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,53 +75,6 @@ def hit_metadata(hit: SearchResult, dim: int, scale: float | None = None,
     meta = dict(hit.metadata or {})
     meta["ragcun"] = {"distance": hit.distance, "norm": hit.norm, "relevance": relevance, "rank": hit.rank}
     return meta, relevance
-
-
-def _model_name(model: Any) -> str:
-    cfg = getattr(model, "ragcun_config", None) or {}
-    if cfg.get("base_model"):
-        return f"{cfg['base_model']} + ragcun head ({cfg.get('output_dim')})"
-    try:
-        first = model[0]
-        name = first.auto_model.config._name_or_path
-        if name:
-            return str(name)
-    except Exception:  # noqa: BLE001 - informative only
-        pass
-    return type(model).__name__
-
-
-def is_normalized(model: Any) -> bool:
-    """Whether the model's *output* is unit-norm: its last module is a ``Normalize`` (a Gaussian encoder keeps
-    its base's ``Normalize`` before the head, and its output is not normalised)."""
-    try:
-        modules = list(model)
-    except TypeError:
-        return False
-    return bool(modules) and type(modules[-1]).__name__ == "Normalize"
-
-
-def resolve_retriever_model(model: Any, device: str | None) -> tuple[Any, str, str | None]:
-    """``(loaded model, name for the manifest, location or None)`` from a path, an alias or a loaded model."""
-    if isinstance(model, str | os.PathLike):
-        from ragcun.resolve import load_sentence_transformer, resolve_model
-
-        resolved = resolve_model(model)
-        loaded = load_sentence_transformer(model, device=device)
-        location = str(Path(resolved.location).resolve()) if resolved.source != "hub" else resolved.location
-        name = str(model) if resolved.source != "local" else str(Path(model).resolve())
-        return loaded, name, location
-    if not hasattr(model, "encode"):
-        raise TypeError(f"model must be a path, an alias or a SentenceTransformer, got {type(model).__name__}")
-    return model, _model_name(model), None
-
-
-def model_dimension(model: Any) -> int:
-    getter = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension", None)
-    dim = getter() if getter else None
-    if not dim:
-        dim = int(np.asarray(model.encode(["dimension probe"])).shape[-1])
-    return int(dim)
 
 
 def check_top_k(top_k: Any) -> int:

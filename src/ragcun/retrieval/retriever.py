@@ -28,23 +28,20 @@ from typing import Any
 import numpy as np
 
 from ragcun.data.documents import check_metadata, read_documents
+from ragcun.encoding.models import check_batch_size, load_for_index, model_dimension, set_max_seq_length
 from ragcun.fingerprint import model_fingerprint
 from ragcun.progress import wanted
+from ragcun.retrieval import persistence
+from ragcun.retrieval.engines import make_index
 from ragcun.retrieval.errors import (
     DimensionMismatchError,
     IndexCorruptError,
     ModelMismatchError,
     RetrieverError,
 )
-from ragcun.retrieval.index import INDEX_TYPES, VectorIndex, make_index
+from ragcun.retrieval.index import INDEX_TYPES, VectorIndex
 from ragcun.retrieval.locks import ReadWriteLock
-from ragcun.retrieval.results import (
-    SearchResult,
-    check_top_k,
-    model_dimension,
-    preview,
-    resolve_retriever_model,
-)
+from ragcun.retrieval.results import SearchResult, check_top_k, preview
 from ragcun.retrieval.store import DocumentStore
 
 logger = logging.getLogger(__name__)
@@ -91,12 +88,11 @@ class GaussianRetriever:
         precision: str | None = None,
         **index_params: Any,
     ) -> None:
-        from ragcun.evaluation.encode import check_batch_size, set_max_seq_length
         from ragcun.runtime import prepare_model, resolve_runtime, runtime_of
 
         batch_size = check_batch_size(batch_size, device)
         self.runtime = resolve_runtime(encode_backend, precision, device)
-        self.model, name, location = self._resolve_model(model, device)
+        self.model, name, location = load_for_index(model, device)
         if max_seq_length is not None:
             set_max_seq_length(self.model, max_seq_length, model_name or name)
         self._encoder = prepare_model(self.model, self.runtime, device, owned=False)
@@ -104,7 +100,7 @@ class GaussianRetriever:
         self.model_name = model_name or name
         self.model_location = location
         self.batch_size = int(batch_size)
-        self.dimension = self._model_dimension(self._encoder)
+        self.dimension = model_dimension(self._encoder)
         if isinstance(index, VectorIndex):  # a loaded index (see load); its dimension must agree
             if index.dim != self.dimension:
                 raise DimensionMismatchError(f"index dimension {index.dim} but the model produces {self.dimension}")
@@ -118,9 +114,6 @@ class GaussianRetriever:
         self._next_iid = int(next_id)
 
     # ------------------------------------------------------------------ model
-    _resolve_model = staticmethod(resolve_retriever_model)
-    _model_dimension = staticmethod(model_dimension)
-
     @property
     def fingerprint(self) -> str:
         """:func:`ragcun.fingerprint.model_fingerprint` of the model (computed once, written to the manifest)."""
@@ -366,23 +359,20 @@ class GaussianRetriever:
         return out
 
     # ------------------------------------------------------------------ persistence (ragcun.retrieval.persistence)
+    def _parts(self) -> persistence.Parts:
+        return persistence.Parts(self.model, self.model_name, self.model_location, self.index, self.store,
+                                 self.batch_size, self.runtime, self._next_iid, self.fingerprint, self.dimension)
+
     def manifest(self) -> dict[str, Any]:
         """What ``save`` writes to ``manifest.json`` (without the file hashes)."""
-        from ragcun.retrieval import persistence
-
-        return persistence.build_manifest(self)
+        return persistence.build_manifest(self._parts())
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the index, documents and manifest to ``directory`` atomically (see :func:`persistence.save`)."""
-        from ragcun.retrieval import persistence
+        self._prepare()
+        return persistence.save(self._parts(), directory, self._lock)
 
-        return persistence.save(self, directory)
-
-    @staticmethod
-    def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-        from ragcun.retrieval import persistence
-
-        return persistence.read_manifest(directory)
+    read_manifest = staticmethod(persistence.read_manifest)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, model: Any = None, *, device: str | None = None, verify: bool = True,
@@ -393,10 +383,12 @@ class GaussianRetriever:
         *Loading runs the model the manifest names*: load indexes you trust. The encoding runtime is the
         manifest's unless ``encode_backend``/``precision`` say otherwise.
         """
-        from ragcun.retrieval import persistence
-
-        return persistence.load(cls, directory, model, device=device, verify=verify, check_model=check_model, mmap=mmap,
-                                encode_backend=encode_backend, precision=precision)
+        p = persistence.load(directory, model, device=device, verify=verify, check_model=check_model, mmap=mmap)
+        self = cls(p.model, p.index, model_name=p.model_name, batch_size=p.batch_size, store=p.store,
+                   next_id=p.next_iid, device=device, encode_backend=encode_backend or p.encoding.get("backend"),
+                   precision=precision or p.encoding.get("precision"))
+        self.model_location, self._fingerprint = p.model_location, p.fingerprint
+        return self
 
     def __repr__(self) -> str:
         return (f"GaussianRetriever(model={self.model_name!r}, index={self.index.kind!r}, backend={self.index.backend!r}, "

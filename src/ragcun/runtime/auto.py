@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ragcun.runtime import BackendUnavailableError, Runtime, cpu_has_bf16, cpu_info
+from ragcun.runtime.spec import BackendUnavailableError, Runtime, cpu_has_bf16, cpu_info
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,11 @@ def _time(model: Any, texts: list[str], batch_size: int) -> tuple[float, Any]:
 
 
 def measure(model: Any, batch_size: int, candidates: list[Runtime] | None = None,
-            texts: list[str] | None = None) -> dict[str, Any]:
-    """Time every candidate on the probe and compare its vectors to fp32: ``{tag: {seconds, min_cosine}}``."""
-    import numpy as np
+            texts: list[str] | None = None, *, prepare: Callable[..., Any]) -> dict[str, Any]:
+    """Time every candidate on the probe and compare its vectors to fp32: ``{tag: {seconds, min_cosine}}``.
 
-    from ragcun.runtime import prepare_model
+    ``prepare`` builds each candidate (:func:`ragcun.runtime.prepare_model`, passed in: it is what calls this)."""
+    import numpy as np
 
     texts = texts or probe_texts()
     if candidates is None:
@@ -111,7 +112,7 @@ def measure(model: Any, batch_size: int, candidates: list[Runtime] | None = None
     rows: dict[str, Any] = {}
     for rt in candidates:
         try:
-            prepared = prepare_model(model, rt, owned=False)
+            prepared = prepare(model, rt, owned=False)
         except (BackendUnavailableError, ImportError) as exc:  # onnxruntime absent: not a candidate
             rows[rt.tag] = {"skipped": str(exc).splitlines()[0]}
             continue
@@ -142,7 +143,7 @@ def pick(rows: dict[str, Any], gate: float = COSINE_GATE, margin: float = MARGIN
 
 
 def choose(model: Any, batch_size: int = 16, cpu: tuple[str | None, set[str]] | None = None,
-           path: Path | None = None, gate: float = COSINE_GATE) -> Runtime:
+           path: Path | None = None, gate: float = COSINE_GATE, *, prepare: Callable[..., Any]) -> Runtime:
     """The runtime ``auto`` means for ``model`` on this CPU: cached, else measured (see the module docstring)."""
     from ragcun.fingerprint import model_fingerprint
     from ragcun.io import write_json
@@ -157,7 +158,7 @@ def choose(model: Any, batch_size: int = 16, cpu: tuple[str | None, set[str]] | 
     if isinstance(entry, dict) and isinstance(entry.get("rows"), dict) and "torch-fp32" in entry["rows"]:
         return pick(entry["rows"], gate)
     logger.info("measuring the encoding runtimes for this model on this CPU (once; cached in %s)", path)
-    rows = measure(model, batch_size)
+    rows = measure(model, batch_size, prepare=prepare)
     chosen = pick(rows, gate)
     summary = ", ".join(f"{t} {r['seconds']:.2f} s (cos {r['min_cosine']:.6f})" for t, r in rows.items() if "seconds" in r)
     logger.info("auto runtime: %s (%s)", chosen.tag, summary)

@@ -30,7 +30,7 @@ import torch
 
 from ragcun.fingerprint import model_fingerprint
 from ragcun.paths import cache_dir
-from ragcun.runtime import BackendUnavailableError, Runtime
+from ragcun.runtime.spec import BackendUnavailableError, Runtime, require_onnxruntime
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +40,6 @@ EXPORT_VERSION = 1  # bump when the export recipe changes: old exports are then 
 EXPORT_MIN_COSINE = 0.9999
 _PROBE = ["A probe sentence for the exporter.",
           "A second, somewhat longer probe sentence, so that the batch has padding in it and varied lengths."]
-
-
-def require_onnxruntime() -> Any:
-    """ONNX Runtime, or a clear error saying how to install it."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"the onnx backend needs onnxruntime and onnx ({exc.name} is missing): pip install 'ragcun[onnx]'") from None
-    return onnxruntime
 
 
 @contextlib.contextmanager

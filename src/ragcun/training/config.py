@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ragcun.config import ConfigError, non_negative, parse_override, positive, read_toml, unknown_key
+from ragcun.config import (
+    ConfigError,
+    choice_problems,
+    non_negative,
+    parse_override,
+    positive,
+    read_toml,
+    unknown_key,
+)
 from ragcun.config import coerce as _coerce
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
@@ -100,21 +108,13 @@ class TrainConfig:
     use_cpu: bool = False
 
     # ------------------------------------------------------------------ validation
-    def validate(self) -> TrainConfig:
-        """Check values that types alone cannot; returns self."""
-        problems = []
+    def check(self) -> list[str]:
+        """What is wrong with the values (empty when nothing): the contract of every config section."""
+        problems = choice_problems(self)
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
         if self.gradient_accumulation_steps < 1:
             problems.append("gradient_accumulation_steps must be >= 1")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            problems.append(f"mixed_precision must be no, fp16 or bf16 (got {self.mixed_precision!r})")
-        if self.head not in ("mlp", "linear"):
-            problems.append(f"head must be mlp or linear (got {self.head!r})")
-        if self.distance not in ("squared", "l2"):
-            problems.append(f"distance must be squared or l2 (got {self.distance!r})")
-        if self.batch_sampler not in ("no_duplicates", "batch_sampler"):
-            problems.append(f"batch_sampler must be no_duplicates or batch_sampler (got {self.batch_sampler!r})")
         problems += positive(self, "base_learning_rate", "projection_learning_rate", "temperature", "max_seq_length",
                              "output_dim", "hidden_dim", "num_slices", "feature_batch_size", "logging_steps",
                              "max_grad_norm", "validation_max_queries", "max_train_samples", "num_negatives",
@@ -138,6 +138,11 @@ class TrainConfig:
             problems.append(f"save_total_limit must be >= 1 or none (got {self.save_total_limit})")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("set epochs > 0 or max_steps > 0")
+        return problems
+
+    def validate(self) -> TrainConfig:
+        """``self``, or a ConfigError listing every problem :meth:`check` finds."""
+        problems = self.check()
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
         return self
@@ -225,11 +230,3 @@ def load_config(
 
 
 __all__ = ["ConfigError", "TrainConfig", "coerce", "flatten_toml", "load_config", "parse_override", "read_toml"]
-
-
-def check_precision(cfg: TrainConfig, model: Any) -> None:
-    """Gemma bases (EmbeddingGemma) do not support float16 activations: refuse fp16 for them, clearly."""
-    model_type = str(getattr(getattr(getattr(model[0], "auto_model", None), "config", None), "model_type", ""))
-    if cfg.mixed_precision == "fp16" and model_type.startswith("gemma"):
-        raise ConfigError(f"mixed_precision='fp16': {cfg.base_model} ({model_type}) does not support float16 "
-                          "activations; use 'bf16' or 'no' (fp32)")

@@ -20,8 +20,8 @@ import numpy as np
 def index_recall(corpus: np.ndarray, queries: np.ndarray, k: int = 10,
                  kinds: Sequence[str] = ("hnsw", "ivf")) -> dict[str, dict[str, float]]:
     """Recall@k (the share of the exact top-k each index returns) and queries/s of each index kind."""
-    from ragcun.evaluation.search import search
-    from ragcun.retrieval.index import make_index
+    from ragcun.encoding.search import search
+    from ragcun.retrieval.engines import make_index
 
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -48,7 +48,7 @@ def approximate_recall(model: Any, dataset: str, split: str = "test", k: int = 1
                        data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """:func:`index_recall` on ``model``'s embeddings of a BEIR corpus (from the cache) and its test queries."""
     from ragcun.data.beir import load_beir
-    from ragcun.evaluation.encode import encode_beir_corpus, encode_texts, judged_queries
+    from ragcun.encoding.corpus import encode_beir_corpus, encode_texts, judged_queries
 
     data = load_beir(dataset, split=split, data_dir=data_dir)
     emb = encode_beir_corpus(model, data, batch_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragcun.evaluation.search import brute_force, merge_topk, rescore, search, search_chunks
+from ragcun.encoding.search import brute_force, merge_topk, rescore, search, search_chunks
 
 
 @pytest.fixture(scope="module")
