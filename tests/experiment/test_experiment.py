@@ -351,3 +351,23 @@ def test_parallel_arms_train_in_spawned_processes(tmp_path, beir_slice, tiny_mod
         summary = json.loads((tmp_path / "run" / "arms" / arm / "train_summary.json").read_text())
         assert summary["global_steps"] == 2 and (tmp_path / "run" / "arms" / arm / "best" / "modules.json").exists()
     assert json.loads((tmp_path / "run" / "arms" / "frozen" / "train_summary.json").read_text())["config"]["freeze_base"]
+
+
+def test_each_model_is_loaded_once_per_run(experiment, monkeypatch):
+    """The stages share one ViewModels: a model directory is opened once however many views, stages and
+    datasets use it, and its max_seq_length goes through the one checked setter."""
+    import ragcun.encoding.models as models_mod
+    from ragcun.experiment.config import load_experiment
+    from ragcun.experiment.run import ViewModels, evaluation_views
+
+    cfg, _, _ = experiment
+    exp = load_experiment(cfg)
+    views = evaluation_views(exp)
+    opened = []
+    real = models_mod.open_model
+    monkeypatch.setattr(models_mod, "open_model", lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
+    vm = ViewModels(exp.evaluation.max_seq_length, exp.evaluation)
+    first, again = vm(views), vm([v for v in views if v.measured])
+    assert sorted(opened) == sorted({v.model for v in views}) and len(opened) < len(views)
+    assert all(again[label] is first[label] for label in again if not label.endswith("base"))
+    assert all(m.max_seq_length == exp.evaluation.max_seq_length for m in first.values())

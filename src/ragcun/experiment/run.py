@@ -151,35 +151,50 @@ def whitening_views(exp: ExperimentConfig) -> list[View]:
             for p in wh.powers]
 
 
-def load_views(views: list[View], max_seq_length: int | None, ev: Any = None) -> dict[str, Any]:
-    """label -> a loaded model, each directory loaded once (a base view shares its model's modules), under
-    the ``[evaluation]`` section ``ev``'s encoding runtime."""
-    from ragcun.modeling import IsotropicGaussianEncoder, submodel
-    from ragcun.resolve import load_sentence_transformer
-    from ragcun.runtime import prepare_model, resolve_runtime
+class ViewModels:
+    """The models of a run's views, each directory loaded once for the whole run (every stage and dataset
+    shares them; a base view shares its model's modules), through :func:`ragcun.encoding.models.open_model`,
+    with ``max_seq_length`` set and checked by :func:`~ragcun.encoding.models.set_max_seq_length` and the
+    ``[evaluation]`` section's encoding runtime applied once per loaded object."""
 
-    loaded: dict[str, Any] = {}
-    models: dict[str, Any] = {}
-    for v in views:
-        if v.model not in loaded:
-            is_ragcun = (Path(v.model) / "ragcun_config.json").is_file()
-            model = IsotropicGaussianEncoder.from_pretrained(v.model) if is_ragcun else load_sentence_transformer(v.model)
-            if max_seq_length:
-                model.max_seq_length = int(max_seq_length)
-            loaded[v.model] = model
-        model = loaded[v.model]
-        models[v.label] = submodel(model, model.base_modules) if v.part == "base" else model
-    runtime = resolve_runtime(ev.backend, ev.precision) if ev is not None else None
-    if runtime is not None and not runtime.is_reference:
-        prepared: dict[int, Any] = {}  # one runtime model per loaded object (a label ranked twice shares it)
-        for label, model in models.items():
-            models[label] = prepared.setdefault(id(model), prepare_model(model, runtime))
-    return models
+    def __init__(self, max_seq_length: int | None, ev: Any = None) -> None:
+        self.max_seq_length, self.ev = max_seq_length, ev
+        self._loaded: dict[str, Any] = {}
+        self._prepared: dict[int, Any] = {}
+        self._runtime: Any = None
+
+    def _model(self, path: str) -> Any:
+        from ragcun.encoding.models import open_model, set_max_seq_length
+
+        if path not in self._loaded:
+            model = open_model(path, ragcun_class=True)
+            if self.max_seq_length:
+                set_max_seq_length(model, int(self.max_seq_length), path)
+            self._loaded[path] = model
+        return self._loaded[path]
+
+    def __call__(self, views: list[View]) -> dict[str, Any]:
+        """label -> the model that encodes that view."""
+        from ragcun.modeling import submodel
+        from ragcun.runtime import prepare_model, resolve_runtime
+
+        models = {}
+        for v in views:
+            model = self._model(v.model)
+            models[v.label] = submodel(model, model.base_modules) if v.part == "base" else model
+        if self.ev is not None and self._runtime is None:
+            self._runtime = resolve_runtime(self.ev.backend, self.ev.precision)
+        if self._runtime is not None and not self._runtime.is_reference:
+            for label, model in models.items():  # one runtime model per loaded object (a label ranked twice shares it)
+                if id(model) not in self._prepared:
+                    self._prepared[id(model)] = (model, prepare_model(model, self._runtime))
+                models[label] = self._prepared[id(model)][1]
+        return models
 
 
 # ---------------------------------------------------------------------------- evaluation stages
 def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | None = None,
-                   results: Path | None = None) -> dict[str, Path]:
+                   results: Path | None = None, models: ViewModels | None = None) -> dict[str, Path]:
     """BEIR evaluation of every view (finished ones skipped); each distinct base encodes a corpus once."""
     from ragcun.data.beir import doc_text, load_beir
     from ragcun.encoding.corpus import encode_corpus_shared
@@ -190,7 +205,7 @@ def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | Non
     todo = [v for v in views if not files[v.label].exists()]
     if not todo:
         return files
-    models = load_views(todo, ev.max_seq_length, ev)
+    models = (models or ViewModels(ev.max_seq_length, ev))(todo)
     for ds in ev.datasets:
         data = load_beir(ds, split=ev.split, data_dir=data_dir)
         ids = list(data.corpus)
@@ -209,7 +224,7 @@ def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | Non
 
 
 def measure_isotropy(exp: ExperimentConfig, views: list[View], data_dir: str | None = None,
-                     out_root: Path | None = None) -> dict[str, Path]:
+                     out_root: Path | None = None, models: ViewModels | None = None) -> dict[str, Path]:
     """Isotropy of every model's corpus and query embeddings per dataset, with side-by-side plots.
 
     The corpus vectors come from the evaluation's embedding cache, so this costs no second pass.
@@ -219,20 +234,22 @@ def measure_isotropy(exp: ExperimentConfig, views: list[View], data_dir: str | N
     ev = exp.evaluation
     main = [v for v in views if v.measured]
     files: dict[str, Path] = {}
+    models = models or ViewModels(ev.max_seq_length, ev)
     for ds in ev.datasets:
         out = (out_root or exp.output_dir / "isotropy") / Path(ds).name
         files[ds] = out / "isotropy.json"
         if files[ds].exists():
             continue
-        models = load_views(main, ev.max_seq_length, ev)
-        logger.info("isotropy of %s on %s", ", ".join(models), ds)
-        analyze(list(models.values()), ds, out_dir=out, split=ev.split, max_docs=ev.isotropy_max_docs or None,
-                num_slices=ev.isotropy_num_slices, batch_size=ev.batch_size, data_dir=data_dir, labels=list(models),
+        loaded = models(main)
+        logger.info("isotropy of %s on %s", ", ".join(loaded), ds)
+        analyze(list(loaded.values()), ds, out_dir=out, split=ev.split, max_docs=ev.isotropy_max_docs or None,
+                num_slices=ev.isotropy_num_slices, batch_size=ev.batch_size, data_dir=data_dir, labels=list(loaded),
                 backend=ev.backend, precision=ev.precision)
     return files
 
 
-def measure_approximate_search(exp: ExperimentConfig, views: list[View], data_dir: str | None = None) -> Path | None:
+def measure_approximate_search(exp: ExperimentConfig, views: list[View], data_dir: str | None = None,
+                               models: ViewModels | None = None) -> Path | None:
     """Recall@10 of GaussianRetriever's HNSW and IVF defaults against exact search, on each model's real
     corpus and query embeddings (the embedding cache holds the corpus)."""
     from ragcun.retrieval.recall import approximate_recall
@@ -242,10 +259,9 @@ def measure_approximate_search(exp: ExperimentConfig, views: list[View], data_di
     if not ev.approximate_search or out.exists():
         return out if out.exists() else None
     main = [v for v in views if v.role in ("reference", "arm")]
-    models = load_views(main, ev.max_seq_length, ev)
     rows = []
     for ds in ev.datasets:
-        for label, model in models.items():
+        for label, model in (models or ViewModels(ev.max_seq_length, ev))(main).items():
             r = approximate_recall(model, ds, split=ev.split, batch_size=ev.batch_size, data_dir=data_dir)
             rows.append({"model": label, "dataset": ds, **r})
     write_json(out, {"k": 10, "rows": rows})
@@ -308,14 +324,15 @@ def run_experiment(
         build_whitening(exp, data_dir)
         timings["whitening_s"] = time.perf_counter() - tw
     views = evaluation_views(exp)
+    models = ViewModels(exp.evaluation.max_seq_length, exp.evaluation)  # each model loaded once for every stage
     te = time.perf_counter()
-    results = evaluate_views(exp, views, data_dir)
+    results = evaluate_views(exp, views, data_dir, models=models)
     timings["evaluate_s"] = time.perf_counter() - te
     ti = time.perf_counter()
-    iso = measure_isotropy(exp, views, data_dir)
+    iso = measure_isotropy(exp, views, data_dir, models=models)
     timings["isotropy_s"] = time.perf_counter() - ti
     ta = time.perf_counter()
-    ann = measure_approximate_search(exp, views, data_dir)
+    ann = measure_approximate_search(exp, views, data_dir, models=models)
     timings["approximate_search_s"] = time.perf_counter() - ta
     rep = report(exp, results, iso, ann)
     timings["total_s"] = time.perf_counter() - t0

@@ -20,6 +20,7 @@ from typing import Any
 from ragcun.experiment.config import ExperimentConfig, ExperimentError, load_experiment
 from ragcun.experiment.run import (
     View,
+    ViewModels,
     evaluate_views,
     measure_isotropy,
     prepare_data,
@@ -80,8 +81,9 @@ def run_sweep(
         for v, p in zip(whitening_views(exp), exp.whitening.powers, strict=True):
             views.append(v)
             whitening[float(p)] = v.label
-    results = evaluate_views(exp, views, data_dir, results=root / "results")
-    iso = measure_isotropy(exp, views, data_dir, out_root=root / "isotropy")
+    models = ViewModels(exp.evaluation.max_seq_length, exp.evaluation)  # each model loaded once for both stages
+    results = evaluate_views(exp, views, data_dir, results=root / "results", models=models)
+    iso = measure_isotropy(exp, views, data_dir, out_root=root / "isotropy", models=models)
     title = f"{exp.name}, {arm} arm ({what})"
     summary = write_sweep_report(points, results, iso, exp.evaluation.datasets, root / "report", title, whitening)
     logger.info("sweep of %s over λ = %s done in %.0f s: %s", arm, ", ".join(f"{v:g}" for v in lambdas),

@@ -32,7 +32,8 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("the LangChain adapter needs langchain-core: pip install 'ragcun[langchain]'") from e
 
-from ragcun.retrieval.results import SearchResult, hit_metadata, relevance_score, resolve_retriever_model
+from ragcun.encoding.models import load_for_index
+from ragcun.retrieval.results import SearchResult, hit_metadata, relevance_score
 from ragcun.retrieval.retriever import GaussianRetriever
 
 __all__ = ["GaussianEmbeddings", "GaussianVectorStore"]
@@ -45,7 +46,7 @@ class GaussianEmbeddings(Embeddings):
     """
 
     def __init__(self, model: Any, *, batch_size: int = 64, device: str | None = None) -> None:
-        self.model, self.model_name, _ = resolve_retriever_model(model, device)
+        self.model, self.model_name, _ = load_for_index(model, device)
         self.batch_size = int(batch_size)
 
     def _encode(self, fn_name: str, texts: list[str]) -> list[list[float]]:
