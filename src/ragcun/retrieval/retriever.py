@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from ragcun.data.documents import check_metadata, read_documents
+from ragcun.encoding.corpus import encode_texts
 from ragcun.encoding.models import check_batch_size, load_for_index, model_dimension, set_max_seq_length
 from ragcun.fingerprint import model_fingerprint
-from ragcun.progress import wanted
 from ragcun.retrieval import persistence
 from ragcun.retrieval.engines import make_index
 from ragcun.retrieval.errors import (
@@ -124,19 +124,15 @@ class GaussianRetriever:
     def encode_documents(self, texts: Sequence[str], batch_size: int | None = None,
                          show_progress_bar: bool = False) -> np.ndarray:
         """Document embeddings (the model's document prompt applied), float32, unnormalised."""
-        enc = getattr(self._encoder, "encode_document", None) or self._encoder.encode
         with self._encode_lock:
-            x = enc(list(texts), batch_size=batch_size or self.batch_size, convert_to_numpy=True,
-                    show_progress_bar=wanted(show_progress_bar))
-        return self._check_dim(np.asarray(x, dtype=np.float32))
+            x = encode_texts(self._encoder, texts, "document", batch_size or self.batch_size, show_progress_bar)
+        return self._check_dim(x)
 
     def encode_queries(self, queries: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Query embeddings (the model's query prompt applied)."""
-        enc = getattr(self._encoder, "encode_query", None) or self._encoder.encode
         with self._encode_lock:
-            x = enc(list(queries), batch_size=batch_size or self.batch_size, convert_to_numpy=True,
-                    show_progress_bar=False)
-        return self._check_dim(np.asarray(x, dtype=np.float32))
+            x = encode_texts(self._encoder, queries, "query", batch_size or self.batch_size)
+        return self._check_dim(x)
 
     def _check_dim(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.dimension:
