@@ -107,6 +107,36 @@ def device_option() -> Any:
     return typer.Option(None, "--device", help=DEVICE_HELP, callback=_check_device)
 
 
+# The encoding options every command that encodes shares: one declaration, one help text each.
+def batch_size_option() -> Any:
+    return typer.Option(None, "--batch-size", help=BATCH_HELP)
+
+
+def backend_option(extra: str = "") -> Any:
+    return typer.Option("auto", "--backend", help=BACKEND_HELP + extra)
+
+
+def precision_option() -> Any:
+    return typer.Option("auto", "--precision", help=PRECISION_HELP)
+
+
+def max_seq_length_option(extra: str = "") -> Any:
+    return typer.Option(None, "--max-seq-length", help="Truncate inputs to N tokens (default: the model's own)." + extra)
+
+
+def data_dir_option() -> Any:
+    return typer.Option(None, "--data-dir", help="Where the datasets live (default: $RAGCUN_DATA_DIR, else ./data).")
+
+
+def split_option() -> Any:
+    return typer.Option("test", "--split", help="BEIR split whose queries and qrels are used (test, dev, train).")
+
+
+def no_cache_option() -> Any:
+    return typer.Option(False, "--no-cache", metavar="", help="Encode again instead of reading or writing the corpus "
+                                                              "embedding cache.")
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError, KeyError, TypeError)
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ragcun.cli.app import USER_ERRORS, app, console, fail
+from ragcun.cli.app import (
+    USER_ERRORS,
+    app,
+    console,
+    data_dir_option,
+    fail,
+)
 
 data_app = typer.Typer(help="Download, inspect and build datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -18,7 +24,7 @@ app.add_typer(data_app, name="data")
 def download(
     names: list[str] = typer.Argument(..., help="BEIR datasets or groups: quick, standard, all."),
     dest: Path = typer.Option(None, "--dest", help="Target folder (default <data-dir>/beir)."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
+    data_dir: str = data_dir_option(),
     force: bool = typer.Option(False, "--force", metavar="", help="Download again even if present."),
     keep_zip: bool = typer.Option(False, "--keep-zip", metavar="", help="Keep the downloaded zip files."),
     base_url: str = typer.Option(None, "--base-url", help="Mirror serving <name>.zip (else $RAGCUN_BEIR_URL)."),
@@ -41,7 +47,7 @@ def download(
 @data_app.command("stats")
 def stats(
     name: str = typer.Argument(..., help="BEIR dataset name or folder."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
+    data_dir: str = data_dir_option(),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print JSON."),
 ) -> None:
     """Document, query and qrels counts per split, and length statistics (words)."""
@@ -80,7 +86,7 @@ def triplets(
     seed: int = typer.Option(42, "--seed", help="Random seed (sampling, negatives, validation split)."),
     fmt: str = typer.Option("hf", "--format", help="hf (datasets save_to_disk) or jsonl."),
     threads: int = typer.Option(0, "--threads", help="bm25s retrieval threads (0 = in the main thread)."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Data directory (else $RAGCUN_DATA_DIR, else ./data)."),
+    data_dir: str = data_dir_option(),
     msmarco_download: bool = typer.Option(False, "--msmarco-download",
                                           metavar="", help="Fetch the official MS MARCO passage files and use them as a source."),
 ) -> None:

@@ -8,15 +8,16 @@ from pathlib import Path
 import typer
 
 from ragcun.cli.app import (
-    BACKEND_HELP,
-    BATCH_HELP,
-    PRECISION_HELP,
     USER_ERRORS,
     app,
+    backend_option,
+    batch_size_option,
     check_bounds,
     console,
     device_option,
     fail,
+    max_seq_length_option,
+    precision_option,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,10 +55,10 @@ def encode(
     out: Path = typer.Option(..., "--out", "-o", help="x.npy (ids in x.ids.json beside it) or x.parquet (id, vector, "
                                                       "norm)."),
     kind: str = typer.Option("document", "--kind", help="document | query: which prompt and encode call."),
-    batch_size: int = typer.Option(None, "--batch-size", help=BATCH_HELP),
-    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
-    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
-    max_seq_length: int = typer.Option(None, "--max-seq-length", help="Truncate inputs to this many tokens."),
+    batch_size: int = batch_size_option(),
+    backend: str = backend_option(),
+    precision: str = precision_option(),
+    max_seq_length: int = max_seq_length_option(),
     limit: int = typer.Option(None, "--limit", help="Encode only the first N texts."),
     device: str = device_option(),
 ) -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from ragcun.cli.app import USER_ERRORS, app, console, fail
+from ragcun.cli.app import (
+    USER_ERRORS,
+    app,
+    console,
+    data_dir_option,
+    fail,
+)
 
 experiment_app = typer.Typer(help="The three-arm ablation (baseline / isotropy / frozen + the base model) and the λ sweep.",
                              no_args_is_help=True)
@@ -31,7 +37,7 @@ def run(
     arm: list[str] = typer.Option(None, "--arm", help="Run only these arms (repeatable)."),
     parallel: bool = typer.Option(False, "--parallel", metavar="", help="Train arms at once, one process (and GPU) each."),
     set_: list[str] = typer.Option(None, "--set", "-s", help="Override a training key for every arm: key=value."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default $RAGCUN_DATA_DIR or ./data)."),
+    data_dir: str = data_dir_option(),
     output_dir: str = typer.Option(None, "--output-dir", help="Override \\[experiment] output_dir."),
     train_only: bool = typer.Option(False, "--train-only", metavar="", help="Stop after training the arms (no evaluation)."),
 ) -> None:
@@ -58,7 +64,7 @@ def sweep(
     lambdas: str = typer.Option(None, "--lambdas", help="Comma-separated λ_iso values (default: the \\[sweep] table's)."),
     arm: str = typer.Option(None, "--arm", help="The arm to sweep (default: \\[sweep] arm, else 'frozen')."),
     set_: list[str] = typer.Option(None, "--set", "-s", help="Override a training key for every λ: key=value."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default $RAGCUN_DATA_DIR or ./data)."),
+    data_dir: str = data_dir_option(),
     output_dir: str = typer.Option(None, "--output-dir", help="Override \\[experiment] output_dir."),
 ) -> None:
     """Train one arm per λ_iso and plot NDCG@10 (95% CI) against the corpus SIGReg ratio and IsoScore."""

@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.table import Table
 
-from ragcun.cli.app import USER_ERRORS, app, console, fail
+from ragcun.cli.app import USER_ERRORS, app, console, data_dir_option, fail
 from ragcun.io import package_versions
 from ragcun.paths import DATA_DIR_ENV, cache_dir, data_dir
 
@@ -24,7 +24,7 @@ _PACKAGES = [
 
 
 @app.command()
-def info(data_dir_opt: str = typer.Option(None, "--data-dir", help="Data directory to report.")) -> None:
+def info(data_dir_opt: str = data_dir_option()) -> None:
     """Print versions, the compute device, the resolved models and the data directory."""
     import torch
 

@@ -9,15 +9,16 @@ from pathlib import Path
 import typer
 
 from ragcun.cli.app import (
-    BACKEND_HELP,
-    BATCH_HELP,
-    PRECISION_HELP,
     USER_ERRORS,
     app,
+    backend_option,
+    batch_size_option,
     check_bounds,
     console,
     device_option,
     fail,
+    max_seq_length_option,
+    precision_option,
 )
 from ragcun.progress import DocProgress
 
@@ -34,11 +35,10 @@ def index_build(
     docs: Path = typer.Option(..., "--docs", help="JSONL (id/text/metadata), a BEIR corpus.jsonl or dataset folder, or id<TAB>text .tsv; .gz ok."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (replaced atomically)."),
     index: str = typer.Option("flat", "--index", help="flat (exact) | ivf | hnsw."),
-    batch_size: int = typer.Option(None, "--batch-size", help=BATCH_HELP),
-    max_seq_length: int = typer.Option(None, "--max-seq-length",
-                                       help="Truncate documents and queries to N tokens (kept in the index)."),
-    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP + " Kept in the index."),
-    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    batch_size: int = batch_size_option(),
+    max_seq_length: int = max_seq_length_option(" Kept in the index."),
+    backend: str = backend_option(" Kept in the index."),
+    precision: str = precision_option(),
     chunk_size: int = typer.Option(4096, "--chunk-size", help="Documents read from the file per step (bounds memory)."),
     limit: int = typer.Option(None, "--limit", help="Index only the first N documents."),
     nlist: int = typer.Option(None, "--nlist", help="IVF: number of cells (default ≈ sqrt(n))."),

@@ -37,3 +37,23 @@ def test_every_option_has_help_and_every_command_a_docstring():
     flags = [f"{path} {p.opts[0]}" for path, cmd in _commands(root) for p in cmd.params
              if getattr(p, "is_flag", False) and p.name not in ("help",) and p.metavar != ""]
     assert not flags, f"flags that --help would show with a <bool> placeholder: {flags}"
+
+
+def test_shared_encoding_options_have_one_help_text():
+    """--batch-size, --max-seq-length, --backend, --precision, --device, --data-dir, --no-cache, --split (BEIR
+    test default) are declared once (ragcun.cli.app) and read the same in every command that has them."""
+    root = typer.main.get_command(app)
+    helps: dict[str, set[str]] = {}
+    users: dict[str, int] = {}
+    for _, cmd in _commands(root):
+        for p in cmd.params:
+            flag = p.opts[0] if p.opts else ""
+            if flag in ("--batch-size", "--max-seq-length", "--backend", "--precision", "--device", "--data-dir",
+                        "--no-cache") or (flag == "--split" and p.default == "test"):
+                if flag == "--batch-size" and "GLOBAL" in (p.help or ""):
+                    continue  # `train`'s batch is the training batch, another option
+                helps.setdefault(flag, set()).add((p.help or "").replace(" Kept in the index.", ""))
+                users[flag] = users.get(flag, 0) + 1
+    assert users["--max-seq-length"] >= 5 and users["--data-dir"] >= 5 and users["--batch-size"] >= 5, users
+    drifted = {flag: texts for flag, texts in helps.items() if len(texts) > 1}
+    assert not drifted, drifted
