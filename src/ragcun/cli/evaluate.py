@@ -55,6 +55,7 @@ def evaluate(
     embedding cache must be on a file system every node sees ($RAGCUN_CACHE_DIR)."""
     from ragcun.distributed import init_from_env, is_main_process, local_device, shutdown
     from ragcun.encoding.models import MAX_BATCH_SIZE
+    from ragcun.encoding.settings import EncodeSettings
     from ragcun.evaluation.beir_eval import evaluate_model
 
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), top_k=(top_k, 1, 100_000), chunk_size=(chunk_size, 1, None),
@@ -62,10 +63,10 @@ def evaluate(
 
     distributed = init_from_env()
     try:
-        res = evaluate_model(model, datasets, split=split, score=score, batch_size=batch_size,
-                             max_seq_length=max_seq_length, data_dir=data_dir, cache=not no_cache, output=output,
-                             run_file=run_file, top_k=top_k, device=device or (local_device() if distributed else None),
-                             backend=backend, precision=precision, chunk_size=chunk_size)
+        settings = EncodeSettings(split, batch_size, max_seq_length, data_dir, not no_cache,
+                                  device or (local_device() if distributed else None), backend, precision)
+        res = evaluate_model(model, datasets, score=score, settings=settings, output=output, run_file=run_file,
+                             top_k=top_k, chunk_size=chunk_size)
     except USER_ERRORS as exc:
         shutdown(wait=False)
         raise fail(str(exc)) from None
@@ -107,15 +108,16 @@ def isotropy(
 ) -> None:
     """How close embeddings are to N(0, I): covariance error, IsoScore, effective rank, SIGReg, norms."""
     from ragcun.encoding.models import MAX_BATCH_SIZE
+    from ragcun.encoding.settings import EncodeSettings
     from ragcun.evaluation.isotropy import analyze
 
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), max_docs=(max_docs, 0, None), num_slices=(num_slices, 1, 1 << 16),
                  max_seq_length=(max_seq_length, 1, None))
 
     try:
-        res = analyze(model or [], dataset, embeddings or [], out, split, max_docs or None, num_slices, seed, batch_size,
-                      max_seq_length, data_dir, plots=not no_plots, labels=label or None, backend=backend,
-                      precision=precision)
+        settings = EncodeSettings(split, batch_size, max_seq_length, data_dir, backend=backend, precision=precision)
+        res = analyze(model or [], dataset, embeddings or [], out, max_docs=max_docs or None, num_slices=num_slices,
+                      seed=seed, plots=not no_plots, labels=label or None, settings=settings)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     cols = ["n", "dim", "mean_norm", "cov_error_rel", "mean_abs_offdiag_corr", "eigenvalue_score", "isoscore",
@@ -151,14 +153,17 @@ def evaluate_rag_cmd(
 ) -> None:
     """RAG diagnostics: Recall@10, MRR, score separation, ROC-AUC, calibration (ECE), norm vs success."""
     from ragcun.encoding.models import MAX_BATCH_SIZE
+    from ragcun.encoding.settings import EncodeSettings
     from ragcun.evaluation.rag import evaluate_rag
 
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), negatives=(negatives, 1, 1_000_000),
                  max_seq_length=(max_seq_length, 1, None))
 
     try:
-        r = evaluate_rag(model, dataset, split, score, negatives, seed, batch_size, max_seq_length, data_dir,
-                         not no_cache, output, plot, backend=backend, precision=precision)
+        settings = EncodeSettings(split, batch_size, max_seq_length, data_dir, not no_cache, backend=backend,
+                                  precision=precision)
+        r = evaluate_rag(model, dataset, score=score, negatives_per_query=negatives, seed=seed, output=output, plot=plot,
+                         settings=settings)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     table = Table(title=f"{r['model']} on {dataset} ({r['score']}; {r['queries']} queries, {negatives} negatives each)",

@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 
 from ragcun.encoding.corpus import CorpusEmbeddings, encode_corpus, encode_texts, judged_queries
-from ragcun.encoding.models import check_batch_size, load_model
 from ragcun.encoding.search import SIMILARITY_TO_SCORE, check_score, merge_topk, rescore, search_chunks
+from ragcun.encoding.settings import EncodeSettings
 from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_names, write_qrels, write_run
 from ragcun.fingerprint import model_fingerprint
 from ragcun.io import write_json
-from ragcun.runtime import resolve_runtime, runtime_of
 
 logger = logging.getLogger(__name__)
 
@@ -153,13 +152,16 @@ def evaluate_model(
     model_name: str | None = None,
     backend: str | None = None,
     precision: str | None = None,
+    settings: EncodeSettings | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (path, alias or loaded SentenceTransformer) on BEIR ``datasets``.
 
     ``datasets`` are names, folders, or the groups ``quick``/``standard``/``all``. ``score``
     defaults to the model's own similarity (L2 for ragcun models, cosine for plain
     sentence-transformers). ``backend``/``precision`` choose the runtime (:mod:`ragcun.runtime`; default:
-    the measured fastest lossless one); ``batch_size`` defaults to the measured best for the device. Returns (and writes to ``output``, atomically) the results dict::
+    the measured fastest lossless one); ``batch_size`` defaults to the measured best for the device. The encoding
+    settings (split, batch size, max_seq_length, data_dir, cache, device, backend, precision) may come as one
+    :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``). Returns (and writes to ``output``, atomically) the results dict::
 
         {"model", "model_fingerprint", "score", "results": {ds: {"ndcg@10": …}},
          "per_query": {ds: {qid: {"ndcg@10": …}}}, "timing": {…}, "config": {…}}
@@ -167,6 +169,9 @@ def evaluate_model(
     from ragcun.data.beir import expand_dataset_names, find_split, load_beir
     from ragcun.distributed import is_main_process
 
+    s = EncodeSettings.of(settings, split=split, batch_size=batch_size, max_seq_length=max_seq_length,
+                          data_dir=data_dir, cache=cache, device=device, backend=backend, precision=precision)
+    split, data_dir = s.split, s.data_dir
     # cheap checks first: a wrong score, dataset or split fails before the model loads
     score = check_score(score) if score else None
     names = expand_dataset_names([datasets] if isinstance(datasets, str) else list(datasets))
@@ -174,10 +179,7 @@ def evaluate_model(
         raise ValueError("no dataset given")
     for ds in names:
         find_split(ds, split, data_dir)
-    runtime = resolve_runtime(backend, precision, device)
-    batch_size = check_batch_size(batch_size, device)
-    model, name = load_model(model, device, max_seq_length, runtime)
-    runtime = runtime_of(model)  # what really encodes (a model given already prepared keeps its own)
+    model, name, runtime, batch_size = s.load(model)  # runtime: what really encodes
     name = model_name or name
     score = score or default_score(model)
     metrics = {n: tuple(k_values) for n in DEFAULT_METRICS} if k_values else dict(DEFAULT_METRICS)
@@ -227,7 +229,7 @@ def evaluate_model(
             raise ValueError(f"{ds}: no query of split {split!r} has both text and qrels")
         logger.info("%s: %d documents, %d queries; score %s", ds, len(corpus), len(queries), score)
         run, timing, _ = retrieve(
-            model, corpus, queries, score, top_k, data.name, batch_size, cache, chunk_size,
+            model, corpus, queries, score, top_k, data.name, batch_size, s.cache, chunk_size,
             show_progress_bar=show_progress_bar
         )
         t1 = time.perf_counter()

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from ragcun.encoding.settings import EncodeSettings
+
 logger = logging.getLogger(__name__)
 
 #: The documented thresholds of the verdict (n = samples, d = dimension).
@@ -243,15 +245,21 @@ def analyze(
     labels: Sequence[str] | None = None,
     backend: str | None = None,
     precision: str | None = None,
+    settings: EncodeSettings | None = None,
 ) -> dict[str, Any]:
     """Isotropy of several models on one dataset (corpus and queries), and/or of saved ``.npy`` matrices.
 
     Corpus documents are sampled (seeded) down to ``max_docs`` before encoding. Writes
     ``isotropy.json`` (full metrics with arrays), ``isotropy.csv`` (scalar metrics, one row per
     model × kind) and the four figures (corpus embeddings of every model side by side) to ``out_dir``.
-    ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`).
+    ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`); the encoding settings may come
+    as one :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``).
     """
     from ragcun.io import write_json, write_text
+
+    s = EncodeSettings.of(settings, split=split, batch_size=batch_size, max_seq_length=max_seq_length,
+                          data_dir=data_dir, cache=cache, backend=backend, precision=precision)
+    split = s.split
 
     if not models and not embeddings:
         raise ValueError("give at least one model (with a dataset) or one embeddings .npy file")
@@ -278,14 +286,9 @@ def analyze(
     if models:
         from ragcun.data.beir import load_beir
         from ragcun.encoding.corpus import encode_beir_corpus, encode_texts, judged_queries
-        from ragcun.encoding.models import check_batch_size, load_model
         from ragcun.fingerprint import model_fingerprint
-        from ragcun.runtime import resolve_runtime
 
-        runtime = resolve_runtime(backend, precision)
-        batch_size = check_batch_size(batch_size)
-
-        data = load_beir(dataset, split=split, data_dir=data_dir)
+        data = load_beir(dataset, split=split, data_dir=s.data_dir)
         queries = judged_queries(data)
         doc_ids = list(data.corpus)
         cache_name = data.name  # the whole corpus: the same cache entry as `ragcun evaluate`
@@ -295,9 +298,9 @@ def analyze(
             cache_name = f"{data.name}-sample{max_docs}-seed{seed}"
         qids = list(queries)
         for spec in models:
-            model, name = load_model(spec, max_seq_length=max_seq_length, runtime=runtime)
+            model, name, _, batch_size = s.load(spec)
             label = names.pop(0) if names else Path(str(name).rstrip("/")).name
-            emb = encode_beir_corpus(model, data, batch_size, cache, doc_ids=doc_ids, cache_name=cache_name)
+            emb = encode_beir_corpus(model, data, batch_size, s.cache, doc_ids=doc_ids, cache_name=cache_name)
             try:
                 docs = emb.array()
             finally:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ragcun.encoding.search import check_score, exact_scores, gather_rows
+from ragcun.encoding.settings import EncodeSettings
 from ragcun.evaluation.metrics import evaluate_run
 
 logger = logging.getLogger(__name__)
@@ -198,28 +199,28 @@ def evaluate_rag(
     show_progress_bar: bool = True,
     backend: str | None = None,
     precision: str | None = None,
+    settings: EncodeSettings | None = None,
 ) -> dict[str, Any]:
     """RAG metrics of ``model`` on one BEIR ``dataset``; writes JSON to ``output`` and a reliability plot to ``plot``.
 
-    ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`)."""
+    ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`); the encoding settings may come
+    as one :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``)."""
     from ragcun.data.beir import load_beir
     from ragcun.encoding.corpus import encode_beir_corpus, judged_queries
-    from ragcun.encoding.models import check_batch_size, load_model
     from ragcun.evaluation.beir_eval import default_score, retrieve
     from ragcun.fingerprint import model_fingerprint
     from ragcun.io import write_json
-    from ragcun.runtime import resolve_runtime, runtime_of
 
     t0 = time.perf_counter()
-    runtime = resolve_runtime(backend, precision, device)
-    batch_size = check_batch_size(batch_size, device)
-    model, name = load_model(model, device, max_seq_length, runtime)
-    runtime = runtime_of(model)
+    s = EncodeSettings.of(settings, split=split, batch_size=batch_size, max_seq_length=max_seq_length,
+                          data_dir=data_dir, cache=cache, device=device, backend=backend, precision=precision)
+    split = s.split
+    model, name, runtime, batch_size = s.load(model)
     score = check_score(score) if score else default_score(model)
-    data = load_beir(dataset, split=split, data_dir=data_dir)
+    data = load_beir(dataset, split=split, data_dir=s.data_dir)
     corpus, qrels, queries = data.corpus, data.qrels, judged_queries(data)
     doc_ids = list(corpus)
-    emb = encode_beir_corpus(model, data, batch_size, cache, show_progress_bar=show_progress_bar)
+    emb = encode_beir_corpus(model, data, batch_size, s.cache, show_progress_bar=show_progress_bar)
     try:
         run, _timing, q_emb = retrieve(model, corpus, queries, score, 1000, data.name, batch_size, corpus_emb=emb)
         _, per_query = evaluate_run(qrels, run, metrics={"ndcg": (10,)})

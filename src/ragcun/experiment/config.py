@@ -92,6 +92,14 @@ class EvaluationSection:
             problems.append("datasets must name at least one BEIR dataset")
         return problems
 
+    def encode_settings(self, data_dir: str | None = None) -> Any:
+        """This section as the :class:`~ragcun.encoding.settings.EncodeSettings` every stage encodes with (the
+        models come loaded and truncated to ``max_seq_length`` by the run, so it is theirs)."""
+        from ragcun.encoding.settings import EncodeSettings
+
+        return EncodeSettings(split=self.split, batch_size=self.batch_size, data_dir=data_dir, backend=self.backend,
+                              precision=self.precision)
+
 
 @dataclass
 class SweepSection:

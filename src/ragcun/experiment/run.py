@@ -212,9 +212,8 @@ def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | Non
         encode_corpus_shared(models, ids, [doc_text(data.corpus[d]) for d in ids], data.name, ev.batch_size)
     for v in todo:
         logger.info("evaluate %s (%s, %s) on %s", v.label, v.model, v.score, ", ".join(ev.datasets))
-        res = evaluate_model(models[v.label], ev.datasets, split=ev.split, score=v.score, batch_size=ev.batch_size,
-                             data_dir=data_dir, output=None, model_name=v.label, show_progress_bar=False,
-                             backend=ev.backend, precision=ev.precision,
+        res = evaluate_model(models[v.label], ev.datasets, score=v.score, settings=ev.encode_settings(data_dir),
+                             output=None, model_name=v.label, show_progress_bar=False,
                              run_file=files[v.label].parent / "runs" / f"{v.label}.run")  # + .qrels: trec_eval-ready
         res["description"] = v.description
         res["model_path"] = v.model
@@ -242,9 +241,8 @@ def measure_isotropy(exp: ExperimentConfig, views: list[View], data_dir: str | N
             continue
         loaded = models(main)
         logger.info("isotropy of %s on %s", ", ".join(loaded), ds)
-        analyze(list(loaded.values()), ds, out_dir=out, split=ev.split, max_docs=ev.isotropy_max_docs or None,
-                num_slices=ev.isotropy_num_slices, batch_size=ev.batch_size, data_dir=data_dir, labels=list(loaded),
-                backend=ev.backend, precision=ev.precision)
+        analyze(list(loaded.values()), ds, out_dir=out, max_docs=ev.isotropy_max_docs or None,
+                num_slices=ev.isotropy_num_slices, labels=list(loaded), settings=ev.encode_settings(data_dir))
     return files
 
 

@@ -1,0 +1,28 @@
+"""EncodeSettings: one object for the eight encoding settings, the same results as the keywords it replaces, and
+a clear error when both are given."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragcun.encoding.settings import FIELDS, EncodeSettings
+
+
+def test_fields_are_the_dataclass_fields():
+    assert FIELDS == tuple(EncodeSettings.__dataclass_fields__)
+
+
+def test_settings_give_the_results_the_keywords_give(tiny_model_path, beir_slice):
+    from ragcun.evaluation.beir_eval import evaluate_model
+    from ragcun.evaluation.isotropy import analyze
+
+    data = str(beir_slice("scifact", {"test": 6}, extra_docs=30, max_chars=300, name="scifact-settings"))
+    kw = {"batch_size": 8, "max_seq_length": 32, "cache": False, "backend": "torch", "precision": "fp32"}
+    by_kw = evaluate_model(tiny_model_path, data, score="l2", show_progress_bar=False, **kw)
+    by_obj = evaluate_model(tiny_model_path, data, score="l2", show_progress_bar=False, settings=EncodeSettings(**kw))
+    assert by_kw["results"] == by_obj["results"] and by_obj["config"]["batch_size"] == 8
+    assert by_obj["config"]["max_seq_length"] == 32
+    iso = analyze([tiny_model_path], data, num_slices=16, plots=False, settings=EncodeSettings(**kw))
+    assert iso["results"][0]["n"] > 0
+    with pytest.raises(ValueError, match="as settings= or as keywords, not both"):
+        evaluate_model(tiny_model_path, data, settings=EncodeSettings(), batch_size=4)
