@@ -104,28 +104,17 @@ def test_duplicate_ids(tmp_path):
         load_queries(q)
 
 
-def test_missing_text(tmp_path):
-    f = _write(tmp_path / "corpus.jsonl", '{"_id": "1", "title": "t"}\n')
-    with pytest.raises(DataFormatError, match=r":1: no `text` field"):
-        load_corpus(f)
-
-
-def test_qrels_wrong_field_count(tmp_path):
-    f = _write(tmp_path / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td2\r\n")
-    with pytest.raises(DataFormatError, match=r"test\.tsv:3: expected 3 tab-separated fields.*got 2"):
-        load_qrels(f)
-
-
-def test_qrels_non_integer_score(tmp_path):
-    f = _write(tmp_path / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td2\t0.5\r\n")
-    with pytest.raises(DataFormatError, match=r"test\.tsv:3: score must be an integer, got '0\.5'"):
-        load_qrels(f)
-
-
-def test_qrels_conflicting_duplicate(tmp_path):
-    f = _write(tmp_path / "t.tsv", "q1\td1\t1\nq1\td1\t2\n")
-    with pytest.raises(DataFormatError, match=r"t\.tsv:2: pair"):
-        load_qrels(f)
+@pytest.mark.parametrize("name, text, read, message", [
+    ("corpus.jsonl", '{"_id": "1", "title": "t"}\n', load_corpus, r":1: no `text` field"),
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td2\r\n", load_qrels,
+     r"test\.tsv:3: expected 3 tab-separated fields.*got 2"),
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td2\t0.5\r\n", load_qrels,
+     r"test\.tsv:3: score must be an integer, got '0\.5'"),
+    ("t.tsv", "q1\td1\t1\nq1\td1\t2\n", load_qrels, r"t\.tsv:2: pair"),
+])
+def test_bad_field_names_the_file_and_line(tmp_path, name, text, read, message):
+    with pytest.raises(DataFormatError, match=message):
+        read(_write(tmp_path / name, text))
 
 
 def test_qrels_without_header_and_crlf(tmp_path):

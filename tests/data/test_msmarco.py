@@ -17,18 +17,14 @@ def test_real_dev_small_and_dl19(data_root):
     assert len(dl19) == 43 and {g for v in dl19.values() for g in v.values()} == {0, 1, 2, 3}
 
 
-def test_broken_files(tmp_path):
-    c = tmp_path / "collection.tsv"
-    c.write_text("0\tfirst\n1 no tab here\n")
-    with pytest.raises(DataFormatError, match=r"collection\.tsv:2: expected `id<TAB>passage`"):
-        load_collection(c)
-    c.write_text("0\tfirst\n0\tagain\n")
-    with pytest.raises(DataFormatError, match=r"collection\.tsv:2: duplicate passage id"):
-        load_collection(c)
-    r = tmp_path / "qrels.train.tsv"
-    r.write_text("1\t0\t5\t1\n2\t0\t6\n")
-    with pytest.raises(DataFormatError, match=r"qrels\.train\.tsv:2: expected 4 fields"):
-        load_qrels_trec(r)
-    r.write_text("1\t0\t5\tyes\n")
-    with pytest.raises(DataFormatError, match=r"qrels\.train\.tsv:1: relevance must be an integer"):
-        load_qrels_trec(r)
+@pytest.mark.parametrize("name, text, read, message", [
+    ("collection.tsv", "0\tfirst\n1 no tab here\n", load_collection, r"collection\.tsv:2: expected `id<TAB>passage`"),
+    ("collection.tsv", "0\tfirst\n0\tagain\n", load_collection, r"collection\.tsv:2: duplicate passage id"),
+    ("qrels.train.tsv", "1\t0\t5\t1\n2\t0\t6\n", load_qrels_trec, r"qrels\.train\.tsv:2: expected 4 fields"),
+    ("qrels.train.tsv", "1\t0\t5\tyes\n", load_qrels_trec, r"qrels\.train\.tsv:1: relevance must be an integer"),
+])
+def test_broken_files(tmp_path, name, text, read, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataFormatError, match=message):
+        read(path)

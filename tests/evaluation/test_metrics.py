@@ -132,15 +132,13 @@ def test_run_file_round_trip(tmp_path):
     assert read_qrels(qpath) == qrels
 
 
-def test_read_errors_name_file_and_line(tmp_path):
-    bad = tmp_path / "bad.trec"
-    bad.write_text("q1 Q0 d1 1 0.5 tag\nq1 Q0 d2 2 notanumber tag\n")
-    with pytest.raises(ValueError, match=r"bad\.trec:2: score"):
-        read_run(bad)
-    bad.write_text("q1 Q0 d1 1 0.5\n")
-    with pytest.raises(ValueError, match=r"bad\.trec:1: expected 6 columns"):
-        read_run(bad)
-    beir_qrels = tmp_path / "test.tsv"
-    beir_qrels.write_bytes(b"query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td2\tx\r\n")
-    with pytest.raises(ValueError, match=r"test\.tsv:3: score must be an integer"):
-        read_qrels(beir_qrels)
+@pytest.mark.parametrize("name, text, read, message", [
+    ("bad.trec", b"q1 Q0 d1 1 0.5 tag\nq1 Q0 d2 2 notanumber tag\n", "run", r"bad\.trec:2: score"),
+    ("bad.trec", b"q1 Q0 d1 1 0.5\n", "run", r"bad\.trec:1: expected 6 columns"),
+    ("test.tsv", b"query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td2\tx\r\n", "qrels", r"test\.tsv:3: score must be an integer"),
+])
+def test_read_errors_name_file_and_line(tmp_path, name, text, read, message):
+    path = tmp_path / name
+    path.write_bytes(text)
+    with pytest.raises(ValueError, match=message):
+        (read_run if read == "run" else read_qrels)(path)

@@ -202,28 +202,24 @@ def test_model_cards_and_names_come_from_the_experiment(experiment):
     assert first.split()[-1] == "tiny_isotropy-l2"
 
 
-def test_config_errors_name_the_file(tmp_path):
+_EVAL, _TRIP = '[evaluation]\ndatasets = ["scifact"]\n', '[triplets]\nsources = ["scifact"]\n'
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[experiment]\nnmae = "x"\n' + _EVAL + _TRIP, r"bad\.toml.*nmae"),
+    (_EVAL + _TRIP + '[experiment]\narms = ["mystery"]\n', "mystery"),
+    (_TRIP, "evaluation"),
+    (_EVAL + _TRIP + "num_negativs = 2\n",
+     r"bad\.toml \[triplets\]: unknown key 'num_negativs' \(did you mean 'num_negatives'\?\)"),
+    ('[evaluation]\ndatasets = "scifact"\nbatch_size = "big"\n' + _TRIP, r"\[evaluation\]: batch_size expects int"),
+    (_EVAL + _TRIP + "[arms.baseline]\nlambda_isotropy = nan\n",
+     r"\[arms.baseline\]: lambda_isotropy must be a finite number"),
+    (_EVAL + 'precision = "fp16"\n' + _TRIP, r"precision must be auto, fp32, bf16, int8 \(got 'fp16'\)"),
+])
+def test_config_errors_name_the_file(tmp_path, text, message):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[experiment]\nnmae = "x"\n[evaluation]\ndatasets = ["scifact"]\n[triplets]\nsources = ["scifact"]\n')
-    with pytest.raises(ExperimentError, match=r"bad\.toml.*nmae"):
-        load_experiment(bad)
-    bad.write_text('[evaluation]\ndatasets = ["scifact"]\n[triplets]\nsources = ["scifact"]\n[experiment]\narms = ["mystery"]\n')
-    with pytest.raises(ExperimentError, match="mystery"):
-        load_experiment(bad)
-    bad.write_text('[triplets]\nsources = ["scifact"]\n')
-    with pytest.raises(ExperimentError, match="evaluation"):
-        load_experiment(bad)
-    bad.write_text('[evaluation]\ndatasets = ["scifact"]\n[triplets]\nsources = ["scifact"]\nnum_negativs = 2\n')
-    with pytest.raises(ExperimentError, match=r"bad\.toml \[triplets\]: unknown key 'num_negativs' \(did you mean 'num_negatives'\?\)"):
-        load_experiment(bad)
-    bad.write_text('[evaluation]\ndatasets = "scifact"\nbatch_size = "big"\n[triplets]\nsources = ["scifact"]\n')
-    with pytest.raises(ExperimentError, match=r"\[evaluation\]: batch_size expects int"):
-        load_experiment(bad)
-    bad.write_text('[evaluation]\ndatasets = ["scifact"]\n[triplets]\nsources = ["scifact"]\n[arms.baseline]\nlambda_isotropy = nan\n')
-    with pytest.raises(ExperimentError, match=r"\[arms.baseline\]: lambda_isotropy must be a finite number"):
-        load_experiment(bad)
-    bad.write_text('[evaluation]\ndatasets = ["scifact"]\nprecision = "fp16"\n[triplets]\nsources = ["scifact"]\n')
-    with pytest.raises(ExperimentError, match=r"precision must be auto, fp32, bf16, int8 \(got 'fp16'\)"):
+    bad.write_text(text)
+    with pytest.raises(ExperimentError, match=message):
         load_experiment(bad)
 
 

@@ -73,14 +73,13 @@ def test_missing_file():
         load_config("/nonexistent/x.toml")
 
 
-def test_errors_name_the_file_the_table_and_the_key(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("[model]\noutput_dimm = 512\n", r"t\.toml \[model\]: unknown training key 'output_dimm' \(did you mean 'output_dim'\?\)"),
+    ('[optim]\nbatch_size = "sixteen"\n', r"t\.toml \[optim\]: batch_size expects int"),
+    ("[loss]\ntemperature = inf\n", r"t\.toml \[loss\]: temperature must be a finite number"),
+])
+def test_errors_name_the_file_the_table_and_the_key(tmp_path, text, message):
     cfg = tmp_path / "t.toml"
-    cfg.write_text("[model]\noutput_dimm = 512\n")
-    with pytest.raises(ConfigError, match=r"t\.toml \[model\]: unknown training key 'output_dimm' \(did you mean 'output_dim'\?\)"):
-        load_config(cfg)
-    cfg.write_text('[optim]\nbatch_size = "sixteen"\n')
-    with pytest.raises(ConfigError, match=r"t\.toml \[optim\]: batch_size expects int"):
-        load_config(cfg)
-    cfg.write_text("[loss]\ntemperature = inf\n")
-    with pytest.raises(ConfigError, match=r"t\.toml \[loss\]: temperature must be a finite number"):
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=message):
         load_config(cfg)
