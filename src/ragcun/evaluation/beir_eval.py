@@ -133,6 +133,112 @@ def retrieve(
     return run, timing, q_emb
 
 
+class BeirEvaluator:
+    """BEIR evaluation in the spirit of sentence-transformers' evaluators: built with its datasets, score and
+    encoding settings (checked at once, before any model loads), called with a model, returning the results
+    dict. One evaluator serves many models; :func:`evaluate_model` is one call of one.
+
+    Example::
+
+        ev = BeirEvaluator(["scifact", "nfcorpus"], settings=EncodeSettings(max_seq_length=256))
+        for m in ("all-MiniLM-L6-v2", "runs/demo/arms/frozen/best"):
+            print(ev(m)["results"])
+    """
+
+    def __init__(self, datasets: str | Sequence[str], score: str | None = None, *,
+                 settings: EncodeSettings | None = None, top_k: int = DEFAULT_TOP_K,
+                 k_values: Sequence[int] | None = None, chunk_size: int = 10_000,
+                 show_progress_bar: bool = True) -> None:
+        from ragcun.data.beir import expand_dataset_names, find_split
+
+        self.settings = settings or EncodeSettings()
+        self.score = check_score(score) if score else None
+        self.names = expand_dataset_names([datasets] if isinstance(datasets, str) else list(datasets))
+        if not self.names:
+            raise ValueError("no dataset given")
+        for ds in self.names:
+            find_split(ds, self.settings.split, self.settings.data_dir)
+        metrics = {n: tuple(k_values) for n in DEFAULT_METRICS} if k_values else dict(DEFAULT_METRICS)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        deepest = max(k for ks in metrics.values() for k in ks)
+        if top_k < deepest:  # a metric at a cutoff beyond the run would be computed from a truncated list
+            dropped = sorted({f"{m}@{k}" for m, ks in metrics.items() for k in ks if k > top_k})
+            logger.warning("top_k=%d: %s left out (they need %d retrieved documents)", top_k, ", ".join(dropped), deepest)
+            metrics = {m: tuple(k for k in ks if k <= top_k) for m, ks in metrics.items()}
+            metrics = {m: ks for m, ks in metrics.items() if ks}
+        self.metrics, self.top_k, self.chunk_size = metrics, top_k, chunk_size
+        self.show_progress_bar = show_progress_bar
+
+    def __call__(self, model: Any, model_name: str | None = None, output: str | os.PathLike | None = None,
+                 run_file: str | os.PathLike | None = None) -> dict[str, Any]:
+        """The results of ``model`` (a path, an alias or a loaded model) on every dataset; written to ``output``
+        (atomically) and its run to ``run_file`` (TREC, with the qrels beside it) when given."""
+        from ragcun.data.beir import load_beir
+        from ragcun.distributed import is_main_process
+
+        s, split, names, top_k, metrics = self.settings, self.settings.split, self.names, self.top_k, self.metrics
+        model, name, runtime, batch_size = s.load(model)  # runtime: what really encodes
+        name = model_name or name
+        score = self.score or default_score(model)
+        out: dict[str, Any] = {
+            "model": name,
+            "model_fingerprint": model_fingerprint(model),
+            "score": score,
+            "split": split,
+            "metrics": metric_names(metrics),
+            "results": {},
+            "per_query": {},
+            "timing": {},
+            "datasets": {},
+            "config": {
+                "split": split,
+                "score": score,
+                "batch_size": batch_size,
+                "backend": runtime.backend,
+                "precision": runtime.precision,
+                "max_seq_length": getattr(model, "max_seq_length", None),
+                "top_k": top_k,
+                "ignore_identical_ids": True,
+                "text": "BEIR: (title + ' ' + text).strip()",
+                "similarity_fn_name": getattr(model, "similarity_fn_name", None),
+                "embedding_dim": model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None,
+                "device": str(getattr(model, "device", "cpu")),
+                "python": platform.python_version(),
+                "versions": _versions(),
+            },
+        }
+        for ds in names:
+            t0 = time.perf_counter()
+            data = load_beir(ds, split=split, data_dir=s.data_dir)
+            corpus, _, qrels = data
+            ds = data.name  # a folder path is reported by its folder name
+            queries = judged_queries(data)
+            if not queries:
+                raise ValueError(f"{ds}: no query of split {split!r} has both text and qrels")
+            logger.info("%s: %d documents, %d queries; score %s", ds, len(corpus), len(queries), score)
+            run, timing, _ = retrieve(
+                model, corpus, queries, score, top_k, data.name, batch_size, s.cache, self.chunk_size,
+                show_progress_bar=self.show_progress_bar
+            )
+            t1 = time.perf_counter()
+            aggregate, per_query = evaluate_run(qrels, run, metrics=metrics)
+            timing["metrics_s"] = time.perf_counter() - t1
+            timing["total_s"] = time.perf_counter() - t0
+            out["results"][ds] = aggregate
+            out["per_query"][ds] = per_query
+            out["timing"][ds] = timing
+            out["datasets"][ds] = {"documents": len(corpus), "queries": len(queries), "evaluated_queries": len(per_query),
+                                   "qrels": sum(len(v) for v in qrels.values())}
+            logger.info("%s: %s", ds, "  ".join(f"{m} {aggregate[m]:.4f}" for m in ("ndcg@10", "recall@100") if m in aggregate))
+            if run_file and is_main_process():
+                written = write_run(_run_file_for(run_file, ds, len(names) > 1), run, tag=_run_tag(name, score))
+                write_qrels(written.with_suffix(".qrels"), qrels)  # trec_eval QRELS RUN, beside it
+        if output and is_main_process():
+            write_json(output, out)
+        return out
+
+
 def evaluate_model(
     model: Any,
     datasets: str | Sequence[str],
@@ -154,100 +260,25 @@ def evaluate_model(
     precision: str | None = None,
     settings: EncodeSettings | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` (path, alias or loaded SentenceTransformer) on BEIR ``datasets``.
+    """Evaluate ``model`` (path, alias or loaded SentenceTransformer) on BEIR ``datasets``: one call of a
+    :class:`BeirEvaluator`.
 
     ``datasets`` are names, folders, or the groups ``quick``/``standard``/``all``. ``score``
     defaults to the model's own similarity (L2 for ragcun models, cosine for plain
     sentence-transformers). ``backend``/``precision`` choose the runtime (:mod:`ragcun.runtime`; default:
     the measured fastest lossless one); ``batch_size`` defaults to the measured best for the device. The encoding
     settings (split, batch size, max_seq_length, data_dir, cache, device, backend, precision) may come as one
-    :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``). Returns (and writes to ``output``, atomically) the results dict::
+    :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``). Returns (and writes to ``output``,
+    atomically) the results dict::
 
         {"model", "model_fingerprint", "score", "results": {ds: {"ndcg@10": …}},
          "per_query": {ds: {qid: {"ndcg@10": …}}}, "timing": {…}, "config": {…}}
     """
-    from ragcun.data.beir import expand_dataset_names, find_split, load_beir
-    from ragcun.distributed import is_main_process
-
     s = EncodeSettings.of(settings, split=split, batch_size=batch_size, max_seq_length=max_seq_length,
                           data_dir=data_dir, cache=cache, device=device, backend=backend, precision=precision)
-    split, data_dir = s.split, s.data_dir
-    # cheap checks first: a wrong score, dataset or split fails before the model loads
-    score = check_score(score) if score else None
-    names = expand_dataset_names([datasets] if isinstance(datasets, str) else list(datasets))
-    if not names:
-        raise ValueError("no dataset given")
-    for ds in names:
-        find_split(ds, split, data_dir)
-    model, name, runtime, batch_size = s.load(model)  # runtime: what really encodes
-    name = model_name or name
-    score = score or default_score(model)
-    metrics = {n: tuple(k_values) for n in DEFAULT_METRICS} if k_values else dict(DEFAULT_METRICS)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    deepest = max(k for ks in metrics.values() for k in ks)
-    if top_k < deepest:  # a metric at a cutoff beyond the run would be computed from a truncated list
-        dropped = sorted({f"{m}@{k}" for m, ks in metrics.items() for k in ks if k > top_k})
-        logger.warning("top_k=%d: %s left out (they need %d retrieved documents)", top_k, ", ".join(dropped), deepest)
-        metrics = {m: tuple(k for k in ks if k <= top_k) for m, ks in metrics.items()}
-        metrics = {m: ks for m, ks in metrics.items() if ks}
-
-    out: dict[str, Any] = {
-        "model": name,
-        "model_fingerprint": model_fingerprint(model),
-        "score": score,
-        "split": split,
-        "metrics": metric_names(metrics),
-        "results": {},
-        "per_query": {},
-        "timing": {},
-        "datasets": {},
-        "config": {
-            "split": split,
-            "score": score,
-            "batch_size": batch_size,
-            "backend": runtime.backend,
-            "precision": runtime.precision,
-            "max_seq_length": getattr(model, "max_seq_length", None),
-            "top_k": top_k,
-            "ignore_identical_ids": True,
-            "text": "BEIR: (title + ' ' + text).strip()",
-            "similarity_fn_name": getattr(model, "similarity_fn_name", None),
-            "embedding_dim": model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None,
-            "device": str(getattr(model, "device", "cpu")),
-            "python": platform.python_version(),
-            "versions": _versions(),
-        },
-    }
-    for ds in names:
-        t0 = time.perf_counter()
-        data = load_beir(ds, split=split, data_dir=data_dir)
-        corpus, _, qrels = data
-        ds = data.name  # a folder path is reported by its folder name
-        queries = judged_queries(data)
-        if not queries:
-            raise ValueError(f"{ds}: no query of split {split!r} has both text and qrels")
-        logger.info("%s: %d documents, %d queries; score %s", ds, len(corpus), len(queries), score)
-        run, timing, _ = retrieve(
-            model, corpus, queries, score, top_k, data.name, batch_size, s.cache, chunk_size,
-            show_progress_bar=show_progress_bar
-        )
-        t1 = time.perf_counter()
-        aggregate, per_query = evaluate_run(qrels, run, metrics=metrics)
-        timing["metrics_s"] = time.perf_counter() - t1
-        timing["total_s"] = time.perf_counter() - t0
-        out["results"][ds] = aggregate
-        out["per_query"][ds] = per_query
-        out["timing"][ds] = timing
-        out["datasets"][ds] = {"documents": len(corpus), "queries": len(queries), "evaluated_queries": len(per_query),
-                               "qrels": sum(len(v) for v in qrels.values())}
-        logger.info("%s: %s", ds, "  ".join(f"{m} {aggregate[m]:.4f}" for m in ("ndcg@10", "recall@100") if m in aggregate))
-        if run_file and is_main_process():
-            written = write_run(_run_file_for(run_file, ds, len(names) > 1), run, tag=_run_tag(name, score))
-            write_qrels(written.with_suffix(".qrels"), qrels)  # trec_eval QRELS RUN, beside it
-    if output and is_main_process():
-        write_json(output, out)
-    return out
+    evaluator = BeirEvaluator(datasets, score, settings=s, top_k=top_k, k_values=k_values, chunk_size=chunk_size,
+                              show_progress_bar=show_progress_bar)
+    return evaluator(model, model_name=model_name, output=output, run_file=run_file)
 
 
 def _run_tag(name: str, score: str) -> str:

@@ -228,6 +228,53 @@ def isotropy_metrics(
     return out
 
 
+class IsotropyEvaluator:
+    """Isotropy of a model's corpus and query embeddings on one BEIR dataset, in the spirit of
+    sentence-transformers' evaluators: built with the dataset and settings (the documents sampled once, seeded,
+    down to ``max_docs``), called with a model, returning one metrics row per kind (``corpus``, ``queries``).
+    The corpus vectors of each model it saw stay in :attr:`corpus_embeddings` for side-by-side figures."""
+
+    def __init__(self, dataset: str, *, settings: EncodeSettings | None = None, max_docs: int | None = 10_000,
+                 num_slices: int = 1024, seed: int = 0) -> None:
+        from ragcun.data.beir import load_beir
+        from ragcun.encoding.corpus import judged_queries
+
+        self.settings, self.dataset, self.num_slices, self.seed = settings or EncodeSettings(), dataset, num_slices, seed
+        self.data = load_beir(dataset, split=self.settings.split, data_dir=self.settings.data_dir)
+        self.queries = judged_queries(self.data)
+        doc_ids = list(self.data.corpus)
+        self.cache_name = self.data.name  # the whole corpus: the same cache entry as `ragcun evaluate`
+        if max_docs and len(doc_ids) > max_docs:
+            rng = np.random.default_rng(seed)
+            doc_ids = [doc_ids[i] for i in sorted(rng.choice(len(doc_ids), max_docs, replace=False))]
+            self.cache_name = f"{self.data.name}-sample{max_docs}-seed{seed}"
+        self.doc_ids = doc_ids
+        self.corpus_embeddings: dict[str, np.ndarray] = {}
+
+    def __call__(self, model: Any, label: str | None = None) -> list[dict[str, Any]]:
+        from ragcun.encoding.corpus import encode_beir_corpus, encode_texts
+        from ragcun.fingerprint import model_fingerprint
+
+        model, name, _, batch_size = self.settings.load(model)
+        label = label or Path(str(name).rstrip("/")).name
+        emb = encode_beir_corpus(model, self.data, batch_size, self.settings.cache, doc_ids=self.doc_ids,
+                                 cache_name=self.cache_name)
+        try:
+            docs = emb.array()
+        finally:
+            emb.cleanup()
+        q = encode_texts(model, list(self.queries.values()), "query", batch_size)
+        fp = model_fingerprint(model)
+        rows = []
+        for kind, x in (("corpus", docs), ("queries", q)):
+            logger.info("isotropy of %s on %s %s %s", label, self.dataset, kind, x.shape)
+            m = isotropy_metrics(x, self.num_slices, self.seed)
+            rows.append({"label": label, "model": str(name), "model_fingerprint": fp, "dataset": self.dataset,
+                         "kind": kind, **m})
+        self.corpus_embeddings[label] = docs
+        return rows
+
+
 def analyze(
     models: Sequence[Any] = (),
     dataset: str | None = None,
@@ -284,35 +331,12 @@ def analyze(
         figures[label] = np.asarray(arr, dtype=np.float32)
 
     if models:
-        from ragcun.data.beir import load_beir
-        from ragcun.encoding.corpus import encode_beir_corpus, encode_texts, judged_queries
-        from ragcun.fingerprint import model_fingerprint
-
-        data = load_beir(dataset, split=split, data_dir=s.data_dir)
-        queries = judged_queries(data)
-        doc_ids = list(data.corpus)
-        cache_name = data.name  # the whole corpus: the same cache entry as `ragcun evaluate`
-        if max_docs and len(doc_ids) > max_docs:
-            rng = np.random.default_rng(seed)
-            doc_ids = [doc_ids[i] for i in sorted(rng.choice(len(doc_ids), max_docs, replace=False))]
-            cache_name = f"{data.name}-sample{max_docs}-seed{seed}"
-        qids = list(queries)
+        evaluator = IsotropyEvaluator(dataset, settings=s, max_docs=max_docs, num_slices=num_slices, seed=seed)
         for spec in models:
-            model, name, _, batch_size = s.load(spec)
-            label = names.pop(0) if names else Path(str(name).rstrip("/")).name
-            emb = encode_beir_corpus(model, data, batch_size, s.cache, doc_ids=doc_ids, cache_name=cache_name)
-            try:
-                docs = emb.array()
-            finally:
-                emb.cleanup()
-            q = encode_texts(model, [queries[i] for i in qids], "query", batch_size)
-            fp = model_fingerprint(model)
-            for kind, x in (("corpus", docs), ("queries", q)):
-                logger.info("isotropy of %s on %s %s %s", label, dataset, kind, x.shape)
-                m = isotropy_metrics(x, num_slices, seed)
-                rows.append({"label": label, "model": str(name), "model_fingerprint": fp, "dataset": dataset,
-                             "kind": kind, **m})
-            figures[label] = docs
+            label = names.pop(0) if names else None
+            new = evaluator(spec, label)
+            rows += new
+            figures[new[0]["label"]] = evaluator.corpus_embeddings[new[0]["label"]]
 
     result: dict[str, Any] = {"dataset": dataset, "split": split, "num_slices": num_slices, "seed": seed,
                               "thresholds": dict(THRESHOLDS), "results": rows}

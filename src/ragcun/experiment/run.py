@@ -198,7 +198,7 @@ def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | Non
     """BEIR evaluation of every view (finished ones skipped); each distinct base encodes a corpus once."""
     from ragcun.data.beir import doc_text, load_beir
     from ragcun.encoding.corpus import encode_corpus_shared
-    from ragcun.evaluation.beir_eval import evaluate_model
+    from ragcun.evaluation.beir_eval import BeirEvaluator
 
     ev = exp.evaluation
     files = {v.label: (results or exp.output_dir / "results") / f"{v.label}.json" for v in views}
@@ -210,11 +210,12 @@ def evaluate_views(exp: ExperimentConfig, views: list[View], data_dir: str | Non
         data = load_beir(ds, split=ev.split, data_dir=data_dir)
         ids = list(data.corpus)
         encode_corpus_shared(models, ids, [doc_text(data.corpus[d]) for d in ids], data.name, ev.batch_size)
+    evaluators = {score: BeirEvaluator(ev.datasets, score, settings=ev.encode_settings(data_dir), show_progress_bar=False)
+                  for score in dict.fromkeys(v.score for v in todo)}  # one per score, each serving every view
     for v in todo:
         logger.info("evaluate %s (%s, %s) on %s", v.label, v.model, v.score, ", ".join(ev.datasets))
-        res = evaluate_model(models[v.label], ev.datasets, score=v.score, settings=ev.encode_settings(data_dir),
-                             output=None, model_name=v.label, show_progress_bar=False,
-                             run_file=files[v.label].parent / "runs" / f"{v.label}.run")  # + .qrels: trec_eval-ready
+        res = evaluators[v.score](models[v.label], model_name=v.label,
+                                  run_file=files[v.label].parent / "runs" / f"{v.label}.run")  # + .qrels: trec_eval-ready
         res["description"] = v.description
         res["model_path"] = v.model
         res["view"] = v.part
