@@ -251,7 +251,7 @@ def measure_approximate_search(exp: ExperimentConfig, views: list[View], data_di
                                models: ViewModels | None = None) -> Path | None:
     """Recall@10 of GaussianRetriever's HNSW and IVF defaults against exact search, on each model's real
     corpus and query embeddings (the embedding cache holds the corpus)."""
-    from ragcun.retrieval.recall import approximate_recall
+    from ragcun.retrieval.recall import ApproximateSearchEvaluator
 
     ev = exp.evaluation
     out = exp.output_dir / "results" / "approximate_search.json"
@@ -260,9 +260,9 @@ def measure_approximate_search(exp: ExperimentConfig, views: list[View], data_di
     main = [v for v in views if v.role in ("reference", "arm")]
     rows = []
     for ds in ev.datasets:
+        evaluator = ApproximateSearchEvaluator(ds, settings=ev.encode_settings(data_dir))
         for label, model in (models or ViewModels(ev.max_seq_length, ev))(main).items():
-            r = approximate_recall(model, ds, split=ev.split, batch_size=ev.batch_size, data_dir=data_dir)
-            rows.append({"model": label, "dataset": ds, **r})
+            rows.append({"model": label, "dataset": ds, **evaluator(model)})
     write_json(out, {"k": 10, "rows": rows})
     return out
 

@@ -44,19 +44,38 @@ def index_recall(corpus: np.ndarray, queries: np.ndarray, k: int = 10,
     return out
 
 
+class ApproximateSearchEvaluator:
+    """:func:`index_recall` on a model's real embeddings of one BEIR corpus (from the embedding cache) and its
+    judged queries, in the spirit of sentence-transformers' evaluators: built with the dataset and settings,
+    called with a model, returning ``{"documents", "queries", "dim", "indexes": {kind: {recall, …}}}``."""
+
+    def __init__(self, dataset: str, *, settings: Any = None, k: int = 10) -> None:
+        from ragcun.data.beir import load_beir
+        from ragcun.encoding.corpus import judged_queries
+        from ragcun.encoding.settings import EncodeSettings
+
+        self.settings, self.k = settings or EncodeSettings(), k
+        self.data = load_beir(dataset, split=self.settings.split, data_dir=self.settings.data_dir)
+        self.queries = judged_queries(self.data)
+
+    def __call__(self, model: Any) -> dict[str, Any]:
+        from ragcun.encoding.corpus import encode_beir_corpus, encode_texts
+
+        model, _, _, batch_size = self.settings.load(model)
+        emb = encode_beir_corpus(model, self.data, batch_size)
+        try:
+            corpus = emb.array()
+        finally:
+            emb.cleanup()
+        queries = encode_texts(model, list(self.queries.values()), "query", batch_size)
+        return {"documents": len(corpus), "queries": len(self.queries), "dim": int(corpus.shape[1]),
+                "indexes": index_recall(corpus, queries, self.k)}
+
+
 def approximate_recall(model: Any, dataset: str, split: str = "test", k: int = 10, batch_size: int = 64,
                        data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """:func:`index_recall` on ``model``'s embeddings of a BEIR corpus (from the cache) and its test queries."""
-    from ragcun.data.beir import load_beir
-    from ragcun.encoding.corpus import encode_beir_corpus, encode_texts, judged_queries
+    """One call of :class:`ApproximateSearchEvaluator` (encoded as torch fp32, batch ``batch_size``)."""
+    from ragcun.encoding.settings import EncodeSettings
 
-    data = load_beir(dataset, split=split, data_dir=data_dir)
-    emb = encode_beir_corpus(model, data, batch_size)
-    try:
-        corpus = emb.array()
-    finally:
-        emb.cleanup()
-    queries_text = judged_queries(data)
-    queries = encode_texts(model, list(queries_text.values()), "query", batch_size)
-    return {"documents": len(corpus), "queries": len(queries_text), "dim": int(corpus.shape[1]),
-            "indexes": index_recall(corpus, queries, k)}
+    settings = EncodeSettings(split=split, batch_size=batch_size, data_dir=data_dir, backend="torch", precision="fp32")
+    return ApproximateSearchEvaluator(dataset, settings=settings, k=k)(model)
