@@ -79,7 +79,8 @@ class LanceIndex(VectorIndex):
         self.kind = "flat" if exact else "ivf"
         self.exact = bool(exact)
         for name, v in (("nprobes", nprobes), ("refine_factor", refine_factor), ("min_rows", min_rows),
-                        ("num_partitions", num_partitions or 1), ("num_sub_vectors", num_sub_vectors or 1)):
+                        ("num_partitions", 1 if num_partitions is None else num_partitions),
+                        ("num_sub_vectors", 1 if num_sub_vectors is None else num_sub_vectors)):
             if int(v) < 1:
                 raise ValueError(f"backend='lancedb': {name} must be >= 1, got {v}")
         if num_sub_vectors and dim % int(num_sub_vectors):
