@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +110,3 @@ def push(staged: dict[str, Any], *, private: bool = False, token: str | None = N
     info = api.upload_folder(repo_id=staged["repo_id"], folder_path=staged["folder"], repo_type="model",
                              revision=revision, commit_message=commit_message or "Upload ragcun model")
     return str(getattr(info, "commit_url", info))
-
-
-def clear(folder: str | os.PathLike) -> None:
-    shutil.rmtree(folder, ignore_errors=True)

@@ -59,7 +59,8 @@ def test_dry_run_lists_and_bad_arguments_are_one_line(model_dir, tmp_path):
                            ([str(model_dir), "a/b/c"], "expected 'owner/name'"),
                            ([str(model_dir), "owner/bad name!"], "repository id 'owner/bad name!'"),
                            ([str(tmp_path / "missing"), "o/m"], "no such model folder"),
-                           ([str(model_dir), "o/m", "--to", str(model_dir)], "is not an empty folder")):
+                           ([str(model_dir), "o/m", "--to", str(model_dir)], "is not an empty folder"),
+                           ([str(model_dir), "o/m", "--dry-run", "--license", " "], "--license is empty")):
         res = runner.invoke(app, ["push", *args])
         assert res.exit_code == 1 and fragment in " ".join(res.output.split()) and "Traceback" not in res.output
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragcun.encoding.settings import FIELDS, EncodeSettings
-
-
-def test_fields_are_the_dataclass_fields():
-    assert FIELDS == tuple(EncodeSettings.__dataclass_fields__)
+from ragcun.encoding.settings import EncodeSettings
 
 
 def test_settings_give_the_results_the_keywords_give(tiny_model_path, beir_slice):

@@ -116,3 +116,19 @@ def test_cli_builds_and_searches_an_engine_index(engine, model_dir, data_root, t
         res = runner.invoke(app, ["index", "build", "-m", model_dir, "--docs", str(docs), "--out", str(tmp_path / "o"),
                                   *extra])
         assert res.exit_code == 1 and fragment in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("engine, params, fragment", [
+    ("lancedb", {"nprobes": float("nan")}, "nprobes must be a positive integer, got nan"),
+    ("lancedb", {"refine_factor": "ten"}, "refine_factor must be a positive integer"),
+    ("lancedb", {"min_rows": True}, "min_rows must be a positive integer, got True"),
+    ("lancedb", {"num_partitions": 0}, "num_partitions must be a positive integer, got 0"),
+    ("lancedb", {"num_sub_vectors": 5}, "num_sub_vectors=5 must divide the dimension 8"),
+    ("qdrant", {"hnsw_ef": -1}, "hnsw_ef must be a positive integer, got -1"),
+])
+def test_bad_engine_parameters_are_named(engine, params, fragment):
+    from ragcun.retrieval.engines import make_index
+
+    pytest.importorskip("lancedb" if engine == "lancedb" else "qdrant_client")
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(")):
+        make_index("ivf" if engine == "lancedb" else "hnsw", 8, backend=engine, **params)

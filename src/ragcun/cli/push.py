@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,8 @@ def push(
 
     if not model.is_dir():
         raise fail(f"MODEL {model}: no such model folder")
+    if license is not None and not license.strip():
+        raise fail("--license is empty: give the license's Hub id (apache-2.0, mit, ...), or leave it out for the base's")
     if to is not None and to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise fail(f"--to {to} exists and is not an empty folder")
     work = to if to is not None else Path(tempfile.mkdtemp(prefix="ragcun-push-")) / "model"
@@ -57,4 +60,4 @@ def push(
         raise fail(str(exc)) from None
     finally:
         if to is None:
-            hub.clear(work.parent)
+            shutil.rmtree(work.parent, ignore_errors=True)

@@ -13,9 +13,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-#: The keyword arguments that are encode settings (the dataclass's fields), for the functions that take either.
-FIELDS = ("split", "batch_size", "max_seq_length", "data_dir", "cache", "device", "backend", "precision")
-
 
 @dataclass(frozen=True)
 class EncodeSettings:

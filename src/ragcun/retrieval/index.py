@@ -87,6 +87,13 @@ def as_vectors(x: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def positive_int(what: str, value: Any) -> int:
+    """``value`` as an int >= 1, else a ValueError naming ``what`` (NaN, a string or a bool included)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def as_ids(ids: np.ndarray, n: int) -> np.ndarray:
     ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
     if ids.shape[0] != n:

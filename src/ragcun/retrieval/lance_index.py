@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ragcun.retrieval.index import VectorIndex, as_ids, as_vectors
+from ragcun.retrieval.index import VectorIndex, as_ids, as_vectors, positive_int
 
 TABLE = "vectors"
 SAVED = "lance"
@@ -78,15 +78,16 @@ class LanceIndex(VectorIndex):
         super().__init__(dim)
         self.kind = "flat" if exact else "ivf"
         self.exact = bool(exact)
-        for name, v in (("nprobes", nprobes), ("refine_factor", refine_factor), ("min_rows", min_rows),
-                        ("num_partitions", 1 if num_partitions is None else num_partitions),
-                        ("num_sub_vectors", 1 if num_sub_vectors is None else num_sub_vectors)):
-            if int(v) < 1:
-                raise ValueError(f"backend='lancedb': {name} must be >= 1, got {v}")
-        if num_sub_vectors and dim % int(num_sub_vectors):
+        def check(name: str, value: Any) -> int:
+            return positive_int(f"backend='lancedb': {name}", value)
+
+        self.nprobes = check("nprobes", nprobes)
+        self.refine_factor = check("refine_factor", refine_factor)
+        self.min_rows = check("min_rows", min_rows)
+        self.num_partitions = None if num_partitions is None else check("num_partitions", num_partitions)
+        self.num_sub_vectors = None if num_sub_vectors is None else check("num_sub_vectors", num_sub_vectors)
+        if self.num_sub_vectors and dim % self.num_sub_vectors:
             raise ValueError(f"backend='lancedb': num_sub_vectors={num_sub_vectors} must divide the dimension {dim}")
-        self.num_partitions, self.num_sub_vectors = num_partitions, num_sub_vectors
-        self.nprobes, self.refine_factor, self.min_rows = int(nprobes), int(refine_factor), int(min_rows)
         self.table_name = table
         self.uri = uri
         if uri is None:  # a private working folder, removed with the index

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ragcun.retrieval.index import VectorIndex, as_ids, as_vectors
+from ragcun.retrieval.index import VectorIndex, as_ids, as_vectors, positive_int
 
 BATCH = 1024
 
@@ -47,7 +47,7 @@ class QdrantIndex(VectorIndex):
         self.kind = "flat" if exact else "hnsw"
         self.exact = bool(exact)
         self.url = url
-        self.hnsw_ef = int(hnsw_ef)
+        self.hnsw_ef = positive_int("backend='qdrant': hnsw_ef", hnsw_ef)
         self.collection = collection or f"ragcun-{uuid.uuid4().hex[:12]}"
         self.client = client_mod.QdrantClient(url=url) if url else client_mod.QdrantClient(":memory:")
         self._models = models
