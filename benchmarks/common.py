@@ -24,7 +24,8 @@ DATA_DIR = os.environ.get("RAGCUN_DATA_DIR") or os.path.join(os.path.dirname(REP
 
 
 def timed(fn: Callable[[], Any], reps: int = 3, warmup: int = 0) -> tuple[list[float], Any]:
-    """Run ``fn`` ``warmup`` + ``reps`` times; return the wall seconds of the timed runs and the last result."""
+    """Run ``fn`` ``warmup`` + ``reps`` times; return the wall seconds of the timed runs and the last
+    result."""
     out = None
     for _ in range(warmup):
         out = fn()
@@ -89,7 +90,8 @@ def row(
         "ragcun": {"name": ragcun_name, "values": list(ragcun_values), **summary(ragcun_values)},
     }
     if reference_values:
-        r["reference"] = {"name": reference_name, "values": list(reference_values), **summary(reference_values)}
+        r["reference"] = {"name": reference_name, "values": list(reference_values),
+                          **summary(reference_values)}
         ref = r["reference"]["median"]
         r["ratio"] = r["ragcun"]["median"] / ref if ref else None
     if extra:
@@ -110,8 +112,8 @@ def machine_info() -> dict[str, Any]:
 
     model, flags = cpu_info()
     info["cpu_model"] = model
-    info["cpu_flags"] = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-                                        "amx_int8", "avx512_fp16"})
+    info["cpu_flags"] = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                                        "amx_bf16", "amx_int8", "avx512_fp16"})
     if hasattr(os, "getloadavg"):  # 1/5/15-minute load when the suite ended: above the thread count = shared
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     try:

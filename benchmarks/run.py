@@ -58,7 +58,8 @@ def module_name_for(suite: str) -> str:
 
 
 def discover(suites_dir: Path = SUITES_DIR) -> dict[str, Path]:
-    """All suites in ``suites_dir``: ``{name: file}``, sorted by name; files starting with ``_`` are not suites."""
+    """All suites in ``suites_dir``: ``{name: file}``, sorted by name; files starting with ``_`` are not
+    suites."""
     found = {}
     for path in sorted(Path(suites_dir).glob("*.py")):
         if path.name.startswith("_"):
@@ -68,14 +69,15 @@ def discover(suites_dir: Path = SUITES_DIR) -> dict[str, Path]:
 
 
 def describe(path: Path) -> str:
-    """The first line of a suite's module docstring, read without importing it (imports are heavy)."""
+    """The first paragraph of a suite's module docstring, on one line, read without importing it (imports are
+    heavy)."""
     import ast
 
     try:
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
     except SyntaxError as exc:
         return f"(syntax error: {exc})"
-    return (doc or "").strip().splitlines()[0] if doc else ""
+    return " ".join(doc.strip().split("\n\n")[0].split()) if doc else ""
 
 
 def load_suite(path: Path):
@@ -104,7 +106,8 @@ def _finite(values: Any, where: str) -> list[float]:
 
 
 def stats(values: list[float]) -> dict[str, float]:
-    """Median and spread of repetitions; ``rel_spread`` = (max − min) / median, the noise to read ratios against."""
+    """Median and spread of repetitions; ``rel_spread`` = (max − min) / median, the noise to read ratios
+    against."""
     med = statistics.median(values)
     out = {
         "median": med,
@@ -192,11 +195,14 @@ def run_in_process(path: Path, quick: bool) -> Any:
     return load_suite(path).run(quick)
 
 
-def run_isolated(path: Path, quick: bool, timeout: float | None, threads: int | None = None) -> tuple[Any, dict]:
-    """Run one suite in a fresh interpreter; its stdout/stderr stream through, its result comes back as JSON."""
+def run_isolated(path: Path, quick: bool, timeout: float | None,
+                 threads: int | None = None) -> tuple[Any, dict]:
+    """Run one suite in a fresh interpreter; its stdout/stderr stream through, its result comes back as
+    JSON."""
     with tempfile.TemporaryDirectory(prefix="ragcun-bench-") as tmp:
         result_file = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path), "--result-file", str(result_file)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path), "--result-file",
+               str(result_file)]
         if quick:
             cmd.append("--quick")
         env = dict(os.environ)
@@ -239,7 +245,8 @@ def run_suites(
     timeout: float | None = None,
     threads: int | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Run ``names`` (all suites when empty); return (results by suite, errors by suite). Failures don't stop the rest."""
+    """Run ``names`` (all suites when empty); return (results by suite, errors by suite). Failures don't
+    stop the rest."""
     from benchmarks.common import machine_info
     from ragcun.io import write_json
 
@@ -247,8 +254,8 @@ def run_suites(
     names = names or list(available)
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise SystemExit(f"unknown suite(s): {', '.join(unknown)}; available: {', '.join(available) or 'none'} "
-                         f"(in {suites_dir})")
+        raise SystemExit(f"unknown suite(s): {', '.join(unknown)}; "
+                         f"available: {', '.join(available) or 'none'} (in {suites_dir})")
     if threads and not isolate:
         import torch
 
@@ -265,9 +272,11 @@ def run_suites(
                 raw, machine = run_in_process(available[name], quick), machine_info()
             result = finalize(raw, name, quick, time.perf_counter() - t0, machine)
         except Exception as exc:  # noqa: BLE001 - one broken suite must not cost the others' results
-            msg = str(exc) if isinstance(exc, SuiteError) else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            msg = (str(exc) if isinstance(exc, SuiteError)
+                   else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
             errors[name] = msg
-            print(f"suite {name} FAILED after {time.perf_counter() - t0:.1f} s:\n{msg}", file=sys.stderr, flush=True)
+            print(f"suite {name} FAILED after {time.perf_counter() - t0:.1f} s:\n{msg}", file=sys.stderr,
+                  flush=True)
             continue
         write_json(Path(out_dir) / f"{name}.json", result)
         results[name] = result
@@ -339,7 +348,8 @@ def print_table(results: dict[str, dict[str, Any]], errors: dict[str, str]) -> N
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="ragcun benchmarks (ratio = ragcun / reference; ↑/↓ = which way is better)", show_lines=False)
+    table = Table(title="ragcun benchmarks (ratio = ragcun / reference; ↑/↓ = which way is better)",
+                  show_lines=False)
     for h in HEADERS:
         table.add_column(h, overflow="fold")
     for result in results.values():
@@ -361,19 +371,22 @@ def summary_markdown(results: list[dict[str, Any]], errors: dict[str, str] | Non
     """One Markdown section per suite: provenance line, then the comparison table."""
     lines = ["# Benchmark summary", "",
              f"Generated by `benchmarks/run.py` from `{source}/*.json`. ratio = ragcun / reference "
-             "(medians); ↑ higher is better, ↓ lower is better; ± is half the min–max range over repetitions.", ""]
+             "(medians); ↑ higher is better, ↓ lower is better; ± is half the min–max range over "
+             "repetitions.", ""]
     for result in sorted(results, key=lambda r: r["suite"]):
         m = result.get("machine", {})
         git = result.get("git") or {}
         if not isinstance(git, dict):  # results written before the harness recorded {"commit", "dirty"}
             git = {"commit": str(git)}
         commit = (git.get("commit") or "unknown")[:10] + ("+dirty" if git.get("dirty") else "")
-        device = m.get("cuda") or f"{m.get('processor', '?')}, {m.get('cpu_count', '?')} CPUs, {m.get('torch_threads', '?')} torch threads"
+        device = m.get("cuda") or (f"{m.get('processor', '?')}, {m.get('cpu_count', '?')} CPUs, "
+                                   f"{m.get('torch_threads', '?')} torch threads")
         if m.get("load_average"):
             device += f", load {m['load_average'][0]:.1f}"
         lines += [f"## {result['suite']}", "",
                   f"{result.get('date', '?')} · {'quick' if result.get('quick') else 'full'} · {device} · "
-                  f"torch {m.get('versions', {}).get('torch', '?')} · commit {commit} · {result.get('duration_s', '?')} s", ""]
+                  f"torch {m.get('versions', {}).get('torch', '?')} · commit {commit} · "
+                  f"{result.get('duration_s', '?')} s", ""]
         if result.get("skipped"):
             lines += [f"Skipped: {result['skipped']}.", ""]
         if result.get("rows"):
@@ -415,24 +428,31 @@ def _display_path(path: Path) -> str:
 def write_summary(out_dir: Path, errors: dict[str, str] | None = None) -> Path:
     from ragcun.io import write_text
 
-    return write_text(Path(out_dir) / SUMMARY_NAME, summary_markdown(load_results(out_dir), errors, _display_path(out_dir)))
+    return write_text(Path(out_dir) / SUMMARY_NAME,
+                      summary_markdown(load_results(out_dir), errors, _display_path(out_dir)))
 
 
 # --------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("suites", nargs="*", metavar="SUITE", help="suites to run (default: all); see --list")
-    p.add_argument("--quick", action="store_true", help="small inputs and fewer repetitions (minutes, not hours)")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory (default: benchmarks/results)")
+    p.add_argument("--quick", action="store_true",
+                   help="small inputs and fewer repetitions (minutes, not hours)")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR,
+                   help="results directory (default: benchmarks/results)")
     p.add_argument("--list", action="store_true", help="list the suites and exit")
     p.add_argument("--summary-only", action="store_true",
-                   help="run nothing: rewrite <out>/SUMMARY.md from the results already there, and print the table")
+                   help="run nothing: rewrite <out>/SUMMARY.md from the results already there, "
+                        "and print the table")
     p.add_argument("--suites-dir", type=Path, default=SUITES_DIR, help=argparse.SUPPRESS)
     p.add_argument("--in-process", action="store_true",
                    help="run suites in this process (for debugging; memory figures then leak between suites)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds allowed per suite (isolated mode only)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds allowed per suite (isolated mode only)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch/BLAS in the suites (default: torch's own choice); 1 is steadier on a busy machine")
+                   help="CPU threads for torch/BLAS in the suites (default: torch's own choice); "
+                        "1 is steadier on a busy machine")
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -17,9 +17,11 @@ from ragcun import GaussianRetriever, IsotropicGaussianEncoder
 
 DOCUMENTS = [
     ("paris", "Paris is the capital and most populous city of France.", {"topic": "geography"}),
-    ("mito", "The mitochondrion is the powerhouse of the cell: it produces most of its ATP.", {"topic": "biology"}),
+    ("mito", "The mitochondrion is the powerhouse of the cell: it produces most of its ATP.",
+     {"topic": "biology"}),
     ("python", "Python is a high-level, general-purpose programming language.", {"topic": "computing"}),
-    ("reef", "The Great Barrier Reef, off Queensland, is the world's largest coral reef system.", {"topic": "geography"}),
+    ("reef", "The Great Barrier Reef, off Queensland, is the world's largest coral reef system.",
+     {"topic": "geography"}),
     ("dna", "DNA carries the genetic instructions of all known organisms.", {"topic": "biology"}),
     ("faiss", "FAISS is a library for efficient similarity search of dense vectors.", {"topic": "computing"}),
 ]
@@ -27,8 +29,10 @@ QUERIES = ["What is the capital of France?", "Which organelle makes ATP?", "vect
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="a ragcun model dir, a sentence-transformers model or alias")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None,
+                        help="a ragcun model dir, a sentence-transformers model or alias")
     parser.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
     parser.add_argument("-k", type=int, default=3)
     args = parser.parse_args()

@@ -54,7 +54,8 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture(scope="session", autouse=True)
 def _fp32_auto():
     """``auto`` is torch fp32 in every test but the ones of ``auto`` itself (tests/runtime/test_auto.py), so
-    the suite's vectors and figures are the same on every CPU kind (``auto`` measures bf16 where it exists)."""
+    the suite's vectors and figures are the same on every CPU kind (``auto`` measures bf16 where it
+    exists)."""
     old = os.environ.get("RAGCUN_AUTO_MEASURE")
     os.environ["RAGCUN_AUTO_MEASURE"] = "0"
     yield
@@ -68,7 +69,8 @@ def _fp32_auto():
 def beir_slice(data_root, tmp_path_factory):
     """Make a small real BEIR dataset: ``beir_slice("scifact", {"test": 20}, extra_docs=100)`` -> its folder.
 
-    The one way tests cut real data (:func:`ragcun.data.subset.write_subset`); slices are cached per arguments.
+    The one way tests cut real data (:func:`ragcun.data.subset.write_subset`); slices are cached per
+    arguments.
     """
     from ragcun.data.subset import write_subset
 
@@ -80,7 +82,8 @@ def beir_slice(data_root, tmp_path_factory):
         key = (dataset, tuple(sorted(queries.items())), extra_docs, max_chars, name)
         if key not in made:
             out = tmp_path_factory.mktemp("beir-slice") / (name or f"{dataset}-slice")
-            made[key] = write_subset(data_root / "beir" / dataset, out, queries, extra_docs, max_chars=max_chars)
+            made[key] = write_subset(data_root / "beir" / dataset, out, queries, extra_docs,
+                                     max_chars=max_chars)
         return made[key]
 
     return make

@@ -93,7 +93,8 @@ def test_empty_corpus_and_unjudged_qrels_are_errors(slice_dir, tmp_path):
         load_beir(str(d))
     d = _copy(slice_dir, tmp_path / "zero")
     rows = (d / "qrels" / "test.tsv").read_text().splitlines()
-    (d / "qrels" / "test.tsv").write_text("\n".join([rows[0], *[r.rsplit("\t", 1)[0] + "\t0" for r in rows[1:]]]) + "\n")
+    (d / "qrels" / "test.tsv").write_text(
+        "\n".join([rows[0], *[r.rsplit("\t", 1)[0] + "\t0" for r in rows[1:]]]) + "\n")
     with pytest.raises(DataFormatError, match=r"test\.tsv: no pair has a positive grade"):
         load_beir(str(d))
 
@@ -123,7 +124,8 @@ def test_top_k_is_never_changed_silently(slice_dir, tiny_model_path, caplog):
     (vals,) = res["results"].values()
     assert "recall@10" in vals and "recall@1000" not in vals and "ndcg@100" not in vals
     assert "top_k=20" in caplog.text and "recall@1000" in caplog.text
-    res = runner.invoke(app, ["evaluate", "-m", tiny_model_path, "-d", str(slice_dir), "--max-seq-length", "100000"])
+    res = runner.invoke(app, ["evaluate", "-m", tiny_model_path, "-d", str(slice_dir),
+                              "--max-seq-length", "100000"])
     assert_clean_error(res, "max_seq_length=100000 is above what")
 
 
@@ -154,7 +156,8 @@ def test_full_disk_is_a_message(slice_dir, tiny_model_path, tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(io.json, "dump", full)
-    res = runner.invoke(app, ["evaluate", "-m", tiny_model_path, "-d", str(slice_dir), "-o", str(tmp_path / "r.json")])
+    res = runner.invoke(app, ["evaluate", "-m", tiny_model_path, "-d", str(slice_dir), "-o",
+                              str(tmp_path / "r.json")])
     assert_clean_error(res, "No space left on device")
 
 
@@ -257,11 +260,12 @@ def test_manifests_that_skip_checks_or_were_edited_are_refused(index_dir, tmp_pa
 
 def test_index_build_limits_and_out(index_dir, slice_dir, tmp_path):
     model = str(index_dir / "model")
-    res = runner.invoke(app, ["index", "build", "-m", model, "--docs", str(slice_dir), "--out", str(tmp_path / "o"),
-                              "--limit", "-1"])
+    res = runner.invoke(app, ["index", "build", "-m", model, "--docs", str(slice_dir), "--out",
+                              str(tmp_path / "o"), "--limit", "-1"])
     assert_clean_error(res, "--limit must be a positive number of documents, got -1")
     (tmp_path / "file").write_text("x")
-    res = runner.invoke(app, ["index", "build", "-m", model, "--docs", str(slice_dir), "--out", str(tmp_path / "file")])
+    res = runner.invoke(app, ["index", "build", "-m", model, "--docs", str(slice_dir), "--out",
+                              str(tmp_path / "file")])
     assert_clean_error(res, "is a file; an index is a folder")
 
 

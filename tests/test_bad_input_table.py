@@ -73,16 +73,19 @@ FILE_FAULTS = {
     "corrupt gzip": (lambda p: (p.with_name(p.name + ".gz").write_bytes(b"\x1f\x8b\x08\x00garbage"),
                                 p.with_name(p.name + ".gz"))[1], "cannot be read"),
     "truncated gzip": (lambda p: (p.with_name(p.name + ".gz").write_bytes(
-        gzip.compress(b'{"_id": "a", "text": "x"}\n' * 200)[:40]), p.with_name(p.name + ".gz"))[1], "cannot be read"),
+        gzip.compress(b'{"_id": "a", "text": "x"}\n' * 200)[:40]), p.with_name(p.name + ".gz"))[1],
+                       "cannot be read"),
     "not UTF-8": (lambda p: (p.write_bytes(b'{"_id": "a", "text": "caf\xe9"}\n' if p.suffix == ".jsonl"
                                            else b"a\tcaf\xe9\n"), p)[1], "not UTF-8"),
 }
 
 
 def test_every_reader_is_in_the_table():
-    modules = [ragcun.data.beir, ragcun.data.documents, ragcun.data.msmarco, ragcun.data.pairs, ragcun.data.wiki]
+    modules = [ragcun.data.beir, ragcun.data.documents, ragcun.data.msmarco, ragcun.data.pairs,
+               ragcun.data.wiki]
     found = {name for m in modules for name, fn in vars(m).items()
-             if inspect.isfunction(fn) and fn.__module__ == m.__name__ and name.startswith(("read_", "load_", "iter_"))}
+             if inspect.isfunction(fn) and fn.__module__ == m.__name__
+             and name.startswith(("read_", "load_", "iter_"))}
     assert found - set(READERS) - NOT_FILE_READERS == set(), "a new reader needs its rows in READERS"
 
 
@@ -146,7 +149,7 @@ def test_document_paths_that_are_not_document_files(make, fragment, model_dir, t
     assert_clean_error(res, "--docs", fragment)
 
 
-# ---------------------------------------------------------------------------- BEIR folders: loader and evaluate
+# -------------------------------------------------------------------------- BEIR folders: loader and evaluate
 @pytest.fixture(scope="module")
 def slice_dir(beir_slice):
     return beir_slice("scifact", {"test": 6}, extra_docs=10, max_chars=200)
@@ -198,12 +201,14 @@ def test_what_evaluation_drops_is_counted_in_one_line(slice_dir, tmp_path, caplo
     with caplog.at_level("WARNING", logger="ragcun.data.beir"):
         load_beir(str(d))
     lines = [r.getMessage() for r in caplog.records if "judged queries" in r.getMessage()]
-    assert len(lines) == 1 and "1 of" in lines[0] and "q-unknown" in lines[0] and "missing from the corpus" in lines[0]
+    assert (len(lines) == 1 and "1 of" in lines[0] and "q-unknown" in lines[0]
+            and "missing from the corpus" in lines[0])
 
 
 def test_metrics_beyond_top_k_are_absent_not_nan(slice_dir, tiny_model_path, tmp_path):
     out = tmp_path / "res.json"
-    res = runner.invoke(app, ["evaluate", "-m", tiny_model_path, "-d", str(slice_dir), "--top-k", "5", "-o", str(out)])
+    res = runner.invoke(app, ["evaluate", "-m", tiny_model_path, "-d", str(slice_dir), "--top-k", "5", "-o",
+                              str(out)])
     assert res.exit_code == 0, res.output
     assert "nan" not in res.output.lower()
     data = json.loads(out.read_text())
@@ -228,22 +233,29 @@ OPTION_CASES = [
     (["search", "{ix}", "alpha", "--width", "0"], "--width must be at least 2 characters, got 0"),
     (["search", "{ix}", "alpha", "--width", "-5"], "--width must be at least 2 characters, got -5"),
     (["search", "{ix}", "alpha", "-k", "0"], "-k must be positive"),
-    (["evaluate", "-m", "{model}", "-d", "{ds}", "--batch-size", "1000000000000"], "--batch-size must be between 1 and 65,536"),
+    (["evaluate", "-m", "{model}", "-d", "{ds}", "--batch-size", "1000000000000"],
+     "--batch-size must be between 1 and 65,536"),
     (["evaluate", "-m", "{model}", "-d", "{ds}", "--batch-size", "0"], "--batch-size must be between 1"),
     (["evaluate", "-m", "{model}", "-d", "{ds}", "--top-k", "0"], "--top-k must be between 1"),
     (["evaluate", "-m", "{model}", "-d", "{ds}", "--chunk-size", "-1"], "--chunk-size must be at least 1"),
-    (["evaluate", "-m", "{model}", "-d", "{ds}", "--device", "quantum"], "--device 'quantum' is not a device"),
+    (["evaluate", "-m", "{model}", "-d", "{ds}", "--device", "quantum"],
+     "--device 'quantum' is not a device"),
     (["isotropy", "-m", "{model}", "-d", "{ds}", "--num-slices", "0"], "--num-slices must be between 1"),
     (["evaluate-rag", "-m", "{model}", "-d", "{ds}", "--negatives", "0"], "--negatives must be between 1"),
-    (["index", "build", "-m", "{model}", "--docs", "{docs}", "--out", "{tmp}/i", "--batch-size", "0"], "--batch-size must be"),
-    (["index", "build", "-m", "{model}", "--docs", "{docs}", "--out", "{tmp}/i", "--hnsw-m", "1"], "--hnsw-m must be"),
-    (["index", "build", "-m", "{model}", "--docs", "{docs}", "--out", "{tmp}/file/i"], "is a file, not a folder"),
-    (["index", "build", "-m", "{model}", "--docs", "{docs}", "--out", "{tmp}/i", "--device", "mps:7"], "--device"),
+    (["index", "build", "-m", "{model}", "--docs", "{docs}", "--out", "{tmp}/i", "--batch-size", "0"],
+     "--batch-size must be"),
+    (["index", "build", "-m", "{model}", "--docs", "{docs}", "--out", "{tmp}/i", "--hnsw-m", "1"],
+     "--hnsw-m must be"),
+    (["index", "build", "-m", "{model}", "--docs", "{docs}", "--out", "{tmp}/file/i"],
+     "is a file, not a folder"),
+    (["index", "build", "-m", "{model}", "--docs", "{docs}", "--out", "{tmp}/i", "--device", "mps:7"],
+     "--device"),
     (["search", "{ix}", "alpha", "--device", "tpu"], "--device 'tpu' is not a device"),
 ]
 if not torch.cuda.is_available():
     OPTION_CASES += [
-        (["evaluate", "-m", "{model}", "-d", "{ds}", "--device", "cuda"], "--device cuda: no CUDA GPU is visible"),
+        (["evaluate", "-m", "{model}", "-d", "{ds}", "--device", "cuda"],
+         "--device cuda: no CUDA GPU is visible"),
         (["index", "build", "-m", "{model}", "--docs", "{docs}", "--out", "{tmp}/i", "--device", "cuda:1"],
          "--device cuda:1: no CUDA GPU"),
         (["search", "{ix}", "alpha", "--device", "cuda"], "available: cpu"),
@@ -255,7 +267,8 @@ def test_options_out_of_bounds_name_the_flag(argv, fragment, model_dir, index_di
     (tmp_path / "file").write_text("x")
     docs = tmp_path / "docs.jsonl"
     docs.write_text('{"id": "a", "text": "alpha"}\n')
-    values = {"ix": index_dir, "model": model_dir, "ds": str(slice_dir), "docs": str(docs), "tmp": str(tmp_path)}
+    values = {"ix": index_dir, "model": model_dir, "ds": str(slice_dir), "docs": str(docs),
+              "tmp": str(tmp_path)}
     res = runner.invoke(app, [a.format(**values) for a in argv])
     assert_clean_error(res, fragment)
     assert not (tmp_path / "i").exists()
@@ -284,7 +297,8 @@ def test_a_folder_that_cannot_be_written_is_named(model_dir, tmp_path):
     else:
         os.chmod(locked, 0o555)
     try:
-        res = runner.invoke(app, ["index", "build", "-m", model_dir, "--docs", str(docs), "--out", str(locked / "index")])
+        res = runner.invoke(app, ["index", "build", "-m", model_dir, "--docs", str(docs), "--out",
+                                  str(locked / "index")])
         assert_clean_error(res, str(locked))
         assert list(locked.iterdir()) == []
     finally:

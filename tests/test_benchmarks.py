@@ -51,7 +51,8 @@ def run(quick):
 BAD_ROW = '''
 """Returns a row whose values are not numbers."""
 def run(quick):
-    return {"suite": "bad-row", "rows": [{"task": "t", "metric": "m", "ragcun": {"name": "x", "values": ["fast"]}}]}
+    row = {"task": "t", "metric": "m", "ragcun": {"name": "x", "values": ["fast"]}}
+    return {"suite": "bad-row", "rows": [row]}
 '''
 
 
@@ -76,7 +77,8 @@ def _harness():
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
 
 
 def test_list_shows_suites_with_dashes_and_skips_private(suites: Path) -> None:
@@ -89,7 +91,8 @@ def test_list_shows_suites_with_dashes_and_skips_private(suites: Path) -> None:
 
 def test_harness_runs_suites_end_to_end_and_survives_failures(suites: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
-    proc = _run("tiny", "broken", "needs-gpu", "bad-row", "--quick", "--suites-dir", str(suites), "--out", str(out))
+    proc = _run("tiny", "broken", "needs-gpu", "bad-row", "--quick", "--suites-dir", str(suites), "--out",
+                str(out))
     # One broken suite and one malformed one: reported, exit status 1, the others still ran and were written.
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "boom from the broken suite" in proc.stderr
@@ -161,7 +164,8 @@ def test_finalize_row_rejects_missing_fields() -> None:
     harness = _harness()
     with pytest.raises(harness.SuiteError, match="row has no 'metric'"):
         harness.finalize_row({"task": "t", "ragcun": {"values": [1.0]}}, "suite x row 0")
-    assert harness.fmt(12345.6) == "12,346" and harness.fmt(0.012345) == "0.0123" and harness.fmt(None) == "–"
+    assert (harness.fmt(12345.6) == "12,346" and harness.fmt(0.012345) == "0.0123"
+            and harness.fmt(None) == "–")
 
 
 def _suite(name: str, monkeypatch):

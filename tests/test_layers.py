@@ -1,5 +1,5 @@
-"""The layering is enforced: import-linter's contracts in pyproject.toml (the pipeline's layers, evaluation and
-retrieval independent, no cycles between sibling modules or packages) must all be kept."""
+"""The layering is enforced: import-linter's contracts in pyproject.toml (the pipeline's layers, evaluation
+and retrieval independent, no cycles between sibling modules or packages) must all be kept."""
 
 from __future__ import annotations
 

@@ -42,7 +42,8 @@ def test_the_pinned_install_resolves_the_framework_extras(tmp_path):
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q", "-c", str(LOCK),
            f"{LOCK.parent}[langchain,llamaindex]", "langchain-community", "--report", str(report)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0 and ("No matching distribution" not in proc.stderr and "conflict" not in proc.stderr
+    if proc.returncode != 0 and ("No matching distribution" not in proc.stderr
+                                 and "conflict" not in proc.stderr
                                  and "ResolutionImpossible" not in proc.stderr):
         import pytest
 

@@ -1,4 +1,5 @@
-"""The Gaussian encoder: structure, freezing, parameter groups, and the plain sentence-transformers round trip."""
+"""The Gaussian encoder: structure, freezing, parameter groups, and the plain sentence-transformers round
+trip."""
 
 from __future__ import annotations
 
@@ -103,7 +104,8 @@ def test_real_minilm_round_trip_with_plain_sentence_transformers(minilm_path, tm
 
 
 def test_prompts_pass_through(tiny_model_path):
-    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=8, prompts={"query": "query: ", "document": "passage: "})
+    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=8,
+                                   prompts={"query": "query: ", "document": "passage: "})
     q = enc.encode_query(["hello"])
     manual = enc.encode(["query: hello"])
     assert np.allclose(q, manual, atol=1e-6)
@@ -180,7 +182,8 @@ def test_whitened_start_has_the_identity_covariance(tiny_model_path, head):
     pca, _, _ = whitening_map(feats, 32, power=1.0)
     zca, _, _ = whitening_map(feats, 32, power=1.0, kind="zca")
     x = feats.double()
-    torch.testing.assert_close(torch.cdist(x @ pca.T, x @ pca.T), torch.cdist(x @ zca.T, x @ zca.T), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(torch.cdist(x @ pca.T, x @ pca.T), torch.cdist(x @ zca.T, x @ zca.T),
+                               rtol=1e-6, atol=1e-4)
     flat = torch.cat([feats, torch.zeros(96, 4)], dim=1)  # four dimensions that never vary
     w, _, flat_info = whitening_map(flat, 36, power=1.0)
     assert flat_info["rank"] <= 32 and torch.isfinite(w).all()
@@ -191,7 +194,8 @@ def test_whitened_start_has_the_identity_covariance(tiny_model_path, head):
 
 
 def test_warm_start_ranks_like_the_untouched_base(minilm_path, beir_slice):
-    """At step 0 a warm-started MiniLM ranks a real SciFact slice by L2 exactly as MiniLM ranks it by cosine."""
+    """At step 0 a warm-started MiniLM ranks a real SciFact slice by L2 exactly as MiniLM ranks it by
+    cosine."""
     from ragcun.data.beir import doc_text, load_beir
     from ragcun.evaluation.beir_eval import evaluate_model
 

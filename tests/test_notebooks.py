@@ -16,11 +16,14 @@ def test_notebooks_are_saved_with_their_outputs():
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         book = nbformat.read(path, as_version=4)
         code = [c for c in book.cells if c.cell_type == "code"]
-        assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1)), f"{path.name}: not run in order"
+        assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1)), (
+            f"{path.name}: not run in order")
         assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", [])), path.name
-        assert sum(bool(c.get("outputs")) for c in code) >= len(code) - 1, f"{path.name}: saved without outputs"
+        assert sum(bool(c.get("outputs")) for c in code) >= len(code) - 1, (
+            f"{path.name}: saved without outputs")
         text = str(book)
-        assert "/work/" not in text and "/tmp/" not in text, f"{path.name}: a machine's absolute path in the outputs"
+        assert "/work/" not in text and "/tmp/" not in text, (
+            f"{path.name}: a machine's absolute path in the outputs")
     figures = nbformat.read(NOTEBOOKS / "02_verify_isotropy.ipynb", as_version=4)
     assert sum("image/png" in o.get("data", {}) for c in figures.cells for o in c.get("outputs", [])) >= 3
 
@@ -39,5 +42,6 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch, minilm_path):
                                 resources={"metadata": {"path": str(tmp_path)}}).execute()
         errors = [o for c in book.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, f"{name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
-    assert (tmp_path / "train" / "best" / "modules.json").exists() and (tmp_path / "index" / "manifest.json").exists()
+    assert ((tmp_path / "train" / "best" / "modules.json").exists()
+            and (tmp_path / "index" / "manifest.json").exists())
     assert list((tmp_path / "isotropy").glob("*.png"))

@@ -21,7 +21,8 @@ def test_tracked_encode_counts_every_batch_and_changes_nothing(tiny_model_path, 
         with DocProgress(100, "encoding", every_s=0.0, logger=log) as progress, progress.track(model):
             got = encode_texts(model, texts, "document", batch_size=16)
     lines = [r.getMessage() for r in caplog.records if r.name == "ragcun.test"]
-    assert len(lines) == 7 and lines[0].startswith("encoding: 16 / 100 documents") and "100 / 100" in lines[-1]
+    assert (len(lines) == 7 and lines[0].startswith("encoding: 16 / 100 documents")
+            and "100 / 100" in lines[-1])
     assert np.array_equal(got, encode_texts(model, texts, "document", batch_size=16))  # the hook only counts
     assert not any(h for h in model[0]._forward_hooks.values())  # and is removed afterwards
 

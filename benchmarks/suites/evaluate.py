@@ -1,8 +1,9 @@
-"""``ragcun evaluate`` vs the ``beir`` package on the same model and data: same metric values, wall time, peak memory.
+"""``ragcun evaluate`` vs the ``beir`` package on the same model and data: same metric values, wall time,
+peak memory.
 
 * ragcun: :func:`ragcun.evaluation.beir_eval.evaluate_model` (the Python API behind ``ragcun
-  evaluate``) with its defaults (runtime ``auto``: measured on a CPU with bf16 units, else torch fp32; the measured
-  batch size, 16 on a CPU),
+  evaluate``) with its defaults (runtime ``auto``: measured on a CPU with bf16 units, else torch fp32; the
+  measured batch size, 16 on a CPU),
   cosine (MiniLM's own similarity), embedding cache disabled so it encodes everything; and the same with
   ``--backend onnx --precision int8``.
 * reference: ``beir``'s ``SentenceBERT`` + ``DenseRetrievalExactSearch`` (exact, top-1000, batch 64) +
@@ -11,8 +12,8 @@
 * data: scifact test (5,183 passages, 300 queries); quick mode: the judged passages plus random
   others up to 1,000 passages, all 300 queries (written to a temporary BEIR folder).
 
-Two repetitions of ragcun and beir, alternating (order swapped on the second), one of ragcun int8 (two in quick
-mode), each run in a fresh process, whose peak RSS
+Two repetitions of ragcun and beir, alternating (order swapped on the second), one of ragcun int8 (two in
+quick mode), each run in a fresh process, whose peak RSS
 is sampled while it runs (it includes the loaded model and the corpus text, the same for both).
 """
 
@@ -85,8 +86,8 @@ def _prepare_int8(model_path: str) -> None:
 
 
 def _measure_auto(model_path: str) -> dict[str, Any]:
-    """What ``auto`` picks for the model on this CPU (probed once and cached before the timed runs, as a user's
-    first encode does; the probe's seconds are reported, not hidden in one round)."""
+    """What ``auto`` picks for the model on this CPU (probed once and cached before the timed runs, as a
+    user's first encode does; the probe's seconds are reported, not hidden in one round)."""
     import time
 
     from ragcun.encoding.models import load_model
@@ -107,8 +108,10 @@ def _child(which: str, model_path: str, dataset: str) -> tuple[float, dict[str, 
     return times[0], vals, peak
 
 
-def _measure(which: str, model_path: str, dataset: Path, reps: int) -> tuple[list[float], dict[str, float], int]:
-    """Each repetition in its own fresh Python process, so neither pipeline inherits the other's memory high-water mark."""
+def _measure(which: str, model_path: str, dataset: Path,
+             reps: int) -> tuple[list[float], dict[str, float], int]:
+    """Each repetition in its own fresh Python process, so neither pipeline inherits the other's memory
+    high-water mark."""
     import os
     import subprocess
     import sys
@@ -119,7 +122,8 @@ def _measure(which: str, model_path: str, dataset: Path, reps: int) -> tuple[lis
     for _ in range(reps):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "child.json"
-            subprocess.run([sys.executable, __file__, which, model_path, str(dataset), str(out)], check=True, env=env)
+            subprocess.run([sys.executable, __file__, which, model_path, str(dataset), str(out)], check=True,
+                           env=env)
             t, vals, peak = json.loads(out.read_text())
         times.append(t)
         peaks.append(peak)
@@ -142,8 +146,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             dataset = find_beir_dataset("scifact", DATA_DIR)
         name = f"scifact{' (1,000-passage slice)' if quick else ''}"
         auto = _measure_auto(model_path)
-        notes.append(f"ragcun's default runtime here: auto = {auto['auto']} (chosen once by measurement on this CPU "
-                     f"and cached: {auto['probe_seconds']} s including the model load, not in the timed runs)")
+        notes.append(f"ragcun's default runtime here: auto = {auto['auto']} (chosen once by measurement on "
+                     f"this CPU and cached: {auto['probe_seconds']} s including the model load, not in the "
+                     "timed runs)")
         times: dict[str, list[float]] = {"ragcun": [], "beir": [], "ragcun-int8": []}
         peaks: dict[str, list[int]] = {k: [] for k in times}
         vals: dict[str, dict[str, float]] = {}
@@ -159,25 +164,30 @@ def run(quick: bool = False) -> dict[str, Any]:
               "ragcun-int8": "ragcun evaluate_model --precision int8 (onnx, cache off)"}
     rows = []
     for which, label in labels.items():
-        rows.append(row(task, "wall seconds", label, times[which], beir_name, times["beir"], higher_is_better=False))
+        rows.append(row(task, "wall seconds", label, times[which], beir_name, times["beir"],
+                        higher_is_better=False))
         rows.append(row(task, "peak RSS MB", label, [max(peaks[which]) / 2**20], beir_name,
                         [max(peaks["beir"]) / 2**20], higher_is_better=False))
     r_vals, b_vals = vals["ragcun"], vals["beir"]
     for m in COMPARED:
         rows.append(row(task, m, "ragcun", [r_vals[m]], "beir", [b_vals[m]], higher_is_better=True,
                         abs_diff=abs(r_vals[m] - b_vals[m])))
-    rows.append(row(task, "ndcg@10", "ragcun int8", [vals["ragcun-int8"]["ndcg@10"]], "beir", [b_vals["ndcg@10"]],
-                    higher_is_better=True, delta=vals["ragcun-int8"]["ndcg@10"] - b_vals["ndcg@10"]))
+    rows.append(row(task, "ndcg@10", "ragcun int8", [vals["ragcun-int8"]["ndcg@10"]], "beir",
+                    [b_vals["ndcg@10"]], higher_is_better=True,
+                    delta=vals["ragcun-int8"]["ndcg@10"] - b_vals["ndcg@10"]))
     worst = max(abs(r_vals[m] - b_vals[m]) for m in COMPARED if m != "mrr@10")
-    notes.append(f"largest |ragcun - beir| over the pytrec_eval metrics: {worst:.2e} (beir rounds to 5 decimals)")
-    notes.append("mrr@10: beir's custom mrr divides by every query in the qrels; ragcun averages over evaluated "
-                 "queries (trec_eval); equal here because every query is answered.")
-    notes.append("peak RSS is this process's resident memory while the pipeline runs (model, texts and vectors).")
-    notes.append("ragcun's fp32 default encodes at batch 16 (measured fastest on this CPU); beir runs at 64 as in "
-                 "its examples: part of the fp32 gap is that batch size, which beir users could set too.")
-    return {"suite": "evaluate", "inputs": {"dataset": name, "model": "all-MiniLM-L6-v2", "max_seq_length": 256,
-                                              "batch_size": {"ragcun": 16, "beir": 64}, "top_k": 1000,
-                                              "score": "cos", "reps": reps},
+    notes.append(f"largest |ragcun - beir| over the pytrec_eval metrics: {worst:.2e} "
+                 "(beir rounds to 5 decimals)")
+    notes.append("mrr@10: beir's custom mrr divides by every query in the qrels; ragcun averages over "
+                 "evaluated queries (trec_eval); equal here because every query is answered.")
+    notes.append("peak RSS is this process's resident memory while the pipeline runs "
+                 "(model, texts and vectors).")
+    notes.append("ragcun's fp32 default encodes at batch 16 (measured fastest on this CPU); beir runs at 64 "
+                 "as in its examples: part of the fp32 gap is that batch size, which beir users could set "
+                 "too.")
+    return {"suite": "evaluate", "inputs": {"dataset": name, "model": "all-MiniLM-L6-v2",
+                                              "max_seq_length": 256, "batch_size": {"ragcun": 16, "beir": 64},
+                                              "top_k": 1000, "score": "cos", "reps": reps},
             "rows": rows, "notes": notes}
 
 

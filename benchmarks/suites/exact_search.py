@@ -48,17 +48,19 @@ def run(quick: bool = False) -> dict[str, Any]:
             agree = float(np.mean(got == want))
             if agree < 0.999:  # exact search both: only float ties at the 10th place may differ
                 raise AssertionError(f"n={n} nq={nq}: ragcun and FAISS disagree on {1 - agree:.2%} of ids")
-            rows.append(row(f"exact top-{K}, {n:,} x 512, {nq} queries per call", "queries/s", "ragcun NumpyIndex",
-                            [nq / t for t in t_ours], "FAISS IndexFlatL2", [nq / t for t in t_ref],
-                            higher_is_better=True, ids_agree=agree))
+            rows.append(row(f"exact top-{K}, {n:,} x 512, {nq} queries per call", "queries/s",
+                            "ragcun NumpyIndex", [nq / t for t in t_ours], "FAISS IndexFlatL2",
+                            [nq / t for t in t_ref], higher_is_better=True, ids_agree=agree))
             winner = "numpy" if np.median(t_ours) < np.median(t_ref) else "faiss"
             faster.setdefault(winner, []).append(f"{n:,}×{nq}")
             logger.info("n=%d nq=%d: ragcun %.1f q/s, FAISS %.1f q/s", n, nq, nq / np.median(t_ours),
                         nq / np.median(t_ref))
         del ours, ref, x
-    notes = [f"faster per (documents × queries per call): NumPy {', '.join(faster.get('numpy', [])) or 'never'}; "
+    notes = [f"faster per (documents × queries per call): "
+             f"NumPy {', '.join(faster.get('numpy', [])) or 'never'}; "
              f"FAISS {', '.join(faster.get('faiss', [])) or 'never'}",
-             "both run the same O(n·d) scan per query; the gap is the BLAS (torch's MKL sgemm vs faiss-cpu's) and "
-             "the top-k selection."]
-    return {"suite": "exact-search", "inputs": {"k": K, "dim": 512, "sizes": list(sizes), "batches": list(BATCHES)},
+             "both run the same O(n·d) scan per query; the gap is the BLAS "
+             "(torch's MKL sgemm vs faiss-cpu's) and the top-k selection."]
+    return {"suite": "exact-search", "inputs": {"k": K, "dim": 512, "sizes": list(sizes),
+                                                "batches": list(BATCHES)},
             "rows": rows, "notes": notes}

@@ -39,9 +39,10 @@ def run(quick: bool = False) -> dict:
 
         def epoch(name: str, fast: bool, cache: str) -> tuple[float, dict]:
             os.environ["RAGCUN_CACHE_DIR"] = str(tmp / cache)  # a fresh name = a cold feature cache
-            cfg = load_config(None, [f"train_data={triplets}", "base_model=all-MiniLM-L6-v2", "freeze_base=true",
-                                     f"fast_frozen={'true' if fast else 'false'}", f"max_seq_length={seq}",
-                                     "batch_size=16", "epochs=1", "validate_during_training=false", "report_to=[]",
+            cfg = load_config(None, [f"train_data={triplets}", "base_model=all-MiniLM-L6-v2",
+                                     "freeze_base=true", f"fast_frozen={'true' if fast else 'false'}",
+                                     f"max_seq_length={seq}", "batch_size=16", "epochs=1",
+                                     "validate_during_training=false", "report_to=[]",
                                      f"output_dir={tmp / name}", "save_steps=100000", "logging_steps=1000"])
             (t,), out = timed(lambda: train(cfg), reps=1)
             return t, out
@@ -52,18 +53,22 @@ def run(quick: bool = False) -> dict:
             t, cold = epoch(f"cold-{i}", True, f"cache-{i}")
             cold_t.append(t), cold_feat.append(cold["feature_time_s"])
             t, warm = epoch(f"warm-{i}", True, f"cache-{i}")  # the cache the cold run just filled
-            warm_t.append(t), warm_feat.append(warm["feature_time_s"]), warm_sps.append(warm["samples_per_second"])
+            warm_t.append(t), warm_feat.append(warm["feature_time_s"]), warm_sps.append(
+                warm["samples_per_second"])
     inputs = {"model": "all-MiniLM-L6-v2", "triplets": n_train, "negatives": 1, "max_seq_length": seq,
               "batch_size": 16, "texts_per_epoch": n_train * 3, "repetitions": reps}
     return {
         "suite": "frozen",
         "inputs": inputs,
         "rows": [
-            row("epoch, frozen base", "seconds", "fast path, cold feature cache", cold_t, "slow path (base every step)",
-                slow_t, higher_is_better=False, feature_seconds=round(statistics.median(cold_feat), 3)),
-            row("epoch, frozen base", "seconds", "fast path, warm feature cache", warm_t, "slow path (base every step)",
-                slow_t, higher_is_better=False, feature_seconds=round(statistics.median(warm_feat), 3)),
-            row("epoch, frozen base", "train samples/s", "fast path (train loop only)", warm_sps, "slow path", slow_sps),
+            row("epoch, frozen base", "seconds", "fast path, cold feature cache", cold_t,
+                "slow path (base every step)", slow_t, higher_is_better=False,
+                feature_seconds=round(statistics.median(cold_feat), 3)),
+            row("epoch, frozen base", "seconds", "fast path, warm feature cache", warm_t,
+                "slow path (base every step)", slow_t, higher_is_better=False,
+                feature_seconds=round(statistics.median(warm_feat), 3)),
+            row("epoch, frozen base", "train samples/s", "fast path (train loop only)", warm_sps, "slow path",
+                slow_sps),
         ],
         "notes": [
             "Slow and fast paths train the same head (tests/training/test_trainer.py checks equality).",

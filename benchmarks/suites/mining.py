@@ -46,7 +46,8 @@ def _synthetic(n_docs: int, n_queries: int, seed: int = 0) -> tuple[list[str], l
     return docs, queries
 
 
-def _rank_bm25_rate(corpus_tokens: list[list[str]], query_tokens: list[list[str]], k: int) -> tuple[float, float]:
+def _rank_bm25_rate(corpus_tokens: list[list[str]], query_tokens: list[list[str]],
+                    k: int) -> tuple[float, float]:
     from rank_bm25 import BM25Okapi
 
     t0 = time.perf_counter()

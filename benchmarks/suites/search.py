@@ -40,7 +40,8 @@ def numpy_exact(x: np.ndarray, q: np.ndarray, k: int = K, block: int = 1 << 24) 
 
 
 def recall_at_k(ref: np.ndarray, got: np.ndarray) -> float:
-    return float(np.mean([len(set(r.tolist()) & set(g.tolist())) / len(r) for r, g in zip(ref, got, strict=True)]))
+    return float(np.mean([len(set(r.tolist()) & set(g.tolist())) / len(r)
+                          for r, g in zip(ref, got, strict=True)]))
 
 
 def scifact_embeddings(n_docs: int | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -71,7 +72,8 @@ def scifact_embeddings(n_docs: int | None) -> tuple[np.ndarray, np.ndarray, str]
     return np.load(dpath, allow_pickle=False), np.load(qpath, allow_pickle=False), str(dpath)
 
 
-def bench_dataset(name: str, x: np.ndarray, q: np.ndarray, reps: int, configs: dict[str, dict]) -> list[dict[str, Any]]:
+def bench_dataset(name: str, x: np.ndarray, q: np.ndarray, reps: int,
+                  configs: dict[str, dict]) -> list[dict[str, Any]]:
     from ragcun.retrieval.engines import make_index
 
     ids = np.arange(x.shape[0], dtype=np.int64)
@@ -107,8 +109,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         "numpy fallback": {"kind": "flat", "backend": "numpy"},
         "ivf (nprobe default)": {"kind": "ivf"},
         "ivf nprobe=32": {"kind": "ivf", "params": {"nprobe": 32}},
-        "hnsw M=32 efC=80 efS=64": {"kind": "hnsw", "params": {"M": 32, "ef_construction": 80, "ef_search": 64}},
-        "hnsw M=32 efC=80 efS=256": {"kind": "hnsw", "params": {"M": 32, "ef_construction": 80, "ef_search": 256}},
+        "hnsw M=32 efC=80 efS=64": {"kind": "hnsw",
+                                    "params": {"M": 32, "ef_construction": 80, "ef_search": 64}},
+        "hnsw M=32 efC=80 efS=256": {"kind": "hnsw",
+                                     "params": {"M": 32, "ef_construction": 80, "ef_search": 256}},
     }
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -131,8 +135,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     notes.append("queries/s = one batched search of all queries; build_seconds includes IVF training")
     return {
         "suite": "search",
-        "inputs": {"k": K, "quick": quick, "scifact_docs": int(xs.shape[0]), "scifact_queries": int(qs.shape[0]),
-                   "synthetic": [n_syn, 512], "synthetic_queries": n_q, "reps": reps},
+        "inputs": {"k": K, "quick": quick, "scifact_docs": int(xs.shape[0]),
+                   "scifact_queries": int(qs.shape[0]), "synthetic": [n_syn, 512], "synthetic_queries": n_q,
+                   "reps": reps},
         "rows": rows,
         "notes": notes,
     }

@@ -1,4 +1,5 @@
-"""SIGReg's cost per training step as a fraction of the encoder's forward+backward, and vs a naive complex-number version.
+"""SIGReg's cost per training step as a fraction of the encoder's forward+backward, and vs a naive
+complex-number version.
 
 Two questions a user asks before turning SIGReg on:
 
@@ -33,7 +34,8 @@ OUTPUT_DIM = 512
 SEQ_LEN = 32
 
 
-def naive_sigreg(x: torch.Tensor, directions: torch.Tensor, t_max: float = 3.0, n_points: int = 17) -> torch.Tensor:
+def naive_sigreg(x: torch.Tensor, directions: torch.Tensor, t_max: float = 3.0,
+                 n_points: int = 17) -> torch.Tensor:
     """The sliced Epps–Pulley statistic straight from its definition, with complex numbers.
 
     T = N · ∫ |φ̂(t) − e^{−t²/2}|² e^{−t²/2} dt over t ∈ [−t_max, t_max], φ̂(t) = mean_n exp(i t ⟨a, x_n⟩),
@@ -78,12 +80,14 @@ def _queries(n: int) -> list[str]:
     return texts[:n]
 
 
-def step_fraction(batches: list[int], slices: list[int], reps_encoder: int, reps_sigreg: int) -> tuple[list[dict], dict]:
+def step_fraction(batches: list[int], slices: list[int], reps_encoder: int,
+                  reps_sigreg: int) -> tuple[list[dict], dict]:
     from ragcun.losses.sigreg import SIGReg
     from ragcun.modeling import IsotropicGaussianEncoder
 
     torch.manual_seed(0)
-    model = IsotropicGaussianEncoder(base_model="all-MiniLM-L6-v2", output_dim=OUTPUT_DIM, max_seq_length=SEQ_LEN, device="cpu")
+    model = IsotropicGaussianEncoder(base_model="all-MiniLM-L6-v2", output_dim=OUTPUT_DIM,
+                                     max_seq_length=SEQ_LEN, device="cpu")
     model.train()
     texts = _queries(max(batches))
     rows, info = [], {}
@@ -135,7 +139,8 @@ def corpus_scale(reps: int, dim: int = 128, batch: int = 256) -> list[dict]:
 
     def sample(step: int, size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(step)
-        return embed(table[torch.randint(8000, (size,), generator=g)]), embed(table[torch.randint(8000, (size,), generator=g)])
+        return (embed(table[torch.randint(8000, (size,), generator=g)]),
+                embed(table[torch.randint(8000, (size,), generator=g)]))
 
     def make(**kw) -> IsotropicGaussianLoss:
         return IsotropicGaussianLoss(torch.nn.Module(), lambda_isotropy=1.0, temperature=5.0, num_slices=512,
@@ -163,8 +168,9 @@ def corpus_scale(reps: int, dim: int = 128, batch: int = 256) -> list[dict]:
             train_step()
         times[name] = _time_ms(train_step, reps)
     ref = times["batch only, random slices"]
-    return [row(f"frozen-arm step, {name}", "ms per step", "ragcun", t, "LeJEPA's batch-only SIGReg (random slices)",
-                ref, higher_is_better=False) for name, t in times.items() if t is not ref]
+    return [row(f"frozen-arm step, {name}", "ms per step", "ragcun", t,
+                "LeJEPA's batch-only SIGReg (random slices)", ref, higher_is_better=False)
+            for name, t in times.items() if t is not ref]
 
 
 def naive_comparison(configs: list[tuple[int, int]], reps: int) -> list[dict]:
@@ -186,7 +192,8 @@ def naive_comparison(configs: list[tuple[int, int]], reps: int) -> list[dict]:
         if not torch.allclose(ours, ref, rtol=1e-4, atol=1e-5):
             raise AssertionError(f"B={b} S={s}: SIGReg {ours.item():.6g} != naive {ref.item():.6g}")
         if not torch.allclose(x1.grad, x2.grad, rtol=1e-3, atol=1e-6 * float(x2.grad.abs().max())):
-            raise AssertionError(f"B={b} S={s}: gradients disagree (max diff {(x1.grad - x2.grad).abs().max():.3g})")
+            raise AssertionError(f"B={b} S={s}: gradients disagree "
+                                 f"(max diff {(x1.grad - x2.grad).abs().max():.3g})")
 
         def ours_step(x: torch.Tensor = x1, sig: SIGReg = sig) -> None:
             x.grad = None
@@ -222,12 +229,14 @@ def run(quick: bool) -> dict:
     return {
         "suite": "sigreg",
         "inputs": {
-            "encoder": f"IsotropicGaussianEncoder(all-MiniLM-L6-v2, output_dim={OUTPUT_DIM}), train mode, fp32, CPU",
+            "encoder": f"IsotropicGaussianEncoder(all-MiniLM-L6-v2, output_dim={OUTPUT_DIM}), "
+                       "train mode, fp32, CPU",
             "texts": f"scifact queries, max_seq_length={SEQ_LEN}",
             "batch_sizes": batches,
             "slices": slices,
             "naive_configs": naive_cfg,
-            "sigreg": "t_max=3, 17 nodes, fresh directions each step (generated on CPU, included in the time)",
+            "sigreg": "t_max=3, 17 nodes, fresh directions each step "
+                      "(generated on CPU, included in the time)",
             "token_counts": info,
             "torch_threads": torch.get_num_threads(),
         },
@@ -235,12 +244,13 @@ def run(quick: bool) -> dict:
         "notes": [
             "'step' rows: ratio = SIGReg fwd+bwd / encoder fwd+bwd (the fraction SIGReg adds to a step); "
             "share_of_step = SIGReg / (encoder + SIGReg).",
-            "'vs naive' rows: ratio < 1 means ragcun's SIGReg is faster than the complex-number reference; values and "
-            "gradients were asserted equal (rtol 1e-4 / 1e-3).",
-            "The encoder step excludes the optimiser and the contrastive loss, so the fraction is an upper bound. "
-            "Read ratios against the ± spread.",
-            f"math: SIGReg costs O(B·D·S + 17·B·S) per step, independent of sequence length; the encoder scales "
-            f"with B·tokens, so the fraction shrinks for longer inputs than the {SEQ_LEN} tokens used here.",
+            "'vs naive' rows: ratio < 1 means ragcun's SIGReg is faster than the complex-number reference; "
+            "values and gradients were asserted equal (rtol 1e-4 / 1e-3).",
+            "The encoder step excludes the optimiser and the contrastive loss, so the fraction is an upper "
+            "bound. Read ratios against the ± spread.",
+            f"math: SIGReg costs O(B·D·S + 17·B·S) per step, independent of sequence length; the encoder "
+            f"scales with B·tokens, so the fraction shrinks for longer inputs than the {SEQ_LEN} tokens used "
+            "here.",
         ],
     }
 

@@ -1,4 +1,5 @@
-"""GPU full fine-tuning of all-mpnet-base-v2: samples/s, peak memory and MFU, ragcun's objective vs sentence-transformers' MNRL (skipped without CUDA).
+"""GPU full fine-tuning of all-mpnet-base-v2: samples/s, peak memory and MFU, ragcun's objective vs
+sentence-transformers' MNRL (skipped without CUDA).
 
 Each configuration (batch 16–128, bf16 autocast, gradient checkpointing off/on) trains a
 fresh model for a few warm-up steps and then times whole optimiser steps (forward, backward,
@@ -97,7 +98,8 @@ def measure_training(
     device: str = "cuda",
     autocast_dtype: Any = None,
 ) -> dict[str, Any]:
-    """Train a fresh model for ``warmup`` + ``steps`` full steps; per-step seconds, tokens, params and peak memory."""
+    """Train a fresh model for ``warmup`` + ``steps`` full steps; per-step seconds, tokens, params and peak
+    memory."""
     import torch
 
     autocast_dtype = autocast_dtype or torch.bfloat16
@@ -159,7 +161,8 @@ def run(quick: bool) -> dict:
     import torch
 
     if not torch.cuda.is_available():
-        return {"suite": "train-gpu", "skipped": "no CUDA device", "inputs": {"model": MODEL}, "rows": [], "notes": []}
+        return {"suite": "train-gpu", "skipped": "no CUDA device", "inputs": {"model": MODEL}, "rows": [],
+                "notes": []}
 
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
@@ -184,7 +187,8 @@ def run(quick: bool) -> dict:
         return m
 
     variants = {
-        "ragcun": (ours_model, lambda m: IsotropicGaussianLoss(m, lambda_isotropy=1.0, num_slices=NUM_SLICES)),
+        "ragcun": (ours_model,
+                   lambda m: IsotropicGaussianLoss(m, lambda_isotropy=1.0, num_slices=NUM_SLICES)),
         "reference": (ref_model, lambda m: MultipleNegativesRankingLoss(m)),
     }
     rows, notes, raw = [], [], {}
@@ -216,12 +220,13 @@ def run(quick: bool) -> dict:
                 rows.append(row(task, "MFU (6·P·T model FLOPs / peak)", "ragcun",
                                 per_step(o, lambda s, t, p=o["params"]: 6 * p * t / s / (peak * 1e12)),
                                 "reference",
-                                per_step(r, lambda s, t, p=r["params"]: 6 * p * t / s / (peak * 1e12)) if r else None))
+                                per_step(r, lambda s, t, p=r["params"]: 6 * p * t / s / (peak * 1e12))
+                                if r else None))
     if peak is None:
         notes.append(f"MFU not computed: no peak bf16 figure for {device_name!r} in PEAK_BF16_TFLOPS")
     notes += [
-        "samples = (query, positive) pairs; in-batch negatives. A step = forward (bf16 autocast) + backward + "
-        "fused AdamW on all parameters; inputs pre-tokenised and on the GPU (no data-loading time).",
+        "samples = (query, positive) pairs; in-batch negatives. A step = forward (bf16 autocast) + backward "
+        "+ fused AdamW on all parameters; inputs pre-tokenised and on the GPU (no data-loading time).",
         "SIGReg runs in fp32 inside autocast (by design), on the queries and positives together.",
         "MFU uses all trainable parameters (embeddings included) and padded tokens of both columns; "
         f"peak = {peak} TFLOP/s dense bf16 for {device_name}.",

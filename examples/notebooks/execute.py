@@ -21,8 +21,10 @@ REPO = HERE.parents[1]
 
 
 def _relative(book: nbformat.NotebookNode) -> None:
-    """Outputs without this machine's layout (paths relative, data and cache folders by name) or tqdm's warning."""
-    swaps = [(os.environ[v].rstrip("/"), f"${v}") for v in ("RAGCUN_DATA_DIR", "RAGCUN_CACHE_DIR") if os.environ.get(v)]
+    """Outputs without this machine's layout (paths relative, data and cache folders by name) or tqdm's
+    warning."""
+    swaps = [(os.environ[v].rstrip("/"), f"${v}") for v in ("RAGCUN_DATA_DIR", "RAGCUN_CACHE_DIR")
+             if os.environ.get(v)]
     swaps += [(str(REPO) + "/", ""), (str(REPO), ".")]
 
     def clean(text: str) -> str:
@@ -31,8 +33,10 @@ def _relative(book: nbformat.NotebookNode) -> None:
         return text
 
     for cell in book.cells:
-        if "outputs" in cell:  # tqdm's "IProgress not found" (no ipywidgets in the kernel) is not the notebook's
-            cell["outputs"] = [o for o in cell["outputs"] if "TqdmWarning: IProgress" not in o.get("text", "")]
+        # tqdm's "IProgress not found" (no ipywidgets in the kernel) is not the notebook's
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in cell["outputs"]
+                               if "TqdmWarning: IProgress" not in o.get("text", "")]
         for out in cell.get("outputs", []):
             if "text" in out:
                 out["text"] = clean(out["text"])
@@ -46,7 +50,8 @@ def main(names: list[str]) -> int:
     for path in sorted(HERE.glob("*.ipynb")) if not names else [Path(n) for n in names]:
         t0 = time.perf_counter()
         book = nbformat.read(path, as_version=4)
-        NotebookClient(book, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+        NotebookClient(book, timeout=1800, kernel_name="python3",
+                       resources={"metadata": {"path": str(REPO)}}).execute()
         errors = [o for c in book.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         if errors:
             print(f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}", file=sys.stderr)

@@ -141,7 +141,8 @@ def from_table(cls: type[T], table: Any, source: str, table_name: str) -> T:
             raise unknown_key(cls, key, where)
         values[key] = coerce(cls, key, value, where)
     missing = [f.name for f in dataclasses.fields(cls)
-               if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+               if f.name not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
     if missing:
         raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
     obj = cls(**values)

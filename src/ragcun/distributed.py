@@ -48,7 +48,8 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def init_from_env() -> bool:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1) unless already in one; True when distributed.
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1) unless already in one; True when
+    distributed.
 
     gloo on CPUs, NCCL on GPUs (each process on ``cuda:LOCAL_RANK``); the rendezvous (one node or many) is
     torchrun's: ``MASTER_ADDR``/``MASTER_PORT`` or its c10d endpoint.

@@ -46,12 +46,14 @@ def model_fingerprint(model: Any) -> str:
                 h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     if hasattr(model, "encode"):
         for attr in ("max_seq_length", "similarity_fn_name", "prompts", "default_prompt_name"):
-            h.update(f"|{attr}={json.dumps(getattr(model, attr, None), sort_keys=True, default=str)}".encode())
+            h.update(f"|{attr}={json.dumps(getattr(model, attr, None), sort_keys=True, default=str)}"
+                     .encode())
     return h.hexdigest()[:16]
 
 
 def texts_fingerprint(ids: Sequence[str], texts: Sequence[str], extra: Any = None) -> str:
-    """SHA-256 (hex) of (id, text) pairs in order, plus any JSON-able ``extra`` (options that change the result)."""
+    """SHA-256 (hex) of (id, text) pairs in order, plus any JSON-able ``extra`` (options that change the
+    result)."""
     if len(ids) != len(texts):
         raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
     h = hashlib.sha256()

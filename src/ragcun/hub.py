@@ -30,8 +30,8 @@ def check_repo_id(repo_id: str) -> str:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if repo_id.count("/") != 1:
-        raise ValueError(f"repository id {repo_id!r}: expected 'owner/name' (your user or organisation, a slash, "
-                         "the model's name)")
+        raise ValueError(f"repository id {repo_id!r}: expected 'owner/name' (your user or organisation, "
+                         "a slash, the model's name)")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
@@ -48,10 +48,12 @@ def _facts(model: Any, repo_id: str, counts: dict[str, int]) -> str:
     dim = model.get_embedding_dimension()
     head = f" = base {counts['base']:,} + Gaussian head {counts['head']:,}" if counts["head"] else ""
     return (f"- **Model id:** `{repo_id}`\n- **Parameters:** {counts['total']:,}{head}\n"
-            f"- **Embedding:** {dim}-d, not normalised; rank by L2 distance (`model.similarity` is −‖q − d‖)\n")
+            f"- **Embedding:** {dim}-d, not normalised; rank by L2 distance "
+            "(`model.similarity` is −‖q − d‖)\n")
 
 
-def stage(model_dir: str | os.PathLike, repo_id: str, out: str | os.PathLike, *, license: str | None = None) -> dict[str, Any]:
+def stage(model_dir: str | os.PathLike, repo_id: str, out: str | os.PathLike, *,
+          license: str | None = None) -> dict[str, Any]:
     """Write what ``push`` uploads into ``out`` (replaced atomically): the model and its completed card."""
     from ragcun.resolve import base_card, hub_id, load_sentence_transformer
 
@@ -59,7 +61,8 @@ def stage(model_dir: str | os.PathLike, repo_id: str, out: str | os.PathLike, *,
     model_dir = Path(model_dir)
     if not (model_dir / "modules.json").is_file():
         raise FileNotFoundError(f"{model_dir}: not a saved sentence-transformers model (no modules.json)")
-    if (model_dir / "ragcun_config.json").is_file():  # the ragcun class: its head is counted and its config saved
+    # the ragcun class: its head is counted and its config saved
+    if (model_dir / "ragcun_config.json").is_file():
         from ragcun.modeling import IsotropicGaussianEncoder
 
         model = IsotropicGaussianEncoder.load(model_dir, device="cpu")
@@ -84,7 +87,8 @@ def stage(model_dir: str | os.PathLike, repo_id: str, out: str | os.PathLike, *,
     model.save(str(out), create_model_card=False)
     from sentence_transformers.base.model_card import generate_model_card
 
-    (out / "README.md").write_text(generate_model_card(model), encoding="utf-8")  # the card from the data above
+    # the card from the data above
+    (out / "README.md").write_text(generate_model_card(model), encoding="utf-8")
     section = old[old.index(START):old.index(END) + len(END)] if START in old and END in old else ""
     section = re.sub(r'((?:SentenceTransformer|GaussianRetriever)\()"[^"]*"', rf'\1"{repo_id}"', section)
     facts = _facts(model, repo_id, counts)
@@ -100,8 +104,8 @@ def stage(model_dir: str | os.PathLike, repo_id: str, out: str | os.PathLike, *,
             "files": files, "bytes": sum((out / f).stat().st_size for f in files)}
 
 
-def push(staged: dict[str, Any], *, private: bool = False, token: str | None = None, revision: str | None = None,
-         commit_message: str | None = None) -> str:
+def push(staged: dict[str, Any], *, private: bool = False, token: str | None = None,
+         revision: str | None = None, commit_message: str | None = None) -> str:
     """Create the repository if needed and upload the staged folder; returns the commit URL."""
     from huggingface_hub import HfApi
 

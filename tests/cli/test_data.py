@@ -41,6 +41,7 @@ def test_triplets_and_pairs_cli(tmp_path, data_root):
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["train_examples"] == 40 and m["counts"]["validation_queries"] == 10
     res = runner.invoke(app, ["data", "pairs", str(data_root / "beir" / "scifact" / "corpus.jsonl"), "--out",
-                              str(tmp_path / "p"), "--max-pairs", "20", "--val-size", "5", "--format", "jsonl"])
+                              str(tmp_path / "p"), "--max-pairs", "20", "--val-size", "5",
+                              "--format", "jsonl"])
     assert res.exit_code == 0, res.output
     assert len((tmp_path / "p" / "train.jsonl").read_text().splitlines()) == 20

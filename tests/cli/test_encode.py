@@ -1,4 +1,5 @@
-"""``ragcun encode``: vectors with their ids, as .npy (+ .ids.json) or Parquet, equal to the model's own encode."""
+"""``ragcun encode``: vectors with their ids, as .npy (+ .ids.json) or Parquet, equal to the model's own
+encode."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def docs(tmp_path_factory):
     path = tmp_path_factory.mktemp("encode") / "docs.jsonl"
-    rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(["alpha beta", "gamma delta epsilon", "zeta", "eta theta"])]
+    rows = [{"id": f"d{i}", "text": t}
+            for i, t in enumerate(["alpha beta", "gamma delta epsilon", "zeta", "eta theta"])]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -38,8 +40,8 @@ def test_parquet_holds_id_vector_and_norm(docs, tiny_model_path, tmp_path):
     import pyarrow.parquet as pq
 
     out = tmp_path / "vecs.parquet"
-    res = runner.invoke(app, ["encode", "-m", tiny_model_path, "--docs", str(docs), "--out", str(out), "--kind", "query",
-                              "--limit", "3"])
+    res = runner.invoke(app, ["encode", "-m", tiny_model_path, "--docs", str(docs), "--out", str(out),
+                              "--kind", "query", "--limit", "3"])
     assert res.exit_code == 0, res.output
     table = pq.read_table(out).to_pydict()
     assert table["id"] == ["d0", "d1", "d2"]
@@ -54,7 +56,8 @@ def test_parquet_holds_id_vector_and_norm(docs, tiny_model_path, tmp_path):
     (["--out", "{tmp}/v.npy", "--batch-size", "0"], "--batch-size must be between 1"),
 ])
 def test_bad_options_are_one_line(extra, fragment, docs, tiny_model_path, tmp_path):
-    res = runner.invoke(app, ["encode", "-m", tiny_model_path, "--docs", str(docs), *[a.format(tmp=tmp_path) for a in extra]])
+    res = runner.invoke(app, ["encode", "-m", tiny_model_path, "--docs", str(docs),
+                              *[a.format(tmp=tmp_path) for a in extra]])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert fragment in " ".join(res.output.split())
     assert not (tmp_path / "v.npy").exists() and not (tmp_path / "v.csv").exists()

@@ -42,11 +42,13 @@ def test_push_to_a_folder_writes_a_complete_card_and_a_loadable_model(model_dir,
     card = (out / "README.md").read_text()
     visible = re.sub(r"<!--.*?-->", "", card, flags=re.S)
     assert "sentence_transformers_model_id" not in card and "Unknown" not in visible
-    assert re.search(r"^license: apache-2.0$", card, re.M) and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+    assert (re.search(r"^license: apache-2.0$", card, re.M)
+            and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card)
     assert 'SentenceTransformer("someone/gaussian-minilm")' in card and str(model_dir) not in card
     n = sum(p.numel() for p in SentenceTransformer(str(out), device="cpu").parameters())
     assert f"**Parameters:** {n:,} = base" in card
-    title, results, details = card.index("\n# "), card.index("## ragcun evaluation"), card.index("## Model Details")
+    title, results, details = (card.index("\n# "), card.index("## ragcun evaluation"),
+                               card.index("## Model Details"))
     assert title < results < details  # the results before the template's boilerplate
     model = SentenceTransformer(str(out), device="cpu")
     assert model.similarity_fn_name == "euclidean"
@@ -62,7 +64,8 @@ def test_dry_run_lists_and_bad_arguments_are_one_line(model_dir, tmp_path):
                            ([str(model_dir), "o/m", "--to", str(model_dir)], "is not an empty folder"),
                            ([str(model_dir), "o/m", "--dry-run", "--license", " "], "--license is empty")):
         res = runner.invoke(app, ["push", *args])
-        assert res.exit_code == 1 and fragment in " ".join(res.output.split()) and "Traceback" not in res.output
+        assert (res.exit_code == 1 and fragment in " ".join(res.output.split())
+                and "Traceback" not in res.output)
 
 
 def test_unknown_base_license_asks_for_one(tiny_model_path, tmp_path):
@@ -82,4 +85,5 @@ def test_upload_failure_is_one_line(model_dir):
     proc = subprocess.run([sys.executable, "-m", "ragcun", "push", str(model_dir), "someone/m"], env=env,
                           capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 1 and "upload to http://127.0.0.1:9/someone/m failed" in out and "Traceback" not in out
+    assert (proc.returncode == 1 and "upload to http://127.0.0.1:9/someone/m failed" in out
+            and "Traceback" not in out)

@@ -69,13 +69,15 @@ def test_index_build_then_search(encoder_dir, corpus_slice, tmp_path, kind):
 def test_index_build_errors(encoder_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": 3}\n')
-    res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(bad), "--out", str(tmp_path / "o")])
+    res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(bad), "--out",
+                              str(tmp_path / "o")])
     assert res.exit_code == 1
     assert f"{bad}:2: `text` must be a string, got int" in text(res)
     assert not (tmp_path / "o").exists()
     dup = tmp_path / "dup.jsonl"
     dup.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
-    res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(dup), "--out", str(tmp_path / "o")])
+    res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(dup), "--out",
+                              str(tmp_path / "o")])
     assert res.exit_code == 1 and "duplicate document ids" in text(res)
     res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(dup), "--out",
                               str(tmp_path / "o"), "--index", "lsh"])
@@ -120,7 +122,8 @@ def test_index_build_max_seq_length_is_kept_and_checked(encoder_dir, corpus_slic
     assert loaded.model.max_seq_length == 16
     from ragcun.fingerprint import model_fingerprint
 
-    loaded.model.max_seq_length = 64  # the truncation is part of the model's identity, hence load re-applies it
+    # the truncation is part of the model's identity, hence load re-applies it
+    loaded.model.max_seq_length = 64
     assert model_fingerprint(loaded.model) != GaussianRetriever.read_manifest(out)["model"]["fingerprint"]
     res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(corpus_slice),
                               "--out", str(tmp_path / "bad"), "--max-seq-length", "100000"])

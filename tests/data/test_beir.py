@@ -68,7 +68,8 @@ def test_unknown_dataset_says_where_it_looked(tmp_path):
 def test_groups_and_doc_text():
     assert len(BEIR_DATASETS) == 18
     assert expand_dataset_names(["quick"]) == ["scifact", "nfcorpus"]
-    assert expand_dataset_names(["standard", "scifact"]) == ["scifact", "nfcorpus", "arguana", "fiqa", "trec-covid"]
+    assert expand_dataset_names(["standard", "scifact"]) == ["scifact", "nfcorpus", "arguana", "fiqa",
+                                                             "trec-covid"]
     assert expand_dataset_names(["all"]) == list(BEIR_DATASETS)
     assert doc_text({"title": "T", "text": "body "}) == "T body"
     assert doc_text({"title": "", "text": " body "}) == "body"
@@ -96,8 +97,10 @@ def test_missing_id(tmp_path):
 
 
 def test_duplicate_ids(tmp_path):
-    f = _write(tmp_path / "corpus.jsonl", '{"_id": "1", "text": "a"}\n{"_id": "2", "text": "b"}\n{"_id": "1", "text": "c"}\n')
-    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:3: duplicate document id '1' \(first seen on line 1\)"):
+    f = _write(tmp_path / "corpus.jsonl",
+               '{"_id": "1", "text": "a"}\n{"_id": "2", "text": "b"}\n{"_id": "1", "text": "c"}\n')
+    with pytest.raises(DataFormatError,
+                       match=r"corpus\.jsonl:3: duplicate document id '1' \(first seen on line 1\)"):
         load_corpus(f)
     q = _write(tmp_path / "queries.jsonl", '{"_id": "q", "text": "a"}\n{"_id": "q", "text": "b"}\n')
     with pytest.raises(DataFormatError, match=r"queries\.jsonl:2: duplicate query id"):
@@ -132,7 +135,8 @@ def _mini_dataset(root, qrels_text):
 
 
 def test_qrels_to_missing_documents_warn_not_fail(tmp_path, caplog):
-    root = _mini_dataset(tmp_path / "mini", "query-id\tcorpus-id\tscore\r\nq1\td0\t1\r\nq1\tgone1\t1\r\nq2\tgone2\t1\r\n")
+    root = _mini_dataset(tmp_path / "mini",
+                         "query-id\tcorpus-id\tscore\r\nq1\td0\t1\r\nq1\tgone1\t1\r\nq2\tgone2\t1\r\n")
     with caplog.at_level("WARNING"):
         data = load_beir(str(root), "test")
     assert data.missing_docs == 2

@@ -114,7 +114,8 @@ def test_offline_fails_fast_with_where_to_put_files(tmp_path, monkeypatch):
     monkeypatch.setenv("RAGCUN_DATA_DIR", str(tmp_path / "data"))
     # port 9 on localhost: connection refused at once, like being offline
     with pytest.raises(dl.DownloadError, match=r"cannot reach .*looks for local copies in: .*data/beir/fiqa"):
-        dl.download_beir(["fiqa"], tmp_path / "data" / "beir", base_url="http://127.0.0.1:9", timeout=2, progress=False)
+        dl.download_beir(["fiqa"], tmp_path / "data" / "beir", base_url="http://127.0.0.1:9", timeout=2,
+                         progress=False)
 
 
 def test_unknown_name_and_restricted(tmp_path, caplog):

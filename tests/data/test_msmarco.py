@@ -18,10 +18,12 @@ def test_real_dev_small_and_dl19(data_root):
 
 
 @pytest.mark.parametrize("name, text, read, message", [
-    ("collection.tsv", "0\tfirst\n1 no tab here\n", load_collection, r"collection\.tsv:2: expected `id<TAB>passage`"),
+    ("collection.tsv", "0\tfirst\n1 no tab here\n", load_collection,
+     r"collection\.tsv:2: expected `id<TAB>passage`"),
     ("collection.tsv", "0\tfirst\n0\tagain\n", load_collection, r"collection\.tsv:2: duplicate passage id"),
     ("qrels.train.tsv", "1\t0\t5\t1\n2\t0\t6\n", load_qrels_trec, r"qrels\.train\.tsv:2: expected 4 fields"),
-    ("qrels.train.tsv", "1\t0\t5\tyes\n", load_qrels_trec, r"qrels\.train\.tsv:1: relevance must be an integer"),
+    ("qrels.train.tsv", "1\t0\t5\tyes\n", load_qrels_trec,
+     r"qrels\.train\.tsv:1: relevance must be an integer"),
 ])
 def test_broken_files(tmp_path, name, text, read, message):
     path = tmp_path / name

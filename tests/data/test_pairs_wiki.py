@@ -42,7 +42,8 @@ def test_wiki_local_file(tmp_path):
                             show_progress=False)
     lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(lines) == 7 == m["passages"]
-    assert all("[[" not in p["text"] and "{{" not in p["text"] and len(p["text"].split()) <= 50 for p in lines)
+    assert all("[[" not in p["text"] and "{{" not in p["text"] and len(p["text"].split()) <= 50
+               for p in lines)
     assert (tmp_path / "p.jsonl.manifest.json").exists()
 
 

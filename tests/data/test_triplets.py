@@ -36,7 +36,8 @@ def test_no_document_judged_relevant_in_any_split_is_a_negative(nf_triplets, dat
             judged.setdefault(q, set()).update(d for d, g in docs.items() if g > 0)
     clashes = [(ex["query_id"], d) for ex in ds for d in ex["negative_ids"] if d in judged[ex["query_id"]]]
     assert clashes == []
-    assert sum(len(judged[q]) for q in set(ds["query_id"])) > len(set(ds["query_id"]))  # the exclusion had work to do
+    # the exclusion had work to do
+    assert sum(len(judged[q]) for q in set(ds["query_id"])) > len(set(ds["query_id"]))
 
 
 def test_false_negative_guard_keeps_only_candidates_below_the_positive(tmp_path, data_root):
@@ -98,7 +99,8 @@ def test_same_seed_same_output_and_index_reused(nf_triplets, tmp_path, data_root
     out, _ = nf_triplets
     with caplog.at_level("INFO"):
         build_triplets("nfcorpus", tmp_path / "again", data_dir=str(data_root), max_train_samples=300,
-                       split_ratio=0.05, val_size=20, num_negatives=3, bm25_top_k=50, seed=7, show_progress=False)
+                       split_ratio=0.05, val_size=20, num_negatives=3, bm25_top_k=50, seed=7,
+                       show_progress=False)
     assert "reusing BM25 index" in caplog.text
     a = datasets.load_from_disk(str(out / "train"))
     b = datasets.load_from_disk(str(tmp_path / "again" / "train"))
@@ -108,7 +110,8 @@ def test_same_seed_same_output_and_index_reused(nf_triplets, tmp_path, data_root
 def _msmarco_dir(root):
     root.mkdir()
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-    lines = [f"{i}\t{words[i % 12]} {words[(i * 5) % 12]} {words[(i * 7) % 12]} passage number {i}" for i in range(60)]
+    lines = [f"{i}\t{words[i % 12]} {words[(i * 5) % 12]} {words[(i * 7) % 12]} passage number {i}"
+             for i in range(60)]
     (root / "collection.tsv").write_text("\n".join(lines) + "\n")
     (root / "queries.train.tsv").write_text("100\talpha beta\n101\tgamma delta\n102\ttheta kappa\n")
     (root / "qrels.train.tsv").write_text("100\t0\t0\t1\n101\t0\t2\t1\n101\t0\t14\t1\n102\t0\t7\t1\n")
@@ -117,7 +120,8 @@ def _msmarco_dir(root):
 
 def test_msmarco_files_and_jsonl(tmp_path):
     src = _msmarco_dir(tmp_path / "msmarco")
-    m = build_triplets(str(src), tmp_path / "out", num_negatives=2, bm25_top_k=10, format="jsonl", show_progress=False)
+    m = build_triplets(str(src), tmp_path / "out", num_negatives=2, bm25_top_k=10, format="jsonl",
+                       show_progress=False)
     rows = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
     assert len(rows) == 4 == m["counts"]["train_examples"]
     assert list(rows[0]) == ["query", "positive", "negative_1", "negative_2", "query_id", "positive_id",

@@ -12,7 +12,8 @@ from ragcun.encoding.search import brute_force, merge_topk, rescore, search, sea
 def data():
     rng = np.random.default_rng(0)
     q = rng.standard_normal((37, 24)).astype(np.float32)
-    d = (rng.standard_normal((1013, 24)) * rng.uniform(0.5, 2.0, (1013, 1))).astype(np.float32)  # varied norms
+    # varied norms
+    d = (rng.standard_normal((1013, 24)) * rng.uniform(0.5, 2.0, (1013, 1))).astype(np.float32)
     return q, d
 
 
@@ -54,7 +55,8 @@ def test_shards_merge_to_the_same_top_k(data):
     parts = []
     for rank in range(2):
         mine = [c for c in range(len(chunks)) if c % 2 == rank]
-        _, cand = search_chunks(q, [chunks[c] for c in mine], 60, "l2", offsets=[int(starts[c]) for c in mine])
+        _, cand = search_chunks(q, [chunks[c] for c in mine], 60, "l2",
+                                offsets=[int(starts[c]) for c in mine])
         parts.append(rescore(q, chunks, cand, "l2", 40))
     s, i = merge_topk(parts, 40)
     bs, bi = brute_force(q, d, 40, "l2")

@@ -1,5 +1,5 @@
-"""EncodeSettings: one object for the eight encoding settings, the same results as the keywords it replaces, and
-a clear error when both are given."""
+"""EncodeSettings: one object for the eight encoding settings, the same results as the keywords it replaces,
+and a clear error when both are given."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def test_settings_give_the_results_the_keywords_give(tiny_model_path, beir_slice
     data = str(beir_slice("scifact", {"test": 6}, extra_docs=30, max_chars=300, name="scifact-settings"))
     kw = {"batch_size": 8, "max_seq_length": 32, "cache": False, "backend": "torch", "precision": "fp32"}
     by_kw = evaluate_model(tiny_model_path, data, score="l2", show_progress_bar=False, **kw)
-    by_obj = evaluate_model(tiny_model_path, data, score="l2", show_progress_bar=False, settings=EncodeSettings(**kw))
+    by_obj = evaluate_model(tiny_model_path, data, score="l2", show_progress_bar=False,
+                            settings=EncodeSettings(**kw))
     assert by_kw["results"] == by_obj["results"] and by_obj["config"]["batch_size"] == 8
     assert by_obj["config"]["max_seq_length"] == 32
     iso = analyze([tiny_model_path], data, num_slices=16, plots=False, settings=EncodeSettings(**kw))
@@ -43,4 +44,34 @@ def test_evaluators_are_built_once_and_called_with_models(tiny_model_path, beir_
         BeirEvaluator("no-such-dataset-here", settings=EncodeSettings(data_dir=data))
     iso = IsotropyEvaluator(data, settings=settings, num_slices=16)
     rows = iso(tiny_model_path, "tiny")
-    assert [r["kind"] for r in rows] == ["corpus", "queries"] and iso.corpus_embeddings["tiny"].shape[0] == rows[0]["n"]
+    assert ([r["kind"] for r in rows] == ["corpus", "queries"]
+            and iso.corpus_embeddings["tiny"].shape[0] == rows[0]["n"])
+
+
+def test_one_beir_evaluator_reads_each_dataset_once_and_ranks_by_the_score_each_call_names(
+        tiny_model_path, beir_slice, monkeypatch, tmp_path):
+    """An experiment builds one BeirEvaluator for every view: each dataset is read on the first call only
+    (keep_data), a call may name its own score, and the results equal a fresh evaluate_model with that score;
+    evaluate_model itself keeps nothing."""
+    import ragcun.data.beir as beir
+    from ragcun.evaluation.beir_eval import BeirEvaluator, evaluate_model
+
+    data = str(beir_slice("scifact", {"test": 6}, extra_docs=30, max_chars=300, name="scifact-settings"))
+    settings = EncodeSettings(batch_size=8, max_seq_length=32, cache=False)
+    reads = []
+    real = beir.load_beir
+    monkeypatch.setattr(beir, "load_beir", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    ev = BeirEvaluator(data, settings=settings, show_progress_bar=False)
+    by_l2 = ev(tiny_model_path, score="l2", run_file=tmp_path / "l2.run")
+    by_cos, default = ev(tiny_model_path, score="cos", run_file=tmp_path / "cos.run"), ev(tiny_model_path)
+    assert reads == [data]
+    # plain ST model: cosine
+    assert (by_l2["score"], by_cos["score"], default["score"]) == ("l2", "cos", "cos")
+    for res, score in ((by_l2, "l2"), (by_cos, "cos")):
+        assert res["results"] == evaluate_model(tiny_model_path, data, score=score, settings=settings,
+                                                show_progress_bar=False)["results"]
+    top = {s: float((tmp_path / f"{s}.run").read_text().split()[4]) for s in ("l2", "cos")}
+    assert top["l2"] < 0 < top["cos"] <= 1  # each run scored by its own score: -||q - d|| and the cosine
+    assert len(reads) == 3  # evaluate_model read its data for its one call, and kept it nowhere
+    with pytest.raises(ValueError, match="score"):
+        ev(tiny_model_path, score="hamming")

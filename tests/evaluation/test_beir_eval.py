@@ -57,7 +57,8 @@ def test_minilm_on_scifact_slice(scifact_slice, minilm, tmp_path):
     qids = list(queries)
     q = minilm.encode([queries[x] for x in qids])
     s, i = brute_force(q, emb.array(), n_docs, "cos")
-    ref_run = {qid: {ids[j]: float(v) for v, j in zip(s[r], i[r], strict=True) if ids[j] != qid} for r, qid in enumerate(qids)}
+    ref_run = {qid: {ids[j]: float(v) for v, j in zip(s[r], i[r], strict=True) if ids[j] != qid}
+               for r, qid in enumerate(qids)}
     ref, _ = evaluate_run(qrels, ref_run)
     for k, v in ref.items():
         assert m[k] == pytest.approx(v, abs=1e-6), k
@@ -85,8 +86,9 @@ def test_cache_keys_and_uncached_cleanup(tiny_model_path, tmp_path):
     ids = [f"d{i}" for i in range(25)]
     texts = [f"document number {i} about topic {i % 3}" for i in range(25)]
     a = encode_corpus(model, ids, texts, "toy", chunk_size=10, cache_root=tmp_path, show_progress_bar=False)
-    assert a.encoded_chunks == 3 and len(a) == 25 and sorted(p.name for p in a.directory.glob("chunk-*.npy")) == [
-        "chunk-00000.npy", "chunk-00001.npy", "chunk-00002.npy"]
+    assert (a.encoded_chunks == 3 and len(a) == 25
+            and sorted(p.name for p in a.directory.glob("chunk-*.npy")) == [
+                "chunk-00000.npy", "chunk-00001.npy", "chunk-00002.npy"])
     b = encode_corpus(model, ids, texts, "toy", chunk_size=10, cache_root=tmp_path, show_progress_bar=False)
     assert b.encoded_chunks == 0 and b.key == a.key
     np.testing.assert_array_equal(a.array(), b.array())
@@ -119,7 +121,8 @@ def test_evaluate_cli_with_tiny_model(scifact_slice, tiny_model_path, tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     assert data["score"] == "l2" and 0 <= data["results"]["scifact-slice"]["ndcg@10"] <= 1
-    assert set(data["results"]["scifact-slice"]) >= {"ndcg@1", "ndcg@100", "map@10", "recall@1000", "p@10", "mrr@100"}
+    assert set(data["results"]["scifact-slice"]) >= {"ndcg@1", "ndcg@100", "map@10", "recall@1000", "p@10",
+                                                     "mrr@100"}
     assert (tmp_path / "run.trec").exists()
     res = CliRunner().invoke(app, ["evaluate", "--model", tiny_model_path, "--datasets", "no-such-dataset"])
     assert res.exit_code == 1 and "no-such-dataset" in res.output
@@ -127,13 +130,15 @@ def test_evaluate_cli_with_tiny_model(scifact_slice, tiny_model_path, tmp_path):
 
 @pytest.mark.slow
 def test_fidelity_published_minilm_numbers(minilm):
-    """Plain all-MiniLM-L6-v2, cosine, 256 tokens: the published NDCG@10 (scifact 64.51, nfcorpus 31.59) ±0.3."""
+    """Plain all-MiniLM-L6-v2, cosine, 256 tokens: the published NDCG@10 (scifact 64.51, nfcorpus 31.59)
+    ±0.3."""
     res = evaluate_model(minilm, ["scifact", "nfcorpus"], max_seq_length=256, show_progress_bar=False)
     assert res["results"]["scifact"]["ndcg@10"] * 100 == pytest.approx(64.51, abs=0.3)
     assert res["results"]["nfcorpus"]["ndcg@10"] * 100 == pytest.approx(31.59, abs=0.3)
 
 
-def _dist_worker(rank: int, world: int, port: int, model_path: str, corpus: dict, queries: dict, out: str) -> None:
+def _dist_worker(rank: int, world: int, port: int, model_path: str, corpus: dict, queries: dict,
+                 out: str) -> None:
     import os
 
     import torch.distributed as dist
@@ -155,7 +160,8 @@ def _dist_worker(rank: int, world: int, port: int, model_path: str, corpus: dict
 
 
 def test_torchrun_sharded_encoding_merges_to_the_same_run(tiny_model_path, tmp_path):
-    """Two gloo ranks each encode every other chunk and search their own; the merged run equals one process's."""
+    """Two gloo ranks each encode every other chunk and search their own; the merged run equals one
+    process's."""
     import socket
 
     import torch.multiprocessing as mp
@@ -188,8 +194,8 @@ def test_evaluate_rag_and_isotropy_with_a_model(scifact_slice, tiny_model_path, 
     from ragcun.evaluation.rag import evaluate_rag
 
     out, plot = tmp_path / "rag.json", tmp_path / "rel.png"
-    r = evaluate_rag(tiny_model_path, str(scifact_slice), score="l2", negatives_per_query=20, output=out, plot=plot,
-                     show_progress_bar=False)
+    r = evaluate_rag(tiny_model_path, str(scifact_slice), score="l2", negatives_per_query=20, output=out,
+                     plot=plot, show_progress_bar=False)
     assert r["queries"] == 20 and r["score"] == "l2"
     assert 0 <= r["roc_auc"] <= 1 and 0 <= r["ece"] <= 1 and 0 <= r["pool_recall@10"] <= 1
     assert "pearson" in r["norm_vs_ndcg@10"]

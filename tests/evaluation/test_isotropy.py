@@ -98,7 +98,8 @@ def test_analyze_saved_matrices_writes_json_csv_plots(tmp_path, gauss):
     assert [r["is_isotropic"] for r in res["results"]] == [False, True]
     csv_lines = (out / "isotropy.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and "isoscore" in csv_lines[0]
-    for name in ("norm_histogram", "eigenvalue_spectrum", "covariance_heatmap", "per_dimension_distributions"):
+    for name in ("norm_histogram", "eigenvalue_spectrum", "covariance_heatmap",
+                 "per_dimension_distributions"):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     np.save(tmp_path / "vec.npy", np.zeros(4))
@@ -108,8 +109,8 @@ def test_analyze_saved_matrices_writes_json_csv_plots(tmp_path, gauss):
 
 def test_size_aware_measures():
     """What a reader needs to compare models across corpora: the SIGReg ratio at a fixed n (a fixed deviation
-    grows with n at the corpus size but not there), IsoScore beside a true N(0, I) sample's at the same n and d
-    (about 1 − d/n, far below 1 when d/n is not small), the top eigenvalue over the mean, and the empty
+    grows with n at the corpus size but not there), IsoScore beside a true N(0, I) sample's at the same n and
+    d (about 1 − d/n, far below 1 when d/n is not small), the top eigenvalue over the mean, and the empty
     directions (here the eight that were zeroed)."""
     rng = np.random.default_rng(3)
     n, d = 4096, 64
@@ -120,7 +121,8 @@ def test_size_aware_measures():
     assert m["empty_directions"] == 8 and m["fixed_n"] == 1024
     assert m["top_eigenvalue_ratio"] == pytest.approx(2.25 / ((2.25 + 55) / 64), rel=0.1)
     assert m["sigreg_ratio"] > 2 * m["sigreg_ratio_fixed"] > 0
-    wide = isotropy_metrics(rng.standard_normal((3633, 512)), num_slices=SLICES, reference_repeats=1)  # NFCorpus' size
+    # NFCorpus' size
+    wide = isotropy_metrics(rng.standard_normal((3633, 512)), num_slices=SLICES, reference_repeats=1)
     assert wide["isoscore_reference"] == pytest.approx(1 - 512 / 3633, abs=0.03)
     assert wide["isoscore"] == pytest.approx(wide["isoscore_reference"], abs=0.02)
     assert wide["isoscore"] < 0.9  # a true N(0, I) sample: the 0.9 verdict is out of reach at this size

@@ -1,4 +1,5 @@
-"""Metrics on hand-made runs: against values worked out by hand, pytrec_eval directly, and BEIR's evaluator."""
+"""Metrics on hand-made runs: against values worked out by hand, pytrec_eval directly, and BEIR's
+evaluator."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def _random_case(seed: int, n_q: int = 30, n_docs: int = 200):
         qid = f"q{q}"
         rel = rng.sample(range(n_docs), rng.randint(1, 8))
         qrels[qid] = {f"d{d}": rng.choice([0, 1, 1, 2]) for d in rel}
-        run[qid] = {f"d{d}": round(rng.random(), 3) for d in rng.sample(range(n_docs), 150)}  # rounded: many ties
+        # rounded: many ties
+        run[qid] = {f"d{d}": round(rng.random(), 3) for d in rng.sample(range(n_docs), 150)}
     return qrels, run
 
 
@@ -82,8 +84,8 @@ def test_matches_pytrec_eval_directly():
 
     qrels, run = _random_case(0)
     agg, per_q = evaluate_run(qrels, run)
-    ev = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.1,3,5,10,100", "map_cut.10,100", "recall.10,100,1000", "P.1,10",
-                                                "recip_rank"})
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.1,3,5,10,100", "map_cut.10,100",
+                                                "recall.10,100,1000", "P.1,10", "recip_rank"})
     ref = ev.evaluate(run)
     for qid, vals in ref.items():
         assert per_q[qid]["ndcg@10"] == vals["ndcg_cut_10"]
@@ -102,7 +104,8 @@ def test_matches_beir_evaluator():
     qrels, run = _random_case(1)
     k_values = [1, 3, 5, 10, 100, 1000]
     agg, _ = evaluate_run(qrels, run, k_values=k_values)
-    ndcg, _map, recall, prec = beir_eval.EvaluateRetrieval.evaluate(qrels, {q: dict(d) for q, d in run.items()}, k_values)
+    ndcg, _map, recall, prec = beir_eval.EvaluateRetrieval.evaluate(
+        qrels, {q: dict(d) for q, d in run.items()}, k_values)
     for k in k_values:
         assert round(agg[f"ndcg@{k}"], 5) == pytest.approx(ndcg[f"NDCG@{k}"], abs=1e-5)
         assert round(agg[f"map@{k}"], 5) == pytest.approx(_map[f"MAP@{k}"], abs=1e-5)
@@ -135,7 +138,8 @@ def test_run_file_round_trip(tmp_path):
 @pytest.mark.parametrize("name, text, read, message", [
     ("bad.trec", b"q1 Q0 d1 1 0.5 tag\nq1 Q0 d2 2 notanumber tag\n", "run", r"bad\.trec:2: score"),
     ("bad.trec", b"q1 Q0 d1 1 0.5\n", "run", r"bad\.trec:1: expected 6 columns"),
-    ("test.tsv", b"query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td2\tx\r\n", "qrels", r"test\.tsv:3: score must be an integer"),
+    ("test.tsv", b"query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td2\tx\r\n", "qrels",
+     r"test\.tsv:3: score must be an integer"),
 ])
 def test_read_errors_name_file_and_line(tmp_path, name, text, read, message):
     path = tmp_path / name

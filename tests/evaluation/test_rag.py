@@ -45,7 +45,8 @@ def _structured(informative: bool, seed: int = 0):
 def test_informative_embeddings_separate_and_rank():
     q, qids, docs, doc_ids, qrels = _structured(True)
     ndcg = {qid: float(i % 2) for i, qid in enumerate(qids)}
-    r = rag_metrics_from_embeddings(q, qids, docs, doc_ids, qrels, "l2", negatives_per_query=50, per_query_ndcg=ndcg)
+    r = rag_metrics_from_embeddings(q, qids, docs, doc_ids, qrels, "l2", negatives_per_query=50,
+                                    per_query_ndcg=ndcg)
     assert r["queries"] == 40 and r["pairs"] == 40 * 52 and r["positives"] == 80
     assert r["roc_auc"] > 0.95 and r["pool_recall@10"] > 0.9 and r["pool_mrr"] > 0.7
     assert "recall@10" not in r  # never confused with evaluate's full-corpus recall@10
@@ -61,7 +62,8 @@ def test_random_embeddings_are_chance_and_cos_norms_give_nan():
     assert 0.35 < r["roc_auc"] < 0.65
     assert abs(r["separation_std"]) < 0.35
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)  # constant norms: correlation undefined
-    r = rag_metrics_from_embeddings(qn, qids, docs, doc_ids, qrels, "cos", 20, per_query_ndcg={x: 0.5 for x in qids})
+    r = rag_metrics_from_embeddings(qn, qids, docs, doc_ids, qrels, "cos", 20,
+                                    per_query_ndcg={x: 0.5 for x in qids})
     assert math.isnan(r["norm_vs_ndcg@10"]["pearson"])
 
 

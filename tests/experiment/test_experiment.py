@@ -80,7 +80,8 @@ def test_runs_every_stage(experiment):
     iso = json.loads((run / "arms" / "isotropy" / "train_summary.json").read_text())["config"]
     base = json.loads((run / "arms" / "baseline" / "train_summary.json").read_text())["config"]
     assert iso["lambda_isotropy"] == 1.0 and base["lambda_isotropy"] == 0.0
-    for label in ("reference", "baseline", "isotropy", "frozen", "frozen.cos", "frozen.base", "isotropy.base"):
+    for label in ("reference", "baseline", "isotropy", "frozen", "frozen.cos", "frozen.base",
+                  "isotropy.base"):
         res = json.loads((run / "results" / f"{label}.json").read_text())
         (scores,) = res["results"].values()
         assert 0.0 <= scores["ndcg@10"] <= 1.0
@@ -151,7 +152,8 @@ def test_whitening_is_fitted_on_training_documents_only(experiment):
     head = model.head_modules[0].linear
     torch.testing.assert_close(head.weight[: weight.shape[0]].double(), weight, rtol=1e-4, atol=1e-5)
     out = (feats.double() @ weight.T + bias)
-    torch.testing.assert_close(torch.cov(out.T), torch.eye(weight.shape[0], dtype=torch.float64) * 16 / weight.shape[0],
+    torch.testing.assert_close(torch.cov(out.T),
+                               torch.eye(weight.shape[0], dtype=torch.float64) * 16 / weight.shape[0],
                                rtol=1e-3, atol=1e-3)
     test = load_beir(exp.evaluation.datasets[0], split="test")
     test_docs = [doc_text(d) for d in test.corpus.values()]
@@ -195,8 +197,8 @@ def test_model_cards_and_names_come_from_the_experiment(experiment):
 
     st_card = SentenceTransformer(str(best)).model_card_data
     assert "tiny/isotropy" in (st_card.model_name or "") or "tiny/isotropy" in card
-    res = evaluate_model(str(best), load_experiment(cfg).evaluation.datasets[0], batch_size=16, max_seq_length=32, show_progress_bar=False,
-                         run_file=run / "eval-run.trec")
+    res = evaluate_model(str(best), load_experiment(cfg).evaluation.datasets[0], batch_size=16,
+                         max_seq_length=32, show_progress_bar=False, run_file=run / "eval-run.trec")
     assert res["model"] == "tiny/isotropy"
     first = next(iter((run / "eval-run.trec").read_text().splitlines()))
     assert first.split()[-1] == "tiny_isotropy-l2"
@@ -211,7 +213,8 @@ _EVAL, _TRIP = '[evaluation]\ndatasets = ["scifact"]\n', '[triplets]\nsources = 
     (_TRIP, "evaluation"),
     (_EVAL + _TRIP + "num_negativs = 2\n",
      r"bad\.toml \[triplets\]: unknown key 'num_negativs' \(did you mean 'num_negatives'\?\)"),
-    ('[evaluation]\ndatasets = "scifact"\nbatch_size = "big"\n' + _TRIP, r"\[evaluation\]: batch_size expects int"),
+    ('[evaluation]\ndatasets = "scifact"\nbatch_size = "big"\n' + _TRIP,
+     r"\[evaluation\]: batch_size expects int"),
     (_EVAL + _TRIP + "[arms.baseline]\nlambda_isotropy = nan\n",
      r"\[arms.baseline\]: lambda_isotropy must be a finite number"),
     (_EVAL + 'precision = "fp16"\n' + _TRIP, r"precision must be auto, fp32, bf16, int8 \(got 'fp16'\)"),
@@ -251,8 +254,8 @@ def test_sweep_trains_one_arm_per_lambda(experiment):
         assert r["ci_low"] <= r["ndcg@10"] <= r["ci_high"] and 0.0 <= r["ndcg@10"] <= 1.0
         assert r["sigreg_ratio"] > 0 and 0.0 <= r["isoscore"] <= 1.0
     assert rows[1]["perm_p"] is not None and rows[0]["perm_p"] is None
-    lam = [json.loads((run / "sweep" / "frozen" / "arms" / f"frozen-lam{v}" / "train_summary.json").read_text())
-           ["config"]["lambda_isotropy"] for v in ("0", "0.5")]
+    lam = [json.loads((run / "sweep" / "frozen" / "arms" / f"frozen-lam{v}" / "train_summary.json")
+                      .read_text())["config"]["lambda_isotropy"] for v in ("0", "0.5")]
     assert lam == [0.0, 0.5]
     assert (run / "sweep" / "frozen" / "report" / "sweep.png").stat().st_size > 10_000
     assert "λ_iso" in summary["markdown"]
@@ -262,7 +265,8 @@ def test_sweep_trains_one_arm_per_lambda(experiment):
 
 #: What a user must not see on ragcun's log without -v (issue #16): library chatter and bars.
 CHATTER = ("No device provided", "Loading weights", "Computing widget examples", "Writing model shards",
-           "Saving the dataset", "Building index from IDs", "Batches:", "DEBUG", "it/s]", "pin_memory", "Warning:")
+           "Saving the dataset", "Building index from IDs", "Batches:", "DEBUG", "it/s]", "pin_memory",
+           "Warning:")
 
 
 def test_cli_log_is_quiet_when_not_a_terminal(tmp_path, beir_slice, tiny_model_path):
@@ -306,25 +310,29 @@ def test_every_latex_table_compiles(experiment, tmp_path):
     assert len(tables) >= 6 and any(t.name == "sweep.tex" for t in tables)
     for tex in tables:
         body = tex.read_text()
-        assert all(ord(c) < 128 for c in body), f"{tex.name}: raw Unicode {[c for c in body if ord(c) >= 128][:5]}"
-        assert "\\_iso" not in body and not re.search(r"(^|[\s\[(&])-\d", body, re.M), tex.name  # λ_iso, minus
+        assert all(ord(c) < 128 for c in body), (
+            f"{tex.name}: raw Unicode {[c for c in body if ord(c) >= 128][:5]}")
+        # λ_iso, minus
+        assert "\\_iso" not in body and not re.search(r"(^|[\s\[(&])-\d", body, re.M), tex.name
         doc = tmp_path / f"doc-{tex.stem}.tex"
         doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body
                        + "\n\\end{document}\n")
-        res = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120)
+        res = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, f"{tex.name} does not compile:\n{res.stdout[-1500:]}"
 
 
 def test_arm_labels_show_the_lambda_the_arm_trains_with(tmp_path):
-    """A custom arm's table without λ trains at the file's top-level λ; its label must say so (it said λ = 1)."""
+    """A custom arm's table without λ trains at the file's top-level λ; its label must say so
+    (it said λ = 1)."""
     from ragcun.experiment import arm_config
-    from ragcun.experiment.run import describe_arm
+    from ragcun.experiment.views import describe_arm
 
     cfg = tmp_path / "lam.toml"
-    cfg.write_text('[evaluation]\ndatasets = ["scifact"]\n[triplets]\nsources = ["scifact"]\n[loss]\nlambda_isotropy = 0.3\n'
-                   '[experiment]\narms = ["mine", "frozen"]\nbaseline = "mine"\n[arms.mine]\nmax_train_samples = 8\n'
-                   '[arms.frozen]\nfreeze_base = true\nlambda_isotropy = 2.0\n')
+    cfg.write_text('[evaluation]\ndatasets = ["scifact"]\n[triplets]\nsources = ["scifact"]\n[loss]\n'
+                   'lambda_isotropy = 0.3\n[experiment]\narms = ["mine", "frozen"]\nbaseline = "mine"\n'
+                   '[arms.mine]\nmax_train_samples = 8\n[arms.frozen]\nfreeze_base = true\n'
+                   'lambda_isotropy = 2.0\n')
     exp = load_experiment(cfg)
     for arm, label in (("mine", "λ_iso = 0.3, full fine-tuning"), ("frozen", "λ_iso = 2, head only")):
         assert describe_arm(exp, arm) == label
@@ -345,8 +353,10 @@ def test_parallel_arms_train_in_spawned_processes(tmp_path, beir_slice, tiny_mod
     train_arms_parallel(exp, ["baseline", "isotropy", "frozen"], [], None)
     for arm in ("isotropy", "frozen"):
         summary = json.loads((tmp_path / "run" / "arms" / arm / "train_summary.json").read_text())
-        assert summary["global_steps"] == 2 and (tmp_path / "run" / "arms" / arm / "best" / "modules.json").exists()
-    assert json.loads((tmp_path / "run" / "arms" / "frozen" / "train_summary.json").read_text())["config"]["freeze_base"]
+        assert (summary["global_steps"] == 2
+                and (tmp_path / "run" / "arms" / arm / "best" / "modules.json").exists())
+    assert json.loads((tmp_path / "run" / "arms" / "frozen" / "train_summary.json")
+                      .read_text())["config"]["freeze_base"]
 
 
 def test_each_model_is_loaded_once_per_run(experiment, monkeypatch):
@@ -354,16 +364,63 @@ def test_each_model_is_loaded_once_per_run(experiment, monkeypatch):
     datasets use it, and its max_seq_length goes through the one checked setter."""
     import ragcun.encoding.models as models_mod
     from ragcun.experiment.config import load_experiment
-    from ragcun.experiment.run import ViewModels, evaluation_views
+    from ragcun.experiment.views import ViewModels, evaluation_views
 
     cfg, _, _ = experiment
     exp = load_experiment(cfg)
     views = evaluation_views(exp)
     opened = []
     real = models_mod.open_model
-    monkeypatch.setattr(models_mod, "open_model", lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
+    monkeypatch.setattr(models_mod, "open_model",
+                        lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
     vm = ViewModels(exp.evaluation.max_seq_length, exp.evaluation)
     first, again = vm(views), vm([v for v in views if v.measured])
     assert sorted(opened) == sorted({v.model for v in views}) and len(opened) < len(views)
     assert all(again[label] is first[label] for label in again if not label.endswith("base"))
     assert all(m.max_seq_length == exp.evaluation.max_seq_length for m in first.values())
+
+
+def test_one_loop_over_views_and_stages_resumes_what_is_missing(experiment, monkeypatch):
+    """The evaluation is one loop over views × stages: with the BEIR results written and the isotropy and
+    approximate-search results removed, a rerun of the loop measures only those two, loads each model
+    directory once for both, and writes the same numbers as the first run."""
+    import ragcun.encoding.models as models_mod
+    from ragcun.experiment.stages import ApproximateSearchStage, BeirStage, IsotropyStage, evaluate
+    from ragcun.experiment.views import ViewModels, evaluation_views
+
+    cfg, run, _ = experiment
+    exp = load_experiment(cfg)
+    ev = exp.evaluation
+    ((iso_file, ann_file),) = [(p, run / "results" / "approximate_search.json")
+                               for p in run.glob("isotropy/*/isotropy.json")]
+    before_iso, before_ann = json.loads(iso_file.read_text()), json.loads(ann_file.read_text())
+    results = {p: p.stat().st_mtime_ns for p in (run / "results").glob("*.json") if p != ann_file}
+    iso_file.unlink()
+    ann_file.unlink()
+    opened = []
+    real = models_mod.open_model
+    monkeypatch.setattr(models_mod, "open_model",
+                        lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
+    views = evaluation_views(exp)
+    settings = ev.encode_settings()
+    stages = [BeirStage(ev, settings, run / "results"), IsotropyStage(ev, settings, run / "isotropy"),
+              ApproximateSearchStage(ev, settings, ann_file)]
+    measured = []
+    for stage in stages:
+        monkeypatch.setattr(stage, "measure", lambda v, m, s=stage, f=stage.measure:
+                            measured.append((s.name, v.label)) or f(v, m))
+    out = evaluate(views, stages, ViewModels(ev.max_seq_length, ev))
+    assert {p: p.stat().st_mtime_ns for p in results} == results  # BEIR: finished, skipped
+    assert not any(name == "evaluate" for name, _ in measured)
+    assert [label for name, label in measured if name == "isotropy"] == [v.label for v in views if v.measured]
+    assert {label for name, label in measured if name == "approximate_search"} == {
+        "reference", "baseline", "isotropy", "frozen"}
+    # each directory once, both stages
+    assert sorted(opened) == sorted({v.model for v in views if v.measured})
+    assert out["isotropy"][ev.datasets[0]] == iso_file and out["approximate_search"] == ann_file
+    after_iso = json.loads(iso_file.read_text())
+    keys = ("label", "kind", "n", "sigreg_ratio", "isoscore", "top_eigenvalue_ratio")
+    assert ([[r[k] for k in keys] for r in after_iso["results"]]
+            == [[r[k] for k in keys] for r in before_iso["results"]])
+    recall = [(r["model"], r["indexes"]["hnsw"]["recall"]) for r in json.loads(ann_file.read_text())["rows"]]
+    assert recall == [(r["model"], r["indexes"]["hnsw"]["recall"]) for r in before_ann["rows"]]

@@ -32,7 +32,8 @@ def test_experiment_preflight_fails_fast_on_missing_data(tmp_path, tiny_model_pa
                    .replace('datasets = ["no-such-dataset"]', 'datasets = ["scifact", "nope1", "nope2"]'))
     t = time.perf_counter()
     results = {r.name: r for r in run_experiment_preflight(load_experiment(cfg))}
-    assert results["triplet sources"].status == "fail" and "no-such-dataset" in results["triplet sources"].detail
+    assert (results["triplet sources"].status == "fail"
+            and "no-such-dataset" in results["triplet sources"].detail)
     assert "2 of 3 not found: nope1, nope2" in results["evaluation datasets"].detail
     assert results["model and training steps"].detail == "skipped: fix the failures above first"
     assert "triplets" not in results  # no model loaded, no triplets built

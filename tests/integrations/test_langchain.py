@@ -35,12 +35,15 @@ def test_relevance_in_unit_interval_and_threshold_retriever_works(retriever):
     assert all(0.0 <= s <= 1.0 for s in rel) and rel == sorted(rel, reverse=True)
     hits = retriever.retrieve(QUERIES[0], top_k=10)
     m = float(np.mean(np.square([retriever.get(i)["norm"] for i in retriever.store.ids()])))
-    assert rel == pytest.approx([max(0.0, 1 - h.distance ** 2 / (2 * m)) for h in hits])  # calibrated on the index
-    explicit = GaussianVectorStore(retriever, distance_scale=10.0).similarity_search_with_relevance_scores(QUERIES[0], k=3)
+    # calibrated on the index
+    assert rel == pytest.approx([max(0.0, 1 - h.distance ** 2 / (2 * m)) for h in hits])
+    explicit = GaussianVectorStore(retriever, distance_scale=10.0).similarity_search_with_relevance_scores(
+        QUERIES[0], k=3)
     assert [s for _, s in explicit] == pytest.approx([1 / (1 + h.distance / 10.0) for h in hits[:3]])
     # LangChain's own score-threshold retriever: keeps exactly the hits at or above the threshold
     cut = rel[4]
-    lc = store.as_retriever(search_type="similarity_score_threshold", search_kwargs={"score_threshold": cut, "k": 10})
+    lc = store.as_retriever(search_type="similarity_score_threshold",
+                            search_kwargs={"score_threshold": cut, "k": 10})
     docs = lc.invoke(QUERIES[0])
     assert [x.id for x in docs] == [x.id for x, s in scored if s >= cut] and len(docs) >= 5
 
@@ -48,7 +51,8 @@ def test_relevance_in_unit_interval_and_threshold_retriever_works(retriever):
 def test_add_get_delete_and_from_texts_round_trip(gaussian_minilm, scifact_passages, tmp_path):
     texts = [d["text"] for d in scifact_passages[:20]]
     store = GaussianVectorStore.from_texts(texts[:10], GaussianEmbeddings(gaussian_minilm),
-                                           metadatas=[{"n": i} for i in range(10)], ids=[f"a{i}" for i in range(10)])
+                                           metadatas=[{"n": i} for i in range(10)],
+                                           ids=[f"a{i}" for i in range(10)])
     new = store.add_texts(texts[10:12])  # no ids: LangChain-style UUIDs
     assert len(new) == 2 and all(len(i) == 32 for i in new)
     assert [d.metadata for d in store.get_by_ids(["a3", "missing"])] == [{"n": 3}]
@@ -79,7 +83,8 @@ def test_cosine_store_ranks_differently_which_is_why_the_adapter_exists(retrieve
     mem = InMemoryVectorStore(emb)
     mem.add_texts([d["text"] for d in scifact_passages], ids=[d["id"] for d in scifact_passages])
     differs = [q for q in QUERIES
-               if [d.id for d in mem.similarity_search(q, k=5)] != [h.id for h in retriever.retrieve(q, top_k=5)]]
+               if [d.id for d in mem.similarity_search(q, k=5)]
+               != [h.id for h in retriever.retrieve(q, top_k=5)]]
     assert differs
 
 
@@ -102,8 +107,9 @@ def test_the_readme_threshold_example_returns_the_close_hits(minilm_path, scifac
     texts = [d["text"] for d in scifact_passages]
     store = GaussianVectorStore(GaussianRetriever(enc, batch_size=32))
     store.add_texts(texts, ids=[d["id"] for d in scifact_passages])
-    kept = store.as_retriever(search_type="similarity_score_threshold",
-                              search_kwargs={"score_threshold": 0.6}).invoke(scifact_passages[0]["text"][:200])
+    kept = (store.as_retriever(search_type="similarity_score_threshold",
+                               search_kwargs={"score_threshold": 0.6})
+            .invoke(scifact_passages[0]["text"][:200]))
     assert 1 <= len(kept) < len(texts) and kept[0].id == scifact_passages[0]["id"]
     plain = GaussianRetriever(minilm_path, batch_size=32)
     plain.add_documents(texts[:30], ids=[d["id"] for d in scifact_passages[:30]])

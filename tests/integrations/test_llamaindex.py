@@ -20,7 +20,8 @@ def test_retriever_ranks_exactly_as_gaussian_retriever(retriever):
         want = retriever.retrieve(q, top_k=10)
         got = li.retrieve(q)
         assert [n.node.node_id for n in got] == [h.id for h in want]
-        assert [n.node.metadata["ragcun"]["distance"] for n in got] == pytest.approx([h.distance for h in want])
+        assert ([n.node.metadata["ragcun"]["distance"] for n in got]
+                == pytest.approx([h.distance for h in want]))
         scores = [n.score for n in got]
         assert all(0 < s <= 1 for s in scores) and scores == sorted(scores, reverse=True)
 

@@ -38,7 +38,8 @@ def test_mteb_scores_a_ragcun_model_as_ragcun_does(arm_dirs, beir_slice, tmp_pat
     assert meta.adapted_from == "sentence-transformers/all-MiniLM-L6-v2"
     assert str(meta.similarity_fn_name).lower().endswith("euclidean")
     cache = mteb.ResultCache(tmp_path / "mteb")
-    res = mteb.evaluate(model, beir_task(data), cache=cache, encode_kwargs={"batch_size": 32}, show_progress_bar=False)
+    res = mteb.evaluate(model, beir_task(data), cache=cache, encode_kwargs={"batch_size": 32},
+                        show_progress_bar=False)
     mteb_ndcg = res.task_results[0].scores["test"][0]["ndcg_at_10"]
     ours = evaluate_model(str(arm_dirs["isotropy"]), str(data), score="l2", max_seq_length=128,
                           show_progress_bar=False)["results"][data.name]["ndcg@10"]
@@ -47,7 +48,8 @@ def test_mteb_scores_a_ragcun_model_as_ragcun_does(arm_dirs, beir_slice, tmp_pat
     mteb.evaluate(get_model(str(arm_dirs["frozen"])), beir_task(data), cache=cache,
                   encode_kwargs={"batch_size": 32}, show_progress_bar=False)
     folders = {p.name for p in (tmp_path / "mteb" / "results").iterdir()}
-    assert {"ragcun__demo-isotropy", "ragcun__demo-frozen"} <= folders and "no_model_name__available" not in folders
+    assert ({"ragcun__demo-isotropy", "ragcun__demo-frozen"} <= folders
+            and "no_model_name__available" not in folders)
 
 
 def test_local_task_refuses_a_missing_split(beir_slice):

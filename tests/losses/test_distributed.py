@@ -43,7 +43,8 @@ def _compute(x, q, p, n, distributed: bool):
     sig_grad = layer.weight.grad.clone()
 
     layer.zero_grad()
-    loss = IsotropicGaussianLoss(_NoModel(), lambda_isotropy=0.7, num_slices=64, gather_across_devices=distributed, seed=4)
+    loss = IsotropicGaussianLoss(_NoModel(), lambda_isotropy=0.7, num_slices=64,
+                                 gather_across_devices=distributed, seed=4)
     out = loss.compute_loss_from_embeddings([layer(q), layer(p), layer(n)])
     total = sum(out.values())
     total.backward()
@@ -84,8 +85,10 @@ def test_two_process_gloo_equals_single_process(tmp_path):
         v = np.load(tmp_path / f"rank{r}_values.npy")
         assert v[0] == pytest.approx(value, rel=1e-5), "SIGReg value differs from the global batch"
         assert v[1] == pytest.approx(total, rel=1e-5), "objective differs from the global batch"
-        np.testing.assert_allclose(np.load(tmp_path / f"rank{r}_sig_grad.npy"), sig_grad, rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(np.load(tmp_path / f"rank{r}_obj_grad.npy"), obj_grad, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.load(tmp_path / f"rank{r}_sig_grad.npy"), sig_grad, rtol=1e-4,
+                                   atol=1e-6)
+        np.testing.assert_allclose(np.load(tmp_path / f"rank{r}_obj_grad.npy"), obj_grad, rtol=1e-4,
+                                   atol=1e-6)
 
 
 STEPS, QN = 3, 8  # three training steps of a global batch of 8 triplets
@@ -99,13 +102,15 @@ def _queue_batches():
 def _queue_run(batches, distributed: bool, queue_size: int = 64):
     """The SIGReg statistic of each step with a 64-row queue (pca slices, queries and documents apart)."""
     layer = _layer()
-    loss = IsotropicGaussianLoss(_NoModel(), lambda_isotropy=1.0, num_slices=32, seed=4, queue_size=queue_size,
-                                 slice_policy="pca", principal_slices=4, sigreg_on="separate")
+    loss = IsotropicGaussianLoss(_NoModel(), lambda_isotropy=1.0, num_slices=32, seed=4,
+                                 queue_size=queue_size, slice_policy="pca", principal_slices=4,
+                                 sigreg_on="separate")
     values = []
     for q, p, n in batches:
         loss.compute_loss_from_embeddings([layer(q), layer(p), layer(n)])
         values.append(loss.last_stats["sigreg"])
-    return values, (int(loss.queue.filled) * (dist.get_world_size() if distributed else 1)) if loss.queue else 0
+    return values, (int(loss.queue.filled)
+                    * (dist.get_world_size() if distributed else 1)) if loss.queue else 0
 
 
 def _queue_worker(rank: int, init_file: str, out_dir: str) -> None:
@@ -123,7 +128,8 @@ def _queue_worker(rank: int, init_file: str, out_dir: str) -> None:
 @pytest.mark.timeout(180)
 def test_queue_under_ddp_equals_one_process_with_the_whole_queue(tmp_path):
     """Each rank keeps its share of the queue; the statistic (characteristic function summed over ranks,
-    principal axes from the summed covariance) equals one process's on the global batches and the whole queue."""
+    principal axes from the summed covariance) equals one process's on the global batches and the whole
+    queue."""
     mp.spawn(_queue_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     values, filled = _queue_run(_queue_batches(), distributed=False)
     assert filled == STEPS * 2 * QN  # every document row of every step is in the one queue

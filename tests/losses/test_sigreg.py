@@ -53,7 +53,8 @@ def test_weights_are_doubled_trapezoid_times_gaussian():
 
 
 def test_gradient_matches_finite_differences():
-    x = (torch.randn(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 0.5).requires_grad_()
+    x = (torch.randn(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+         * 0.5).requires_grad_()
 
     def f(inp):
         return epps_pulley(inp.float()).double().sum()
@@ -134,7 +135,8 @@ def _ratio(policy: str, n: int = 1024, d: int = 256) -> float:
     """Statistic of an anisotropic sample over that of an N(0, I) sample of the same size, each measured
     after one training call on an independent sample of the same distribution (where the axes come from)."""
     out = []
-    for sample in (lambda s: _anisotropic(n, d, s), lambda s: torch.randn(n, d, generator=torch.Generator().manual_seed(s))):
+    for sample in (lambda s: _anisotropic(n, d, s),
+                   lambda s: torch.randn(n, d, generator=torch.Generator().manual_seed(s))):
         sig = SIGReg(num_slices=256, seed=1, slice_policy=policy, principal_slices=16)
         sig(sample(10).requires_grad_())  # training call: fits the axes used by the next call
         sig.eval()
@@ -161,7 +163,8 @@ def test_pca_axes_come_from_the_previous_sample_and_pass_a_gaussian():
     sig(prev.requires_grad_())
     assert sig.slices(d, torch.device("cpu")).shape == (d, 272)
     sig.eval()
-    fresh = [sig(torch.randn(512, d, generator=torch.Generator().manual_seed(100 + i))).item() for i in range(8)]
+    fresh = [sig(torch.randn(512, d, generator=torch.Generator().manual_seed(100 + i))).item()
+             for i in range(8)]
     assert 0.9 < sum(fresh) / 8 < 1.15
     own = SIGReg(num_slices=256, seed=2, slice_policy="pca", principal_slices=8)
     own(prev)  # its own axes, then tested on the same sample: the extremes of a sample fail it

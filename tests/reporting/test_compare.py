@@ -42,7 +42,8 @@ def _result(path, model, score, shift, n_q=40, seed=0):
     per_query, results = {}, {}
     for ds in ("scifact", "nfcorpus"):
         vals = np.clip(rng.random(n_q) * 0.6 + shift, 0, 1)
-        per_query[ds] = {f"q{i}": {"ndcg@10": float(v), "recall@100": float(min(1, v + 0.2))} for i, v in enumerate(vals)}
+        per_query[ds] = {f"q{i}": {"ndcg@10": float(v), "recall@100": float(min(1, v + 0.2))}
+                         for i, v in enumerate(vals)}
         results[ds] = {"ndcg@10": float(vals.mean()), "recall@100": float(np.minimum(1, vals + 0.2).mean())}
     write_json(path, {"model": model, "score": score, "results": results, "per_query": per_query})
     return path
@@ -50,7 +51,8 @@ def _result(path, model, score, shift, n_q=40, seed=0):
 
 def test_build_report_tables_and_files(tmp_path):
     base = _result(tmp_path / "base.json", "all-MiniLM-L6-v2", "cos", 0.0, seed=0)
-    better = _result(tmp_path / "iso.json", "/runs/iso/final", "l2", 0.3, seed=0)  # same noise, +0.3: significant
+    # same noise, +0.3: significant
+    better = _result(tmp_path / "iso.json", "/runs/iso/final", "l2", 0.3, seed=0)
     iso = tmp_path / "isotropy.json"
     write_json(iso, {"results": [{"label": "iso", "dataset": "scifact", "kind": "corpus", "isoscore": 0.93,
                                   "cov_error_rel": 0.1, "is_isotropic": True}]})
@@ -63,8 +65,8 @@ def test_build_report_tables_and_files(tmp_path):
     assert "| Model | scifact | nfcorpus | Avg |" in md
     assert "†" in md and "**" in md
     assert "+30.00" in md or "+29." in md or "+30." in md
-    for f in ("report.md", "ndcg_at_10.md", "ndcg_at_10.tex", "results.csv", "significance.csv", "isotropy.csv",
-              "ndcg_at_10.png", "report.json"):
+    for f in ("report.md", "ndcg_at_10.md", "ndcg_at_10.tex", "results.csv", "significance.csv",
+              "isotropy.csv", "ndcg_at_10.png", "report.json"):
         assert (out / f).exists(), f
     tex = (out / "ndcg_at_10.tex").read_text()
     assert "\\toprule" in tex and "$^\\dagger$" in tex and "\\textbf{" in tex
@@ -77,12 +79,14 @@ def test_build_report_tables_and_files(tmp_path):
     assert "IsoScore ↑" in (out / "isotropy.md").read_text()
     # one dataset: no "Avg" column that only repeats it
     one = tmp_path / "one.json"
-    write_json(one, {**json.loads(better.read_text()), "results": {"scifact": json.loads(better.read_text())["results"]["scifact"]},
+    write_json(one, {**json.loads(better.read_text()),
+                     "results": {"scifact": json.loads(better.read_text())["results"]["scifact"]},
                      "per_query": {"scifact": json.loads(better.read_text())["per_query"]["scifact"]}})
     s1 = build_report([str(one)], tmp_path / "r1", n_permutations=200, plots=False)
     assert "Avg" not in s1["markdown"]
     # a chosen baseline flips the direction
-    s2 = build_report([str(base), str(better)], tmp_path / "r2", baseline="final", n_permutations=500, plots=False)
+    s2 = build_report([str(base), str(better)], tmp_path / "r2", baseline="final", n_permutations=500,
+                      plots=False)
     assert s2["significance"]["scifact"]["all-MiniLM-L6-v2"]["mean_diff"] < 0
 
 
@@ -107,8 +111,8 @@ def test_report_cli(tmp_path):
 
     a = _result(tmp_path / "a.json", "model-a", "cos", 0.0, seed=1)
     b = _result(tmp_path / "b.json", "model-b", "l2", 0.05, seed=2)
-    res = CliRunner().invoke(app, ["report", str(a), str(b), "--out", str(tmp_path / "rep"), "--permutations", "500",
-                                   "--no-plots"])
+    res = CliRunner().invoke(app, ["report", str(a), str(b), "--out", str(tmp_path / "rep"),
+                                   "--permutations", "500", "--no-plots"])
     assert res.exit_code == 0, res.output
     assert "model-a" in res.output and "NDCG@10" in res.output
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing.json"), "--out", str(tmp_path / "rep")])
@@ -118,7 +122,8 @@ def test_report_cli(tmp_path):
 def test_latex_tables_use_math_minus_a_real_subscript_and_span_when_wide():
     from ragcun.reporting.tables import latex_table
 
-    tex = latex_table(["Model", "Δ"], [["frozen (λ_iso = 0.3)", "-2.81†"], ["run_1", "1e-4"]], "λ_iso −1", "tab:x")
+    tex = latex_table(["Model", "Δ"], [["frozen (λ_iso = 0.3)", "-2.81†"], ["run_1", "1e-4"]],
+                      "λ_iso −1", "tab:x")
     assert r"$\lambda_{\mathrm{iso}}$ = 0.3" in tex and r"$-$2.81$^\dagger$" in tex and r"run\_1" in tex
     assert "1e-4" in tex and r"\begin{table}[t]" in tex and r"\caption{$\lambda_{\mathrm{iso}}$ $-$1}" in tex
     wide = latex_table([f"c{i}" for i in range(8)], [[str(i) for i in range(8)]], "wide", "tab:w")

@@ -15,13 +15,15 @@ from ragcun.cli import app
 from ragcun.retrieval import GaussianRetriever
 from ragcun.retrieval.errors import DimensionMismatchError, IndexCorruptError, ModelMismatchError
 
-QUERIES = ["vitamin D and cancer risk", "gut microbiota diet", "statins cholesterol", "sleep deprivation glucose",
-           "vaccine antibodies", "telomere length", "air pollution lung cancer", "inflammation obesity",
-           "mitochondria neurodegeneration", "randomized trial diabetes"]
-ENGINES = [pytest.param("qdrant", marks=pytest.mark.skipif(not __import__("importlib").util.find_spec("qdrant_client"),
-                                                           reason="qdrant-client not installed")),
-           pytest.param("lancedb", marks=pytest.mark.skipif(not __import__("importlib").util.find_spec("lancedb"),
-                                                            reason="lancedb not installed"))]
+QUERIES = ["vitamin D and cancer risk", "gut microbiota diet", "statins cholesterol",
+           "sleep deprivation glucose", "vaccine antibodies", "telomere length", "air pollution lung cancer",
+           "inflammation obesity", "mitochondria neurodegeneration", "randomized trial diabetes"]
+ENGINES = [pytest.param("qdrant",
+                        marks=pytest.mark.skipif(not __import__("importlib").util.find_spec("qdrant_client"),
+                                                 reason="qdrant-client not installed")),
+           pytest.param("lancedb",
+                        marks=pytest.mark.skipif(not __import__("importlib").util.find_spec("lancedb"),
+                                                 reason="lancedb not installed"))]
 APPROX = {"qdrant": {"index": "hnsw"}, "lancedb": {"index": "ivf", "num_partitions": 4, "min_rows": 256}}
 
 
@@ -68,7 +70,8 @@ def test_exact_engine_returns_the_exact_l2_top10_and_round_trips(engine, model_d
     ix = _build(model_dir, passages, vectors, backend=engine)
     got = ix.search_embeddings(vectors[1], 10)
     assert _ids(got) == _ids(want)
-    assert np.allclose([[h.distance for h in r] for r in got], [[h.distance for h in r] for r in want], rtol=1e-4)
+    assert np.allclose([[h.distance for h in r] for r in got], [[h.distance for h in r] for r in want],
+                       rtol=1e-4)
     assert got[0][0].metadata == want[0][0].metadata and got[0][0].text == want[0][0].text  # round-trip
     ix.save(tmp_path / "ix")
     shutil.move(tmp_path / "ix", tmp_path / "moved")
@@ -79,7 +82,8 @@ def test_exact_engine_returns_the_exact_l2_top10_and_round_trips(engine, model_d
         GaussianRetriever.load(tmp_path / "moved", model=tiny_model_path)
     top = want[0][0].id
     assert again.remove(top) == 1 and top not in _ids(again.search_embeddings(vectors[1][:1], 10))[0]
-    assert _ids(GaussianRetriever.load(tmp_path / "moved").search_embeddings(vectors[1], 10)) == _ids(want)  # save kept
+    # save kept
+    assert _ids(GaussianRetriever.load(tmp_path / "moved").search_embeddings(vectors[1], 10)) == _ids(want)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -87,7 +91,8 @@ def test_approximate_engine_keeps_the_exact_top10(engine, model_dir, passages, v
     exact = _build(model_dir, passages, vectors, backend="numpy").search_embeddings(vectors[1], 10)
     ix = _build(model_dir, passages, vectors, backend=engine, **APPROX[engine])
     approx = ix.search_embeddings(vectors[1], 10)
-    recall = np.mean([len({h.id for h in a} & {h.id for h in e}) / 10 for a, e in zip(approx, exact, strict=True)])
+    recall = np.mean([len({h.id for h in a} & {h.id for h in e}) / 10
+                      for a, e in zip(approx, exact, strict=True)])
     assert recall >= 0.95
     if engine == "lancedb":
         assert ix.index.has_ann  # IVF-PQ was really built and searched
@@ -103,19 +108,21 @@ def test_cli_builds_and_searches_an_engine_index(engine, model_dir, data_root, t
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(islice(open(data_root / "beir" / "scifact" / "corpus.jsonl"), 40)))
     runner = CliRunner()
-    res = runner.invoke(app, ["index", "build", "-m", model_dir, "--docs", str(docs), "--out", str(tmp_path / "ix"),
-                              "--engine", engine])
+    res = runner.invoke(app, ["index", "build", "-m", model_dir, "--docs", str(docs), "--out",
+                              str(tmp_path / "ix"), "--engine", engine])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["search", str(tmp_path / "ix"), "cancer", "--json"])
     assert res.exit_code == 0 and '"distance"' in res.output
     wrong = "ivf" if engine == "qdrant" else "hnsw"
-    for extra, fragment in ((["--engine", engine, "--index", wrong], f"--engine {engine} serves --index flat"),
+    for extra, fragment in ((["--engine", engine, "--index", wrong],
+                             f"--engine {engine} serves --index flat"),
                             (["--url", "http://localhost:6333"], "--url is for --engine qdrant or lancedb"),
                             (["--engine", engine, "--url", ""], "--url is empty"),
                             (["--engine", "milvus"], "--engine must be one of")):
-        res = runner.invoke(app, ["index", "build", "-m", model_dir, "--docs", str(docs), "--out", str(tmp_path / "o"),
-                                  *extra])
-        assert res.exit_code == 1 and fragment in " ".join(res.output.split()) and "Traceback" not in res.output
+        res = runner.invoke(app, ["index", "build", "-m", model_dir, "--docs", str(docs), "--out",
+                                  str(tmp_path / "o"), *extra])
+        assert (res.exit_code == 1 and fragment in " ".join(res.output.split())
+                and "Traceback" not in res.output)
 
 
 @pytest.mark.parametrize("engine, params, fragment", [

@@ -26,7 +26,8 @@ def exact(x, q, ids, k):
 
 
 def recall_at(ref_ids, got_ids):
-    return float(np.mean([len(set(r.tolist()) & set(g.tolist())) / len(r) for r, g in zip(ref_ids, got_ids, strict=True)]))
+    return float(np.mean([len(set(r.tolist()) & set(g.tolist())) / len(r)
+                          for r, g in zip(ref_ids, got_ids, strict=True)]))
 
 
 @pytest.mark.parametrize("cls", [ix.FlatIndex, ix.NumpyIndex])

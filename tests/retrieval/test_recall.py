@@ -1,4 +1,5 @@
-"""Approximate-search recall on a model's real embeddings: the evaluator built once per dataset, called per model."""
+"""Approximate-search recall on a model's real embeddings: the evaluator built once per dataset, called per
+model."""
 
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ def encoder_dir(encoder, tmp_path_factory):
 
 def _build(encoder, docs, index="flat", **kw):
     r = GaussianRetriever(encoder, index=index, **kw)
-    r.add_documents([d["text"] for d in docs], ids=[d["id"] for d in docs], metadata=[d["metadata"] for d in docs])
+    r.add_documents([d["text"] for d in docs], ids=[d["id"] for d in docs],
+                    metadata=[d["metadata"] for d in docs])
     return r
 
 
@@ -165,6 +166,27 @@ def test_several_add_calls_equal_one(encoder, scifact_docs):
         many.add_documents([d["text"] for d in part], ids=[d["id"] for d in part],
                            metadata=[d["metadata"] for d in part])
     assert _flat(one.retrieve_batch(QUERIES, 10)) == _flat(many.retrieve_batch(QUERIES, 10))
+
+
+def test_a_stream_is_checked_as_add_documents_checks(encoder, scifact_docs):
+    """add_stream goes through the same check as add_documents, each entry named by its place in the stream
+    (it took empty texts and bad metadata before); an id left out is generated in either path."""
+    records = [{"id": d["id"], "text": d["text"], "metadata": d["metadata"]} for d in scifact_docs[:7]]
+    streamed = GaussianRetriever(encoder)
+    assert streamed.add_stream(records, chunk_size=3) == 7
+    assert (_flat(streamed.retrieve_batch(QUERIES, 5))
+            == _flat(_build(encoder, scifact_docs[:7]).retrieve_batch(QUERIES, 5)))
+    for bad, error, message in (({"text": "   "}, ValueError, r"texts\[8\] is empty"),
+                                ({"text": None}, TypeError, r"texts\[8\] is NoneType"),
+                                ({"text": "x", "metadata": "tag"}, ValueError, r"metadata\[8\]")):
+        r = GaussianRetriever(encoder)
+        with pytest.raises(error, match=message):
+            r.add_stream([*({"text": f"doc {i}"} for i in range(8)), bad], chunk_size=4)
+        assert len(r) == 8  # the chunks before the bad one were indexed, the bad chunk was not
+    r = GaussianRetriever(encoder)
+    assert r.add_documents(["a", "b", "c"], ids=["x", None, "z"]) == ["x", "doc-1", "z"]
+    assert r.add_stream([{"text": "d"}, {"text": "e", "id": "e"}]) == 2 and "doc-3" in r and "e" in r
+    assert r.retrieve_batch("a", 1)[0][0].id == "x"  # a single string is one query, not one per character
 
 
 def test_load_reloads_model_from_manifest(encoder_dir, scifact_docs, tmp_path):
@@ -326,7 +348,8 @@ def test_real_minilm_ranks_the_relevant_passage_first(minilm_path, tmp_path):
     assert GaussianRetriever.read_manifest(tmp_path / "ix")["model"]["normalized"] is True
 
 
-def test_an_index_loads_by_itself_after_a_move_or_with_an_unsaved_model(encoder, encoder_dir, scifact_docs, tmp_path):
+def test_an_index_loads_by_itself_after_a_move_or_with_an_unsaved_model(
+        encoder, encoder_dir, scifact_docs, tmp_path):
     """A model never saved travels inside the index; a saved model is found relative to the index, so the
     pair can be moved together (the absolute path recorded at build time no longer exists)."""
     q = QUERIES[0]
@@ -338,7 +361,8 @@ def test_an_index_loads_by_itself_after_a_move_or_with_an_unsaved_model(encoder,
 
     project = tmp_path / "project"
     shutil.copytree(encoder_dir, project / "model")
-    built = GaussianRetriever(str(project / "model"))  # by path: the manifest records it, relative to the index too
+    # by path: the manifest records it, relative to the index too
+    built = GaussianRetriever(str(project / "model"))
     built.add_documents([d["text"] for d in scifact_docs[:20]], ids=[d["id"] for d in scifact_docs[:20]])
     built.save(project / "index")
     moved = tmp_path / "moved"

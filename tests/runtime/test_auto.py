@@ -75,14 +75,16 @@ def test_the_choice_is_cached_per_cpu_and_model(minilm, tiny_model_path, tmp_pat
     first = auto.choose(minilm, cpu=BF16_CPU, path=path, prepare=prepare_model)
     caplog.clear()
     with caplog.at_level("INFO", logger="ragcun.runtime.auto"):
-        assert auto.choose(minilm, cpu=BF16_CPU, path=path, prepare=prepare_model) == first  # read back, not measured again
+        # read back, not measured again
+        assert auto.choose(minilm, cpu=BF16_CPU, path=path, prepare=prepare_model) == first
     assert "measuring" not in caplog.text
     other_cpu = (BF16_CPU[0] + " v2", BF16_CPU[1])
     auto.choose(minilm, cpu=other_cpu, path=path, prepare=prepare_model)
     tiny = SentenceTransformer(tiny_model_path, device="cpu")
     auto.choose(tiny, cpu=BF16_CPU, path=path, prepare=prepare_model)
     keys = list(json.loads(path.read_text()))
-    assert len(keys) == 3 and len({k.split(" | ")[0] for k in keys}) == 2 and len({k.split(" | ")[1] for k in keys}) == 2
+    assert (len(keys) == 3 and len({k.split(" | ")[0] for k in keys}) == 2
+            and len({k.split(" | ")[1] for k in keys}) == 2)
     assert all("avx512_bf16" in k for k in keys)
     for entry in json.loads(path.read_text()).values():
         chosen = entry["chosen"]

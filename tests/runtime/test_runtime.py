@@ -68,8 +68,8 @@ def test_missing_onnxruntime_is_a_clear_error(monkeypatch):
 def test_cli_reports_a_bad_runtime_in_one_line(data_root):
     from ragcun.cli import app
 
-    res = CliRunner().invoke(app, ["evaluate", "-m", "all-MiniLM-L6-v2", "-d", "scifact", "--data-dir", str(data_root),
-                                   "--backend", "onnx", "--precision", "bf16"])
+    res = CliRunner().invoke(app, ["evaluate", "-m", "all-MiniLM-L6-v2", "-d", "scifact", "--data-dir",
+                                   str(data_root), "--backend", "onnx", "--precision", "bf16"])
     text = " ".join(res.output.split())  # rich wraps long lines
     assert res.exit_code == 1
     assert "error: precision bf16 runs on the torch backend" in text and "Traceback" not in text
@@ -80,7 +80,8 @@ def test_cli_reports_a_bad_runtime_in_one_line(data_root):
     ("torch", "bf16", 0.999, 0.9999),  # lossless by the 0.999 criterion
     ("onnx", "int8", 0.97, 0.99),  # lossy: int8 weights per channel, dynamic int8 activations
 ])
-def test_each_runtime_encodes_real_passages_close_to_fp32(minilm, passages, backend, precision, min_cos, mean_cos):
+def test_each_runtime_encodes_real_passages_close_to_fp32(minilm, passages, backend, precision, min_cos,
+                                                          mean_cos):
     ref = minilm.encode(passages, batch_size=16)
     model = prepare_model(minilm, resolve_runtime(backend, precision), owned=False)
     assert runtime_of(model) == Runtime(backend, precision)
@@ -161,7 +162,8 @@ def test_evaluate_and_retriever_run_on_onnx(minilm_path, beir_slice, tmp_path):
     ref = evaluate_model(minilm_path, str(folder), max_seq_length=128, cache=False, show_progress_bar=False)
     got = evaluate_model(minilm_path, str(folder), max_seq_length=128, cache=False, show_progress_bar=False,
                          backend="onnx")
-    assert (got["config"]["backend"], got["config"]["precision"], got["config"]["batch_size"]) == ("onnx", "fp32", 16)
+    assert ((got["config"]["backend"], got["config"]["precision"], got["config"]["batch_size"])
+            == ("onnx", "fp32", 16))
     name = folder.name
     assert abs(got["results"][name]["ndcg@10"] - ref["results"][name]["ndcg@10"]) < 1e-4
 
@@ -170,7 +172,8 @@ def test_evaluate_and_retriever_run_on_onnx(minilm_path, beir_slice, tmp_path):
     r.save(tmp_path / "ix")
     assert r.manifest()["encoding"] == {"backend": "onnx", "precision": "int8"}
     loaded = GaussianRetriever.load(tmp_path / "ix")
-    assert loaded.runtime == Runtime("onnx", "int8") and next(loaded.model.parameters()).dtype == torch.float32
+    assert (loaded.runtime == Runtime("onnx", "int8")
+            and next(loaded.model.parameters()).dtype == torch.float32)
     assert loaded.retrieve("which cells make myelin", top_k=1)[0].id == "a"
 
 
@@ -178,7 +181,8 @@ def test_evaluate_and_retriever_run_on_onnx(minilm_path, beir_slice, tmp_path):
 def test_shared_corpus_pass_under_each_runtime(tiny_model_path, passages, runtime, tmp_path, monkeypatch):
     """The experiment's one-pass-per-body encoding works on runtime models (ONNX: one graph, no shared body;
     bf16: the tail runs in bf16 on the body's vectors) and matches direct encoding."""
-    monkeypatch.setenv("RAGCUN_CACHE_DIR", str(tmp_path / "cache"))  # its own cache: others count the session's
+    # its own cache: others count the session's
+    monkeypatch.setenv("RAGCUN_CACHE_DIR", str(tmp_path / "cache"))
     from ragcun.encoding.corpus import encode_corpus, encode_corpus_shared
     from ragcun.modeling import IsotropicGaussianEncoder, submodel
 

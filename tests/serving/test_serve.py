@@ -36,7 +36,8 @@ def indexes(tiny_model_path, tmp_path_factory):
     IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=16).save(root / "model")
     r = GaussianRetriever(str(root / "model"))
     r.add_documents(DOCS, ids=[f"d{i}" for i in range(len(DOCS))],
-                    metadata=[{"lang": "en", "topic": "geo" if i in (0, 2, 4) else "bio"} for i in range(len(DOCS))])
+                    metadata=[{"lang": "en", "topic": "geo" if i in (0, 2, 4) else "bio"}
+                              for i in range(len(DOCS))])
     r.save(root / "science")
     small = GaussianRetriever(str(root / "model"))
     small.add_documents(DOCS[:2], ids=["a", "b"])
@@ -47,9 +48,10 @@ def indexes(tiny_model_path, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(indexes):
     port = _free_port()
-    cmd = [sys.executable, "-m", "ragcun", "serve", str(indexes / "science"), str(indexes / "small"), "--port", str(port),
-           "--max-wait-ms", "20", "--max-body-kb", "4", "--max-k", "50"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    cmd = [sys.executable, "-m", "ragcun", "serve", str(indexes / "science"), str(indexes / "small"),
+           "--port", str(port), "--max-wait-ms", "20", "--max-body-kb", "4", "--max-k", "50"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ))
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -90,7 +92,8 @@ def test_filters_keep_only_matching_documents_in_exact_order(server, indexes):
 
     ranked = [h for h in GaussianRetriever.load(indexes / "science").retrieve("chemistry", top_k=6)
               if h.metadata["topic"] == "geo"]
-    res = httpx.post(f"{server}/search", json={"query": "chemistry", "k": 2, "index": "science", "filters": {"topic": "geo"}})
+    res = httpx.post(f"{server}/search",
+                     json={"query": "chemistry", "k": 2, "index": "science", "filters": {"topic": "geo"}})
     assert [h["id"] for h in res.json()["hits"]] == [h.id for h in ranked[:2]]
 
 
@@ -130,7 +133,8 @@ def test_bad_bodies(server, content, status, fragment):
 def test_concurrent_clients_are_batched_and_answered_correctly(server):
     queries = [f"{word} question {i}" for i, word in enumerate(["capital", "cell", "energy", "river"] * 8)]
     with httpx.Client() as c:
-        alone = {q: [h["id"] for h in c.post(f"{server}/search", json={"query": q, "k": 3, "index": "science"}).json()["hits"]]
+        alone = {q: [h["id"] for h in c.post(f"{server}/search",
+                                             json={"query": q, "k": 3, "index": "science"}).json()["hits"]]
                  for q in queries[:4]}
         before = c.get(f"{server}/health").json()["indexes"]["science"]
 
@@ -160,6 +164,8 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output and "missing" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "70000"])
     assert res.exit_code == 1 and "--port must be between 1 and 65,535" in " ".join(res.output.split())
-    for extra, fragment in ((["--host", ""], "--host is empty"), (["--max-wait-ms", "nan"], "--max-wait-ms must be")):
+    for extra, fragment in ((["--host", ""], "--host is empty"),
+                            (["--max-wait-ms", "nan"], "--max-wait-ms must be")):
         res = CliRunner().invoke(app, ["serve", str(tmp_path), *extra])
-        assert res.exit_code == 1 and fragment in " ".join(res.output.split()) and "Traceback" not in res.output
+        assert (res.exit_code == 1 and fragment in " ".join(res.output.split())
+                and "Traceback" not in res.output)

@@ -12,11 +12,13 @@ import pytest
 
 def make_triplets(source: Path, out: Path, n_train: int = 24, n_val_queries: int = 8, n_val_docs: int = 40,
                   num_negatives: int = 2, seed: int = 0) -> Path:
-    """A real-text triplets folder (random negatives) written by ``build_triplets``, as `ragcun data triplets` does."""
+    """A real-text triplets folder (random negatives) written by ``build_triplets``, as `ragcun data triplets`
+    does."""
     from ragcun.data.triplets import build_triplets
 
     build_triplets(source, out, max_train_samples=n_train, val_size=n_val_queries, val_corpus_size=n_val_docs,
-                   negatives="random", num_negatives=num_negatives, seed=seed, show_progress=False, cache_index=False)
+                   negatives="random", num_negatives=num_negatives, seed=seed, show_progress=False,
+                   cache_index=False)
     return out
 
 

@@ -9,7 +9,8 @@ from ragcun.training.trainer import build_model
 
 
 def test_card_names_the_base_and_the_run(tmp_path):
-    cfg = load_config(None, ["base_model=all-MiniLM-L6-v2", f"output_dir={tmp_path / 'runs' / 'demo' / 'arms' / 'iso'}",
+    cfg = load_config(None, ["base_model=all-MiniLM-L6-v2",
+                             f"output_dir={tmp_path / 'runs' / 'demo' / 'arms' / 'iso'}",
                              "max_seq_length=32", "lambda_isotropy=0.5"])
     assert run_name(cfg) == "demo/iso"
     assert run_name(cfg.replace(run_name="paper/frozen")) == "paper/frozen"
@@ -17,7 +18,8 @@ def test_card_names_the_base_and_the_run(tmp_path):
     describe_model(model, cfg, train_examples=123)
     model.save(str(tmp_path / "m"))
     card = (tmp_path / "m" / "README.md").read_text()
-    assert "sentence-transformers/all-MiniLM-L6-v2" in card and "Unknown](https://huggingface.co/unknown)" not in card
+    assert ("sentence-transformers/all-MiniLM-L6-v2" in card
+            and "Unknown](https://huggingface.co/unknown)" not in card)
     assert "ragcun demo/iso" in card and "λ_iso = 0.5" in card
     info = run_info(tmp_path / "m")
     assert info["name"] == "demo/iso" and info["train_examples"] == 123 and info["lambda_isotropy"] == 0.5

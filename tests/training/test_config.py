@@ -74,7 +74,8 @@ def test_missing_file():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[model]\noutput_dimm = 512\n", r"t\.toml \[model\]: unknown training key 'output_dimm' \(did you mean 'output_dim'\?\)"),
+    ("[model]\noutput_dimm = 512\n",
+     r"t\.toml \[model\]: unknown training key 'output_dimm' \(did you mean 'output_dim'\?\)"),
     ('[optim]\nbatch_size = "sixteen"\n', r"t\.toml \[optim\]: batch_size expects int"),
     ("[loss]\ntemperature = inf\n", r"t\.toml \[loss\]: temperature must be a finite number"),
 ])

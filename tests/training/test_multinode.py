@@ -22,7 +22,8 @@ def _free_port() -> int:
 
 
 def _two_nodes(args: list[str], env: dict[str, str], log_dir: Path, timeout: int = 300) -> None:
-    """``torchrun --nnodes=2 --nproc_per_node=1 --rdzv_backend=c10d --rdzv_endpoint=127.0.0.1:PORT`` twice, at once."""
+    """``torchrun --nnodes=2 --nproc_per_node=1 --rdzv_backend=c10d --rdzv_endpoint=127.0.0.1:PORT`` twice,
+    at once."""
     port = _free_port()
     procs = []
     for node in range(2):
@@ -57,18 +58,20 @@ def test_two_node_train_matches_one_process(triplets_dir, tiny_nodropout_path, t
 
 def test_two_node_sharded_evaluate_matches_one_process(beir_slice, tiny_model_path, tmp_path):
     folder = beir_slice("scifact", {"test": 12}, extra_docs=40)
-    args = ["evaluate", "-m", tiny_model_path, "-d", str(folder), "--chunk-size", "9", "--max-seq-length", "64"]
+    args = ["evaluate", "-m", tiny_model_path, "-d", str(folder), "--chunk-size", "9",
+            "--max-seq-length", "64"]
     env = _env()
     env["RAGCUN_CACHE_DIR"] = str(tmp_path / "cache-single")
-    subprocess.run([sys.executable, "-m", "ragcun", *args, "-o", str(tmp_path / "single.json")], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "ragcun", *args, "-o", str(tmp_path / "single.json")], env=env,
+                   check=True, capture_output=True)
     env["RAGCUN_CACHE_DIR"] = str(tmp_path / "cache-shared")  # the cache every node sees
     _two_nodes([*args, "-o", str(tmp_path / "multi.json")], env, tmp_path)
     single = json.loads((tmp_path / "single.json").read_text())
     multi = json.loads((tmp_path / "multi.json").read_text())
     name = folder.name
     n_chunks = -(-multi["datasets"][name]["documents"] // 9)
-    assert multi["timing"][name]["corpus_chunks_encoded"] == (n_chunks + 1) // 2  # rank 0 encoded its half only
+    # rank 0 encoded its half only
+    assert multi["timing"][name]["corpus_chunks_encoded"] == (n_chunks + 1) // 2
     assert sorted(p.name for p in (tmp_path / "cache-shared" / "embeddings").iterdir()) and n_chunks > 2
     assert multi["results"][name] == pytest.approx(single["results"][name], abs=1e-6)
     assert multi["per_query"][name].keys() == single["per_query"][name].keys()

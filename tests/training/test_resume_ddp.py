@@ -42,11 +42,13 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
 def test_resume_after_sigkill_matches_uninterrupted(triplets_dir, tiny_model_path, tmp_path):
     extra = ("max_steps=6", "save_steps=2", "save_total_limit=5")
     ref = tmp_path / "ref"
-    subprocess.run(_cmd(triplets_dir, tiny_model_path, ref, *extra), env=_env(), check=True, capture_output=True)
+    subprocess.run(_cmd(triplets_dir, tiny_model_path, ref, *extra), env=_env(), check=True,
+                   capture_output=True)
 
     run = tmp_path / "run"
     log = open(tmp_path / "killed.log", "w")
-    proc = subprocess.Popen(_cmd(triplets_dir, tiny_model_path, run, *extra), env=_env(), stdout=log, stderr=log)
+    proc = subprocess.Popen(_cmd(triplets_dir, tiny_model_path, run, *extra), env=_env(), stdout=log,
+                            stderr=log)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "checkpoint-2" / "ragcun_checkpoint.json").exists():
         if proc.poll() is not None:
@@ -88,8 +90,8 @@ def test_torchrun_two_processes_matches_single_process(triplets_dir, tiny_nodrop
     ls = single_process_run(triplets_dir, tiny_nodropout_path, tmp_path / "single")
     ddp = tmp_path / "ddp"
     cmd = _cmd(triplets_dir, tiny_nodropout_path, ddp, *DDP_EXTRA)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ragcun",
-                *cmd[3:]]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                "ragcun", *cmd[3:]]
     res = subprocess.run(torchrun, env=_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]
     summary = json.loads((ddp / "train_summary.json").read_text())

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def tiny_cfg(triplets_dir, model_path, out, *extra: str):
     return load_config(REPO / "configs" / "train_tiny.toml",
-                       [f"train_data={triplets_dir}", f"base_model={model_path}", f"output_dir={out}", *extra])
+                       [f"train_data={triplets_dir}", f"base_model={model_path}", f"output_dir={out}",
+                        *extra])
 
 
 def head_state(path: Path) -> dict[str, torch.Tensor]:
@@ -106,7 +107,8 @@ def test_frozen_fast_path_equals_slow_path(triplets_dir, tiny_model_path, tmp_pa
 
 def test_run_outputs(triplets_dir, tiny_model_path, tmp_path):
     out = tmp_path / "run"
-    summary = train(tiny_cfg(triplets_dir, tiny_model_path, out, "max_steps=4", "report_to=[\"tensorboard\"]"))
+    summary = train(tiny_cfg(triplets_dir, tiny_model_path, out, "max_steps=4",
+                             "report_to=[\"tensorboard\"]"))
     assert summary["global_steps"] == 4 and summary["samples_per_second"] > 0
     saved = json.loads((out / "train_summary.json").read_text())
     assert saved["config"]["output_dim"] == 16 and saved["data"]["rows"] == 24 and saved["versions"]["torch"]
@@ -165,8 +167,8 @@ def test_query_and_document_prompts_reach_training(triplets_dir, tiny_model_path
 
 def test_corpus_scale_sigreg_options_train(triplets_dir, tiny_model_path, tmp_path):
     """SIGReg beyond the batch through the real trainer: on the frozen fast path a fresh uniform sample of the
-    training documents per step (pca slices, a whitened start); while fine-tuning, a feature queue. Both train,
-    move the head, record their options, and the queue and the principal axes are saved for resume."""
+    training documents per step (pca slices, a whitened start); while fine-tuning, a feature queue. Both
+    train, move the head, record their options, and the queue and the principal axes are saved for resume."""
     from safetensors.torch import load_file
 
     from ragcun.training.frozen import CorpusSample
@@ -184,12 +186,13 @@ def test_corpus_scale_sigreg_options_train(triplets_dir, tiny_model_path, tmp_pa
 
     CorpusSample.__call__ = recording
     try:
-        fast = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "fast", "freeze_base=true", "sigreg_sample=40",
-                              *common))
+        fast = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "fast", "freeze_base=true",
+                              "sigreg_sample=40", *common))
     finally:
         CorpusSample.__call__ = original
     assert seen == [40, 40, 40] and fast["config"]["sigreg_sample"] == 40
-    assert json.loads((tmp_path / "fast" / "final" / "ragcun_config.json").read_text())["head_init"]["power"] == 0.5
+    assert json.loads((tmp_path / "fast" / "final" / "ragcun_config.json")
+                      .read_text())["head_init"]["power"] == 0.5
     full = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "full", "sigreg_queue=32", *common))
     state = load_file(str(tmp_path / "full" / "checkpoint-3" / "ragcun_loss_state.safetensors"))
     assert state["queue.rows"].shape == (32, 16) and int(state["queue.filled"]) == 32

@@ -22,8 +22,9 @@ err_console = Console(stderr=True)
 
 #: Libraries whose INFO/DEBUG records are chatter on ragcun's log (some, like bm25s, reset their own
 #: logger's level at import, so a handler filter drops them rather than a level set once).
-NOISY_LOGGERS = ("httpx", "urllib3", "filelock", "huggingface_hub", "datasets", "fsspec", "sentence_transformers",
-                 "transformers", "accelerate", "torch", "matplotlib", "PIL", "bm25s", "faiss", "tensorboard")
+NOISY_LOGGERS = ("httpx", "urllib3", "filelock", "huggingface_hub", "datasets", "fsspec",
+                 "sentence_transformers", "transformers", "accelerate", "torch", "matplotlib", "PIL", "bm25s",
+                 "faiss", "tensorboard")
 
 
 class _QuietLibraries(logging.Filter):
@@ -42,13 +43,15 @@ def setup_logging(verbose: bool = False) -> None:
     handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
     if not verbose:
         handler.addFilter(_QuietLibraries())
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
-                        handlers=[handler], force=True)
-    if not verbose:  # library chatter ("Loading weights", "Writing model shards"), read by the libraries at import
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        datefmt="[%X]", handlers=[handler], force=True)
+    # library chatter ("Loading weights", "Writing model shards"), read by the libraries at import
+    if not verbose:
         for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
                            ("TRANSFORMERS_VERBOSITY", "error"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
             os.environ.setdefault(key, value)
-    if not sys.stderr.isatty():  # in a log file a progress bar is one ever-growing line: none at all (tqdm reads it)
+    # in a log file a progress bar is one ever-growing line: none at all (tqdm reads it)
+    if not sys.stderr.isatty():
         os.environ.setdefault("TQDM_DISABLE", "1")
 
 
@@ -62,7 +65,8 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    verbose: bool = typer.Option(False, "--verbose", "-v", metavar="", help="Debug logging, library messages included."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", metavar="",
+                                 help="Debug logging, library messages included."),
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  metavar="", help="Print ragcun's version and exit."),
 ) -> None:
@@ -73,9 +77,10 @@ def _main(
 #: (ConfigError, DataFormatError, RetrieverError are ValueErrors; ModelNotFoundError is an OSError), and
 #: so are the system's (a full disk, a missing file, a file where a folder was expected).
 #: The encoding runtime and batch options every encoding command shares (see ragcun.runtime).
-BACKEND_HELP = "torch | onnx (ONNX Runtime, the whole model in one graph). Default: auto (the measured fastest lossless)."
-PRECISION_HELP = ("fp32 | bf16 (torch) | int8 (onnx). Default: auto (measured on CPUs with bf16 units, else fp32; "
-                  "bf16 on a CUDA GPU).")
+BACKEND_HELP = ("torch | onnx (ONNX Runtime, the whole model in one graph). "
+                "Default: auto (the measured fastest lossless).")
+PRECISION_HELP = ("fp32 | bf16 (torch) | int8 (onnx). Default: auto (measured on CPUs with bf16 units, "
+                  "else fp32; bf16 on a CUDA GPU).")
 DEVICE_HELP = "cpu, cuda, cuda:1, mps … (default: a GPU when there is one, else cpu)."
 BATCH_HELP = "Encoding batch size (default: 16 on a CPU, 128 on a GPU, as measured)."
 
@@ -91,8 +96,9 @@ def _check_device(value: str | None) -> str | None:
 
 
 def check_bounds(**options: tuple[int | None, int, int | None]) -> None:
-    """Each ``flag=(value, lowest, highest)`` checked (None = not given), the flag named: ``--batch-size 0`` fails
-    before any model loads. Keyword names are flags with ``_`` for ``-`` (``batch_size`` → ``--batch-size``)."""
+    """Each ``flag=(value, lowest, highest)`` checked (None = not given), the flag named: ``--batch-size 0``
+    fails before any model loads. Keyword names are flags with ``_`` for ``-`` (``batch_size`` →
+    ``--batch-size``)."""
     for key, (value, low, high) in options.items():
         flag = "--" + key.replace("_", "-")
         if value is None:
@@ -121,20 +127,23 @@ def precision_option() -> Any:
 
 
 def max_seq_length_option(extra: str = "") -> Any:
-    return typer.Option(None, "--max-seq-length", help="Truncate inputs to N tokens (default: the model's own)." + extra)
+    return typer.Option(None, "--max-seq-length",
+                        help="Truncate inputs to N tokens (default: the model's own)." + extra)
 
 
 def data_dir_option() -> Any:
-    return typer.Option(None, "--data-dir", help="Where the datasets live (default: $RAGCUN_DATA_DIR, else ./data).")
+    return typer.Option(None, "--data-dir",
+                        help="Where the datasets live (default: $RAGCUN_DATA_DIR, else ./data).")
 
 
 def split_option() -> Any:
-    return typer.Option("test", "--split", help="BEIR split whose queries and qrels are used (test, dev, train).")
+    return typer.Option("test", "--split",
+                        help="BEIR split whose queries and qrels are used (test, dev, train).")
 
 
 def no_cache_option() -> Any:
-    return typer.Option(False, "--no-cache", metavar="", help="Encode again instead of reading or writing the corpus "
-                                                              "embedding cache.")
+    return typer.Option(False, "--no-cache", metavar="",
+                        help="Encode again instead of reading or writing the corpus embedding cache.")
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError, KeyError, TypeError)

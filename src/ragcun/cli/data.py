@@ -27,7 +27,8 @@ def download(
     data_dir: str = data_dir_option(),
     force: bool = typer.Option(False, "--force", metavar="", help="Download again even if present."),
     keep_zip: bool = typer.Option(False, "--keep-zip", metavar="", help="Keep the downloaded zip files."),
-    base_url: str = typer.Option(None, "--base-url", help="Mirror serving <name>.zip (else $RAGCUN_BEIR_URL)."),
+    base_url: str = typer.Option(None, "--base-url",
+                                 help="Mirror serving <name>.zip (else $RAGCUN_BEIR_URL)."),
     timeout: float = typer.Option(30.0, "--timeout", help="Network timeout in seconds."),
 ) -> None:
     """Download BEIR datasets from the official server (MD5-checked, unzipped atomically)."""
@@ -63,32 +64,39 @@ def stats(
     dw = st["doc_words"]
     console.print(f"[bold]{st['name']}[/] ({st['path']}): {st['documents']:,} documents, "
                   f"{dw['mean']:.1f} words on average (median {dw['median']:.0f}, max {dw['max']:,})")
-    table = Table("split", "queries", "qrels", "relevant", "qrels/query", "query words (mean)", "missing docs")
+    table = Table("split", "queries", "qrels", "relevant", "qrels/query", "query words (mean)",
+                  "missing docs")
     for split, s in st["splits"].items():
-        table.add_row(split, f"{s['queries']:,}", f"{s['qrels']:,}", f"{s['relevant']:,}", f"{s['qrels_per_query']}",
-                      f"{s['query_words']['mean']:.1f}", str(s["missing_docs"]))
+        table.add_row(split, f"{s['queries']:,}", f"{s['qrels']:,}", f"{s['relevant']:,}",
+                      f"{s['qrels_per_query']}", f"{s['query_words']['mean']:.1f}", str(s["missing_docs"]))
     console.print(table)
 
 
 @data_app.command("triplets")
 def triplets(
-    sources: list[str] = typer.Argument(None, help="BEIR dataset names/folders or MS MARCO folders (combined)."),
+    sources: list[str] = typer.Argument(None,
+                                        help="BEIR dataset names/folders or MS MARCO folders (combined)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (train/, validation/, manifest.json)."),
     split: str = typer.Option("train", "--split", help="Split whose queries and qrels are used."),
-    max_train_samples: int = typer.Option(None, "--max-train-samples", help="Cap on (query, positive) examples."),
+    max_train_samples: int = typer.Option(None, "--max-train-samples",
+                                          help="Cap on (query, positive) examples."),
     split_ratio: float = typer.Option(1.0, "--split-ratio", help="Fraction of the training queries to use."),
     val_size: int = typer.Option(0, "--val-size", help="Held-out validation queries."),
     negatives: str = typer.Option("bm25", "--negatives", help="bm25 or random."),
     num_negatives: int = typer.Option(1, "--num-negatives", help="Negatives per example."),
-    bm25_top_k: int = typer.Option(100, "--bm25-top-k", help="Sample negatives from this many BM25 candidates."),
-    val_candidates: int = typer.Option(30, "--val-candidates", help="BM25 top docs per validation query kept."),
-    val_corpus_size: int = typer.Option(2000, "--val-corpus-size", help="Validation corpus size (random padding)."),
+    bm25_top_k: int = typer.Option(100, "--bm25-top-k",
+                                   help="Sample negatives from this many BM25 candidates."),
+    val_candidates: int = typer.Option(30, "--val-candidates",
+                                       help="BM25 top docs per validation query kept."),
+    val_corpus_size: int = typer.Option(2000, "--val-corpus-size",
+                                        help="Validation corpus size (random padding)."),
     seed: int = typer.Option(42, "--seed", help="Random seed (sampling, negatives, validation split)."),
     fmt: str = typer.Option("hf", "--format", help="hf (datasets save_to_disk) or jsonl."),
     threads: int = typer.Option(0, "--threads", help="bm25s retrieval threads (0 = in the main thread)."),
     data_dir: str = data_dir_option(),
-    msmarco_download: bool = typer.Option(False, "--msmarco-download",
-                                          metavar="", help="Fetch the official MS MARCO passage files and use them as a source."),
+    msmarco_download: bool = typer.Option(False, "--msmarco-download", metavar="",
+                                          help="Fetch the official MS MARCO passage files and use them as a "
+                                               "source."),
 ) -> None:
     """Build (query, positive, negatives) training data with BM25 hard negatives."""
     from ragcun.data.download import download_msmarco
@@ -112,15 +120,18 @@ def triplets(
         raise fail(str(exc)) from None
     c = manifest["counts"]
     rate = manifest["bm25"]["queries_per_second"]
-    console.print(f"[green]✓[/] {out}: {c['train_examples']:,} training examples from {c['train_queries']:,} queries, "
-                  f"{c['validation_queries']:,} validation queries" + (f"; BM25 mining {rate:,.0f} queries/s" if rate else ""))
+    console.print(f"[green]✓[/] {out}: {c['train_examples']:,} training examples from "
+                  f"{c['train_queries']:,} queries, {c['validation_queries']:,} validation queries"
+                  + (f"; BM25 mining {rate:,.0f} queries/s" if rate else ""))
 
 
 @data_app.command("wiki")
 def wiki(
     out: Path = typer.Option(..., "--out", "-o", help="Output JSONL of passages."),
-    source: Path = typer.Option(None, "--source", help="Local article file (JSONL/.gz/Parquet); else the HF dump."),
-    language: str = typer.Option("en", "--language", help="Wikipedia language (HF config <date>.<language>)."),
+    source: Path = typer.Option(None, "--source",
+                                help="Local article file (JSONL/.gz/Parquet); else the HF dump."),
+    language: str = typer.Option("en", "--language",
+                                 help="Wikipedia language (HF config <date>.<language>)."),
     date: str = typer.Option("20231101", "--date", help="HF wikimedia/wikipedia dump date."),
     max_words: int = typer.Option(100, "--max-words", help="Words per passage."),
     min_words: int = typer.Option(20, "--min-words", help="Drop shorter passages."),
@@ -146,7 +157,8 @@ def wiki(
 def pairs(
     passages: Path = typer.Argument(..., help="Passage file: JSONL (text, optional title/id) or .txt."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (train/, validation/, manifest.json)."),
-    mode: str = typer.Option("both", "--mode", help="crop (two random crops), title (title->passage) or both."),
+    mode: str = typer.Option("both", "--mode",
+                             help="crop (two random crops), title (title->passage) or both."),
     val_size: int = typer.Option(1000, "--val-size", help="Held-out passages for validation pairs."),
     max_pairs: int = typer.Option(None, "--max-pairs", help="Cap on training pairs."),
     crop_min: float = typer.Option(0.1, "--crop-min", help="Smallest crop, as a fraction of the passage."),
@@ -164,4 +176,5 @@ def pairs(
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     c = m["counts"]
-    console.print(f"[green]✓[/] {out}: {c['train_pairs']:,} training and {c['validation_pairs']:,} validation pairs")
+    console.print(f"[green]✓[/] {out}: {c['train_pairs']:,} training and {c['validation_pairs']:,} "
+                  "validation pairs")

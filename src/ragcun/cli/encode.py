@@ -1,4 +1,5 @@
-"""``ragcun encode``: a document or query file to vectors on disk, ids beside them (.npy + .ids.json, or Parquet)."""
+"""``ragcun encode``: a document or query file to vectors on disk, ids beside them (.npy + .ids.json, or
+Parquet)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ FORMATS = (".npy", ".parquet")
 
 
 def _write(out: Path, ids: list[str], vectors, norms) -> None:
-    """``.npy`` (float32 matrix) with ``<stem>.ids.json`` beside it, or one Parquet table (id, vector, norm)."""
+    """``.npy`` (float32 matrix) with ``<stem>.ids.json`` beside it, or one Parquet table (id, vector,
+    norm)."""
     import numpy as np
 
     from ragcun.io import atomic_path, write_json
@@ -50,10 +52,10 @@ def _write(out: Path, ids: list[str], vectors, norms) -> None:
 @app.command()
 def encode(
     model: str = typer.Option(..., "--model", "-m", help="Model: a local directory, an alias or a Hub id."),
-    docs: Path = typer.Option(..., "--docs", help="JSONL (id/text), a BEIR corpus.jsonl or dataset folder, or "
-                                                  "id<TAB>text .tsv; .gz ok."),
-    out: Path = typer.Option(..., "--out", "-o", help="x.npy (ids in x.ids.json beside it) or x.parquet (id, vector, "
-                                                      "norm)."),
+    docs: Path = typer.Option(..., "--docs", help="JSONL (id/text), a BEIR corpus.jsonl or dataset folder, "
+                                                  "or id<TAB>text .tsv; .gz ok."),
+    out: Path = typer.Option(..., "--out", "-o", help="x.npy (ids in x.ids.json beside it) or x.parquet "
+                                                      "(id, vector, norm)."),
     kind: str = typer.Option("document", "--kind", help="document | query: which prompt and encode call."),
     batch_size: int = batch_size_option(),
     backend: str = backend_option(),
@@ -103,5 +105,5 @@ def encode(
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     extra = f" (ids: {out.with_suffix('.ids.json')})" if out.suffix == ".npy" else ""
-    console.print(f"[green]encoded[/] {len(ids)} texts → {out}{extra}: {vectors.shape[0]} × {vectors.shape[1]}, "
-                  f"mean norm {float(norms.mean()):.3f}")
+    console.print(f"[green]encoded[/] {len(ids)} texts → {out}{extra}: "
+                  f"{vectors.shape[0]} × {vectors.shape[1]}, mean norm {float(norms.mean()):.3f}")

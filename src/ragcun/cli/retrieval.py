@@ -1,4 +1,5 @@
-"""``ragcun index build|info`` and ``ragcun search``: build a saved L2 index from a document file, query it."""
+"""``ragcun index build|info`` and ``ragcun search``: build a saved L2 index from a document file, query
+it."""
 
 from __future__ import annotations
 
@@ -31,15 +32,18 @@ app.add_typer(index_app, name="index")
 
 @index_app.command("build")
 def index_build(
-    model: str = typer.Option(..., "--model", "-m", help="Model: a local directory, an alias (all-MiniLM-L6-v2) or a Hub id."),
-    docs: Path = typer.Option(..., "--docs", help="JSONL (id/text/metadata), a BEIR corpus.jsonl or dataset folder, or id<TAB>text .tsv; .gz ok."),
+    model: str = typer.Option(..., "--model", "-m",
+                              help="Model: a local directory, an alias (all-MiniLM-L6-v2) or a Hub id."),
+    docs: Path = typer.Option(..., "--docs", help="JSONL (id/text/metadata), a BEIR corpus.jsonl or dataset "
+                                                  "folder, or id<TAB>text .tsv; .gz ok."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (replaced atomically)."),
     index: str = typer.Option("flat", "--index", help="flat (exact) | ivf | hnsw."),
     batch_size: int = batch_size_option(),
     max_seq_length: int = max_seq_length_option(" Kept in the index."),
     backend: str = backend_option(" Kept in the index."),
     precision: str = precision_option(),
-    chunk_size: int = typer.Option(4096, "--chunk-size", help="Documents read from the file per step (bounds memory)."),
+    chunk_size: int = typer.Option(4096, "--chunk-size",
+                                   help="Documents read from the file per step (bounds memory)."),
     limit: int = typer.Option(None, "--limit", help="Index only the first N documents."),
     nlist: int = typer.Option(None, "--nlist", help="IVF: number of cells (default ≈ sqrt(n))."),
     nprobe: int = typer.Option(None, "--nprobe", help="IVF: cells probed per query."),
@@ -47,12 +51,14 @@ def index_build(
     ef_construction: int = typer.Option(80, "--ef-construction", help="HNSW: build beam width."),
     ef_search: int = typer.Option(64, "--ef-search", help="HNSW: query beam width."),
     device: str = device_option(),
-    engine: str = typer.Option("auto", "--engine", help="Where the vectors live: auto (FAISS), faiss, numpy, qdrant "
-                                                       "(embedded; a server with --url) or lancedb (on disk, IVF-PQ "
-                                                       "for --index ivf; a remote table with --url)."),
-    url: str = typer.Option(None, "--url", help="--engine qdrant: the server URL; --engine lancedb: a remote database "
-                                               "URI (s3://..., db://...). Default: embedded in the index."),
-    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing index at --out."),
+    engine: str = typer.Option(
+        "auto", "--engine", help="Where the vectors live: auto (FAISS), faiss, numpy, qdrant (embedded; a "
+        "server with --url) or lancedb (on disk, IVF-PQ for --index ivf; a remote table with --url)."),
+    url: str = typer.Option(
+        None, "--url", help="--engine qdrant: the server URL; --engine lancedb: a remote database URI "
+        "(s3://..., db://...). Default: embedded in the index."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="",
+                                   help="Replace an existing index at --out."),
 ) -> None:
     """Encode a document file in streamed chunks and save a searchable index."""
     import itertools
@@ -66,7 +72,8 @@ def index_build(
     if not docs.exists():
         raise fail(f"--docs {docs}: no such file or folder")
     try:
-        document_file(docs)  # a folder without a corpus, /dev/null, an empty file, a .csv: before the model loads
+        # a folder without a corpus, /dev/null, an empty file, a .csv: before the model loads
+        document_file(docs)
     except USER_ERRORS as exc:
         raise fail(f"--docs {exc}") from None
     blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
@@ -79,7 +86,8 @@ def index_build(
 
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), chunk_size=(chunk_size, 1, None),
                  max_seq_length=(max_seq_length, 1, None), nlist=(nlist, 1, None), nprobe=(nprobe, 1, None),
-                 hnsw_m=(hnsw_m, 2, 256), ef_construction=(ef_construction, 1, None), ef_search=(ef_search, 1, None))
+                 hnsw_m=(hnsw_m, 2, 256), ef_construction=(ef_construction, 1, None),
+                 ef_search=(ef_search, 1, None))
     if out.exists() and not out.is_dir():
         raise fail(f"--out {out} is a file; an index is a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -90,8 +98,8 @@ def index_build(
     if engine not in BACKENDS:
         raise fail(f"--engine must be one of {', '.join(BACKENDS)}, got {engine!r}")
     if url is not None and not url.strip():
-        raise fail("--url is empty: give the Qdrant server's URL or LanceDB's URI, or leave --url out for the "
-                   "embedded engine")
+        raise fail("--url is empty: give the Qdrant server's URL or LanceDB's URI, or leave --url out "
+                   "for the embedded engine")
     if url and engine not in ENGINE_KINDS:
         raise fail("--url is for --engine qdrant or lancedb")
     params: dict = {}
@@ -108,9 +116,9 @@ def index_build(
     elif index == "hnsw":
         params = {"M": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
     try:
-        retriever = GaussianRetriever(model, index=index, backend=engine, device=device, batch_size=batch_size,
-                                      max_seq_length=max_seq_length, encode_backend=backend, precision=precision,
-                                      **params)
+        retriever = GaussianRetriever(model, index=index, backend=engine, device=device,
+                                      batch_size=batch_size, max_seq_length=max_seq_length,
+                                      encode_backend=backend, precision=precision, **params)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     try:
@@ -122,11 +130,12 @@ def index_build(
     records = read_documents(docs)
     if limit is not None:
         records = itertools.islice(records, limit)
-    logger.info("indexing %s with %s (%s index, dim %d; %s, batch %d)", docs, model, index, retriever.dimension,
-                retriever.runtime.tag, retriever.batch_size)
+    logger.info("indexing %s with %s (%s index, dim %d; %s, batch %d)", docs, model, index,
+                retriever.dimension, retriever.runtime.tag, retriever.batch_size)
     try:
         with DocProgress(total, "indexing", logger=logger) as progress, progress.track(retriever.model):
-            n = retriever.add_stream(records, chunk_size=chunk_size, batch_size=batch_size, progress=progress.update)
+            n = retriever.add_stream(records, chunk_size=chunk_size, batch_size=batch_size,
+                                     progress=progress.update)
         if n == 0:
             raise fail(f"{docs}: no documents found")
         retriever.save(out)
@@ -139,7 +148,8 @@ def _check_writable(out: Path) -> None:
     """Fail before the model loads when the index could not be written (a read-only or immutable folder)."""
     import tempfile
 
-    parent = next(p for p in out.absolute().parents if p.exists())  # the index is written beside its final path
+    # the index is written beside its final path
+    parent = next(p for p in out.absolute().parents if p.exists())
     try:
         with tempfile.TemporaryFile(dir=parent):
             pass
@@ -193,5 +203,6 @@ def search(
     console.print(table)
 
 
-# One layout for indexes: `ragcun index build | info | search`; the top-level `ragcun search` stays as a shortcut.
+# One layout for indexes: `ragcun index build | info | search`; the top-level `ragcun search` stays as a
+# shortcut.
 index_app.command("search")(search)

@@ -11,17 +11,22 @@ from ragcun.cli.app import USER_ERRORS, app, check_bounds, console, device_optio
 
 @app.command()
 def serve(
-    indexes: list[Path] = typer.Argument(..., help="Saved index folders (from `ragcun index build`); each is served "
-                                                   "under its folder name."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
+    indexes: list[Path] = typer.Argument(..., help="Saved index folders (from `ragcun index build`); each is "
+                                                   "served under its folder name."),
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     max_k: int = typer.Option(1000, "--max-k", help="Largest k a request may ask for."),
-    max_body_kb: int = typer.Option(64, "--max-body-kb", help="Largest request body, in KiB (larger gets 413)."),
-    max_batch: int = typer.Option(32, "--max-batch", help="Concurrent queries encoded and searched together."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a query waits for others to batch with."),
+    max_body_kb: int = typer.Option(64, "--max-body-kb",
+                                    help="Largest request body, in KiB (larger gets 413)."),
+    max_batch: int = typer.Option(32, "--max-batch",
+                                  help="Concurrent queries encoded and searched together."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms",
+                                      help="How long a query waits for others to batch with."),
     device: str = device_option(),
 ) -> None:
-    """Serve saved indexes over HTTP: POST /search {query, k, filters, index}, GET /health, OpenAPI at /docs."""
+    """Serve saved indexes over HTTP: POST /search {query, k, filters, index}, GET /health, OpenAPI at
+    /docs."""
     check_bounds(port=(port, 1, 65_535), max_k=(max_k, 1, 100_000), max_body_kb=(max_body_kb, 1, 1 << 20),
                  max_batch=(max_batch, 1, 4096))
     if not host.strip():

@@ -17,7 +17,8 @@ def _config(config: Path | None, overrides: list[str], **flags):
     sets = list(overrides or [])
     for key, value in flags.items():
         if value is not None:
-            sets.append(f"{key}={value}" if not isinstance(value, bool) else f"{key}={'true' if value else 'false'}")
+            sets.append(f"{key}={value}" if not isinstance(value, bool)
+                        else f"{key}={'true' if value else 'false'}")
     try:
         return load_config(config, sets)
     except USER_ERRORS as exc:
@@ -27,20 +28,25 @@ def _config(config: Path | None, overrides: list[str], **flags):
 @app.command()
 def train(
     config: Path = typer.Argument(None, help="TOML config (configs/*.toml); every key can be overridden."),
-    set_: list[str] = typer.Option(None, "--set", "-s", help="Override a config key: --set lambda_isotropy=0 (repeatable)."),
+    set_: list[str] = typer.Option(None, "--set", "-s",
+                                   help="Override a config key: --set lambda_isotropy=0 (repeatable)."),
     train_data: str = typer.Option(None, help="Training triplets (`ragcun data triplets` output)."),
     validation_data: str = typer.Option(None, help="Validation mini-BEIR folder or BEIR name."),
     base_model: str = typer.Option(None, help="Base sentence-transformers model (alias, path or Hub id)."),
-    output_dir: str = typer.Option(None, "--output-dir", "-o", help="Where checkpoints, best/, final/ and logs go."),
+    output_dir: str = typer.Option(None, "--output-dir", "-o",
+                                   help="Where checkpoints, best/, final/ and logs go."),
     epochs: float = typer.Option(None, help="Training epochs."),
     max_steps: int = typer.Option(None, help="Stop after this many optimizer steps (overrides epochs)."),
     batch_size: int = typer.Option(None, help="GLOBAL batch size (split over processes)."),
     lambda_isotropy: float = typer.Option(None, help="Weight of SIGReg (0 = baseline)."),
-    freeze_base: bool = typer.Option(None, "--freeze-base/--no-freeze-base", metavar="", help="Train the head only (fast cached path)."),
+    freeze_base: bool = typer.Option(None, "--freeze-base/--no-freeze-base", metavar="",
+                                     help="Train the head only (fast cached path)."),
     mixed_precision: str = typer.Option(None, help="no | fp16 | bf16."),
     seed: int = typer.Option(None, help="Random seed."),
-    resume: bool = typer.Option(False, "--resume", metavar="", help="Continue from the last complete checkpoint in output_dir."),
-    launch: str = typer.Option("no", help="'auto': run under torchrun on every visible GPU; N: N processes; 'no'."),
+    resume: bool = typer.Option(False, "--resume", metavar="",
+                                help="Continue from the last complete checkpoint in output_dir."),
+    launch: str = typer.Option("no",
+                               help="'auto': run under torchrun on every visible GPU; N: N processes; 'no'."),
 ) -> None:
     """Train a Gaussian encoder (contrastive + λ·SIGReg) with sentence-transformers' trainer."""
     cfg = _config(config, set_, train_data=train_data, validation_data=validation_data, base_model=base_model,
@@ -67,7 +73,8 @@ def train(
         best = summary["best"]
         console.print(
             f"[green]done[/] in {summary['wall_time_s']:.0f}s, {summary['global_steps']} steps, "
-            f"{summary['samples_per_second']:.1f} samples/s; best {best['metric']}={best['score']} at step {best['step']}\n"
+            f"{summary['samples_per_second']:.1f} samples/s; best {best['metric']}={best['score']} "
+            f"at step {best['step']}\n"
             f"best model: {summary['best_model']}\nsummary:    {Path(cfg.output_dir) / 'train_summary.json'}"
         )
 

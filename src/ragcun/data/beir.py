@@ -14,17 +14,23 @@ BEIR's ``GenericDataLoader`` returns, so numbers are comparable with the BEIR li
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import os
 import statistics
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragcun.data.readers import (
+    DataFormatError,
+    iter_jsonl,
+    iter_lines,
+    record_id,
+    regular_file,
+    text_field,
+    write_jsonl,
+)
 from ragcun.paths import find_beir_dataset
 
 logger = logging.getLogger(__name__)
@@ -59,17 +65,6 @@ DATASET_GROUPS: dict[str, list[str]] = {
 }
 
 SPLITS = ("train", "dev", "test")
-
-
-class DataFormatError(ValueError):
-    """A data file is malformed. The message names the file and, where it applies, the line."""
-
-    def __init__(self, path: str | os.PathLike, message: str, line: int | None = None) -> None:
-        self.path = Path(path)
-        self.line = line
-        self.reason = message
-        where = f"{self.path}:{line}" if line is not None else str(self.path)
-        super().__init__(f"{where}: {message}")
 
 
 def expand_dataset_names(names: Iterable[str]) -> list[str]:
@@ -120,84 +115,9 @@ class BeirData:
     def __repr__(self) -> str:  # the dicts are huge: never print them
         return (
             f"BeirData(name={self.name!r}, split={self.split!r}, documents={len(self.corpus)}, "
-            f"queries={len(self.queries)}, qrels={sum(len(v) for v in self.qrels.values())}, path={str(self.path)!r})"
+            f"queries={len(self.queries)}, qrels={sum(len(v) for v in self.qrels.values())}, "
+            f"path={str(self.path)!r})"
         )
-
-
-def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
-    """``path`` if it is a regular file; a missing path, a folder, /dev/null or a FIFO is a one-line error
-    (``what`` names the missing file: "corpus file not found: …")."""
-    path = Path(path)
-    if not path.is_file():
-        if path.exists():  # it exists, but is no file of lines
-            raise DataFormatError(path, f"not a regular file (expected the {what})")
-        raise FileNotFoundError(f"{what} not found: {path}")
-    return path
-
-
-def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line without its line ending) for each line of a text file (``.gz`` too).
-
-    The one line reader behind every data format: bytes that are not UTF-8 are an error naming the
-    file and the line, never a traceback.
-    """
-    path = regular_file(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataFormatError(path, f"not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})",
-                                          lineno) from None
-                yield lineno, line.rstrip("\r\n")
-    except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt .gz, an unreadable file
-        raise DataFormatError(path, f"cannot be read ({exc})") from None
-
-
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line of a JSONL(.gz) file; malformed JSON names file and line."""
-    path = Path(path)
-    for lineno, line in iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", lineno) from None
-        if not isinstance(obj, dict):
-            raise DataFormatError(path, f"expected a JSON object, got {type(obj).__name__}", lineno)
-        yield lineno, obj
-
-
-def record_id(path: Path, lineno: int, obj: dict[str, Any], key: str = "_id", required: bool = True) -> str | None:
-    """The id field of one record: a non-empty string or an integer (never a float, bool, list or null)."""
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise DataFormatError(path, f"missing `{key}`", lineno)
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise DataFormatError(path, f"`{key}` must be a string or an integer, got {type(value).__name__} {value!r}", lineno)
-    _id = str(value)
-    if not _id.strip():
-        raise DataFormatError(path, f"empty `{key}`", lineno)
-    return _id
-
-
-def text_field(path: Path, lineno: int, obj: dict[str, Any], key: str, required: bool = True) -> str:
-    """A text field of one record: a string (an absent optional field is ""). Numbers, lists, objects and
-    null are errors, never turned into their repr: the rule for every corpus, query and document file."""
-    if key not in obj:
-        if required:
-            raise DataFormatError(path, f"no `{key}` field", lineno)
-        return ""
-    value = obj[key]
-    if not isinstance(value, str):
-        raise DataFormatError(path, f"`{key}` must be a string, got {'null' if value is None else type(value).__name__}",
-                              lineno)
-    return value
 
 
 def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -211,9 +131,11 @@ def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     first_line: dict[str, int] = {}
     for lineno, obj in iter_jsonl(path):
         _id = record_id(path, lineno, obj)
-        text, title = text_field(path, lineno, obj, "text"), text_field(path, lineno, obj, "title", required=False)
+        text, title = (text_field(path, lineno, obj, "text"),
+                       text_field(path, lineno, obj, "title", required=False))
         if _id in corpus:
-            raise DataFormatError(path, f"duplicate document id {_id!r} (first seen on line {first_line[_id]})", lineno)
+            raise DataFormatError(path, f"duplicate document id {_id!r} (first seen on line "
+                                        f"{first_line[_id]})", lineno)
         first_line[_id] = lineno
         corpus[_id] = {"title": title, "text": text}
     if not corpus:
@@ -233,7 +155,8 @@ def load_queries(path: str | os.PathLike) -> dict[str, str]:
         _id = record_id(path, lineno, obj)
         text = text_field(path, lineno, obj, "text")
         if _id in queries:
-            raise DataFormatError(path, f"duplicate query id {_id!r} (first seen on line {first_line[_id]})", lineno)
+            raise DataFormatError(path, f"duplicate query id {_id!r} (first seen on line {first_line[_id]})",
+                                  lineno)
         first_line[_id] = lineno
         queries[_id] = text
     return queries
@@ -264,7 +187,8 @@ def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
         if len(fields) != 3:
             raise DataFormatError(
                 path,
-                f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}: {line[:80]!r}",
+                f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}: "
+                f"{line[:80]!r}",
                 lineno,
             )
         qid, did, score = (f.strip() for f in fields)
@@ -278,11 +202,13 @@ def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
         prev = qrels.setdefault(qid, {}).get(did)
         if prev is not None and prev != grade:
             raise DataFormatError(
-                path, f"pair ({qid!r}, {did!r}) listed twice with different scores ({prev} and {grade})", lineno
+                path, f"pair ({qid!r}, {did!r}) listed twice with different scores ({prev} and {grade})",
+                lineno
             )
         qrels[qid][did] = grade
     if qrels and not any(g > 0 for docs in qrels.values() for g in docs.values()):
-        raise DataFormatError(path, "no pair has a positive grade: nothing is relevant, every metric would be 0")
+        raise DataFormatError(path, "no pair has a positive grade: nothing is relevant, every metric would "
+                                    "be 0")
     return qrels
 
 
@@ -312,7 +238,8 @@ def find_split(name_or_path: str, split: str, data_dir: str | os.PathLike | None
     if not qrels_path.is_file():
         name = path.name if Path(name_or_path).expanduser().is_dir() else str(name_or_path)
         have = ", ".join(available_splits(path)) or "none"
-        raise FileNotFoundError(f"{name}: no qrels for split {split!r} ({qrels_path} missing; splits available: {have})")
+        raise FileNotFoundError(f"{name}: no qrels for split {split!r} ({qrels_path} missing; "
+                                f"splits available: {have})")
     return path
 
 
@@ -335,25 +262,43 @@ def load_beir(name_or_path: str, split: str = "test", data_dir: str | None = Non
     for q in missing_q:
         del qrels[q]
     if missing_q and not qrels:
-        raise DataFormatError(qrels_path, f"none of its {len(missing_q)} query ids is in {path / 'queries.jsonl'}")
+        raise DataFormatError(qrels_path,
+                              f"none of its {len(missing_q)} query ids is in {path / 'queries.jsonl'}")
     pairs = sum(len(rel) for rel in qrels.values())
     missing_docs = sum(1 for rel in qrels.values() for d in rel if d not in corpus)
     if not any(g > 0 and d in corpus for rel in qrels.values() for d, g in rel.items()):
-        raise DataFormatError(qrels_path, f"none of the documents judged relevant is in {path / 'corpus.jsonl'} "
-                                          "(a wrong corpus, or ids from another column?)")
+        raise DataFormatError(qrels_path,
+                              f"none of the documents judged relevant is in {path / 'corpus.jsonl'} "
+                              "(a wrong corpus, or ids from another column?)")
     if missing_q or missing_docs:  # one line saying what was dropped or cannot be retrieved
         parts = []
         if missing_q:
-            parts.append(f"{len(missing_q)} of {len(missing_q) + len(qrels)} judged queries are not in queries.jsonl "
-                         f"(dropped, e.g. {missing_q[:3]})")
+            parts.append(f"{len(missing_q)} of {len(missing_q) + len(qrels)} judged queries are not in "
+                         f"queries.jsonl (dropped, e.g. {missing_q[:3]})")
         if missing_docs:
-            parts.append(f"{missing_docs} of {pairs} qrels pairs point to documents missing from the corpus (kept as "
-                         "unretrievable, as BEIR scores them)")
+            parts.append(f"{missing_docs} of {pairs} qrels pairs point to documents missing from the corpus "
+                         "(kept as unretrievable, as BEIR scores them)")
         logger.warning("%s: %s: %s", name, qrels_path, "; ".join(parts))
     queries = {q: all_queries[q] for q in qrels}
     return BeirData(
-        corpus=corpus, queries=queries, qrels=qrels, name=name, path=path, split=split, missing_docs=missing_docs
+        corpus=corpus, queries=queries, qrels=qrels, name=name, path=path, split=split,
+        missing_docs=missing_docs
     )
+
+
+def write_beir(path: str | os.PathLike, corpus: Iterable[dict[str, Any]], queries: Iterable[dict[str, Any]],
+               qrels: dict[str, dict[str, dict[str, int]]]) -> Path:
+    """Write a dataset in the official layout :func:`load_beir` reads (``corpus.jsonl``, ``queries.jsonl``,
+    ``qrels/<split>.tsv`` with its header and CRLF line endings): the one BEIR writer, for slices of real
+    datasets and held-out validation sets."""
+    path = Path(path)
+    (path / "qrels").mkdir(parents=True, exist_ok=True)
+    write_jsonl(path / "corpus.jsonl", corpus)
+    write_jsonl(path / "queries.jsonl", queries)
+    for split, rows in qrels.items():
+        lines = "".join(f"{q}\t{d}\t{g}\r\n" for q, docs in rows.items() for d, g in docs.items())
+        (path / "qrels" / f"{split}.tsv").write_bytes(("query-id\tcorpus-id\tscore\r\n" + lines).encode())
+    return path
 
 
 def _length_stats(lengths: list[int]) -> dict[str, float]:

@@ -38,7 +38,8 @@ class BM25Params:
     stopwords: str | None = "en"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"k1": self.k1, "b": self.b, "method": self.method, "stemmer": self.stemmer, "stopwords": self.stopwords}
+        return {"k1": self.k1, "b": self.b, "method": self.method, "stemmer": self.stemmer,
+                "stopwords": self.stopwords}
 
 
 def _stemmer(language: str | None):
@@ -57,7 +58,8 @@ def corpus_fingerprint(doc_ids: Sequence[str], texts: Sequence[str], params: BM2
 class BM25Index:
     """A bm25s index plus the document ids of its rows."""
 
-    def __init__(self, retriever: Any, doc_ids: list[str], params: BM25Params, path: Path | None = None) -> None:
+    def __init__(self, retriever: Any, doc_ids: list[str], params: BM25Params,
+                 path: Path | None = None) -> None:
         self.retriever = retriever
         self.doc_ids = doc_ids
         self.params = params
@@ -69,7 +71,8 @@ class BM25Index:
 
     @classmethod
     def build(
-        cls, doc_ids: Sequence[str], texts: Sequence[str], params: BM25Params | None = None, show_progress: bool = True
+        cls, doc_ids: Sequence[str], texts: Sequence[str], params: BM25Params | None = None,
+        show_progress: bool = True
     ) -> BM25Index:
         import bm25s
 
@@ -78,7 +81,8 @@ class BM25Index:
             raise ValueError(f"{len(doc_ids)} ids but {len(texts)} texts")
         t0 = time.perf_counter()
         tokens = bm25s.tokenize(
-            list(texts), stopwords=params.stopwords, stemmer=_stemmer(params.stemmer), show_progress=show_progress
+            list(texts), stopwords=params.stopwords, stemmer=_stemmer(params.stemmer),
+            show_progress=show_progress
         )
         retriever = bm25s.BM25(k1=params.k1, b=params.b, method=params.method)
         retriever.index(tokens, show_progress=show_progress)
@@ -105,7 +109,8 @@ class BM25Index:
         path = Path(path)
         meta = json.loads((path / "ragcun_bm25.json").read_text())
         if meta.get("format") != INDEX_FORMAT:
-            raise ValueError(f"{path}: BM25 index format {meta.get('format')} (expected {INDEX_FORMAT}); rebuild it")
+            raise ValueError(f"{path}: BM25 index format {meta.get('format')} (expected {INDEX_FORMAT}); "
+                             "rebuild it")
         retriever = bm25s.BM25.load(str(path), mmap=mmap, show_progress=False)
         doc_ids = json.loads((path / "doc_ids.json").read_text(encoding="utf-8"))
         return cls(retriever, doc_ids, BM25Params(**meta["params"]), path)
@@ -114,7 +119,8 @@ class BM25Index:
         import bm25s
 
         tok = bm25s.tokenize(
-            list(queries), stopwords=self.params.stopwords, stemmer=self._stem, return_ids=False, show_progress=False
+            list(queries), stopwords=self.params.stopwords, stemmer=self._stem, return_ids=False,
+            show_progress=False
         )
         return [list(t) for t in tok]
 
@@ -126,7 +132,8 @@ class BM25Index:
         if not queries:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
         tokens = self.tokenize_queries(queries)
-        res = self.retriever.retrieve(tokens, k=k, n_threads=n_threads, show_progress=show_progress, sorted=True)
+        res = self.retriever.retrieve(tokens, k=k, n_threads=n_threads, show_progress=show_progress,
+                                      sorted=True)
         return np.asarray(res.documents, dtype=np.int64), np.asarray(res.scores, dtype=np.float32)
 
 
@@ -137,7 +144,8 @@ def get_index(
     cache: bool = True,
     show_progress: bool = True,
 ) -> BM25Index:
-    """Load the cached index of this corpus (``cache_dir("bm25")/<sha>``, memory-mapped) or build and save it."""
+    """Load the cached index of this corpus (``cache_dir("bm25")/<sha>``, memory-mapped) or build and
+    save it."""
     params = params or BM25Params()
     if not cache:
         return BM25Index.build(doc_ids, texts, params, show_progress=show_progress)
@@ -202,7 +210,8 @@ def mine_candidates(
                 hit: dict[int, int] = {}
                 if excl:
                     is_excl = np.isin(row_idx, np.fromiter(excl, dtype=np.int64, count=len(excl)))
-                    hit = {int(d): int(r) for d, r in zip(row_idx[is_excl & keep], positions[is_excl & keep], strict=True)}
+                    hit = {int(d): int(r)
+                           for d, r in zip(row_idx[is_excl & keep], positions[is_excl & keep], strict=True)}
                     keep &= ~is_excl
                 cands.append(row_idx[keep][:top_k])
                 ranks.append(positions[keep][:top_k])

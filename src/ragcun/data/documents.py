@@ -1,9 +1,10 @@
-"""Documents to index (``ragcun index build``, :meth:`GaussianRetriever.add_file`), from any file ragcun reads.
+"""Documents to index (``ragcun index build``, :meth:`GaussianRetriever.add_file`), from any file ragcun
+reads.
 
 One reader per format, shared with the rest of :mod:`ragcun.data`: JSONL through
-:func:`ragcun.data.beir.iter_jsonl` with the same field rule as a BEIR corpus
-(:func:`~ragcun.data.beir.text_field`, :func:`~ragcun.data.beir.record_id`), TSV through
-:func:`ragcun.data.msmarco.iter_tsv_pairs`. Errors are :class:`~ragcun.data.beir.DataFormatError`:
+:func:`ragcun.data.readers.iter_jsonl` with the same field rule as a BEIR corpus
+(:func:`~ragcun.data.readers.text_field`, :func:`~ragcun.data.readers.record_id`), TSV through
+:func:`ragcun.data.msmarco.iter_tsv_pairs`. Errors are :class:`~ragcun.data.readers.DataFormatError`:
 the file and the line.
 """
 
@@ -15,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ragcun.data.beir import DataFormatError, iter_jsonl, record_id, regular_file, text_field
 from ragcun.data.msmarco import iter_tsv_pairs
+from ragcun.data.readers import DataFormatError, iter_jsonl, record_id, regular_file, text_field
 
 
 def check_metadata(meta: Any, where: str) -> dict | None:
@@ -45,12 +46,13 @@ def document_file(path: str | os.PathLike) -> Path:
         for name in ("corpus.jsonl", "corpus.jsonl.gz"):
             if (path / name).is_file():
                 return document_file(path / name)
-        raise FileNotFoundError(f"{path} is a folder without corpus.jsonl (expected a document file or a BEIR "
-                                "dataset folder)")
+        raise FileNotFoundError(f"{path} is a folder without corpus.jsonl (expected a document file or a "
+                                "BEIR dataset folder)")
     regular_file(path, "document file")  # missing, /dev/null, a FIFO: the readers' one check
     if not path.name.removesuffix(".gz").endswith(DOCUMENT_SUFFIXES):
         raise DataFormatError(path, f"unknown extension {''.join(path.suffixes) or '(none)'!r}: ragcun reads "
-                                    "documents from .jsonl or .tsv files, optionally gzipped (.jsonl.gz, .tsv.gz)")
+                                    "documents from .jsonl or .tsv files, optionally gzipped "
+                                    "(.jsonl.gz, .tsv.gz)")
     if path.stat().st_size == 0:
         raise DataFormatError(path, "empty file: no documents")
     return path

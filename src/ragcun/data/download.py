@@ -53,7 +53,8 @@ RESTRICTED = {
     "bioasq": "http://participants-area.bioasq.org/ (registration), then beir-cellar/beir's bioasq script",
     "signal1m": "https://research.signal-ai.com/datasets/signal1m.html (licence), then BEIR's conversion",
     "trec-news": "https://trec.nist.gov/data/news2018.html (Washington Post licence), then BEIR's conversion",
-    "robust04": "https://trec.nist.gov/data/robust/04.guidelines.html (TREC disks 4+5), then BEIR's conversion",
+    "robust04": "https://trec.nist.gov/data/robust/04.guidelines.html (TREC disks 4+5), "
+                "then BEIR's conversion",
 }
 
 MSMARCO_BASE_URL = "https://msmarco.z22.web.core.windows.net/msmarcoranking"
@@ -117,7 +118,8 @@ def download_file(
                     try:
                         chunk = resp.read(CHUNK)
                     except Exception as exc:  # http.client.IncompleteRead, socket errors, timeouts
-                        raise DownloadError(f"{url}: transfer interrupted after {received} bytes ({exc!r})") from None
+                        raise DownloadError(f"{url}: transfer interrupted after {received} bytes "
+                                            f"({exc!r})") from None
                     if not chunk:
                         break
                     fh.write(chunk)
@@ -210,7 +212,8 @@ def download_beir(
             if local:
                 out[name] = local
             else:
-                logger.warning("%s is not hosted by BEIR (licence); obtain it from %s", name, RESTRICTED[name])
+                logger.warning("%s is not hosted by BEIR (licence); obtain it from %s", name,
+                               RESTRICTED[name])
             continue
         if not force:
             local = _find_local(name, dest, data_dir_)

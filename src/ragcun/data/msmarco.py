@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ragcun.data.beir import DataFormatError, iter_lines, regular_file
+from ragcun.data.readers import DataFormatError, iter_lines, regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def load_qrels_trec(path: str | os.PathLike) -> dict[str, dict[str, int]]:
         fields = line.split()
         if len(fields) != 4:
             raise DataFormatError(
-                path, f"expected 4 fields (qid, iteration, docid, relevance), got {len(fields)}: {line[:80]!r}", lineno
+                path, f"expected 4 fields (qid, iteration, docid, relevance), got {len(fields)}: "
+                f"{line[:80]!r}", lineno
             )
         qid, _, did, rel = fields
         try:

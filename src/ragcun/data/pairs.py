@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.data.beir import DataFormatError, iter_jsonl, iter_lines, regular_file
+from ragcun.data.readers import DataFormatError, iter_jsonl, iter_lines, regular_file, write_jsonl
 from ragcun.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -117,9 +117,8 @@ def build_pairs(
 
                 datasets.Dataset.from_dict(r).save_to_disk(str(tmp / split))
             else:
-                with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as fh:
-                    for j in range(len(r["anchor"])):
-                        fh.write(json.dumps({k: v[j] for k, v in r.items()}, ensure_ascii=False) + "\n")
+                write_jsonl(tmp / f"{split}.jsonl",
+                            ({k: v[j] for k, v in r.items()} for j in range(len(r["anchor"]))))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     logger.info("pairs: %s", manifest["counts"])
     return manifest

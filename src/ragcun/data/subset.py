@@ -8,19 +8,20 @@ the header and CRLF line endings), so every ragcun reader takes it as it takes t
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 
-from ragcun.data.beir import iter_jsonl, load_qrels, resolve_dataset
+from ragcun.data.beir import load_qrels, resolve_dataset, write_beir
+from ragcun.data.readers import iter_jsonl
 
 
-def write_subset(source: str | os.PathLike, out: str | os.PathLike, queries: dict[str, int], extra_docs: int = 100,
-                 seed: int = 0, max_chars: int | None = None, data_dir: str | os.PathLike | None = None) -> Path:
-    """Write a subset of BEIR dataset ``source`` to ``out``; ``queries`` maps split -> number of queries kept."""
+def write_subset(source: str | os.PathLike, out: str | os.PathLike, queries: dict[str, int],
+                 extra_docs: int = 100, seed: int = 0, max_chars: int | None = None,
+                 data_dir: str | os.PathLike | None = None) -> Path:
+    """Write a subset of BEIR dataset ``source`` to ``out``; ``queries`` maps split -> number of queries
+    kept."""
     src = resolve_dataset(source, data_dir)
-    out = Path(out)
     qrels: dict[str, dict[str, dict[str, int]]] = {}
     for split, n in queries.items():
         full = load_qrels(src / "qrels" / f"{split}.tsv")
@@ -30,18 +31,7 @@ def write_subset(source: str | os.PathLike, out: str | os.PathLike, queries: dic
     docs = [obj for _, obj in iter_jsonl(src / "corpus.jsonl")]
     others = [d for d in docs if str(d["_id"]) not in judged]
     pick = {str(d["_id"]) for d in random.Random(seed).sample(others, min(extra_docs, len(others)))}
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(out / "corpus.jsonl", "w", encoding="utf-8") as fh:
-        for d in docs:
-            if str(d["_id"]) in judged or str(d["_id"]) in pick:
-                if max_chars:
-                    d = {**d, "text": d["text"][:max_chars]}
-                fh.write(json.dumps(d, ensure_ascii=False) + "\n")
-    with open(out / "queries.jsonl", "w", encoding="utf-8") as fh:
-        for _, q in iter_jsonl(src / "queries.jsonl"):
-            if str(q["_id"]) in kept_q:
-                fh.write(json.dumps(q, ensure_ascii=False) + "\n")
-    for split, rows in qrels.items():
-        lines = "".join(f"{q}\t{d}\t{g}\r\n" for q, docs in rows.items() for d, g in docs.items())
-        (out / "qrels" / f"{split}.tsv").write_bytes(("query-id\tcorpus-id\tscore\r\n" + lines).encode())
-    return out
+    kept = ({**d, "text": d["text"][:max_chars]} if max_chars else d for d in docs
+            if str(d["_id"]) in judged or str(d["_id"]) in pick)
+    asked = (q for _, q in iter_jsonl(src / "queries.jsonl") if str(q["_id"]) in kept_q)
+    return write_beir(out, kept, asked, qrels)

@@ -9,7 +9,8 @@ Output layout (``OUT/`` is written atomically as a whole)::
 Train columns, in this order:
 
     query, positive, negative_1 ... negative_K      texts (documents joined with ``doc_text``)
-    query_id, positive_id                           ids (prefixed ``<source>:`` when several sources are combined)
+    query_id, positive_id                           ids (prefixed ``<source>:`` when several sources are
+                                                    combined)
     negative_ids: list[str], negative_ranks: list[int]  BM25 rank (1-based) of each negative; -1 = random
 
 Choices worth knowing:
@@ -29,19 +30,20 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-import json
 import logging
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from ragcun.data.beir import available_splits, doc_text, load_beir, load_qrels
+from ragcun.config import choice_problems, non_negative, positive
+from ragcun.data.beir import available_splits, doc_text, load_beir, load_qrels, write_beir
 from ragcun.data.msmarco import (
     is_msmarco_dir,
     load_collection,
@@ -49,7 +51,8 @@ from ragcun.data.msmarco import (
     load_queries_tsv,
     msmarco_split_files,
 )
-from ragcun.io import atomic_path
+from ragcun.data.readers import write_jsonl
+from ragcun.io import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +63,38 @@ SCHEMA_DOC = {
     "query_id": "query id (prefixed '<source>:' when several sources are combined)",
     "positive_id": "positive document id",
     "negative_ids": "list[str]: ids of negative_1..K",
-    "negative_ranks": "list[int]: BM25 rank (1-based) of each negative in the query's full ranking; -1 = random",
+    "negative_ranks": "list[int]: BM25 rank (1-based) of each negative in the query's full ranking; "
+                      "-1 = random",
 }
+
+
+@dataclass
+class TripletOptions:
+    """What :func:`build_triplets` makes of its sources: the one list of these options (the experiment's
+    ``[triplets]`` table is this plus ``sources``), checked by :meth:`check` wherever they come from."""
+
+    split: str = "train"
+    max_train_samples: int | None = None
+    split_ratio: float = 1.0
+    val_size: int = 0
+    val_candidates: int = 30
+    val_corpus_size: int = 2000
+    negatives: Literal["bm25", "random"] = "bm25"
+    num_negatives: int = 1
+    bm25_top_k: int = 100
+    positive_threshold: int = 1
+    false_negative_guard: Literal["none", "above_positive"] = "none"
+    negatives_exclude: Literal["judged", "positives"] = "judged"
+    seed: int = 42
+
+    def check(self) -> list[str]:
+        problems = choice_problems(self)
+        problems += positive(self, "max_train_samples", "num_negatives", "bm25_top_k", "val_candidates",
+                             "val_corpus_size")
+        problems += non_negative(self, "val_size")
+        if not 0.0 < self.split_ratio <= 1.0:
+            problems.append(f"split_ratio must be in (0, 1] (got {self.split_ratio})")
+        return problems
 
 
 @dataclass
@@ -76,15 +109,18 @@ class _Source:
     judged: dict[str, set[str]] = field(default_factory=dict)  # query -> docs judged relevant in any split
     prefix: str = ""
     row: dict[str, int] = field(default_factory=dict)
+    exclude_judged: bool = True
 
     def __post_init__(self) -> None:
         self.row = {d: i for i, d in enumerate(self.doc_ids)}
 
-    exclude_judged: bool = True
+    def positives(self, qid: str, threshold: int) -> list[int]:
+        return sorted(self.row[d] for d, g in self.qrels[qid].items() if g >= threshold and d in self.row)
 
     def excluded(self, qid: str, threshold: int) -> set[int]:
-        """Rows never used as the query's negatives: its positives and every document judged relevant to it."""
-        rows = set(_positives(self, qid, threshold))
+        """Rows never used as the query's negatives: its positives and every document judged relevant to
+        it."""
+        rows = set(self.positives(qid, threshold))
         if self.exclude_judged:
             rows.update(self.row[d] for d in self.judged.get(qid, ()) if d in self.row)
         return rows
@@ -105,12 +141,8 @@ def _load_source(source: str | os.PathLike, split: str, data_dir: str | None) ->
         qrels = data.qrels if other == split else load_qrels(data.path / "qrels" / f"{other}.tsv")
         for q, docs in qrels.items():
             judged.setdefault(q, set()).update(d for d, g in docs.items() if g > 0)
-    return _Source(data.name, "beir", str(data.path), ids, [doc_text(data.corpus[d]) for d in ids], data.queries,
-                   data.qrels, judged)
-
-
-def _positives(src: _Source, qid: str, threshold: int) -> list[int]:
-    return sorted(src.row[d] for d, g in src.qrels[qid].items() if g >= threshold and d in src.row)
+    return _Source(data.name, "beir", str(data.path), ids, [doc_text(data.corpus[d]) for d in ids],
+                   data.queries, data.qrels, judged)
 
 
 def _random_negatives(rng: np.random.Generator, n_docs: int, exclude: set[int], count: int) -> list[int]:
@@ -126,154 +158,122 @@ def _random_negatives(rng: np.random.Generator, n_docs: int, exclude: set[int], 
     return out
 
 
-def build_triplets(
-    source: str | os.PathLike | Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    *,
-    split: str = "train",
-    max_train_samples: int | None = None,
-    split_ratio: float = 1.0,
-    val_size: int = 0,
-    negatives: str = "bm25",
-    num_negatives: int = 1,
-    bm25_top_k: int = 100,
-    seed: int = 42,
-    data_dir: str | None = None,
-    val_candidates: int = 30,
-    val_corpus_size: int = 2000,
-    positive_threshold: int = 1,
-    false_negative_guard: str = "none",
-    negatives_exclude: str = "judged",
-    format: str = "hf",
-    batch_size: int = 4096,
-    n_threads: int = 0,
-    cache_index: bool = True,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Build training triplets and a held-out validation set; return the manifest (also written).
+Key = tuple[int, str]  # (source index, query id)
 
-    ``source``: a BEIR dataset name or folder, an MS MARCO folder (collection.tsv, queries.<split>.tsv,
-    qrels.<split>.tsv), or a list of those (each mined against its own corpus, then mixed).
-    """
-    from ragcun.data.bm25 import get_index, mine_candidates
-    from ragcun.version import __version__
 
-    if negatives not in ("bm25", "random"):
-        raise ValueError(f"negatives must be 'bm25' or 'random', got {negatives!r}")
-    if num_negatives < 1:
-        raise ValueError("num_negatives must be >= 1")
-    if not 0.0 < split_ratio <= 1.0:
-        raise ValueError(f"split_ratio must be in (0, 1], got {split_ratio}")
-    if negatives_exclude not in ("judged", "positives"):
-        raise ValueError(f"negatives_exclude must be 'judged' or 'positives', got {negatives_exclude!r}")
-    if false_negative_guard not in ("none", "above_positive"):
-        raise ValueError(f"false_negative_guard must be 'none' or 'above_positive', got {false_negative_guard!r}")
-    if format not in ("hf", "jsonl"):
-        raise ValueError(f"format must be 'hf' or 'jsonl', got {format!r}")
-    if val_size < 0 or (max_train_samples is not None and max_train_samples < 1):
-        raise ValueError("val_size must be >= 0 and max_train_samples >= 1")
-
-    sources_in = [source] if isinstance(source, (str, os.PathLike)) else list(source)
-    srcs = [_load_source(s, split, data_dir) for s in sources_in]
-    for src in srcs:
-        src.exclude_judged = negatives_exclude == "judged"
-    if len(srcs) > 1:
-        names = [s.name for s in srcs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"the same source is given twice: {names}")
-        for s in srcs:
-            s.prefix = f"{s.name}:"
-    rng = np.random.default_rng(seed)
-
-    # 1. queries with at least one positive, held-out validation, split ratio
-    pool: list[tuple[int, str]] = []
+def _split_queries(srcs: list[_Source], o: TripletOptions,
+                   rng: np.random.Generator) -> tuple[list[Key], list[tuple[int, str, int]], int]:
+    """Held-out validation queries, then one training example per (query, positive), seeded and capped;
+    and how many queries had no positive."""
+    pool: list[Key] = []
     no_pos = 0
     for si, s in enumerate(srcs):
         for qid in s.qrels:
-            if _positives(s, qid, positive_threshold):
+            if s.positives(qid, o.positive_threshold):
                 pool.append((si, qid))
             else:
                 no_pos += 1
     if not pool:
-        raise ValueError(f"no query of split {split!r} has a positive (grade >= {positive_threshold}) in the corpus")
+        raise ValueError(f"no query of split {o.split!r} has a positive (grade >= {o.positive_threshold}) "
+                         "in the corpus")
     pool = [pool[i] for i in rng.permutation(len(pool))]
-    if val_size >= len(pool):
-        raise ValueError(f"val_size={val_size} leaves no training query (only {len(pool)} queries have positives)")
-    val_q = pool[:val_size]
-    train_pool = pool[val_size:]
-    n_train_q = max(1, round(len(train_pool) * split_ratio))
-    train_q = train_pool[:n_train_q]
-
-    # 2. one example per (query, positive); seeded shuffle; cap
-    examples = [(si, qid, pos) for si, qid in train_q for pos in _positives(srcs[si], qid, positive_threshold)]
+    if o.val_size >= len(pool):
+        raise ValueError(f"val_size={o.val_size} leaves no training query (only {len(pool)} queries have "
+                         "positives)")
+    val_q, train_pool = pool[:o.val_size], pool[o.val_size:]
+    train_q = train_pool[:max(1, round(len(train_pool) * o.split_ratio))]
+    examples = [(si, qid, pos) for si, qid in train_q
+                for pos in srcs[si].positives(qid, o.positive_threshold)]
     examples = [examples[i] for i in rng.permutation(len(examples))]
-    if max_train_samples is not None:
-        examples = examples[:max_train_samples]
-    logger.info("%d training examples from %d queries; %d validation queries", len(examples),
-                len({(e[0], e[1]) for e in examples}), len(val_q))
+    if o.max_train_samples is not None:
+        examples = examples[:o.max_train_samples]
+    return val_q, examples, no_pos
 
-    # 3. BM25 candidates, per source
-    cand: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, dict[int, int]]] = {}
-    val_top: dict[tuple[int, str], list[int]] = {}
-    bm25_info: list[dict[str, Any]] = []
-    total_mined, total_sec = 0, 0.0
+
+@dataclass
+class _Mined:
+    """BM25's work per source: each training query's candidates (rows, ranks, the excluded rows' ranks) and
+    each validation query's top documents."""
+
+    candidates: dict[Key, tuple[np.ndarray, np.ndarray, dict[int, int]]] = field(default_factory=dict)
+    val_top: dict[Key, list[int]] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    queries: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float | None:
+        return self.queries / self.seconds if self.seconds > 0 else None
+
+
+def _mine(srcs: list[_Source], examples: list[tuple[int, str, int]], val_q: list[Key], o: TripletOptions,
+          batch_size: int, n_threads: int, cache_index: bool, show_progress: bool) -> _Mined:
+    from ragcun.data.bm25 import get_index, mine_candidates
+
+    out = _Mined()
     for si, s in enumerate(srcs):
-        need_train = negatives == "bm25"
-        train_keys = sorted({(e[0], e[1]) for e in examples if e[0] == si}, key=lambda k: k[1]) if need_train else []
+        train_keys = sorted({(e[0], e[1]) for e in examples if e[0] == si},
+                            key=lambda k: k[1]) if o.negatives == "bm25" else []
         val_keys = [k for k in val_q if k[0] == si]
         if not train_keys and not val_keys:
             continue
         t0 = time.perf_counter()
         index = get_index(s.doc_ids, s.texts, cache=cache_index, show_progress=show_progress)
-        load_s = time.perf_counter() - t0
         info: dict[str, Any] = {"source": s.name, "index": str(index.path) if index.path else None,
-                                "index_seconds": round(load_s, 2), "documents": len(s.doc_ids)}
+                                "index_seconds": round(time.perf_counter() - t0, 2),
+                                "documents": len(s.doc_ids)}
         if train_keys:
             qtexts = [s.queries[k[1]] for k in train_keys]
-            excl = [s.excluded(k[1], positive_threshold) for k in train_keys]
-            mined = mine_candidates(index, qtexts, excl, top_k=bm25_top_k, batch_size=batch_size,
+            excl = [s.excluded(k[1], o.positive_threshold) for k in train_keys]
+            mined = mine_candidates(index, qtexts, excl, top_k=o.bm25_top_k, batch_size=batch_size,
                                     n_threads=n_threads, show_progress=show_progress)
-            for k, c, r, e in zip(train_keys, mined.candidates, mined.ranks, mined.excluded_ranks, strict=True):
-                cand[k] = (c, r, e)
+            for k, c, r, e in zip(train_keys, mined.candidates, mined.ranks, mined.excluded_ranks,
+                                  strict=True):
+                out.candidates[k] = (c, r, e)
             info.update(queries=len(train_keys), mining_seconds=round(mined.seconds, 3),
                         queries_per_second=round(mined.rate, 1))
-            total_mined += len(train_keys)
-            total_sec += mined.seconds
+            out.queries += len(train_keys)
+            out.seconds += mined.seconds
         if val_keys:
-            idx, scores = index.search([s.queries[k[1]] for k in val_keys], k=val_candidates, n_threads=n_threads)
+            idx, scores = index.search([s.queries[k[1]] for k in val_keys], k=o.val_candidates,
+                                       n_threads=n_threads)
             for k, row, sc in zip(val_keys, idx, scores, strict=True):
-                val_top[k] = [int(d) for d, v in zip(row, sc, strict=True) if v > 0]
-        bm25_info.append(info)
+                out.val_top[k] = [int(d) for d, v in zip(row, sc, strict=True) if v > 0]
+        out.sources.append(info)
+    return out
 
-    # 4. negatives per example
+
+def _rows(srcs: list[_Source], examples: list[tuple[int, str, int]], mined: _Mined, o: TripletOptions,
+          rng: np.random.Generator) -> tuple[dict[str, list[Any]], int, int]:
+    """The training columns (negatives sampled from each query's BM25 candidates, random where too few
+    remain), how many examples fell back to random negatives and how many the guard changed."""
+    k = o.num_negatives
     fallback = guarded = 0
-    rows: dict[str, list[Any]] = {"query": [], "positive": []}
-    for j in range(1, num_negatives + 1):
-        rows[f"negative_{j}"] = []
-    rows.update(query_id=[], positive_id=[], negative_ids=[], negative_ranks=[])
+    rows: dict[str, list[Any]] = {"query": [], "positive": [],
+                                  **{f"negative_{j}": [] for j in range(1, k + 1)},
+                                  "query_id": [], "positive_id": [], "negative_ids": [], "negative_ranks": []}
     for si, qid, pos in examples:
         s = srcs[si]
-        never = s.excluded(qid, positive_threshold)
-        if negatives == "bm25":
-            c, r, pos_ranks = cand[(si, qid)]
-            if false_negative_guard == "above_positive":
+        neg: list[int] = []
+        ranks: list[int] = []
+        if o.negatives == "bm25":
+            c, r, pos_ranks = mined.candidates[(si, qid)]
+            if o.false_negative_guard == "above_positive":
                 below = r > pos_ranks.get(pos, np.iinfo(np.int64).max)
                 guarded += int(not below.all())
                 c, r = c[below], r[below]
-            take = min(num_negatives, len(c))
+            take = min(k, len(c))
             pick = rng.choice(len(c), size=take, replace=False) if take else np.zeros(0, dtype=np.int64)
-            neg = [int(c[p]) for p in pick]
-            ranks = [int(r[p]) for p in pick]
-        else:
-            neg, ranks = [], []
-        if len(neg) < num_negatives:
-            if negatives == "bm25":
+            neg, ranks = [int(c[p]) for p in pick], [int(r[p]) for p in pick]
+        if len(neg) < k:
+            if o.negatives == "bm25":
                 fallback += 1
-            extra = _random_negatives(rng, len(s.doc_ids), never | set(neg), num_negatives - len(neg))
+            extra = _random_negatives(rng, len(s.doc_ids), s.excluded(qid, o.positive_threshold) | set(neg),
+                                      k - len(neg))
             neg += extra
             ranks += [-1] * len(extra)
-        if len(neg) < num_negatives:
-            raise ValueError(f"{s.name}: corpus too small for {num_negatives} negatives per query")
+        if len(neg) < k:
+            raise ValueError(f"{s.name}: corpus too small for {k} negatives per query")
         rows["query"].append(s.queries[qid])
         rows["positive"].append(s.texts[pos])
         for j, d in enumerate(neg, start=1):
@@ -283,57 +283,99 @@ def build_triplets(
         rows["negative_ids"].append([s.prefix + s.doc_ids[d] for d in neg])
         rows["negative_ranks"].append(ranks)
     if fallback:
-        logger.warning("%d example(s) had fewer than %d BM25 candidates; filled with random negatives (rank -1)",
-                       fallback, num_negatives)
+        logger.warning("%d example(s) had fewer than %d BM25 candidates; filled with random negatives "
+                       "(rank -1)", fallback, k)
+    return rows, fallback, guarded
 
-    rate = total_mined / total_sec if total_sec > 0 else None
+
+def build_triplets(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    options: TripletOptions | None = None,
+    *,
+    data_dir: str | None = None,
+    format: str = "hf",
+    batch_size: int = 4096,
+    n_threads: int = 0,
+    cache_index: bool = True,
+    show_progress: bool = True,
+    **option_values: Any,
+) -> dict[str, Any]:
+    """Build training triplets and a held-out validation set; return the manifest (also written).
+
+    ``source``: a BEIR dataset name or folder, an MS MARCO folder (collection.tsv, queries.<split>.tsv,
+    qrels.<split>.tsv), or a list of those (each mined against its own corpus, then mixed). The options are a
+    :class:`TripletOptions` or its fields as keywords (``split="train", num_negatives=3, ...``), not both.
+    """
+    from ragcun.version import __version__
+
+    if options is not None and option_values:
+        raise ValueError(f"pass the options as options= or as keywords, not both "
+                         f"({', '.join(option_values)})")
+    o = options or TripletOptions(**option_values)
+    problems = o.check() + ([] if format in ("hf", "jsonl")
+                            else [f"format must be hf or jsonl (got {format!r})"])
+    if problems:
+        raise ValueError("; ".join(problems))
+
+    sources_in = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    srcs = [_load_source(s, o.split, data_dir) for s in sources_in]
+    for src in srcs:
+        src.exclude_judged = o.negatives_exclude == "judged"
+    if len(srcs) > 1:
+        names = [s.name for s in srcs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"the same source is given twice: {names}")
+        for s in srcs:
+            s.prefix = f"{s.name}:"
+    rng = np.random.default_rng(o.seed)
+    val_q, examples, no_pos = _split_queries(srcs, o, rng)
+    train_queries = len({(e[0], e[1]) for e in examples})
+    logger.info("%d training examples from %d queries; %d validation queries", len(examples), train_queries,
+                len(val_q))
+    mined = _mine(srcs, examples, val_q, o, batch_size, n_threads, cache_index, show_progress)
+    rows, fallback, guarded = _rows(srcs, examples, mined, o, rng)
+
+    rate = mined.rate
     manifest: dict[str, Any] = {
         "ragcun_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "sources": [
-            {"name": s.name, "kind": s.kind, "path": s.path, "split": split, "documents": len(s.doc_ids),
+            {"name": s.name, "kind": s.kind, "path": s.path, "split": o.split, "documents": len(s.doc_ids),
              "queries": len(s.queries), "qrels": sum(len(r) for r in s.qrels.values())}
             for s in srcs
         ],
-        "seed": seed,
-        "options": {
-            "split": split, "max_train_samples": max_train_samples, "split_ratio": split_ratio, "val_size": val_size,
-            "negatives": negatives, "num_negatives": num_negatives, "bm25_top_k": bm25_top_k,
-            "val_candidates": val_candidates, "val_corpus_size": val_corpus_size,
-            "positive_threshold": positive_threshold, "false_negative_guard": false_negative_guard,
-            "format": format, "negatives_exclude": negatives_exclude,
-        },
+        "seed": o.seed,
+        "options": {**{k: v for k, v in dataclasses.asdict(o).items() if k != "seed"}, "format": format},
         "counts": {
             "train_examples": len(examples),
-            "train_queries": len({(e[0], e[1]) for e in examples}),
+            "train_queries": train_queries,
             "validation_queries": len(val_q),
             "queries_without_positive": no_pos,
             "random_fallback_examples": fallback,
             "guarded_examples": guarded,
         },
-        "bm25": {"sources": bm25_info, "mined_queries": total_mined, "mining_seconds": round(total_sec, 3),
+        "bm25": {"sources": mined.sources, "mined_queries": mined.queries,
+                 "mining_seconds": round(mined.seconds, 3),
                  "queries_per_second": round(rate, 1) if rate else None},
         "schema": {"train": SCHEMA_DOC, "validation": "BEIR format; load with load_beir(path, split='dev')"},
     }
     if rate:
-        logger.info("BM25 mining rate: %.1f queries/s over %d queries", rate, total_mined)
+        logger.info("BM25 mining rate: %.1f queries/s over %d queries", rate, mined.queries)
 
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         if format == "hf":
-            _save_hf(rows, num_negatives, tmp / "train")
+            _save_hf(rows, o.num_negatives, tmp / "train")
         else:
-            with open(tmp / "train.jsonl", "w", encoding="utf-8") as fh:
-                for i in range(len(rows["query"])):
-                    fh.write(json.dumps({k: v[i] for k, v in rows.items()}, ensure_ascii=False) + "\n")
+            write_jsonl(tmp / "train.jsonl",
+                        ({k: v[i] for k, v in rows.items()} for i in range(len(examples))))
         if val_q:
             manifest["counts"]["validation_documents"] = _write_validation(
-                srcs, val_q, val_top, tmp / "validation", val_corpus_size, rng
+                srcs, val_q, mined.val_top, tmp / "validation", o.val_corpus_size, rng
             )
-        with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2)
-            fh.write("\n")
+        write_json(tmp / "manifest.json", manifest)
     logger.info("wrote %s", out_dir)
     return manifest
 
@@ -376,20 +418,11 @@ def _write_validation(
             chosen.setdefault((si, int(flat - offsets[si])), None)
             if len(chosen) >= target:
                 break
-    (path / "qrels").mkdir(parents=True)
-    with open(path / "corpus.jsonl", "w", encoding="utf-8") as fh:
-        for si, d in chosen:
-            s = srcs[si]
-            # texts are already title-joined; keep the title empty so doc_text() returns them unchanged
-            fh.write(json.dumps({"_id": s.prefix + s.doc_ids[d], "title": "", "text": s.texts[d]}) + "\n")
-    with open(path / "queries.jsonl", "w", encoding="utf-8") as fh:
-        for si, qid in val_q:
-            s = srcs[si]
-            fh.write(json.dumps({"_id": s.prefix + qid, "text": s.queries[qid]}) + "\n")
-    with open(path / "qrels" / "dev.tsv", "w", encoding="utf-8") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        for si, qid in val_q:
-            s = srcs[si]
-            for d, g in s.qrels[qid].items():
-                fh.write(f"{s.prefix + qid}\t{s.prefix + d}\t{g}\n")
+    # texts are already title-joined; keep the title empty so doc_text() returns them unchanged
+    corpus = ({"_id": srcs[si].prefix + srcs[si].doc_ids[d], "title": "", "text": srcs[si].texts[d]}
+              for si, d in chosen)
+    queries = ({"_id": srcs[si].prefix + q, "text": srcs[si].queries[q]} for si, q in val_q)
+    qrels = {srcs[si].prefix + q: {srcs[si].prefix + d: g for d, g in srcs[si].qrels[q].items()}
+             for si, q in val_q}
+    write_beir(path, corpus, queries, {"dev": qrels})
     return len(chosen)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ragcun.data.beir import DataFormatError, iter_jsonl, regular_file
+from ragcun.data.readers import DataFormatError, iter_jsonl, regular_file
 from ragcun.io import atomic_path, write_json
 from ragcun.progress import wanted
 
@@ -39,8 +39,8 @@ _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _TAG = re.compile(r"</?[a-zA-Z][^>]*>")
 _TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
 _TABLE = re.compile(r"\{\|.*?\|\}", re.DOTALL)
-_FILE_LINK = re.compile(r"\[\[(?:File|Image|Category|Datei|Fichier|Kategorie|Catégorie):[^\[\]]*(?:\[\[[^\]]*\]\][^\[\]]*)*\]\]",
-                        re.IGNORECASE)
+_FILE_LINK = re.compile(r"\[\[(?:File|Image|Category|Datei|Fichier|Kategorie|Catégorie):[^\[\]]*"
+                        r"(?:\[\[[^\]]*\]\][^\[\]]*)*\]\]", re.IGNORECASE)
 _LINK = re.compile(r"\[\[(?:[^\[\]|]*\|)?([^\[\]]*)\]\]")
 _EXT_LINK = re.compile(r"\[https?://[^\s\]]+\s*([^\]]*)\]")
 _HEADING = re.compile(r"^\s*=+[^=\n]*=+\s*$", re.MULTILINE)

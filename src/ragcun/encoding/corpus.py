@@ -1,20 +1,16 @@
-"""Corpus encoding in chunks with an on-disk embedding cache.
+"""Corpus encoding in chunks through the on-disk embedding cache (:mod:`ragcun.encoding.cache`).
 
 Encoding the corpus is the slow part of an evaluation (minutes to hours); scoring it is
 seconds. So the corpus is encoded ``chunk_size`` documents at a time, each chunk written
 atomically as a float32 ``.npy`` under ``<cache>/embeddings/<key>/``, and read back
 memory-mapped: re-scoring with another score, or re-running after a crash, costs nothing for
-the chunks already done, and memory stays bounded on any corpus size.
-
-The key hashes everything that changes the vectors: the model (:func:`ragcun.fingerprint.model_fingerprint`), the
-dataset name, a hash of the document ids and texts, the max sequence length, the prompt and
-the chunk size. Under ``torchrun`` each rank encodes every ``world_size``-th chunk.
+the chunks already done, and memory stays bounded on any corpus size. Under ``torchrun`` each rank
+encodes every ``world_size``-th chunk. Models that share a body share one pass of it
+(:func:`encode_corpus_shared`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -26,18 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.fingerprint import model_fingerprint, texts_fingerprint
-from ragcun.io import atomic_path, write_json
-from ragcun.paths import cache_dir
+from ragcun.encoding.cache import CacheLayout, corpus_cached, seed_corpus_cache, write_chunk
+from ragcun.fingerprint import model_fingerprint
 from ragcun.progress import DocProgress, wanted
 
 logger = logging.getLogger(__name__)
-
-CACHE_VERSION = 2  # 2: chunks carry a sha256 sidecar
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "corpus"
 
 
 def encode_texts(
@@ -99,45 +88,6 @@ class CorpusEmbeddings:
             self._tmp = None
 
 
-def write_chunk(path: Path, emb: np.ndarray) -> None:
-    """One cache chunk: the ``.npy`` and, beside it, its sha256 (both atomic), so damage is caught on read."""
-    with atomic_path(path) as out, open(out, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
-    from ragcun.io import sha256_file, write_text
-
-    write_text(path.with_name(path.name + ".sha256"), sha256_file(path) + "\n")
-
-
-def _chunk_problem(path: Path, rows: int) -> str | None:
-    """Why a cache chunk cannot be used (missing, unreadable, wrong shape, altered), or None."""
-    from ragcun.io import sha256_file
-
-    if not path.is_file():
-        return "missing"
-    digest = path.with_name(path.name + ".sha256")
-    if not digest.is_file():
-        return "has no checksum (written by an older ragcun or interrupted)"
-    if sha256_file(path) != digest.read_text().strip():
-        return "sha256 does not match its checksum (damaged)"
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        return f"unreadable ({exc})"
-    if arr.ndim != 2 or arr.shape[0] != rows or arr.dtype != np.float32:
-        return f"shape {arr.shape} {arr.dtype}, expected ({rows}, dim) float32"
-    return None
-
-
-def cache_key(model_fp: str, dataset: str, ids: Sequence[str], texts: Sequence[str], **options: Any) -> str:
-    """Directory name of a corpus encoding: ``<dataset>-<hash of model, corpus and options>``."""
-    payload = json.dumps(
-        {"v": CACHE_VERSION, "model": model_fp, "dataset": dataset, "texts": texts_fingerprint(ids, texts)[:16], **options},
-        sort_keys=True,
-        default=str,
-    )
-    return f"{_safe(dataset)}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
-
-
 def encode_corpus(
     model: Any,
     ids: Sequence[str],
@@ -167,41 +117,39 @@ def encode_corpus(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     t0 = time.perf_counter()
-    fp = model_fingerprint(model)
-    key = cache_key(fp, dataset, ids, texts, max_seq_length=getattr(model, "max_seq_length", None), chunk_size=chunk_size)
     tmp = None
-    if cache:
-        directory = Path(cache_root) if cache_root else cache_dir("embeddings")
-        directory = directory / key
-    else:
+    if not cache:
         if is_distributed() and world_size() > 1:
             raise ValueError("sharded encoding under torchrun needs the on-disk cache (cache=True)")
         tmp = tempfile.mkdtemp(prefix="ragcun-emb-")
-        directory = Path(tmp) / key
-    directory.mkdir(parents=True, exist_ok=True)
+    layout = CacheLayout.of(model, dataset, ids, texts, chunk_size, cache_root if cache else tmp)
+    layout.directory.mkdir(parents=True, exist_ok=True)
 
-    n_chunks = (len(ids) + chunk_size - 1) // chunk_size
-    mine = [c for c in range(n_chunks) if c % world_size() == rank()] if is_distributed() else list(range(n_chunks))
+    n_chunks = layout.n_chunks
+    mine = ([c for c in range(n_chunks) if c % world_size() == rank()] if is_distributed()
+            else list(range(n_chunks)))
     todo = []
     for c in mine:
-        path = directory / f"chunk-{c:05d}.npy"
-        lo, hi = c * chunk_size, min((c + 1) * chunk_size, len(ids))
-        if path.exists():
-            problem = _chunk_problem(path, hi - lo)
+        if layout.path(c).exists():
+            problem = layout.problem(c)
             if problem is None:
                 continue
-            logger.warning("%s: %s; encoding it again", path, problem)
-        todo.append((c, path, lo, hi))
+            logger.warning("%s: %s; encoding it again", layout.path(c), problem)
+        todo.append(c)
     encoded = 0
-    with DocProgress(sum(hi - lo for _, _, lo, hi in todo), f"{dataset}: encoding", logger=logger,
+    total = sum(hi - lo for lo, hi in map(layout.bounds, todo))
+    with DocProgress(total, f"{dataset}: encoding", logger=logger,
                      enabled=show_progress_bar and bool(todo)) as progress:
-        for c, path, lo, hi in todo:
-            logger.info("%s: encoding documents %d-%d of %d (chunk %d/%d)", dataset, lo, hi, len(ids), c + 1, n_chunks)
+        for c in todo:
+            lo, hi = layout.bounds(c)
+            logger.info("%s: encoding documents %d-%d of %d (chunk %d/%d)", dataset, lo, hi, len(ids), c + 1,
+                        n_chunks)
             with progress.track(model):
                 emb = encode_texts(model, texts[lo:hi], "document", batch_size, show_progress_bar=False)
             if not np.isfinite(emb).all():
-                raise FloatingPointError(f"{dataset}: the model produced NaN/inf embeddings in documents {lo}-{hi}")
-            write_chunk(path, emb)
+                raise FloatingPointError(f"{dataset}: the model produced NaN/inf embeddings in documents "
+                                         f"{lo}-{hi}")
+            write_chunk(layout.path(c), emb)
             progress.update(hi - lo)
             encoded += 1
     if is_distributed():
@@ -210,66 +158,17 @@ def encode_corpus(
         dist.barrier()
     chunks = []
     for c in range(n_chunks):
-        path = directory / f"chunk-{c:05d}.npy"
-        want = min((c + 1) * chunk_size, len(ids)) - c * chunk_size
-        problem = _chunk_problem(path, want)
+        problem = layout.problem(c)
         if problem is not None:
-            raise ValueError(f"{path}: {problem}; delete {directory} to encode the corpus again")
-        chunks.append(np.load(path, mmap_mode="r", allow_pickle=False))
-    if cache and (rank() == 0) and not (directory / "meta.json").exists():
-        write_json(
-            directory / "meta.json",
-            {"dataset": dataset, "model_fingerprint": fp, "documents": len(ids), "dim": int(chunks[0].shape[1]),
-             "chunk_size": chunk_size, "max_seq_length": getattr(model, "max_seq_length", None)},
-        )
+            raise ValueError(f"{layout.path(c)}: {problem}; delete {layout.directory} to encode the corpus "
+                             "again")
+        chunks.append(np.load(layout.path(c), mmap_mode="r", allow_pickle=False))
+    if cache and (rank() == 0) and not (layout.directory / "meta.json").exists():
+        layout.write_meta(dataset, int(chunks[0].shape[1]))
     if encoded == 0 and cache:
-        logger.info("%s: corpus embeddings loaded from cache %s", dataset, directory)
-    return CorpusEmbeddings(chunks, list(ids), key, directory, encoded, time.perf_counter() - t0, tmp)
-
-
-def seed_corpus_cache(
-    model: Any,
-    ids: Sequence[str],
-    texts: Sequence[str],
-    dataset: str,
-    chunks: Sequence[np.ndarray],
-    chunk_size: int = 10_000,
-    cache_root: str | os.PathLike | None = None,
-) -> Path:
-    """Store corpus embeddings of ``model`` computed some other way (e.g. a head applied to cached base
-    features) under the key :func:`encode_corpus` would use, so later evaluations read them for free.
-
-    ``chunks`` must split the corpus exactly as ``chunk_size`` does.
-    """
-    fp = model_fingerprint(model)
-    key = cache_key(fp, dataset, ids, texts, max_seq_length=getattr(model, "max_seq_length", None), chunk_size=chunk_size)
-    directory = (Path(cache_root) if cache_root else cache_dir("embeddings")) / key
-    directory.mkdir(parents=True, exist_ok=True)
-    n_chunks = (len(ids) + chunk_size - 1) // chunk_size
-    if len(chunks) != n_chunks:
-        raise ValueError(f"{dataset}: {len(chunks)} chunks given, the corpus splits into {n_chunks}")
-    for c, arr in enumerate(chunks):
-        want = min((c + 1) * chunk_size, len(ids)) - c * chunk_size
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[0] != want or not np.isfinite(arr).all():
-            raise ValueError(f"{dataset}: chunk {c} has shape {arr.shape} (expected ({want}, dim), finite)")
-        write_chunk(directory / f"chunk-{c:05d}.npy", arr)
-    write_json(directory / "meta.json", {"dataset": dataset, "model_fingerprint": fp, "documents": len(ids),
-                                         "dim": int(chunks[0].shape[1]), "chunk_size": chunk_size,
-                                         "max_seq_length": getattr(model, "max_seq_length", None),
-                                         "seeded": True})
-    return directory
-
-
-def corpus_cached(model: Any, ids: Sequence[str], texts: Sequence[str], dataset: str, chunk_size: int = 10_000,
-                  cache_root: str | os.PathLike | None = None) -> bool:
-    """Whether :func:`encode_corpus` would find every chunk of this corpus in the cache."""
-    key = cache_key(model_fingerprint(model), dataset, ids, texts, max_seq_length=getattr(model, "max_seq_length", None),
-                    chunk_size=chunk_size)
-    directory = (Path(cache_root) if cache_root else cache_dir("embeddings")) / key
-    n_chunks = (len(ids) + chunk_size - 1) // chunk_size
-    return all(_chunk_problem(directory / f"chunk-{c:05d}.npy", min((c + 1) * chunk_size, len(ids)) - c * chunk_size)
-               is None for c in range(n_chunks))
+        logger.info("%s: corpus embeddings loaded from cache %s", dataset, layout.directory)
+    return CorpusEmbeddings(chunks, list(ids), layout.key, layout.directory, encoded,
+                            time.perf_counter() - t0, tmp)
 
 
 def encode_corpus_shared(
@@ -313,7 +212,8 @@ def encode_corpus_shared(
         try:
             for label, model, tail in targets:
                 chunks = []
-                dtype = next(iter(model.parameters()), torch.empty(0)).dtype  # bf16 under the torch bf16 runtime
+                # bf16 under the torch bf16 runtime
+                dtype = next(iter(model.parameters()), torch.empty(0)).dtype
                 with torch.no_grad():
                     for chunk in feats.chunks:
                         x = torch.from_numpy(np.array(chunk, dtype=np.float32)).to(model.device, dtype)
@@ -325,7 +225,8 @@ def encode_corpus_shared(
                 direct = encode_texts(model, probe, "document", batch_size)
                 tol = 1e-3 * max(1.0, float(np.abs(direct).max()))
                 if not np.allclose(direct, chunks[0][: len(probe)], atol=tol):
-                    raise RuntimeError(f"{label}: vectors derived from the shared body differ from direct encoding")
+                    raise RuntimeError(f"{label}: vectors derived from the shared body differ from direct "
+                                       "encoding")
                 done[label] = "derived"
         finally:
             feats.cleanup()
@@ -337,11 +238,12 @@ def judged_queries(data: Any) -> dict[str, str]:
     return {q: t for q, t in data.queries.items() if q in data.qrels}
 
 
-def encode_beir_corpus(model: Any, data: Any, batch_size: int = 64, cache: bool = True, doc_ids: Sequence[str] | None = None,
-                       cache_name: str | None = None, show_progress_bar: bool = False) -> CorpusEmbeddings:
+def encode_beir_corpus(model: Any, data: Any, batch_size: int = 64, cache: bool = True,
+                       doc_ids: Sequence[str] | None = None, cache_name: str | None = None,
+                       show_progress_bar: bool = False) -> CorpusEmbeddings:
     """Encode a BEIR corpus (or the ``doc_ids`` of it) as BEIR joins its documents, through the cache."""
     from ragcun.data.beir import doc_text
 
     ids = list(doc_ids) if doc_ids is not None else list(data.corpus)
-    return encode_corpus(model, ids, [doc_text(data.corpus[d]) for d in ids], cache_name or data.name, batch_size,
-                         cache=cache, show_progress_bar=show_progress_bar)
+    return encode_corpus(model, ids, [doc_text(data.corpus[d]) for d in ids], cache_name or data.name,
+                         batch_size, cache=cache, show_progress_bar=show_progress_bar)

@@ -12,8 +12,8 @@ import numpy as np
 
 def open_model(path: str | os.PathLike, device: str | None = None, ragcun_class: bool = False) -> Any:
     """Load a path or alias: a plain ``SentenceTransformer`` (as every command encodes with), or with
-    ``ragcun_class`` a saved ragcun model as :class:`~ragcun.modeling.IsotropicGaussianEncoder` (its base and head
-    as parts, for the views that evaluate before the head)."""
+    ``ragcun_class`` a saved ragcun model as :class:`~ragcun.modeling.IsotropicGaussianEncoder` (its base
+    and head as parts, for the views that evaluate before the head)."""
     if ragcun_class and (Path(path) / "ragcun_config.json").is_file():
         from ragcun.modeling import IsotropicGaussianEncoder
 
@@ -33,11 +33,13 @@ def load_model(model: Any, device: str | None = None, max_seq_length: int | None
     if owned:
         from ragcun.modeling import run_info
 
-        name = (run_info(model) or {}).get("name") or str(model)  # a trained model is named by its run (demo/isotropy), not "best"
+        # a trained model is named by its run (demo/isotropy), not "best"
+        name = (run_info(model) or {}).get("name") or str(model)
         model = open_model(model, device)
     else:
         card = getattr(model, "model_card_data", None)
-        name = getattr(card, "model_name", None) or getattr(card, "base_model", None) if card is not None else None
+        name = (getattr(card, "model_name", None) or getattr(card, "base_model", None)
+                if card is not None else None)
         name = str(name or type(model).__name__)
     if max_seq_length is not None:
         set_max_seq_length(model, max_seq_length, name)
@@ -54,14 +56,16 @@ MAX_BATCH_SIZE = 65_536
 
 
 def check_batch_size(batch_size: int | None, device: Any = None) -> int:
-    """``batch_size``, checked; None = the measured default for ``device`` (:func:`ragcun.runtime.default_batch_size`)."""
+    """``batch_size``, checked; None = the measured default for ``device``
+    (:func:`ragcun.runtime.default_batch_size`)."""
     if batch_size is None:
         from ragcun.runtime import default_batch_size
 
         return default_batch_size(device)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if batch_size > MAX_BATCH_SIZE:  # its activations alone would not fit: fail now, not after the model loads
+    # its activations alone would not fit: fail now, not after the model loads
+    if batch_size > MAX_BATCH_SIZE:
         raise ValueError(f"batch_size {batch_size:,} is more than {MAX_BATCH_SIZE:,} texts per forward pass")
     return int(batch_size)
 
@@ -92,8 +96,8 @@ def position_limit(model: Any) -> int | None:
 
 
 def load_for_index(model: Any, device: str | None) -> tuple[Any, str, str | None]:
-    """``(loaded model, the name a saved index reloads it by, its location or None)`` from a path, an alias or a
-    loaded model: :func:`load_model`'s loading, with the names an index manifest needs."""
+    """``(loaded model, the name a saved index reloads it by, its location or None)`` from a path, an alias
+    or a loaded model: :func:`load_model`'s loading, with the names an index manifest needs."""
     if isinstance(model, str | os.PathLike):
         from ragcun.resolve import resolve_model
 
@@ -103,12 +107,14 @@ def load_for_index(model: Any, device: str | None) -> tuple[Any, str, str | None
         name = str(model) if resolved.source != "local" else str(Path(model).resolve())
         return loaded, name, location
     if not hasattr(model, "encode"):
-        raise TypeError(f"model must be a path, an alias or a SentenceTransformer, got {type(model).__name__}")
+        raise TypeError("model must be a path, an alias or a SentenceTransformer, "
+                        f"got {type(model).__name__}")
     return model, describe(model), None
 
 
 def describe(model: Any) -> str:
-    """A loaded model's name for a manifest when it was given as an object: its ragcun base, else its weights' name."""
+    """A loaded model's name for a manifest when it was given as an object: its ragcun base, else its
+    weights' name."""
     cfg = getattr(model, "ragcun_config", None) or {}
     if cfg.get("base_model"):
         return f"{cfg['base_model']} + ragcun head ({cfg.get('output_dim')})"
@@ -133,7 +139,8 @@ def is_normalized(model: Any) -> bool:
 
 
 def model_dimension(model: Any) -> int:
-    getter = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension", None)
+    getter = (getattr(model, "get_embedding_dimension", None)
+              or getattr(model, "get_sentence_embedding_dimension", None))
     dim = getter() if getter else None
     if not dim:
         dim = int(np.asarray(model.encode(["dimension probe"])).shape[-1])

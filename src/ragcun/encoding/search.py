@@ -58,7 +58,8 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 class TopK:
-    """A running top-k per query: merge scored chunks, keep the best ``k`` (ties: lower corpus index first)."""
+    """A running top-k per query: merge scored chunks, keep the best ``k`` (ties: lower corpus index
+    first)."""
 
     def __init__(self, n_queries: int, k: int) -> None:
         self.k = int(k)
@@ -215,7 +216,8 @@ def search_chunks(
 
 
 def exact_scores(query_emb: np.ndarray, docs: np.ndarray, score: str) -> np.ndarray:
-    """Scores of each query against its own docs, in float64 from the vectors: (n, dim) × (n, m, dim) -> (n, m)."""
+    """Scores of each query against its own docs, in float64 from the vectors: (n, dim) × (n, m, dim)
+    -> (n, m)."""
     q = np.asarray(query_emb, dtype=np.float64)
     d = np.asarray(docs, dtype=np.float64)
     if score == "l2":
@@ -228,7 +230,8 @@ def exact_scores(query_emb: np.ndarray, docs: np.ndarray, score: str) -> np.ndar
 
 
 def rescore(
-    query_emb: np.ndarray, chunks: Sequence[np.ndarray], indices: np.ndarray, score: str, top_k: int | None = None
+    query_emb: np.ndarray, chunks: Sequence[np.ndarray], indices: np.ndarray, score: str,
+    top_k: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Re-score candidate ``indices`` exactly (float64, from the vectors), re-sort, keep ``top_k``."""
     score = check_score(score)
@@ -238,7 +241,8 @@ def rescore(
     out_s = np.empty(indices.shape, dtype=np.float64)
     for start in range(0, indices.shape[0], block):
         idx = indices[start : start + block]
-        out_s[start : start + block] = exact_scores(query_emb[start : start + block], gather_rows(chunks, idx), score)
+        out_s[start : start + block] = exact_scores(query_emb[start : start + block],
+                                                    gather_rows(chunks, idx), score)
     out_s[indices < 0] = -np.inf
     order = _sort_desc(out_s, indices)[:, :top_k]
     return np.take_along_axis(out_s, order, axis=1), np.take_along_axis(indices, order, axis=1)
@@ -265,8 +269,8 @@ def search(
     With ``exact_rescore`` (default) the fast float32 pass keeps ``top_k + margin`` candidates,
     which are then re-scored in float64 from the vectors: scores are exact and the order equals
     that of a float64 brute-force search unless two documents differ by less than float32 noise
-    right at the k-th place. ``sq_norms`` (the rows' squared norms: an array for an array corpus, one array per
-    chunk for a chunk list) saves a pass over the corpus per call.
+    right at the k-th place. ``sq_norms`` (the rows' squared norms: an array for an array corpus, one array
+    per chunk for a chunk list) saves a pass over the corpus per call.
     """
     score = check_score(score)
     chunks = list(corpus_emb) if isinstance(corpus_emb, list | tuple) else iter_chunks(corpus_emb, chunk_size)
@@ -295,8 +299,10 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], top_k: int) -> tu
     return np.take_along_axis(s, order, axis=1).astype(np.float32), np.take_along_axis(i, order, axis=1)
 
 
-def brute_force(query_emb: np.ndarray, corpus_emb: np.ndarray, top_k: int, score: str = "l2") -> tuple[np.ndarray, np.ndarray]:
-    """The full query×document matrix in float64, sorted: the reference the chunked search must equal (tests only)."""
+def brute_force(query_emb: np.ndarray, corpus_emb: np.ndarray, top_k: int,
+                score: str = "l2") -> tuple[np.ndarray, np.ndarray]:
+    """The full query×document matrix in float64, sorted: the reference the chunked search must equal
+    (tests only)."""
     score = check_score(score)
     q = np.asarray(query_emb, dtype=np.float64)
     d = np.asarray(corpus_emb, dtype=np.float64)

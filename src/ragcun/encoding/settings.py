@@ -1,9 +1,10 @@
-"""How texts are encoded: the settings every encoding command, the experiment's ``[evaluation]`` section and the
-Python API share, carried as one object instead of eight arguments.
+"""How texts are encoded: the settings every encoding command, the experiment's ``[evaluation]`` section and
+the Python API share, carried as one object instead of eight arguments.
 
-``evaluate_model``, ``evaluate_rag`` and ``isotropy.analyze`` accept ``settings=EncodeSettings(...)`` or the same
-fields as keywords (not both); either way their bodies read only the settings, and :meth:`EncodeSettings.load`
-is the one place a model is loaded, truncated, batched and put under its runtime for them.
+``evaluate_model``, ``evaluate_rag`` and ``isotropy.analyze`` accept ``settings=EncodeSettings(...)`` or the
+same fields as keywords (not both); either way their bodies read only the settings, and
+:meth:`EncodeSettings.load` is the one place a model is loaded, truncated, batched and put under its runtime
+for them.
 """
 
 from __future__ import annotations

@@ -31,14 +31,16 @@ DEFAULT_TOP_K = 1000
 
 
 def default_score(model: Any) -> str:
-    """The score a model was built for: its ``similarity_fn_name`` (euclidean -> l2, cosine -> cos, dot -> dot).
+    """The score a model was built for: its ``similarity_fn_name`` (euclidean -> l2, cosine -> cos,
+    dot -> dot).
 
     sentence-transformers models without one use cosine, as sentence-transformers itself does.
     """
     name = getattr(model, "similarity_fn_name", None) or "cosine"
     score = SIMILARITY_TO_SCORE.get(str(name))
     if score is None:
-        raise ValueError(f"the model's similarity function {name!r} has no ragcun score; pass score='l2', 'cos' or 'dot'")
+        raise ValueError(f"the model's similarity function {name!r} has no ragcun score; pass score='l2', "
+                         "'cos' or 'dot'")
     return score
 
 
@@ -101,7 +103,8 @@ def retrieve(
             mine = [c for c in mine if c % world_size() == rank()]
         k_fast = min(k + 16, len(doc_ids))
         if mine:
-            _, cand = search_chunks(q_emb, [emb.chunks[c] for c in mine], k_fast, score, offsets=[int(starts[c]) for c in mine])
+            _, cand = search_chunks(q_emb, [emb.chunks[c] for c in mine], k_fast, score,
+                                    offsets=[int(starts[c]) for c in mine])
             part = rescore(q_emb, emb.chunks, cand, score, k)
         else:
             part = (np.full((len(qids), 0), -np.inf), np.zeros((len(qids), 0), dtype=np.int64))
@@ -136,7 +139,9 @@ def retrieve(
 class BeirEvaluator:
     """BEIR evaluation in the spirit of sentence-transformers' evaluators: built with its datasets, score and
     encoding settings (checked at once, before any model loads), called with a model, returning the results
-    dict. One evaluator serves many models; :func:`evaluate_model` is one call of one.
+    dict. One evaluator serves many models, each by its own score if the call names one; with ``keep_data``
+    each dataset is read once, on its first call, and kept for the next model. :func:`evaluate_model` is one
+    call of one.
 
     Example::
 
@@ -148,7 +153,7 @@ class BeirEvaluator:
     def __init__(self, datasets: str | Sequence[str], score: str | None = None, *,
                  settings: EncodeSettings | None = None, top_k: int = DEFAULT_TOP_K,
                  k_values: Sequence[int] | None = None, chunk_size: int = 10_000,
-                 show_progress_bar: bool = True) -> None:
+                 show_progress_bar: bool = True, keep_data: bool = True) -> None:
         from ragcun.data.beir import expand_dataset_names, find_split
 
         self.settings = settings or EncodeSettings()
@@ -164,23 +169,37 @@ class BeirEvaluator:
         deepest = max(k for ks in metrics.values() for k in ks)
         if top_k < deepest:  # a metric at a cutoff beyond the run would be computed from a truncated list
             dropped = sorted({f"{m}@{k}" for m, ks in metrics.items() for k in ks if k > top_k})
-            logger.warning("top_k=%d: %s left out (they need %d retrieved documents)", top_k, ", ".join(dropped), deepest)
+            logger.warning("top_k=%d: %s left out (they need %d retrieved documents)", top_k,
+                           ", ".join(dropped), deepest)
             metrics = {m: tuple(k for k in ks if k <= top_k) for m, ks in metrics.items()}
             metrics = {m: ks for m, ks in metrics.items() if ks}
         self.metrics, self.top_k, self.chunk_size = metrics, top_k, chunk_size
         self.show_progress_bar = show_progress_bar
+        self._data: dict[str, Any] | None = {} if keep_data else None
+
+    def data(self, dataset: str) -> Any:
+        """The evaluated split of ``dataset`` (read once and kept, with ``keep_data``)."""
+        from ragcun.data.beir import load_beir
+
+        if self._data is None:
+            return load_beir(dataset, split=self.settings.split, data_dir=self.settings.data_dir)
+        if dataset not in self._data:
+            self._data[dataset] = load_beir(dataset, split=self.settings.split,
+                                            data_dir=self.settings.data_dir)
+        return self._data[dataset]
 
     def __call__(self, model: Any, model_name: str | None = None, output: str | os.PathLike | None = None,
-                 run_file: str | os.PathLike | None = None) -> dict[str, Any]:
-        """The results of ``model`` (a path, an alias or a loaded model) on every dataset; written to ``output``
-        (atomically) and its run to ``run_file`` (TREC, with the qrels beside it) when given."""
-        from ragcun.data.beir import load_beir
+                 run_file: str | os.PathLike | None = None, score: str | None = None) -> dict[str, Any]:
+        """The results of ``model`` (a path, an alias or a loaded model) on every dataset, ranked by ``score``
+        (default: the evaluator's, else the model's own); written to ``output`` (atomically) and its run to
+        ``run_file`` (TREC, with the qrels beside it) when given."""
         from ragcun.distributed import is_main_process
 
-        s, split, names, top_k, metrics = self.settings, self.settings.split, self.names, self.top_k, self.metrics
+        s, split, names, top_k, metrics = (self.settings, self.settings.split, self.names, self.top_k,
+                                           self.metrics)
         model, name, runtime, batch_size = s.load(model)  # runtime: what really encodes
         name = model_name or name
-        score = self.score or default_score(model)
+        score = check_score(score) if score else self.score or default_score(model)
         out: dict[str, Any] = {
             "model": name,
             "model_fingerprint": model_fingerprint(model),
@@ -202,7 +221,8 @@ class BeirEvaluator:
                 "ignore_identical_ids": True,
                 "text": "BEIR: (title + ' ' + text).strip()",
                 "similarity_fn_name": getattr(model, "similarity_fn_name", None),
-                "embedding_dim": model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None,
+                "embedding_dim": (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+                                  else None),
                 "device": str(getattr(model, "device", "cpu")),
                 "python": platform.python_version(),
                 "versions": _versions(),
@@ -210,7 +230,7 @@ class BeirEvaluator:
         }
         for ds in names:
             t0 = time.perf_counter()
-            data = load_beir(ds, split=split, data_dir=s.data_dir)
+            data = self.data(ds)
             corpus, _, qrels = data
             ds = data.name  # a folder path is reported by its folder name
             queries = judged_queries(data)
@@ -228,11 +248,14 @@ class BeirEvaluator:
             out["results"][ds] = aggregate
             out["per_query"][ds] = per_query
             out["timing"][ds] = timing
-            out["datasets"][ds] = {"documents": len(corpus), "queries": len(queries), "evaluated_queries": len(per_query),
+            out["datasets"][ds] = {"documents": len(corpus), "queries": len(queries),
+                                   "evaluated_queries": len(per_query),
                                    "qrels": sum(len(v) for v in qrels.values())}
-            logger.info("%s: %s", ds, "  ".join(f"{m} {aggregate[m]:.4f}" for m in ("ndcg@10", "recall@100") if m in aggregate))
+            logger.info("%s: %s", ds, "  ".join(f"{m} {aggregate[m]:.4f}" for m in ("ndcg@10", "recall@100")
+                                                if m in aggregate))
             if run_file and is_main_process():
-                written = write_run(_run_file_for(run_file, ds, len(names) > 1), run, tag=_run_tag(name, score))
+                written = write_run(_run_file_for(run_file, ds, len(names) > 1), run,
+                                    tag=_run_tag(name, score))
                 write_qrels(written.with_suffix(".qrels"), qrels)  # trec_eval QRELS RUN, beside it
         if output and is_main_process():
             write_json(output, out)
@@ -266,28 +289,30 @@ def evaluate_model(
     ``datasets`` are names, folders, or the groups ``quick``/``standard``/``all``. ``score``
     defaults to the model's own similarity (L2 for ragcun models, cosine for plain
     sentence-transformers). ``backend``/``precision`` choose the runtime (:mod:`ragcun.runtime`; default:
-    the measured fastest lossless one); ``batch_size`` defaults to the measured best for the device. The encoding
-    settings (split, batch size, max_seq_length, data_dir, cache, device, backend, precision) may come as one
-    :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``). Returns (and writes to ``output``,
-    atomically) the results dict::
+    the measured fastest lossless one); ``batch_size`` defaults to the measured best for the device. The
+    encoding settings (split, batch size, max_seq_length, data_dir, cache, device, backend, precision) may
+    come as one :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``). Returns (and writes
+    to ``output``, atomically) the results dict::
 
         {"model", "model_fingerprint", "score", "results": {ds: {"ndcg@10": …}},
          "per_query": {ds: {qid: {"ndcg@10": …}}}, "timing": {…}, "config": {…}}
     """
     s = EncodeSettings.of(settings, split=split, batch_size=batch_size, max_seq_length=max_seq_length,
                           data_dir=data_dir, cache=cache, device=device, backend=backend, precision=precision)
-    evaluator = BeirEvaluator(datasets, score, settings=s, top_k=top_k, k_values=k_values, chunk_size=chunk_size,
-                              show_progress_bar=show_progress_bar)
+    evaluator = BeirEvaluator(datasets, score, settings=s, top_k=top_k, k_values=k_values,
+                              chunk_size=chunk_size, show_progress_bar=show_progress_bar, keep_data=False)
     return evaluator(model, model_name=model_name, output=output, run_file=run_file)
 
 
 def _run_tag(name: str, score: str) -> str:
     path = Path(str(name))
-    base = (path.name if path.exists() else str(name).replace("/", "_")) or "ragcun"  # a run name: demo_isotropy
+    # a run name: demo_isotropy
+    base = (path.name if path.exists() else str(name).replace("/", "_")) or "ragcun"
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{base}-{score}")
 
 
 def _versions() -> dict[str, str | None]:
     from ragcun.io import package_versions
 
-    return package_versions("ragcun", "sentence-transformers", "transformers", "torch", "pytrec-eval-terrier", "numpy")
+    return package_versions("ragcun", "sentence-transformers", "transformers", "torch", "pytrec-eval-terrier",
+                            "numpy")

@@ -33,6 +33,8 @@ Verdict (see :data:`THRESHOLDS`): ``is_isotropic`` when the covariance is within
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import math
 import os
@@ -58,8 +60,8 @@ SCALAR_KEYS = (
     "n", "dim", "mean_norm", "mean_rms", "per_dim_mean_abs_max", "per_dim_var_mean", "per_dim_var_min",
     "per_dim_var_max", "cov_error_fro", "cov_error_rel", "cov_error_rel_expected", "mean_abs_offdiag_corr",
     "eigenvalue_score", "isoscore", "isoscore_reference", "top_eigenvalue_ratio", "empty_directions",
-    "effective_rank", "effective_rank_ratio", "sigreg", "sigreg_reference", "sigreg_ratio", "sigreg_ratio_fixed",
-    "fixed_n", "norm_mean", "norm_std", "norm_expected", "is_isotropic", "is_gaussian",
+    "effective_rank", "effective_rank_ratio", "sigreg", "sigreg_reference", "sigreg_ratio",
+    "sigreg_ratio_fixed", "fixed_n", "norm_mean", "norm_std", "norm_expected", "is_isotropic", "is_gaussian",
 )
 #: The sample size of the size-independent SIGReg ratio.
 FIXED_N = 1024
@@ -92,7 +94,8 @@ def isoscore(emb: np.ndarray | None = None, eigenvalues: np.ndarray | None = Non
 
 
 def effective_rank(emb: np.ndarray | None = None, singular_values: np.ndarray | None = None) -> float:
-    """Roy & Vetterli's effective rank: exp(−Σ pᵢ log pᵢ), pᵢ = σᵢ / Σσ over the centred data's singular values."""
+    """Roy & Vetterli's effective rank: exp(−Σ pᵢ log pᵢ), pᵢ = σᵢ / Σσ over the centred data's singular
+    values."""
     if singular_values is None:
         x = np.asarray(emb, dtype=np.float64)
         singular_values = np.linalg.svd(x - x.mean(0), compute_uv=False)
@@ -104,8 +107,10 @@ def effective_rank(emb: np.ndarray | None = None, singular_values: np.ndarray | 
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def sigreg_statistic(emb: np.ndarray, num_slices: int = 1024, seed: int = 0, max_samples: int | None = 20_000) -> float:
-    """Mean Epps–Pulley statistic over ``num_slices`` random unit slices (ragcun.losses.sigreg.SIGReg, eval mode)."""
+def sigreg_statistic(emb: np.ndarray, num_slices: int = 1024, seed: int = 0,
+                     max_samples: int | None = 20_000) -> float:
+    """Mean Epps–Pulley statistic over ``num_slices`` random unit slices (ragcun.losses.sigreg.SIGReg, eval
+    mode)."""
     import torch
 
     from ragcun.losses.sigreg import SIGReg
@@ -123,7 +128,8 @@ def sigreg_reference(n: int, dim: int, num_slices: int = 1024, seed: int = 0, re
     """Mean and std of the SIGReg statistic for ``repeats`` true N(0, I) samples of shape (n, dim)."""
     n = min(n, max_samples) if max_samples else n
     rng = np.random.default_rng(seed + 12345)
-    vals = [sigreg_statistic(rng.standard_normal((n, dim)).astype(np.float32), num_slices, seed, None) for _ in range(repeats)]
+    vals = [sigreg_statistic(rng.standard_normal((n, dim)).astype(np.float32), num_slices, seed, None)
+            for _ in range(repeats)]
     return float(np.mean(vals)), float(np.std(vals))
 
 
@@ -215,7 +221,8 @@ def isotropy_metrics(
         "norm_mean": float(norms.mean()),
         "norm_std": float(norms.std()),
         "norm_expected": float(math.sqrt(2) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))),
-        "norm_percentiles": {str(p): float(v) for p, v in zip((1, 5, 25, 50, 75, 95, 99), np.percentile(norms, [1, 5, 25, 50, 75, 95, 99]), strict=True)},
+        "norm_percentiles": {str(p): float(v) for p, v in zip(
+            (1, 5, 25, 50, 75, 95, 99), np.percentile(norms, [1, 5, 25, 50, 75, 95, 99]), strict=True)},
         "checks": {k: bool(v) for k, v in checks.items()},
         "thresholds": dict(THRESHOLDS),
         "is_isotropic": is_iso,
@@ -230,16 +237,18 @@ def isotropy_metrics(
 
 class IsotropyEvaluator:
     """Isotropy of a model's corpus and query embeddings on one BEIR dataset, in the spirit of
-    sentence-transformers' evaluators: built with the dataset and settings (the documents sampled once, seeded,
-    down to ``max_docs``), called with a model, returning one metrics row per kind (``corpus``, ``queries``).
-    The corpus vectors of each model it saw stay in :attr:`corpus_embeddings` for side-by-side figures."""
+    sentence-transformers' evaluators: built with the dataset and settings (the documents sampled once,
+    seeded, down to ``max_docs``), called with a model, returning one metrics row per kind (``corpus``,
+    ``queries``). The corpus vectors of each model it saw stay in :attr:`corpus_embeddings` for side-by-side
+    figures."""
 
     def __init__(self, dataset: str, *, settings: EncodeSettings | None = None, max_docs: int | None = 10_000,
                  num_slices: int = 1024, seed: int = 0) -> None:
         from ragcun.data.beir import load_beir
         from ragcun.encoding.corpus import judged_queries
 
-        self.settings, self.dataset, self.num_slices, self.seed = settings or EncodeSettings(), dataset, num_slices, seed
+        self.settings, self.dataset, self.num_slices, self.seed = (settings or EncodeSettings(), dataset,
+                                                                   num_slices, seed)
         self.data = load_beir(dataset, split=self.settings.split, data_dir=self.settings.data_dir)
         self.queries = judged_queries(self.data)
         doc_ids = list(self.data.corpus)
@@ -299,15 +308,11 @@ def analyze(
     Corpus documents are sampled (seeded) down to ``max_docs`` before encoding. Writes
     ``isotropy.json`` (full metrics with arrays), ``isotropy.csv`` (scalar metrics, one row per
     model × kind) and the four figures (corpus embeddings of every model side by side) to ``out_dir``.
-    ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`); the encoding settings may come
-    as one :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``).
+    ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`); the encoding settings may
+    come as one :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``).
     """
-    from ragcun.io import write_json, write_text
-
     s = EncodeSettings.of(settings, split=split, batch_size=batch_size, max_seq_length=max_seq_length,
                           data_dir=data_dir, cache=cache, backend=backend, precision=precision)
-    split = s.split
-
     if not models and not embeddings:
         raise ValueError("give at least one model (with a dataset) or one embeddings .npy file")
     if models and not dataset:
@@ -331,31 +336,43 @@ def analyze(
         figures[label] = np.asarray(arr, dtype=np.float32)
 
     if models:
-        evaluator = IsotropyEvaluator(dataset, settings=s, max_docs=max_docs, num_slices=num_slices, seed=seed)
+        evaluator = IsotropyEvaluator(dataset, settings=s, max_docs=max_docs, num_slices=num_slices,
+                                      seed=seed)
         for spec in models:
             label = names.pop(0) if names else None
             new = evaluator(spec, label)
             rows += new
             figures[new[0]["label"]] = evaluator.corpus_embeddings[new[0]["label"]]
 
+    return write_isotropy(rows, figures, out_dir, dataset=dataset, split=s.split, num_slices=num_slices,
+                          seed=seed, plots=plots)
+
+
+def write_isotropy(rows: list[dict[str, Any]], figures: dict[str, np.ndarray],
+                   out_dir: str | os.PathLike | None, *, dataset: str | None, split: str, num_slices: int,
+                   seed: int, plots: bool = True) -> dict[str, Any]:
+    """The isotropy report of ``rows`` (one per model and kind): ``isotropy.json`` (full metrics with
+    arrays), ``isotropy.csv`` (the scalar metrics) and, with ``plots``, the figures of the ``figures``
+    embeddings side by side, in ``out_dir`` (nothing is written when it is None); returns the report."""
+    from ragcun.io import write_json, write_text
+
     result: dict[str, Any] = {"dataset": dataset, "split": split, "num_slices": num_slices, "seed": seed,
                               "thresholds": dict(THRESHOLDS), "results": rows}
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "isotropy.json", result)
-        import csv
-        import io
+    if out_dir is None:
+        return result
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "isotropy.json", result)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["label", "model", "dataset", "kind", *SCALAR_KEYS],
+                       extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out / "isotropy.csv", buf.getvalue())
+    if plots:
+        from ragcun.evaluation.plots import isotropy_plots
 
-        buf = io.StringIO()
-        keys = ["label", "model", "dataset", "kind", *SCALAR_KEYS]
-        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        write_text(out / "isotropy.csv", buf.getvalue())
-        if plots:
-            from ragcun.evaluation.plots import isotropy_plots
-
-            spectra = {r["label"]: np.asarray(r["eigenvalues"]) for r in rows if r["kind"] in ("corpus", "embeddings")}
-            result["figures"] = {k: str(v) for k, v in isotropy_plots(figures, out, spectra).items()}
+        spectra = {r["label"]: np.asarray(r["eigenvalues"]) for r in rows
+                   if r["kind"] in ("corpus", "embeddings")}
+        result["figures"] = {k: str(v) for k, v in isotropy_plots(figures, out, spectra).items()}
     return result

@@ -53,14 +53,17 @@ def metric_names(metrics: Mapping[str, Iterable[int]] | None = None) -> list[str
     return [f"{name}@{k}" for name, ks in spec.items() for k in ks]
 
 
-def _normalise_spec(k_values: Iterable[int] | None, metrics: Mapping[str, Iterable[int]] | None) -> dict[str, tuple[int, ...]]:
+def _normalise_spec(k_values: Iterable[int] | None,
+                    metrics: Mapping[str, Iterable[int]] | None) -> dict[str, tuple[int, ...]]:
     if metrics is not None and k_values is not None:
-        raise ValueError("pass k_values (same cutoffs for every metric) or metrics (per-metric cutoffs), not both")
+        raise ValueError("pass k_values (same cutoffs for every metric) or metrics (per-metric cutoffs), "
+                         "not both")
     if k_values is not None:
         ks = tuple(sorted({int(k) for k in k_values}))
         spec = {name: ks for name in DEFAULT_METRICS}
     else:
-        spec = {name.lower(): tuple(sorted({int(k) for k in ks})) for name, ks in (metrics or DEFAULT_METRICS).items()}
+        spec = {name.lower(): tuple(sorted({int(k) for k in ks}))
+                for name, ks in (metrics or DEFAULT_METRICS).items()}
     for name, ks in spec.items():
         if name not in _TREC and name != "mrr":
             raise ValueError(f"unknown metric {name!r}; known: {sorted([*_TREC, 'mrr'])}")
@@ -109,7 +112,8 @@ def evaluate_run(
 
     spec = _normalise_spec(k_values, metrics)
     _check(qrels, run)
-    run = drop_identical_ids(run) if ignore_identical_ids else {q: {d: float(s) for d, s in r.items()} for q, r in run.items()}
+    run = (drop_identical_ids(run) if ignore_identical_ids
+           else {q: {d: float(s) for d, s in r.items()} for q, r in run.items()})
     qrels = {str(q): {str(d): int(r) for d, r in docs.items()} for q, docs in qrels.items()}
 
     measures = {f"{_TREC[name][0]}.{','.join(map(str, ks))}" for name, ks in spec.items() if name in _TREC}
@@ -118,7 +122,8 @@ def evaluate_run(
         evaluator = pytrec_eval.RelevanceEvaluator(qrels, measures, relevance_level=int(relevance_level))
         for qid, vals in evaluator.evaluate(run).items():
             per_query[qid] = {
-                f"{name}@{k}": float(vals[f"{_TREC[name][1]}{k}"]) for name, ks in spec.items() if name in _TREC for k in ks
+                f"{name}@{k}": float(vals[f"{_TREC[name][1]}{k}"])
+                for name, ks in spec.items() if name in _TREC for k in ks
             }
     if "mrr" in spec:
         rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}, relevance_level=int(relevance_level))
@@ -131,7 +136,8 @@ def evaluate_run(
     per_query = {qid: {n: per_query[qid][n] for n in names} for qid in sorted(per_query)}
     n = len(per_query)
     if n == 0:
-        logger.warning("no query is in both the run (%d queries) and the qrels (%d queries)", len(run), len(qrels))
+        logger.warning("no query is in both the run (%d queries) and the qrels (%d queries)", len(run),
+                       len(qrels))
         return {name: 0.0 for name in names}, {}
     aggregate = {name: math.fsum(v[name] for v in per_query.values()) / n for name in names}
     return aggregate, per_query
@@ -155,7 +161,8 @@ def write_run(path: str | os.PathLike, run: Run, tag: str = "ragcun", top_k: int
             for rank, (did, score) in enumerate(ranked[:top_k] if top_k else ranked, start=1):
                 for field, value in (("query id", qid), ("document id", did)):
                     if not value or any(ch.isspace() for ch in value):
-                        raise ValueError(f"{field} {value!r} is empty or has whitespace; not valid in a TREC run")
+                        raise ValueError(f"{field} {value!r} is empty or has whitespace; "
+                                         "not valid in a TREC run")
                 fh.write(f"{qid} Q0 {did} {rank} {score!r} {tag}\n")
     return path
 
@@ -169,7 +176,8 @@ def read_run(path: str | os.PathLike) -> dict[str, dict[str, float]]:
             if not parts:
                 continue
             if len(parts) != 6:
-                raise ValueError(f"{path}:{lineno}: expected 6 columns (qid Q0 docid rank score tag), got {len(parts)}")
+                raise ValueError(f"{path}:{lineno}: expected 6 columns (qid Q0 docid rank score tag), "
+                                 f"got {len(parts)}")
             qid, _q0, did, _rank, score, _tag = parts
             try:
                 value = float(score)

@@ -40,7 +40,8 @@ def _save(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
 
 def _chi_pdf(r: np.ndarray, d: int) -> np.ndarray:
     """Density of ‖x‖ for x ~ N(0, I_d) (chi distribution), for the norm histogram's reference curve."""
-    log_pdf = (d - 1) * np.log(np.maximum(r, 1e-300)) - r**2 / 2 - (d / 2 - 1) * math.log(2) - math.lgamma(d / 2)
+    log_pdf = ((d - 1) * np.log(np.maximum(r, 1e-300)) - r**2 / 2 - (d / 2 - 1) * math.log(2)
+               - math.lgamma(d / 2))
     return np.exp(log_pdf)
 
 
@@ -55,7 +56,8 @@ def norm_histogram(embeddings: Mapping[str, np.ndarray], path: str | os.PathLike
         lo, hi = min(norms.min(), math.sqrt(d) - 4), max(norms.max(), math.sqrt(d) + 4)
         spread = float(np.ptp(norms))
         # counts on the left axis, the N(0, I) density on the right: a unit-norm model (a spike) stays visible
-        bins = 50 if spread > 1e-3 * max(1.0, norms.max()) else np.linspace(norms.min() - 0.05, norms.max() + 0.05, 3)
+        bins = (50 if spread > 1e-3 * max(1.0, norms.max())
+                else np.linspace(norms.min() - 0.05, norms.max() + 0.05, 3))
         ax.hist(norms, bins=bins, alpha=0.7, color="C0", label=f"embeddings (mean {norms.mean():.3g})")
         ax.set_ylabel("count")
         r = np.linspace(max(lo, 0), hi, 400)
@@ -73,7 +75,8 @@ def norm_histogram(embeddings: Mapping[str, np.ndarray], path: str | os.PathLike
 
 
 def eigenvalue_spectrum(spectra: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
-    """Covariance eigenvalues (descending, log scale) for every model on one axis; N(0, I) is the line at 1."""
+    """Covariance eigenvalues (descending, log scale) for every model on one axis; N(0, I) is the
+    line at 1."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for label, lam in spectra.items():
@@ -88,7 +91,8 @@ def eigenvalue_spectrum(spectra: Mapping[str, np.ndarray], path: str | os.PathLi
     return _save(fig, path)
 
 
-def covariance_heatmap(embeddings: Mapping[str, np.ndarray], path: str | os.PathLike, max_dims: int = 64) -> Path:
+def covariance_heatmap(embeddings: Mapping[str, np.ndarray], path: str | os.PathLike,
+                       max_dims: int = 64) -> Path:
     """The covariance matrix (first ``max_dims`` dimensions) per model on one shared colour scale,
     symmetric around 0, so the panels compare directly (N(0, I) is 1 on the diagonal, 0 elsewhere)."""
     plt = _plt()
@@ -136,13 +140,15 @@ def per_dimension_distributions(
 
 
 def isotropy_plots(
-    embeddings: Mapping[str, np.ndarray], out_dir: str | os.PathLike, spectra: Mapping[str, np.ndarray] | None = None
+    embeddings: Mapping[str, np.ndarray], out_dir: str | os.PathLike,
+    spectra: Mapping[str, np.ndarray] | None = None
 ) -> dict[str, Path]:
     """All four isotropy figures for the given models (label -> embeddings) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if spectra is None:
-        spectra = {k: np.linalg.eigvalsh(np.cov(np.asarray(v, dtype=np.float64), rowvar=False)) for k, v in embeddings.items()}
+        spectra = {k: np.linalg.eigvalsh(np.cov(np.asarray(v, dtype=np.float64), rowvar=False))
+                   for k, v in embeddings.items()}
     return {
         "norm_histogram": norm_histogram(embeddings, out / "norm_histogram.png"),
         "eigenvalue_spectrum": eigenvalue_spectrum(spectra, out / "eigenvalue_spectrum.png"),
@@ -197,12 +203,14 @@ def metric_bar_chart(
     lows, highs = [], []
     for j, m in enumerate(models):
         ys = np.array([values[ds].get(m, np.nan) * 100 for ds in datasets])
-        err = np.array([(errors or {}).get(ds, {}).get(m, np.nan) * 100 for ds in datasets]) if errors else None
+        err = (np.array([(errors or {}).get(ds, {}).get(m, np.nan) * 100 for ds in datasets])
+               if errors else None)
         xs = x + (j - (len(models) - 1) / 2) * width
         ax.errorbar(xs, ys, yerr=err, fmt="o", ms=6, capsize=3, elinewidth=1.2, label=m, color=f"C{j % 10}")
         for xv, yv in zip(xs, ys, strict=True):
             if np.isfinite(yv):
-                ax.annotate(f"{yv:.2f}", (xv, yv), textcoords="offset points", xytext=(5, 0), va="center", fontsize=7)
+                ax.annotate(f"{yv:.2f}", (xv, yv), textcoords="offset points", xytext=(5, 0), va="center",
+                            fontsize=7)
         e = np.nan_to_num(err, nan=0.0) if err is not None else np.zeros_like(ys)
         lows += list(ys - e)
         highs += list(ys + e)
@@ -219,6 +227,6 @@ def metric_bar_chart(
     ax.set_xlabel("dataset")
     ax.set_ylabel(f"{metric.upper()} (×100)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title(f"{metric.upper()}" + (" (mean, 95% CI over queries; the axis does not start at 0)" if errors else
-                                        " (the axis does not start at 0)"), fontsize=9)
+    ax.set_title(f"{metric.upper()}" + (" (mean, 95% CI over queries; the axis does not start at 0)"
+                                        if errors else " (the axis does not start at 0)"), fontsize=9)
     return _save(fig, path)

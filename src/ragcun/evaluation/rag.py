@@ -36,7 +36,8 @@ from ragcun.evaluation.metrics import evaluate_run
 logger = logging.getLogger(__name__)
 
 
-def expected_calibration_error(prob: np.ndarray, label: np.ndarray, n_bins: int = 10) -> tuple[float, list[dict[str, float]]]:
+def expected_calibration_error(prob: np.ndarray, label: np.ndarray,
+                               n_bins: int = 10) -> tuple[float, list[dict[str, float]]]:
     """ECE over ``n_bins`` equal-width probability bins (weighted by bin size) and the reliability bins."""
     prob = np.asarray(prob, dtype=np.float64)
     label = np.asarray(label, dtype=np.float64)
@@ -47,12 +48,13 @@ def expected_calibration_error(prob: np.ndarray, label: np.ndarray, n_bins: int 
         sel = which == b
         count = int(sel.sum())
         if count == 0:
-            bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": 0, "confidence": float("nan"),
-                         "accuracy": float("nan")})
+            bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": 0,
+                         "confidence": float("nan"), "accuracy": float("nan")})
             continue
         conf, acc = float(prob[sel].mean()), float(label[sel].mean())
         ece += count / len(prob) * abs(conf - acc)
-        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count, "confidence": conf, "accuracy": acc})
+        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count, "confidence": conf,
+                     "accuracy": acc})
     return float(ece), bins
 
 
@@ -62,7 +64,8 @@ def separation(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
     neg = np.asarray(neg, dtype=np.float64)
     diff = float(pos.mean() - neg.mean())
     n1, n2 = len(pos), len(neg)
-    pooled = math.sqrt(((n1 - 1) * pos.var(ddof=1) + (n2 - 1) * neg.var(ddof=1)) / max(1, n1 + n2 - 2)) if n1 > 1 and n2 > 1 else float("nan")
+    pooled = (math.sqrt(((n1 - 1) * pos.var(ddof=1) + (n2 - 1) * neg.var(ddof=1)) / max(1, n1 + n2 - 2))
+              if n1 > 1 and n2 > 1 else float("nan"))
     return {
         "separation": diff,
         "separation_std": diff / pooled if pooled and pooled > 0 else float("nan"),
@@ -78,7 +81,8 @@ def _correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) < 3 or np.ptp(x) < 1e-6 * max(1.0, float(np.abs(x).max())) or np.ptp(y) == 0:
-        return {"pearson": float("nan"), "pearson_p": float("nan"), "spearman": float("nan"), "spearman_p": float("nan")}
+        return {"pearson": float("nan"), "pearson_p": float("nan"), "spearman": float("nan"),
+                "spearman_p": float("nan")}
     p = stats.pearsonr(x, y)
     s = stats.spearmanr(x, y)
     return {"pearson": float(p.statistic), "pearson_p": float(p.pvalue), "spearman": float(s.statistic),
@@ -143,7 +147,8 @@ def rag_metrics_from_embeddings(
     g = np.concatenate(groups)
     pool_qrels = {q: {d: r for d, r in qrels[q].items() if r >= 1} for q in pool_run}
     max_pool = max(len(v) for v in pool_run.values())
-    agg, per_q = evaluate_run(pool_qrels, pool_run, metrics={"recall": (10,), "mrr": (max_pool,)}, ignore_identical_ids=False)
+    agg, per_q = evaluate_run(pool_qrels, pool_run, metrics={"recall": (10,), "mrr": (max_pool,)},
+                              ignore_identical_ids=False)
 
     n_groups = len(pool_run)
     feat = ((x - x.mean()) / (x.std() or 1.0))[:, None]
@@ -169,14 +174,16 @@ def rag_metrics_from_embeddings(
         "roc_auc": float(roc_auc_score(y, x)) if len(np.unique(y)) == 2 else float("nan"),
         "ece": ece,
         "brier": float(brier_score_loss(y, prob)),
-        "logistic": {"coef_per_std": float(full_fit.coef_[0, 0]), "intercept": float(full_fit.intercept_[0]),
-                     "score_mean": float(x.mean()), "score_std": float(x.std())} if full_fit is not None else None,
+        "logistic": ({"coef_per_std": float(full_fit.coef_[0, 0]), "intercept": float(full_fit.intercept_[0]),
+                      "score_mean": float(x.mean()), "score_std": float(x.std())}
+                     if full_fit is not None else None),
         "reliability": bins,
     }
     if per_query_ndcg is not None:
         qn = np.linalg.norm(np.asarray(query_emb, dtype=np.float64), axis=1)
         keep = [i for i, q in enumerate(query_ids) if q in per_query_ndcg]
-        out["norm_vs_ndcg@10"] = _correlations(qn[keep], np.array([per_query_ndcg[query_ids[i]] for i in keep]))
+        out["norm_vs_ndcg@10"] = _correlations(qn[keep],
+                                               np.array([per_query_ndcg[query_ids[i]] for i in keep]))
         out["query_norm_mean"] = float(qn.mean())
         out["query_norm_std"] = float(qn.std())
     return out
@@ -201,10 +208,11 @@ def evaluate_rag(
     precision: str | None = None,
     settings: EncodeSettings | None = None,
 ) -> dict[str, Any]:
-    """RAG metrics of ``model`` on one BEIR ``dataset``; writes JSON to ``output`` and a reliability plot to ``plot``.
+    """RAG metrics of ``model`` on one BEIR ``dataset``; writes JSON to ``output`` and a reliability plot to
+    ``plot``.
 
-    ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`); the encoding settings may come
-    as one :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``)."""
+    ``backend``/``precision`` choose the encoding runtime (:mod:`ragcun.runtime`); the encoding settings may
+    come as one :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``)."""
     from ragcun.data.beir import load_beir
     from ragcun.encoding.corpus import encode_beir_corpus, judged_queries
     from ragcun.evaluation.beir_eval import default_score, retrieve
@@ -222,7 +230,8 @@ def evaluate_rag(
     doc_ids = list(corpus)
     emb = encode_beir_corpus(model, data, batch_size, s.cache, show_progress_bar=show_progress_bar)
     try:
-        run, _timing, q_emb = retrieve(model, corpus, queries, score, 1000, data.name, batch_size, corpus_emb=emb)
+        run, _timing, q_emb = retrieve(model, corpus, queries, score, 1000, data.name, batch_size,
+                                       corpus_emb=emb)
         _, per_query = evaluate_run(qrels, run, metrics={"ndcg": (10,)})
         qids = list(queries)
         result = rag_metrics_from_embeddings(
@@ -231,8 +240,8 @@ def evaluate_rag(
         )
     finally:
         emb.cleanup()
-    result = {"model": name, "model_fingerprint": model_fingerprint(model), "dataset": dataset, "split": split,
-              "backend": runtime.backend, "precision": runtime.precision,
+    result = {"model": name, "model_fingerprint": model_fingerprint(model), "dataset": dataset,
+              "split": split, "backend": runtime.backend, "precision": runtime.precision,
               **result, "seconds": time.perf_counter() - t0}
     if plot:
         from ragcun.evaluation.plots import reliability_plot

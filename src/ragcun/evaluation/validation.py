@@ -3,8 +3,9 @@ set by L2 distance (what ragcun serves) and measures how Gaussian its document e
 
 The trainer logs its dict (TensorBoard too) and :class:`~ragcun.training.callbacks.BestModelCallback`
 keeps the best model by its NDCG@10. Search is :func:`ragcun.encoding.search.search`, metrics are
-:func:`ragcun.evaluation.metrics.evaluate_run`, isotropy is :func:`ragcun.evaluation.isotropy.isotropy_metrics`:
-the same code as ``ragcun evaluate`` and ``ragcun isotropy``.
+:func:`ragcun.evaluation.metrics.evaluate_run`, isotropy is
+:func:`ragcun.evaluation.isotropy.isotropy_metrics`: the same code as ``ragcun evaluate`` and
+``ragcun isotropy``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class RetrievalEvaluator(BaseEvaluator):
         self.query_texts = [queries[q] for q in self.query_ids]
         self.qrels = {q: qrels[q] for q in self.query_ids}
         if not self.query_ids or not self.doc_ids:
-            raise ValueError(f"validation set {name!r} is empty ({len(self.query_ids)} queries, {len(self.doc_ids)} documents)")
+            raise ValueError(f"validation set {name!r} is empty ({len(self.query_ids)} queries, "
+                             f"{len(self.doc_ids)} documents)")
         self.name = name
         self.k_values = tuple(sorted(set(k_values)))
         self.batch_size = batch_size
@@ -70,10 +72,12 @@ class RetrievalEvaluator(BaseEvaluator):
 
     def _encode(self, model: Any, texts: list[str], kind: str) -> np.ndarray:
         fn: Callable[..., Any] = getattr(model, f"encode_{kind}", None) or model.encode
-        emb = fn(texts, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=wanted(self.show_progress))
+        emb = fn(texts, batch_size=self.batch_size, convert_to_tensor=True,
+                 show_progress_bar=wanted(self.show_progress))
         return emb.float().cpu().numpy()
 
-    def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+    def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1,
+                 steps: int = -1) -> dict[str, float]:
         from ragcun.encoding.search import search
         from ragcun.evaluation.isotropy import isotropy_metrics
         from ragcun.evaluation.metrics import evaluate_run
@@ -91,7 +95,8 @@ class RetrievalEvaluator(BaseEvaluator):
                for i, qid in enumerate(self.query_ids)}
         metrics, _ = evaluate_run(self.qrels, run, metrics={"ndcg": self.k_values, "recall": self.k_values})
         if self.measure_isotropy:
-            iso = isotropy_metrics(d, num_slices=self.isotropy_num_slices, include_arrays=False, reference_repeats=1)
+            iso = isotropy_metrics(d, num_slices=self.isotropy_num_slices, include_arrays=False,
+                                   reference_repeats=1)
             metrics.update({f"isotropy_{k}": float(iso[k]) for k in ISOTROPY_KEYS})
         logger.info("validation at step %s: %s", steps if steps >= 0 else "end",
                     ", ".join(f"{k.replace('isotropy_', '')} {v:.4g}" for k, v in metrics.items()))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ragcun.config import ConfigError, choice_problems, coerce, from_table, non_negative, positive, read_toml
+from ragcun.data.triplets import TripletOptions
 
 DEFAULT_ARMS: dict[str, dict[str, Any]] = {
     "baseline": {"lambda_isotropy": 0.0, "freeze_base": False},
@@ -38,30 +39,15 @@ class ExperimentSection:
     baseline: str = "baseline"  # the arm the others are also tested against (besides the reference)
 
 
-@dataclass
-class TripletsSection:
-    """Options of :func:`ragcun.data.triplets.build_triplets` (one set of triplets for every arm)."""
+@dataclass(kw_only=True)
+class TripletsSection(TripletOptions):
+    """The options of :func:`ragcun.data.triplets.build_triplets` and its sources: one set of triplets for
+    every arm."""
 
     sources: list[str]
-    split: str = "train"
-    max_train_samples: int | None = None
-    split_ratio: float = 1.0
-    val_size: int = 0
-    val_candidates: int = 30
-    val_corpus_size: int = 2000
-    negatives: Literal["bm25", "random"] = "bm25"
-    num_negatives: int = 1
-    bm25_top_k: int = 100
-    positive_threshold: int = 1
-    false_negative_guard: Literal["none", "above_positive"] = "none"
-    negatives_exclude: Literal["judged", "positives"] = "judged"
-    seed: int = 42
 
     def check(self) -> list[str]:
-        problems = positive(self, "max_train_samples", "num_negatives", "bm25_top_k", "val_candidates", "val_corpus_size")
-        problems += non_negative(self, "val_size")
-        if not 0.0 < self.split_ratio <= 1.0:
-            problems.append(f"split_ratio must be in (0, 1] (got {self.split_ratio})")
+        problems = super().check()
         if not self.sources:
             problems.append("sources must name at least one BEIR dataset or MS MARCO folder")
         return problems
@@ -97,8 +83,8 @@ class EvaluationSection:
         models come loaded and truncated to ``max_seq_length`` by the run, so it is theirs)."""
         from ragcun.encoding.settings import EncodeSettings
 
-        return EncodeSettings(split=self.split, batch_size=self.batch_size, data_dir=data_dir, backend=self.backend,
-                              precision=self.precision)
+        return EncodeSettings(split=self.split, batch_size=self.batch_size, data_dir=data_dir,
+                              backend=self.backend, precision=self.precision)
 
 
 @dataclass
@@ -108,7 +94,8 @@ class SweepSection:
 
     def check(self) -> list[str]:
         bad = [v for v in self.lambdas if v < 0]
-        return [f"lambdas must be >= 0 (got {bad})"] if bad else ([] if self.lambdas else ["lambdas is empty"])
+        return ([f"lambdas must be >= 0 (got {bad})"] if bad
+                else ([] if self.lambdas else ["lambdas is empty"]))
 
 
 @dataclass
@@ -216,7 +203,8 @@ def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> E
             raise ExperimentError(f"{source}: [arms.{arm}] is not in [experiment] arms ({', '.join(arms)})")
     if exp.baseline not in arms:
         if "baseline" in raw.get("experiment", {}):
-            raise ExperimentError(f"{source} [experiment]: baseline {exp.baseline!r} is not an arm ({', '.join(arms)})")
+            raise ExperimentError(f"{source} [experiment]: baseline {exp.baseline!r} is not an arm "
+                                  f"({', '.join(arms)})")
         exp.baseline = None
     if sweep.arm not in arms and "sweep" in raw:
         raise ExperimentError(f"{source} [sweep]: arm {sweep.arm!r} is not an arm ({', '.join(arms)})")
@@ -228,8 +216,8 @@ def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> E
     )
 
 
-def arm_config(exp: ExperimentConfig, arm: str, overrides: list[str] | None = None, data_dir: str | None = None,
-               output_dir: Path | None = None, **changes: Any):
+def arm_config(exp: ExperimentConfig, arm: str, overrides: list[str] | None = None,
+               data_dir: str | None = None, output_dir: Path | None = None, **changes: Any):
     """The training config of one arm: the file's training keys, then the arm's table, then ``--set`` (the
     command line wins over the file), then what the caller changes (a sweep's λ) and the arm's paths."""
     from ragcun.config import parse_override
@@ -241,7 +229,8 @@ def arm_config(exp: ExperimentConfig, arm: str, overrides: list[str] | None = No
         key, value = parse_override(text)
         setattr(cfg, key, coerce(key, value, f"--set {key}"))
     out = Path(output_dir or exp.arm_dir(arm))
-    values = {"run_name": f"{exp.name}/{out.name}", **changes, "train_data": str(exp.data_dir), "output_dir": str(out)}
+    values = {"run_name": f"{exp.name}/{out.name}", **changes, "train_data": str(exp.data_dir),
+              "output_dir": str(out)}
     if data_dir:
         values["data_dir"] = data_dir
     return cfg.replace(**values).validate()

@@ -43,8 +43,9 @@ def _find(source: str, split: str, data_dir: str | None) -> str:
         msmarco_split_files(source, split)
         return f"{source} (MS MARCO, {split})"
     if ("/" in source or source.startswith(".")) and not Path(source).expanduser().is_dir():
-        raise FileNotFoundError(f"{source}: no such folder (`ragcun data triplets --msmarco-download --out DIR` "
-                                f"fetches MS MARCO into <data dir>/msmarco/passage; a BEIR folder holds corpus.jsonl)")
+        raise FileNotFoundError(f"{source}: no such folder (`ragcun data triplets --msmarco-download "
+                                "--out DIR` fetches MS MARCO into <data dir>/msmarco/passage; a BEIR folder "
+                                "holds corpus.jsonl)")
     find_split(source, split, data_dir)
     return f"{Path(source).name} ({split})"
 
@@ -78,7 +79,8 @@ def build_sample(exp: ExperimentConfig, out: Path, n: int, data_dir: str | None 
 
     opts = dataclasses.asdict(exp.triplets)
     sources = opts.pop("sources")
-    opts.update(max_train_samples=n, val_size=min(opts["val_size"], 4), val_corpus_size=min(opts["val_corpus_size"], 50))
+    opts.update(max_train_samples=n, val_size=min(opts["val_size"], 4),
+                val_corpus_size=min(opts["val_corpus_size"], 50))
     manifest = build_triplets(sources, out, data_dir=data_dir, show_progress=False, **opts)
     c = manifest["counts"]
     return "pass", (f"{c['train_examples']} triplets ({exp.triplets.negatives} negatives), "
@@ -104,7 +106,8 @@ def run_experiment_preflight(exp: ExperimentConfig, steps: int = 2, overrides: l
     results.append(_timed("model", lambda: check_model(first)))
     with tempfile.TemporaryDirectory(prefix="ragcun-preflight-data-") as tmp:
         sample = Path(tmp) / "triplets"
-        results.append(_timed("triplets", lambda: build_sample(exp, sample, max(first.batch_size, 4) * steps, data_dir)))
+        results.append(_timed("triplets",
+                              lambda: build_sample(exp, sample, max(first.batch_size, 4) * steps, data_dir)))
         if any(r.status == "fail" for r in results[2:]):
             return results + [Check("training steps", "fail", "skipped: fix the failures above first")]
         for arm, cfg in arms.items():

@@ -18,15 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ragcun.experiment.config import ExperimentConfig, ExperimentError, load_experiment
-from ragcun.experiment.run import (
-    View,
-    ViewModels,
-    evaluate_views,
-    measure_isotropy,
-    prepare_data,
-    train_arm,
-    whitening_views,
-)
+from ragcun.experiment.run import prepare_data, train_arm
+from ragcun.experiment.stages import BeirStage, IsotropyStage, evaluate
+from ragcun.experiment.views import View, ViewModels, whitening_views
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +75,15 @@ def run_sweep(
         for v, p in zip(whitening_views(exp), exp.whitening.powers, strict=True):
             views.append(v)
             whitening[float(p)] = v.label
-    models = ViewModels(exp.evaluation.max_seq_length, exp.evaluation)  # each model loaded once for both stages
-    results = evaluate_views(exp, views, data_dir, results=root / "results", models=models)
-    iso = measure_isotropy(exp, views, data_dir, out_root=root / "isotropy", models=models)
+    ev = exp.evaluation
+    settings = ev.encode_settings(data_dir)
+    out = evaluate(views, [BeirStage(ev, settings, root / "results"),
+                           IsotropyStage(ev, settings, root / "isotropy")],
+                   ViewModels(ev.max_seq_length, ev))  # each model loaded once, for both stages
+    results, iso = out["evaluate"], out["isotropy"]
     title = f"{exp.name}, {arm} arm ({what})"
-    summary = write_sweep_report(points, results, iso, exp.evaluation.datasets, root / "report", title, whitening)
+    summary = write_sweep_report(points, results, iso, exp.evaluation.datasets, root / "report", title,
+                                 whitening)
     logger.info("sweep of %s over λ = %s done in %.0f s: %s", arm, ", ".join(f"{v:g}" for v in lambdas),
                 time.perf_counter() - t0, summary["files"]["sweep.png"])
     return summary

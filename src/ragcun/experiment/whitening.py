@@ -50,11 +50,12 @@ def build_whitening(exp: ExperimentConfig, data_dir: str | None = None) -> dict[
     cfg = arm_config(exp, next(iter(exp.arms)), data_dir=data_dir)
     dim = wh.output_dim or cfg.output_dim
     enc = IsotropicGaussianEncoder(base_model=cfg.base_model, output_dim=dim, head="linear",
-                                   normalize_base=cfg.normalize_base, max_seq_length=cfg.max_seq_length, device="cpu")
+                                   normalize_base=cfg.normalize_base, max_seq_length=cfg.max_seq_length,
+                                   device="cpu")
     prompts = column_prompts(enc, ["query", "positive"])
     docs = training_documents(exp, wh.max_documents, prompts)
-    table, _ = cached_base_features(enc, enc.base_modules, docs, cfg.max_seq_length, batch_size=cfg.feature_batch_size,
-                                    show_progress=False)
+    table, _ = cached_base_features(enc, enc.base_modules, docs, cfg.max_seq_length,
+                                    batch_size=cfg.feature_batch_size, show_progress=False)
     features = torch.from_numpy(table)
     fit: dict[str, Any] = {"on": "training documents", "documents": len(docs),
                            "texts_fingerprint": texts_fingerprint([str(i) for i in range(len(docs))], docs)}
@@ -64,5 +65,6 @@ def build_whitening(exp: ExperimentConfig, data_dir: str | None = None) -> dict[
         enc.ragcun_config["run"] = {"name": f"{exp.name}/{whitening_label(p)}", "experiment": exp.name,
                                     "arm": whitening_label(p), "base_model": cfg.base_model}
         enc.save(dirs[p])
-        logger.info("whitening p=%g (%s, %d-d) fitted on %d training documents: %s", p, wh.kind, dim, len(docs), dirs[p])
+        logger.info("whitening p=%g (%s, %d-d) fitted on %d training documents: %s", p, wh.kind, dim,
+                    len(docs), dirs[p])
     return dirs

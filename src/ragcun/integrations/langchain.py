@@ -97,7 +97,8 @@ class GaussianVectorStore(VectorStore):
     @classmethod
     def load(cls, directory: str | Path, *, distance_scale: float | None = None, **load_kwargs: Any
              ) -> GaussianVectorStore:
-        """Open an index saved by :meth:`save` or ``GaussianRetriever.save`` (see ``GaussianRetriever.load``)."""
+        """Open an index saved by :meth:`save` or ``GaussianRetriever.save`` (see
+        ``GaussianRetriever.load``)."""
         return cls(GaussianRetriever.load(directory, **load_kwargs), distance_scale=distance_scale)
 
     def save(self, directory: str | Path) -> Path:
@@ -146,16 +147,19 @@ class GaussianVectorStore(VectorStore):
 
     def _hits(self, hits: list[SearchResult]) -> list[tuple[Document, float]]:
         dim, m = self.retriever.dimension, self.retriever.mean_sq_norm
-        return [(Document(id=h.id, page_content=h.text, metadata=hit_metadata(h, dim, self.distance_scale, m)[0]),
+        return [(Document(id=h.id, page_content=h.text,
+                          metadata=hit_metadata(h, dim, self.distance_scale, m)[0]),
                  h.distance) for h in hits]
 
-    def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+    def similarity_search_with_score(self, query: str, k: int = 4,
+                                     **kwargs: Any) -> list[tuple[Document, float]]:
         """``(Document, L2 distance)`` pairs, nearest first."""
         return self._hits(self.retriever.retrieve(query, top_k=k))
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
-    def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
+    def similarity_search_by_vector(self, embedding: list[float], k: int = 4,
+                                    **kwargs: Any) -> list[Document]:
         hits = self.retriever.search_embeddings(np.asarray(embedding, dtype=np.float32), top_k=k)[0]
         return [doc for doc, _ in self._hits(hits)]

@@ -27,7 +27,8 @@ try:
     from llama_index.core.retrievers import BaseRetriever
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError("the LlamaIndex adapter needs llama-index-core: pip install 'ragcun[llamaindex]'") from e
+    raise ImportError("the LlamaIndex adapter needs llama-index-core: "
+                      "pip install 'ragcun[llamaindex]'") from e
 
 from ragcun.retrieval.results import SearchResult, check_top_k, hit_metadata, relevance_score
 from ragcun.retrieval.retriever import GaussianRetriever
@@ -55,7 +56,8 @@ class GaussianLlamaRetriever(BaseRetriever):
         super().__init__(**kwargs)
 
     def _node(self, hit: SearchResult) -> NodeWithScore:
-        meta, rel = hit_metadata(hit, self.ragcun_retriever.dimension, self.distance_scale, self.ragcun_retriever.mean_sq_norm)
+        meta, rel = hit_metadata(hit, self.ragcun_retriever.dimension, self.distance_scale,
+                                 self.ragcun_retriever.mean_sq_norm)
         node = TextNode(id_=hit.id, text=hit.text, metadata=meta,
                         excluded_llm_metadata_keys=["ragcun"], excluded_embed_metadata_keys=["ragcun"])
         return NodeWithScore(node=node, score=rel)

@@ -48,8 +48,10 @@ def mteb_name(model_dir: str | os.PathLike) -> str:
     return f"ragcun/{name}"
 
 
-def get_model(model: Any, *, device: str | None = None, name: str | None = None) -> SentenceTransformerEncoderWrapper:
-    """An MTEB encoder over a ragcun (or any sentence-transformers) model: a path, an alias or a loaded model."""
+def get_model(model: Any, *, device: str | None = None,
+              name: str | None = None) -> SentenceTransformerEncoderWrapper:
+    """An MTEB encoder over a ragcun (or any sentence-transformers) model: a path, an alias or a loaded
+    model."""
     from ragcun.resolve import load_sentence_transformer
 
     path = model if isinstance(model, str | os.PathLike) else None
@@ -63,9 +65,10 @@ def get_model(model: Any, *, device: str | None = None, name: str | None = None)
         from ragcun.resolve import hub_id
 
         card = getattr(st, "model_card_data", None)
-        label = (hub_id(path) if path is not None else None) or getattr(card, "model_name", None) or "ragcun/unnamed"
-    wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(update={"name": label, "revision": model_fingerprint(st),
-                                                                         **_facts(st, path)})
+        label = ((hub_id(path) if path is not None else None) or getattr(card, "model_name", None)
+                 or "ragcun/unnamed")
+    wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(
+        update={"name": label, "revision": model_fingerprint(st), **_facts(st, path)})
     return wrapper
 
 
@@ -79,8 +82,8 @@ def _facts(st: Any, path: Any) -> dict[str, Any]:
     base = getattr(card, "base_model", None) or hub_id(run.get("base_model") or "") or (
         hub_id(path) if path is not None else None)
     license = getattr(card, "license", None) or base_card(base or run.get("base_model")).get("license")
-    return {"n_parameters": parameter_counts(st)["total"], "license": license or "not specified", "open_weights": True,
-            "adapted_from": base if base and base != hub_id(path or "") else None}
+    return {"n_parameters": parameter_counts(st)["total"], "license": license or "not specified",
+            "open_weights": True, "adapted_from": base if base and base != hub_id(path or "") else None}
 
 
 def beir_task(dataset: str | os.PathLike, split: str = "test", *, data_dir: str | None = None,
@@ -97,9 +100,9 @@ def beir_task(dataset: str | os.PathLike, split: str = "test", *, data_dir: str 
         metadata = TaskMetadata(
             name=task_name, type="Retrieval", main_score="ndcg_at_10", category="t2t", eval_splits=[split],
             eval_langs=["eng-Latn"], description=f"BEIR {path.name} read from {path}", reference=None,
-            dataset={"path": str(path), "revision": "local"}, date=None, dialect=[], domains=[], task_subtypes=[],
-            license="not specified", annotations_creators="derived", modalities=["text"], sample_creation="found",
-            bibtex_citation="",
+            dataset={"path": str(path), "revision": "local"}, date=None, dialect=[], domains=[],
+            task_subtypes=[], license="not specified", annotations_creators="derived", modalities=["text"],
+            sample_creation="found", bibtex_citation="",
         )
 
         def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
@@ -107,7 +110,8 @@ def beir_task(dataset: str | os.PathLike, split: str = "test", *, data_dir: str 
             corpus = Dataset.from_list([{"id": d, "title": v.get("title", ""), "text": v.get("text", "")}
                                         for d, v in data.corpus.items()])
             queries = Dataset.from_list([{"id": q, "text": t} for q, t in data.queries.items()])
-            split_data = {"corpus": corpus, "queries": queries, "relevant_docs": data.qrels, "top_ranked": None}
+            split_data = {"corpus": corpus, "queries": queries, "relevant_docs": data.qrels,
+                          "top_ranked": None}
             self.dataset = {"default": {split: split_data}}
             self.data_loaded = True
 

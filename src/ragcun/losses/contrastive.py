@@ -38,7 +38,8 @@ class EuclideanInfoNCE(nn.Module):
     negatives grow with the global batch.
     """
 
-    def __init__(self, temperature: float = 1.0, distance: Distance = "squared", gather_across_devices: bool = False) -> None:
+    def __init__(self, temperature: float = 1.0, distance: Distance = "squared",
+                 gather_across_devices: bool = False) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError("temperature must be > 0")
@@ -62,4 +63,5 @@ class EuclideanInfoNCE(nn.Module):
         return F.cross_entropy(logits, labels)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, distance={self.distance!r}, gather_across_devices={self.gather_across_devices}"
+        return (f"temperature={self.temperature}, distance={self.distance!r}, "
+                f"gather_across_devices={self.gather_across_devices}")

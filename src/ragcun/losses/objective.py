@@ -1,4 +1,5 @@
-"""The training objective as a sentence-transformers loss: contrastive + λ_iso·SIGReg + λ_reg·regulariser."""
+"""The training objective as a sentence-transformers loss: contrastive + λ_iso·SIGReg +
+λ_reg·regulariser."""
 
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ class IsotropicGaussianLoss(nn.Module):
         self.corpus_sample = corpus_sample
         self.last_stats: dict[str, float] = {}
 
-    def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]],
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         from sentence_transformers.base.losses.merged_forward import embed_columns
 
         embeddings = embed_columns(self.model, sentence_features)
@@ -118,7 +120,8 @@ class IsotropicGaussianLoss(nn.Module):
         out = {"contrastive": contrastive * weight if weight != 1.0 else contrastive}
         stats: dict[str, Any] = {"contrastive": contrastive.item()}
         if self.lambda_isotropy > 0:
-            sample = self.corpus_sample(int(self.sigreg.step)) if self.corpus_sample is not None else (queries, docs)
+            sample = (self.corpus_sample(int(self.sigreg.step)) if self.corpus_sample is not None
+                      else (queries, docs))
             sig = self._sigreg(*sample)
             out["isotropy"] = self.lambda_isotropy * sig
             stats["sigreg"] = sig.item()

@@ -47,7 +47,8 @@ class FeatureQueue(nn.Module):
         cap = self.capacity
         if self.rows.shape != (cap, x.shape[1]):
             if int(self.filled):
-                raise ValueError(f"queue of width {self.rows.shape[1]} cannot take rows of width {x.shape[1]}")
+                raise ValueError(f"queue of width {self.rows.shape[1]} cannot take rows of width "
+                                 f"{x.shape[1]}")
             self.rows = torch.zeros(cap, x.shape[1], device=x.device)
         x = x[-cap:]
         idx = (int(self.head) + torch.arange(x.shape[0], device=x.device)) % cap

@@ -22,7 +22,8 @@ SlicePolicy = Literal["random", "pca"]
 
 
 def _grid(t_max: float, n_points: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Integration nodes t_j, the target CF exp(-t²/2), and weights (trapezoid ×2 for the even integrand) × exp(-t²/2)."""
+    """Integration nodes t_j, the target CF exp(-t²/2), and weights (trapezoid ×2 for the even integrand)
+    × exp(-t²/2)."""
     if n_points < 2:
         raise ValueError("n_points must be at least 2")
     t = torch.linspace(0.0, float(t_max), n_points, dtype=torch.float32)
@@ -81,7 +82,8 @@ def _statistic(x: torch.Tensor, t: torch.Tensor, phi: torch.Tensor, weights: tor
         return n * (err @ weights)
 
 
-def epps_pulley(x: torch.Tensor, t_max: float = 3.0, n_points: int = 17, distributed: bool = True) -> torch.Tensor:
+def epps_pulley(x: torch.Tensor, t_max: float = 3.0, n_points: int = 17,
+                distributed: bool = True) -> torch.Tensor:
     """Epps–Pulley statistics of each column of ``x`` (N, K) against N(0, 1); returns shape (K,).
 
     Reference values: ``linspace(-2, 2, 101)`` gives 6.1885, all zeros 0.4020·N, and a large
@@ -106,7 +108,8 @@ class EppsPulley(nn.Module):
         self.register_buffer("phi", phi, persistent=False)
         self.register_buffer("weights", w, persistent=False)
 
-    def forward(self, x: torch.Tensor, distributed: bool = True, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, distributed: bool = True,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
         return _statistic(x, self.t, self.phi, self.weights, distributed, extra)
 
 
@@ -120,7 +123,8 @@ def principal_axes(x: torch.Tensor, count: int, distributed: bool = True) -> tor
     """
     x = x.detach().double()
     d = x.shape[1]
-    stats = torch.cat([torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device), x.sum(0), (x.T @ x).reshape(-1)])
+    stats = torch.cat([torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device), x.sum(0),
+                       (x.T @ x).reshape(-1)])
     if distributed:
         stats = all_reduce_sum(stats)
     n, s, ss = stats[0], stats[1 : 1 + d], stats[1 + d :].reshape(d, d)
@@ -150,7 +154,8 @@ class SIGReg(nn.Module):
     """
 
     def __init__(self, num_slices: int = 1024, t_max: float = 3.0, n_points: int = 17, seed: int = 0,
-                 slice_policy: SlicePolicy = "random", principal_slices: int = 32, refresh_every: int = 1) -> None:
+                 slice_policy: SlicePolicy = "random", principal_slices: int = 32,
+                 refresh_every: int = 1) -> None:
         super().__init__()
         if slice_policy not in ("random", "pca"):
             raise ValueError(f"slice_policy must be 'random' or 'pca', got {slice_policy!r}")
@@ -178,12 +183,14 @@ class SIGReg(nn.Module):
             a = torch.cat([a, self.axes.to(device)], dim=1)
         return a
 
-    def forward(self, x: torch.Tensor, distributed: bool = True, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, distributed: bool = True,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
         """Mean statistic of ``x`` (N, D), tested together with the detached rows of ``extra`` (M, D)."""
         if x.ndim != 2:
             raise ValueError(f"SIGReg expects embeddings of shape (N, D), got {tuple(x.shape)}")
         if extra is not None and (extra.ndim != 2 or extra.shape[1] != x.shape[1]):
-            raise ValueError(f"extra sample of shape {tuple(extra.shape)} does not match embeddings {tuple(x.shape)}")
+            raise ValueError(f"extra sample of shape {tuple(extra.shape)} does not match embeddings "
+                             f"{tuple(x.shape)}")
         with torch.autocast(device_type=x.device.type, enabled=False):
             a = self.slices(x.shape[1], x.device)
             stats = self.test(x.float() @ a, distributed=distributed,
@@ -196,5 +203,6 @@ class SIGReg(nn.Module):
         return stats.mean()
 
     def extra_repr(self) -> str:
-        policy = "" if self.slice_policy == "random" else f", slice_policy=pca, principal_slices={self.principal_slices}"
+        policy = ("" if self.slice_policy == "random"
+                  else f", slice_policy=pca, principal_slices={self.principal_slices}")
         return f"num_slices={self.num_slices}, t_max={self.test.t_max}, n_points={self.test.n_points}{policy}"

@@ -14,6 +14,7 @@ from ragcun.modeling.head_init import WhitenKind, affine_start, whitening_map
 from ragcun.modeling.parts import parameter_counts, split_at_head, submodel
 
 __all__ = [
-    "RAGCUN_CONFIG", "HeadInit", "HeadType", "IsotropicGaussianEncoder", "WhitenKind", "affine_start", "build_head",
-    "parameter_counts", "query_document_prompts", "run_info", "split_at_head", "submodel", "whitening_map",
+    "RAGCUN_CONFIG", "HeadInit", "HeadType", "IsotropicGaussianEncoder", "WhitenKind", "affine_start",
+    "build_head", "parameter_counts", "query_document_prompts", "run_info", "split_at_head", "submodel",
+    "whitening_map",
 ]

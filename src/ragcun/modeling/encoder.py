@@ -30,7 +30,8 @@ HeadType = Literal["mlp", "linear"]
 HeadInit = Literal["warm", "calibrated", "default"]
 
 
-def build_head(in_dim: int, output_dim: int = 128, head: HeadType = "mlp", hidden_dim: int = 1024) -> list[Dense]:
+def build_head(in_dim: int, output_dim: int = 128, head: HeadType = "mlp",
+               hidden_dim: int = 1024) -> list[Dense]:
     """The projection head as sentence-transformers ``Dense`` modules (loadable without ragcun)."""
     if head == "mlp":
         return [
@@ -82,17 +83,18 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         from ragcun.resolve import load_sentence_transformer, resolve_model
 
         if base_model is not None and model_name_or_path is not None:
-            raise ValueError("pass either base_model (to build a new encoder) or a saved model path, not both")
+            raise ValueError("pass either base_model (to build a new encoder) or a saved model path, "
+                             "not both")
         config: dict[str, Any] = {}
         if base_model is not None:
             base = load_sentence_transformer(base_model, device="cpu")
             body = list(base) if normalize_base else [m for m in base if not isinstance(m, Normalize)]
             in_dim = base.get_embedding_dimension()
             if output_dim > in_dim:
-                logger.warning("a %d-d head on a %d-d base: its warm start leaves %d directions empty, and SIGReg cannot "
-                               "fill them (its gradient vanishes where every sample is equal), so N(0, I) is out of "
-                               "reach; output_dim <= %d keeps the head full-rank", output_dim, in_dim, output_dim - in_dim,
-                               in_dim)
+                logger.warning("a %d-d head on a %d-d base: its warm start leaves %d directions empty, and "
+                               "SIGReg cannot fill them (its gradient vanishes where every sample is equal), "
+                               "so N(0, I) is out of reach; output_dim <= %d keeps the head full-rank",
+                               output_dim, in_dim, output_dim - in_dim, in_dim)
             modules = body + build_head(in_dim, output_dim, head, hidden_dim)
             prompts = prompts if prompts is not None else {k: v for k, v in base.prompts.items() if v}
             kwargs.setdefault("default_prompt_name", base.default_prompt_name)
@@ -104,7 +106,8 @@ class IsotropicGaussianEncoder(SentenceTransformer):
                 "num_head_modules": 2 if head == "mlp" else 1,
                 "normalize_base": bool(normalize_base),
             }
-            super().__init__(modules=modules, device=device, prompts=prompts, similarity_fn_name="euclidean", **kwargs)
+            super().__init__(modules=modules, device=device, prompts=prompts, similarity_fn_name="euclidean",
+                             **kwargs)
         else:
             location = None
             if model_name_or_path is not None and modules is None:
@@ -128,7 +131,8 @@ class IsotropicGaussianEncoder(SentenceTransformer):
 
     @classmethod
     def load(cls, path: str | os.PathLike, **kwargs: Any) -> IsotropicGaussianEncoder:  # type: ignore[override]
-        """``from_pretrained``: sentence-transformers' ``load`` would return a plain ``SentenceTransformer``."""
+        """``from_pretrained``: sentence-transformers' ``load`` would return a plain
+        ``SentenceTransformer``."""
         return cls.from_pretrained(path, **kwargs)
 
     def _infer_head_size(self) -> int:
@@ -176,7 +180,8 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         return x
 
     @torch.no_grad()
-    def warm_start_head(self, features: torch.Tensor, power: float = 0.0, kind: WhitenKind = "pca") -> dict[str, Any]:
+    def warm_start_head(self, features: torch.Tensor, power: float = 0.0,
+                        kind: WhitenKind = "pca") -> dict[str, Any]:
         """Initialise the head so that it starts exactly where the base model is, or at its whitening.
 
         On base outputs like ``features`` (N, D_in) the head computes ``s·P(x − μ)``: the centred
@@ -203,8 +208,8 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         weight, bias, info = whitening_map(features.to(self.device), d_out, power, kind, max_rank=cap)
         if cap is not None and cap < min(d_in, d_out):
             logger.warning("warm start keeps %d of %d principal directions (hidden_dim %d < 2 x %d): "
-                           "the head starts close to, not exactly at, the base", info["rank"], min(d_in, d_out),
-                           head[0].linear.out_features, min(d_in, d_out))
+                           "the head starts close to, not exactly at, the base", info["rank"],
+                           min(d_in, d_out), head[0].linear.out_features, min(d_in, d_out))
         affine_start(head, weight, bias)
         info = {"method": "warm", **info}
         self.ragcun_config["head_init"] = info
@@ -232,9 +237,10 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         self.ragcun_config["head_init"] = {"method": "calibrated", **info}
         return info
 
-    def init_head(self, method: HeadInit, features: torch.Tensor | None, power: float = 0.0) -> dict[str, Any]:
-        """Initialise the head by ``method`` (``warm`` at whitening ``power``, ``calibrated``, or ``default`` =
-        as constructed)."""
+    def init_head(self, method: HeadInit, features: torch.Tensor | None,
+                  power: float = 0.0) -> dict[str, Any]:
+        """Initialise the head by ``method`` (``warm`` at whitening ``power``, ``calibrated``, or ``default``
+        = as constructed)."""
         if method == "default":
             self.ragcun_config["head_init"] = {"method": "default"}
             return self.ragcun_config["head_init"]
@@ -270,7 +276,8 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         self.ragcun_config["freeze_layers"] = int(freeze_layers)
 
     def parameter_groups(
-        self, base_learning_rate: float = 1e-5, projection_learning_rate: float = 5e-4, weight_decay: float = 0.05
+        self, base_learning_rate: float = 1e-5, projection_learning_rate: float = 5e-4,
+        weight_decay: float = 0.05
     ) -> list[dict[str, Any]]:
         """AdamW parameter groups: base and head at their own learning rates; no decay on biases/norms."""
         groups = []
@@ -283,14 +290,17 @@ class IsotropicGaussianEncoder(SentenceTransformer):
             if decay:
                 groups.append({"params": decay, "lr": lr, "weight_decay": weight_decay, "name": f"{group}"})
             if no_decay:
-                groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{group}_no_decay"})
+                groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0,
+                               "name": f"{group}_no_decay"})
         return groups
 
     def base_named_trainable(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for i, m in enumerate(self.base_modules) for n, p in m.named_parameters(prefix=str(i)) if p.requires_grad]
+        return [(n, p) for i, m in enumerate(self.base_modules)
+                for n, p in m.named_parameters(prefix=str(i)) if p.requires_grad]
 
     def head_named_trainable(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for i, m in enumerate(self.head_modules) for n, p in m.named_parameters(prefix=f"head{i}") if p.requires_grad]
+        return [(n, p) for i, m in enumerate(self.head_modules)
+                for n, p in m.named_parameters(prefix=f"head{i}") if p.requires_grad]
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable and total parameters of the base and the head."""

@@ -61,7 +61,8 @@ def whitening_map(features: torch.Tensor, out_dim: int, power: float = 0.0, kind
         raise ValueError("the base features have no variance: cannot scale the head's start")
     rank = min(d_in, out_dim, max_rank or d_in)
     if kind == "zca" and out_dim != d_in:
-        raise ValueError(f"ZCA whitening keeps the input's coordinates: output_dim must be {d_in}, got {out_dim}")
+        raise ValueError(f"ZCA whitening keeps the input's coordinates: output_dim must be {d_in}, "
+                         f"got {out_dim}")
     if power > 0:  # a numerically empty axis would be blown up to unit variance: leave it empty
         rank = min(rank, int((evals > EMPTY_AXIS * float(evals[0])).sum()))
     if power == 0:  # the warm start: one scale, exactly the base's geometry

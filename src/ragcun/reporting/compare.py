@@ -46,7 +46,8 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-        raise ValueError(f"{path}: not a ragcun results file (no 'results' object); write one with `ragcun evaluate`")
+        raise ValueError(f"{path}: not a ragcun results file (no 'results' object); "
+                         "write one with `ragcun evaluate`")
     for ds, vals in data["results"].items():
         if not isinstance(vals, dict):
             raise ValueError(f"{path}: results[{ds!r}] must be an object of metric -> value")
@@ -71,8 +72,9 @@ def _labels(results: list[dict[str, Any]]) -> list[str]:
     return labels
 
 
-def _paired_tests(results: list[dict[str, Any]], labels: list[str], b_idx: int, datasets: list[str], metric: str,
-                  n_permutations: int, seed: int, warn: bool = False) -> dict[str, dict[str, dict[str, float]]]:
+def _paired_tests(results: list[dict[str, Any]], labels: list[str], b_idx: int, datasets: list[str],
+                  metric: str, n_permutations: int, seed: int, warn: bool = False
+                  ) -> dict[str, dict[str, dict[str, float]]]:
     """The paired test of every model against the baseline on per-query ``metric``, over the queries both
     evaluated: ``{ds: {label: test}}`` (``warn``: log when the two share only some of their queries)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -86,8 +88,8 @@ def _paired_tests(results: list[dict[str, Any]], labels: list[str], b_idx: int, 
             if warn and len(common) < max(len(pa), len(pb)):
                 logger.warning("%s: %s and %s share %d of %d/%d queries; testing on the shared ones",
                                ds, labels[i], labels[b_idx], len(common), len(pa), len(pb))
-            out.setdefault(ds, {})[labels[i]] = paired_test([pa[q][metric] for q in common],
-                                                            [pb[q][metric] for q in common], n_permutations, seed)
+            out.setdefault(ds, {})[labels[i]] = paired_test(
+                [pa[q][metric] for q in common], [pb[q][metric] for q in common], n_permutations, seed)
     return out
 
 
@@ -106,16 +108,17 @@ def _ci_half_widths(results: list[dict[str, Any]], labels: list[str], datasets: 
 
 #: The isotropy table's columns: key -> readable name with the direction that is closer to N(0, I).
 ISOTROPY_COLUMNS = {
-    "isoscore": "IsoScore ↑", "isoscore_reference": "IsoScore of N(0, I), same n", "cov_error_rel": "cov. error ↓",
-    "top_eigenvalue_ratio": "top eigenvalue / mean ↓", "empty_directions": "empty directions ↓",
-    "effective_rank_ratio": "eff. rank / dim ↑", "mean_abs_offdiag_corr": "mean abs. corr. ↓",
-    "sigreg_ratio": "SIGReg ratio ↓", "sigreg_ratio_fixed": "SIGReg ratio, n = 1,024 ↓", "norm_mean": "mean norm",
-    "is_isotropic": "isotropic",
+    "isoscore": "IsoScore ↑", "isoscore_reference": "IsoScore of N(0, I), same n",
+    "cov_error_rel": "cov. error ↓", "top_eigenvalue_ratio": "top eigenvalue / mean ↓",
+    "empty_directions": "empty directions ↓", "effective_rank_ratio": "eff. rank / dim ↑",
+    "mean_abs_offdiag_corr": "mean abs. corr. ↓", "sigreg_ratio": "SIGReg ratio ↓",
+    "sigreg_ratio_fixed": "SIGReg ratio, n = 1,024 ↓", "norm_mean": "mean norm", "is_isotropic": "isotropic",
 }
-ISOTROPY_DIRECTIONS = ("↑: higher is closer to N(0, I) (IsoScore and effective rank ratio reach 1; a finite N(0, I) sample's "
-                       "IsoScore is about 1 − dim/n, given beside it); ↓: lower is closer (covariance error ‖C − I‖/‖I‖, "
-                       "the mean absolute off-diagonal correlation and the empty directions reach 0; the top eigenvalue "
-                       "over the mean and the SIGReg ratios reach 1); an N(0, I) sample's mean norm is √dim.")
+ISOTROPY_DIRECTIONS = ("↑: higher is closer to N(0, I) (IsoScore and effective rank ratio reach 1; a finite "
+                       "N(0, I) sample's IsoScore is about 1 − dim/n, given beside it); ↓: lower is closer "
+                       "(covariance error ‖C − I‖/‖I‖, the mean absolute off-diagonal correlation and the "
+                       "empty directions reach 0; the top eigenvalue over the mean and the SIGReg ratios "
+                       "reach 1); an N(0, I) sample's mean norm is √dim.")
 
 
 def load_isotropy(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -143,7 +146,8 @@ def build_report(
     seed: int = 0,
     plots: bool = True,
 ) -> dict[str, Any]:
-    """Build the comparison report in ``out_dir``; returns a summary dict whose ``"markdown"`` is the main table.
+    """Build the comparison report in ``out_dir``; returns a summary dict whose ``"markdown"`` is the main
+    table.
 
     ``baseline`` is a model label, a model name as stored in the results, or a result file path;
     default: the first file. Files written: ``report.md``, ``<metric>.tex`` and ``<metric>.md``
@@ -160,7 +164,8 @@ def build_report(
     b_idx = 0
     if baseline is not None:
         matches = [i for i, (lab, r) in enumerate(zip(labels, results, strict=True))
-                   if baseline in (lab, str(r["model"]), r["_file"]) or Path(r["_file"]).resolve() == Path(baseline).resolve()]
+                   if baseline in (lab, str(r["model"]), r["_file"])
+                   or Path(r["_file"]).resolve() == Path(baseline).resolve()]
         if not matches:
             raise ValueError(f"baseline {baseline!r} matches none of the models: {', '.join(labels)}")
         b_idx = matches[0]
@@ -171,23 +176,24 @@ def build_report(
         datasets += [d for d in r["results"] if d not in datasets]
 
     # significance of every model vs the baseline, per dataset
-    sig = _paired_tests(results, labels, b_idx, datasets, significance_metric, n_permutations, seed, warn=True)
-    sig_rows = [{"dataset": ds, "model": lab, "baseline": base_label, "metric": significance_metric, **sig[ds][lab]}
-                for lab in labels for ds in datasets if lab in sig.get(ds, {})]
+    sig = _paired_tests(results, labels, b_idx, datasets, significance_metric, n_permutations, seed,
+                        warn=True)
+    sig_rows = [{"dataset": ds, "model": lab, "baseline": base_label, "metric": significance_metric,
+                 **sig[ds][lab]} for lab in labels for ds in datasets if lab in sig.get(ds, {})]
 
     files: dict[str, str] = {}
     long_rows: list[dict[str, Any]] = []
     for lab, r in zip(labels, results, strict=True):
         for ds, vals in r["results"].items():
             for m, v in vals.items():
-                long_rows.append({"model": lab, "model_name": r["model"], "score": r.get("score"), "dataset": ds,
-                                  "metric": m, "value": v})
+                long_rows.append({"model": lab, "model_name": r["model"], "score": r.get("score"),
+                                  "dataset": ds, "metric": m, "value": v})
     files["results.csv"] = str(write_text(out / "results.csv", _csv(long_rows)))
     files["significance.csv"] = str(write_text(out / "significance.csv", _csv(sig_rows)))
 
     sections: list[str] = ["# ragcun comparison report", "",
-                           f"Models: {', '.join(labels)}. Baseline: **{base_label}**. "
-                           f"Values ×100. **bold** = best per dataset; † = randomisation test p < {alpha} vs the baseline "
+                           f"Models: {', '.join(labels)}. Baseline: **{base_label}**. Values ×100. "
+                           f"**bold** = best per dataset; † = randomisation test p < {alpha} vs the baseline "
                            f"on that table's per-query metric ({n_permutations} sign flips).", ""]
     tables: dict[str, str] = {}
     summary_values: dict[str, dict[str, dict[str, float]]] = {}
@@ -200,11 +206,14 @@ def build_report(
         tests = sig if metric == significance_metric else _paired_tests(results, labels, b_idx, have, metric,
                                                                         n_permutations, seed)
         marks = {ds: {lab: t["perm_p"] for lab, t in by_lab.items()} for ds, by_lab in tests.items()}
-        header = ["Model", *have, *(["Avg", f"Δ Avg vs {base_label}"] if several else [f"Δ vs {base_label}"])]
-        vals = {lab: {ds: r["results"].get(ds, {}).get(metric) for ds in have} for lab, r in zip(labels, results, strict=True)}
+        header = ["Model", *have,
+                  *(["Avg", f"Δ Avg vs {base_label}"] if several else [f"Δ vs {base_label}"])]
+        vals = {lab: {ds: r["results"].get(ds, {}).get(metric) for ds in have}
+                for lab, r in zip(labels, results, strict=True)}
         summary_values[metric] = vals
         best = {ds: max((v[ds] for v in vals.values() if v[ds] is not None), default=None) for ds in have}
-        avgs = {lab: (float(np.mean(list(v.values()))) if all(x is not None for x in v.values()) else None) for lab, v in vals.items()}
+        avgs = {lab: (float(np.mean(list(v.values()))) if all(x is not None for x in v.values()) else None)
+                for lab, v in vals.items()}
         rows = []
         for lab in labels:
             cells = [lab]
@@ -227,29 +236,31 @@ def build_report(
         files[f"{safe}.md"] = str(write_text(out / f"{safe}.md", md + "\n"))
         files[f"{safe}.tex"] = str(write_text(
             out / f"{safe}.tex",
-            latex_table(header, rows, f"{metric.upper()} ($\\times$100). $^\\dagger$: p < {alpha} vs {_latex_escape(base_label)} "
-                        f"(paired randomisation test).", f"tab:{safe}"),
+            latex_table(header, rows, f"{metric.upper()} ($\\times$100). $^\\dagger$: p < {alpha} "
+                        f"vs {_latex_escape(base_label)} (paired randomisation test).", f"tab:{safe}"),
         ))
         sections += [f"## {metric.upper()}", "", md, ""]
         if plots:
             from ragcun.evaluation.plots import metric_bar_chart
 
             by_ds = {ds: {lab: vals[lab][ds] for lab in labels if vals[lab][ds] is not None} for ds in have}
-            files[f"{safe}.png"] = str(metric_bar_chart(by_ds, out / f"{safe}.png", metric,
-                                                        errors=_ci_half_widths(results, labels, have, metric)))
+            files[f"{safe}.png"] = str(metric_bar_chart(
+                by_ds, out / f"{safe}.png", metric, errors=_ci_half_widths(results, labels, have, metric)))
             sections += [f"![{metric}]({safe}.png)", ""]
 
     if sig_rows:
-        header = ["Dataset", "Model", f"Δ {significance_metric.upper()}", "95% CI", "t-test p", "rand. p", "W/T/L"]
+        header = ["Dataset", "Model", f"Δ {significance_metric.upper()}", "95% CI", "t-test p", "rand. p",
+                  "W/T/L"]
         rows = [[s["dataset"], s["model"], f"{s['mean_diff'] * 100:+.2f}",
-                 f"[{s['ci_low'] * 100:+.2f}, {s['ci_high'] * 100:+.2f}]", fmt_p(s["t_p"]), fmt_p(s["perm_p"]),
-                 f"{s['wins']}/{s['ties']}/{s['losses']}"] for s in sig_rows]
+                 f"[{s['ci_low'] * 100:+.2f}, {s['ci_high'] * 100:+.2f}]", fmt_p(s["t_p"]),
+                 fmt_p(s["perm_p"]), f"{s['wins']}/{s['ties']}/{s['losses']}"] for s in sig_rows]
         md = markdown_table(header, rows)
         tables["significance"] = md
         files["significance.tex"] = str(write_text(out / "significance.tex", latex_table(
-            header, rows, f"Paired significance vs {_latex_escape(base_label)} on per-query {significance_metric.upper()}.",
-            "tab:significance")))
-        sections += [f"## Significance vs {base_label} (per-query {significance_metric.upper()}, ×100)", "", md, ""]
+            header, rows, f"Paired significance vs {_latex_escape(base_label)} on per-query "
+            f"{significance_metric.upper()}.", "tab:significance")))
+        sections += [f"## Significance vs {base_label} (per-query {significance_metric.upper()}, ×100)",
+                     "", md, ""]
 
     iso_rows: list[dict[str, Any]] = []
     for f in isotropy_files or []:
@@ -270,9 +281,11 @@ def build_report(
         tables["isotropy"] = md
         files["isotropy.md"] = str(write_text(out / "isotropy.md", md + "\n"))
         files["isotropy.tex"] = str(write_text(out / "isotropy.tex", latex_table(
-            header, rows, f"Isotropy of the embeddings against N(0, I). {ISOTROPY_DIRECTIONS}", "tab:isotropy")))
+            header, rows, f"Isotropy of the embeddings against N(0, I). {ISOTROPY_DIRECTIONS}",
+            "tab:isotropy")))
         files["isotropy.csv"] = str(write_text(out / "isotropy.csv", _csv(
-            [{k: r.get(k) for k in ["label", "model", "dataset", "kind", "n", "dim", *keys]} for r in iso_rows])))
+            [{k: r.get(k) for k in ["label", "model", "dataset", "kind", "n", "dim", *keys]}
+             for r in iso_rows])))
         sections += ["## Isotropy", "", ISOTROPY_DIRECTIONS, "", md, ""]
 
     report_md = "\n".join(sections)

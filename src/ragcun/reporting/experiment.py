@@ -32,10 +32,11 @@ from ragcun.reporting.stats import paired_test
 from ragcun.reporting.tables import fmt_p, latex_table, markdown_table
 
 METRIC = "ndcg@10"
-ISOTROPY_NOTE = ("The SIGReg test's power grows with the sample: a fixed deviation from N(0, I) adds about n times a "
-                 "constant to the statistic, so the ratio at the corpus size grows with the corpus, while the ratio on "
-                 "1,024 vectors compares corpora of any size. IsoScore is bounded by the sample too: a true N(0, I) "
-                 "sample of the same n and dimension reaches only about 1 − dim/n (in brackets).")
+ISOTROPY_NOTE = ("The SIGReg test's power grows with the sample: a fixed deviation from N(0, I) adds about "
+                 "n times a constant to the statistic, so the ratio at the corpus size grows with the "
+                 "corpus, while the ratio on 1,024 vectors compares corpora of any size. IsoScore is "
+                 "bounded by the sample too: a true N(0, I) sample of the same n and dimension reaches only "
+                 "about 1 − dim/n (in brackets).")
 
 
 def whitening_label(power: float) -> str:
@@ -76,9 +77,11 @@ def isotropy_by_label(isotropy_files: dict[str, Path]) -> dict[tuple[str, str, s
     return out
 
 
-def main_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str) -> tuple[list[str], list[list[str]]]:
-    header = ["Model", "NDCG@10", "Δ vs reference [95% CI]", "p", f"Δ vs {exp.baseline or 'baseline'} [95% CI]", "p",
-              "R@100", "MRR@10", "SIGReg ratio", "IsoScore"]
+def main_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
+              ) -> tuple[list[str], list[list[str]]]:
+    header = ["Model", "NDCG@10", "Δ vs reference [95% CI]", "p",
+              f"Δ vs {exp.baseline or 'baseline'} [95% CI]", "p", "R@100", "MRR@10", "SIGReg ratio",
+              "IsoScore"]
     rows = []
     ref = results.get("reference")
     base = results.get(exp.baseline) if exp.baseline else None
@@ -89,13 +92,15 @@ def main_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str) 
             continue
         vals = r["results"][ds]
         d_ref = _delta(compare(r, ref, ds)) if ref is not None and label != "reference" else ("–", "–")
-        d_base = _delta(compare(r, base, ds)) if base is not None and label not in (exp.baseline, "reference") else ("–", "–")
+        d_base = (_delta(compare(r, base, ds))
+                  if base is not None and label not in (exp.baseline, "reference") else ("–", "–"))
         row_iso = iso.get((Path(ds).name, label, "corpus"), {})
         ratio = row_iso.get("sigreg_ratio")
         isoscore = row_iso.get("isoscore")
         name = f"{label}: {r.get('description') or ''}".rstrip(": ")
-        rows.append([name, _pct(vals.get(METRIC)), *d_ref, *d_base, _pct(vals.get("recall@100")), _pct(vals.get("mrr@10")),
-                     "–" if ratio is None else f"{ratio:.2f}", "–" if isoscore is None else f"{isoscore:.3f}"])
+        rows.append([name, _pct(vals.get(METRIC)), *d_ref, *d_base, _pct(vals.get("recall@100")),
+                     _pct(vals.get("mrr@10")), "–" if ratio is None else f"{ratio:.2f}",
+                     "–" if isoscore is None else f"{isoscore:.3f}"])
     return header, rows
 
 
@@ -104,8 +109,9 @@ def _f(v: Any, digits: int = 2) -> str:
 
 
 def isotropy_rows(labels: list[str], iso: dict, ds: str) -> tuple[list[str], list[list[str]]]:
-    header = ["Model", "SIGReg ratio (corpus n)", "SIGReg ratio (n = 1,024)", "IsoScore [N(0, I) sample, same n]",
-              "top eigenvalue / mean", "effective rank / dim", "empty directions"]
+    header = ["Model", "SIGReg ratio (corpus n)", "SIGReg ratio (n = 1,024)",
+              "IsoScore [N(0, I) sample, same n]", "top eigenvalue / mean", "effective rank / dim",
+              "empty directions"]
     rows = []
     for label in labels:
         r = iso.get((Path(ds).name, label, "corpus"))
@@ -113,31 +119,37 @@ def isotropy_rows(labels: list[str], iso: dict, ds: str) -> tuple[list[str], lis
             continue
         empty = r.get("empty_directions")
         rows.append([label, _f(r.get("sigreg_ratio")), _f(r.get("sigreg_ratio_fixed")),
-                     f"{_f(r.get('isoscore'), 3)} [{_f(r.get('isoscore_reference'), 3)}]", _f(r.get("top_eigenvalue_ratio"), 1),
-                     _f(r.get("effective_rank_ratio"), 3), "–" if empty is None else f"{empty} of {r.get('dim')}"])
+                     f"{_f(r.get('isoscore'), 3)} [{_f(r.get('isoscore_reference'), 3)}]",
+                     _f(r.get("top_eigenvalue_ratio"), 1), _f(r.get("effective_rank_ratio"), 3),
+                     "–" if empty is None else f"{empty} of {r.get('dim')}"])
     return header, rows
 
 
-def whitening_points(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str) -> list[dict[str, Any]]:
-    """The whitening curve on ``ds``: one point per power with its NDCG@10 and corpus SIGReg ratio, by ratio."""
+def whitening_points(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
+                     ) -> list[dict[str, Any]]:
+    """The whitening curve on ``ds``: one point per power with its NDCG@10 and corpus SIGReg ratio, by
+    ratio."""
     points = []
     for p in exp.whitening.powers:
         label = whitening_label(p)
         r, row = results.get(label), iso.get((Path(ds).name, label, "corpus"), {})
         if r is None or ds not in r["results"] or row.get("sigreg_ratio") is None:
             continue
-        points.append({"label": label, "power": p, "ndcg": r["results"][ds][METRIC], "ratio": row["sigreg_ratio"],
-                       "ratio_fixed": row.get("sigreg_ratio_fixed"), "isoscore": row.get("isoscore")})
+        points.append({"label": label, "power": p, "ndcg": r["results"][ds][METRIC],
+                       "ratio": row["sigreg_ratio"], "ratio_fixed": row.get("sigreg_ratio_fixed"),
+                       "isoscore": row.get("isoscore")})
     return sorted(points, key=lambda q: q["ratio"])
 
 
 def curve_at(points: list[dict[str, Any]], ratio: float) -> float | None:
-    """The whitening curve's NDCG@10 at ``ratio``, linear in log ratio between its points (None outside them)."""
+    """The whitening curve's NDCG@10 at ``ratio``, linear in log ratio between its points (None outside
+    them)."""
     if not points or not ratio > 0:
         return None
     xs = [math.log(q["ratio"]) for q in points]
     x = math.log(ratio)
-    for (x0, q0), (x1, q1) in zip(zip(xs, points, strict=True), zip(xs[1:], points[1:], strict=True), strict=False):
+    for (x0, q0), (x1, q1) in zip(zip(xs, points, strict=True), zip(xs[1:], points[1:], strict=True),
+                                  strict=False):
         if x0 <= x <= x1:
             return q0["ndcg"] if x1 == x0 else q0["ndcg"] + (q1["ndcg"] - q0["ndcg"]) * (x - x0) / (x1 - x0)
     return None
@@ -150,10 +162,11 @@ def whitening_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: 
     ref = results.get("reference")
     header = ["Whitening power p", "NDCG@10", "Δ vs reference [95% CI]", "p", "SIGReg ratio (corpus n)",
               "SIGReg ratio (n = 1,024)", "IsoScore"]
-    rows = [[f"{q['power']:g}", _pct(q["ndcg"]), *(_delta(compare(results[q["label"]], ref, ds)) if ref else ("–", "–")),
-             _f(q["ratio"]), _f(q["ratio_fixed"]), _f(q["isoscore"], 3)] for q in sorted(points, key=lambda q: q["power"])]
-    arm_header = ["Arm", "SIGReg ratio", "NDCG@10", "whitening at this ratio (interpolated)", "nearest whitening point",
-                  "Δ vs it [95% CI]", "p"]
+    rows = [[f"{q['power']:g}", _pct(q["ndcg"]),
+             *(_delta(compare(results[q["label"]], ref, ds)) if ref else ("–", "–")), _f(q["ratio"]),
+             _f(q["ratio_fixed"]), _f(q["isoscore"], 3)] for q in sorted(points, key=lambda q: q["power"])]
+    arm_header = ["Arm", "SIGReg ratio", "NDCG@10", "whitening at this ratio (interpolated)",
+                  "nearest whitening point", "Δ vs it [95% CI]", "p"]
     arm_rows = []
     for arm in exp.arms:
         r, row = results.get(arm), iso.get((Path(ds).name, arm, "corpus"), {})
@@ -174,7 +187,8 @@ def views_rows(exp: Any, results: dict[str, dict[str, Any]], ds: str) -> tuple[l
     ref = results.get("reference", {}).get("results", {}).get(ds, {}).get(METRIC)
     rows = []
     for arm in exp.arms:
-        cells = [results.get(label, {}).get("results", {}).get(ds, {}).get(METRIC) for label in (arm, f"{arm}.cos", f"{arm}.base")]
+        cells = [results.get(label, {}).get("results", {}).get(ds, {}).get(METRIC)
+                 for label in (arm, f"{arm}.cos", f"{arm}.base")]
         if all(c is None for c in cells):
             continue
         rows.append([arm, *[_pct(c) for c in cells], _pct(ref)])
@@ -191,13 +205,15 @@ def ann_rows(ann_file: Path | None) -> tuple[list[str], list[list[str]]]:
         ix = r["indexes"]
         ivf = ix.get("ivf", {})
         rows.append([r["model"], r["dataset"], f"{ix.get('hnsw', {}).get('recall', float('nan')):.3f}",
-                     f"{ivf.get('recall', float('nan')):.3f}", f"{ivf.get('nlist')} / {ivf.get('nprobe') or 1}"])
+                     f"{ivf.get('recall', float('nan')):.3f}",
+                     f"{ivf.get('nlist')} / {ivf.get('nprobe') or 1}"])
     return header, rows
 
 
 def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_files: dict[str, Path],
                             ann_file: Path | None = None) -> dict[str, Any]:
-    """Write ``<output_dir>/report/`` (experiment tables + the generic comparison report) and return its summary."""
+    """Write ``<output_dir>/report/`` (experiment tables + the generic comparison report) and return its
+    summary."""
     out = exp.output_dir / "report"
     results = {label: load_result(f) for label, f in result_files.items() if Path(f).exists()}
     iso = isotropy_by_label(isotropy_files)
@@ -207,10 +223,10 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
                            isotropy_files=[str(p) for p in isotropy_files.values() if Path(p).exists()])
     tables: dict[str, str] = {}
     sections = [f"# Experiment {exp.name}", "",
-                "NDCG@10 and the other metrics ×100. Δ: mean per-query difference with its 95% CI; p: paired "
-                "randomisation test (10,000 sign flips). SIGReg ratio: the corpus embeddings' SIGReg statistic "
-                "over that of true N(0, I) samples of the same size (1 = Gaussian; lower is better); IsoScore: "
-                "1 = isotropic (higher is better).", ""]
+                "NDCG@10 and the other metrics ×100. Δ: mean per-query difference with its 95% CI; p: "
+                "paired randomisation test (10,000 sign flips). SIGReg ratio: the corpus embeddings' "
+                "SIGReg statistic over that of true N(0, I) samples of the same size (1 = Gaussian; lower "
+                "is better); IsoScore: 1 = isotropic (higher is better).", ""]
     datasets = sorted(exp.evaluation.datasets, key=lambda d: not exp.in_domain(d))
     for ds in datasets:
         name = Path(ds).name
@@ -220,7 +236,8 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
             md = markdown_table(header, rows)
             tables[f"main:{name}"] = md
             write_text(out / f"main_{name}.md", md + "\n")
-            write_text(out / f"main_{name}.tex", latex_table(header, rows, f"{name} ({kind}), NDCG@10 ×100.", f"tab:main-{name}"))
+            write_text(out / f"main_{name}.tex", latex_table(header, rows, f"{name} ({kind}), NDCG@10 ×100.",
+                                                             f"tab:main-{name}"))
             sections += [f"## {name} ({kind})", "", md, ""]
             labels = ["reference", *exp.arms, *(whitening_label(p) for p in exp.whitening.powers)]
         header, rows = isotropy_rows([lab for lab in labels if lab in results], iso, name)
@@ -228,21 +245,22 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
             md = markdown_table(header, rows)
             tables[f"isotropy:{name}"] = md
             write_text(out / f"isotropy_{name}.md", md + "\n")
-            write_text(out / f"isotropy_{name}.tex", latex_table(header, rows, f"{name}: isotropy of the corpus embeddings.",
-                                                               f"tab:isotropy-{name}"))
+            write_text(out / f"isotropy_{name}.tex", latex_table(
+                header, rows, f"{name}: isotropy of the corpus embeddings.", f"tab:isotropy-{name}"))
             sections += [f"### Isotropy of the corpus embeddings ({name})", "", ISOTROPY_NOTE, "", md, ""]
         header, rows, arm_header, arm_rows = whitening_rows(exp, results, iso, name)
         if rows:
             md = markdown_table(header, rows)
             tables[f"whitening:{name}"] = md
             write_text(out / f"whitening_{name}.md", md + "\n")
-            sections += [f"### Post-hoc whitening of the untouched base ({name}, fitted on the training documents)", "",
-                         md, ""]
+            sections += [f"### Post-hoc whitening of the untouched base ({name}, fitted on the training "
+                         "documents)", "", md, ""]
         if arm_rows:
             md = markdown_table(arm_header, arm_rows)
             tables[f"vs_whitening:{name}"] = md
             write_text(out / f"vs_whitening_{name}.md", md + "\n")
-            sections += [f"### Each arm against whitening at its own isotropy ({name}, NDCG@10 ×100)", "", md, ""]
+            sections += [f"### Each arm against whitening at its own isotropy ({name}, NDCG@10 ×100)",
+                         "", md, ""]
         header, rows = views_rows(exp, results, name)
         if rows:
             md = markdown_table(header, rows)
@@ -253,10 +271,12 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
     if rows:
         md = markdown_table(header, rows)
         tables["approximate_search"] = md
-        sections += ["## Approximate search on the real embeddings (recall@10 against exact L2 search)", "", md, ""]
+        sections += ["## Approximate search on the real embeddings (recall@10 against exact L2 search)",
+                     "", md, ""]
     if "isotropy" in generic["tables"]:
         sections += ["## Isotropy", "", generic["tables"]["isotropy"], ""]
-    sections += ["The generic comparison report (every metric, LaTeX, CSV, charts): [comparison.md](report.md)", ""]
+    sections += ["The generic comparison report (every metric, LaTeX, CSV, charts): "
+                 "[comparison.md](report.md)", ""]
     text = "\n".join(sections)
     write_text(out / "experiment.md", text)
     summary = {**{k: v for k, v in generic.items() if k != "report_markdown"}, "experiment_tables": tables,

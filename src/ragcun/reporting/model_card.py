@@ -33,27 +33,28 @@ def card_section(arm: str, report: dict[str, Any], reference: str, in_domain: di
                  if s else "–")
         where = "in-domain" if in_domain.get(ds) else "transfer"
         for label in (arm, reference):
-            cells = " | ".join(f"{100 * values[m][label][ds]:.2f}" if ds in values.get(m, {}).get(label, {}) else "–"
-                               for m in METRICS)
+            cells = " | ".join(f"{100 * values[m][label][ds]:.2f}" if ds in values.get(m, {}).get(label, {})
+                               else "–" for m in METRICS)
             tail = f"{delta} | {fmt_p(s.get('perm_p'))}" if label == arm else "– | –"
             lines.append(f"| {ds} ({where}) | {label} | {cells} | {tail} |")
     iso = [r for r in report.get("isotropy", []) if r.get("label") == arm and r.get("kind") == "corpus"]
     if iso:
-        lines += ["", "Isotropy of the corpus embeddings (N(0, I) gives SIGReg ratio 1, IsoScore 1; lower ratio "
-                  "and higher IsoScore are closer):", "", "| dataset | SIGReg ratio | IsoScore | mean norm | √dim |",
-                  "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['dataset']} | {r['sigreg_ratio']:.2f} | {r['isoscore']:.3f} | {r['norm_mean']:.2f} | "
-                  f"{r['dim'] ** 0.5:.2f} |" for r in iso]
+        lines += ["", "Isotropy of the corpus embeddings (N(0, I) gives SIGReg ratio 1, IsoScore 1; lower "
+                  "ratio and higher IsoScore are closer):", "",
+                  "| dataset | SIGReg ratio | IsoScore | mean norm | √dim |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['dataset']} | {r['sigreg_ratio']:.2f} | {r['isoscore']:.3f} | "
+                  f"{r['norm_mean']:.2f} | {r['dim'] ** 0.5:.2f} |" for r in iso]
     if run:
         lines += ["", f"Trained from `{run['base_model']}` on {run['train_examples']:,} examples of "
-                  f"`{run['train_data']}`: λ_iso = {run['lambda_isotropy']:g} ({run['loss_form']} form, SIGReg on "
-                  f"{run['sigreg_on']} sets, {run['num_slices']} slices), Euclidean InfoNCE τ = {run['temperature']:g} "
-                  f"({run['distance']} distance), {'frozen base' if run['freeze_base'] else 'full fine-tuning'}, "
+                  f"`{run['train_data']}`: λ_iso = {run['lambda_isotropy']:g} ({run['loss_form']} form, "
+                  f"SIGReg on {run['sigreg_on']} sets, {run['num_slices']} slices), Euclidean InfoNCE "
+                  f"τ = {run['temperature']:g} ({run['distance']} distance), "
+                  f"{'frozen base' if run['freeze_base'] else 'full fine-tuning'}, "
                   f"head init {run['head_init']}, learning rates {run['base_learning_rate']:g} (base) / "
                   f"{run['projection_learning_rate']:g} (head), batch {run['batch_size']}, sequence length "
                   f"{run['max_seq_length']}, seed {run['seed']}."]
-    lines += ["", "Rank by L2 distance (the embeddings are not normalised; the norm is part of the model):", "",
-              "```python", "from sentence_transformers import SentenceTransformer", "",
+    lines += ["", "Rank by L2 distance (the embeddings are not normalised; the norm is part of the model):",
+              "", "```python", "from sentence_transformers import SentenceTransformer", "",
               f'model = SentenceTransformer("{model_path}")',
               'q = model.encode_query(["what causes vitamin D deficiency?"])',
               'd = model.encode_document(["Vitamin D deficiency is common ...", "Statins lower LDL ..."])',

@@ -17,7 +17,8 @@ import numpy as np
 
 
 def paired_test(
-    a: Sequence[float], b: Sequence[float], n_permutations: int = 10_000, seed: int = 0, confidence: float = 0.95
+    a: Sequence[float], b: Sequence[float], n_permutations: int = 10_000, seed: int = 0,
+    confidence: float = 0.95
 ) -> dict[str, float]:
     """Paired comparison of per-query scores ``a`` (model) vs ``b`` (baseline), same query order.
 
@@ -36,7 +37,8 @@ def paired_test(
     if se > 0:
         with warnings.catch_warnings():  # near-constant differences: scipy warns, the p-value is still right
             warnings.simplefilter("ignore", RuntimeWarning)
-            t_p = float(stats.ttest_rel(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)).pvalue)
+            t_p = float(stats.ttest_rel(np.asarray(a, dtype=np.float64),
+                                        np.asarray(b, dtype=np.float64)).pvalue)
         half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
     else:
         t_p = 1.0 if mean == 0 else 0.0
@@ -71,5 +73,6 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     mean = float(x.mean())
     if x.shape[0] < 2:
         return mean, mean, mean
-    half = float(stats.t.ppf(0.5 + confidence / 2, x.shape[0] - 1)) * float(x.std(ddof=1)) / math.sqrt(x.shape[0])
+    half = (float(stats.t.ppf(0.5 + confidence / 2, x.shape[0] - 1)) * float(x.std(ddof=1))
+            / math.sqrt(x.shape[0]))
     return mean, mean - half, mean + half

@@ -22,8 +22,8 @@ from ragcun.reporting.experiment import _delta, compare, isotropy_by_label
 from ragcun.reporting.stats import mean_ci
 from ragcun.reporting.tables import _csv, latex_table, markdown_table
 
-ISOTROPY_KEYS = ("sigreg_ratio", "sigreg_ratio_fixed", "isoscore", "isoscore_reference", "top_eigenvalue_ratio",
-                 "effective_rank_ratio", "empty_directions")
+ISOTROPY_KEYS = ("sigreg_ratio", "sigreg_ratio_fixed", "isoscore", "isoscore_reference",
+                 "top_eigenvalue_ratio", "effective_rank_ratio", "empty_directions")
 
 
 def sweep_points(points: dict[float, str], result_files: dict[str, Path], isotropy_files: dict[str, Path],
@@ -72,8 +72,9 @@ def sweep_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
               "ratio, n = 1,024", "IsoScore [N(0, I)]", "top eig. / mean", "eff. rank / dim"]
     out = []
     for r in rows:
-        test = None if r["perm_p"] is None else {"mean_diff": r["delta_vs_reference"], "ci_low": r["delta_ci_low"],
-                                                 "ci_high": r["delta_ci_high"], "perm_p": r["perm_p"]}
+        test = None if r["perm_p"] is None else {"mean_diff": r["delta_vs_reference"],
+                                                 "ci_low": r["delta_ci_low"], "ci_high": r["delta_ci_high"],
+                                                 "perm_p": r["perm_p"]}
         delta, p = _delta(test)
         out.append([r["dataset"], _point_name(r),
                     f"{r['ndcg@10'] * 100:.2f} [{r['ci_low'] * 100:.2f}, {r['ci_high'] * 100:.2f}]", delta, p,
@@ -96,26 +97,30 @@ def sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, title: str
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 4.0 * len(datasets)), squeeze=False)
     for row_axes, ds in zip(axes, datasets, strict=True):
-        arm = [r for r in rows if r["dataset"] == ds and r["lambda"] is not None and r["sigreg_ratio"] is not None
-               and r["delta_vs_reference"] is not None]
+        arm = [r for r in rows if r["dataset"] == ds and r["lambda"] is not None
+               and r["sigreg_ratio"] is not None and r["delta_vs_reference"] is not None]
         white = sorted((r for r in rows if r["dataset"] == ds and r.get("power") is not None
                         and r["sigreg_ratio"] is not None and r["delta_vs_reference"] is not None),
                        key=lambda r: r["power"])
         ref = next((r for r in rows if r["dataset"] == ds and r["lambda"] is None), None)
-        for ax, key, label, log in ((row_axes[0], "sigreg_ratio", "corpus SIGReg ratio (1 = N(0, I); log scale, lower is better)", True),
-                                    (row_axes[1], "isoscore", "corpus IsoScore (1 = isotropic; higher is better)", False)):
+        for ax, key, label, log in ((row_axes[0], "sigreg_ratio",
+                                     "corpus SIGReg ratio (1 = N(0, I); log scale, lower is better)", True),
+                                    (row_axes[1], "isoscore",
+                                     "corpus IsoScore (1 = isotropic; higher is better)", False)):
             labels: list[Any] = []
             points: list[tuple[float, float]] = []
             ax.axhline(0.0, color="0.35", ls="--", lw=1,
-                       label=f"untouched reference ({ref['ndcg@10'] * 100:.2f})" if ref else "untouched reference")
+                       label=f"untouched reference ({ref['ndcg@10'] * 100:.2f})" if ref
+                       else "untouched reference")
             if arm:
                 x = np.array([r[key] for r in arm])
                 y = np.array([r["delta_vs_reference"] for r in arm]) * 100
-                err = np.array([[r["delta_vs_reference"] - r["delta_ci_low"], r["delta_ci_high"] - r["delta_vs_reference"]]
-                                for r in arm]).T * 100
+                err = np.array([[r["delta_vs_reference"] - r["delta_ci_low"],
+                                 r["delta_ci_high"] - r["delta_vs_reference"]] for r in arm]).T * 100
                 ax.errorbar(x, y, yerr=err, fmt="o", color="C0", ecolor="C0", elinewidth=1, capsize=3,
                             label="trained arm, one per λ_iso (paired 95% CI)")
-                labels += [ax.text(xv, yv, f"λ={r['lambda']:g}", fontsize=7) for r, xv, yv in zip(arm, x, y, strict=True)]
+                labels += [ax.text(xv, yv, f"λ={r['lambda']:g}", fontsize=7)
+                           for r, xv, yv in zip(arm, x, y, strict=True)]
                 points += list(zip(x, y, strict=True))
             if white:
                 wx = np.array([r[key] for r in white])
@@ -139,7 +144,8 @@ def sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, title: str
             ax.set_ylabel("ΔNDCG@10 vs reference, ×100", fontsize=8)
             ax.set_title(f"{ds}{': ' + title if title else ''}", fontsize=9)
             ax.margins(x=0.08, y=0.12)
-            if labels:  # move the λ / p labels off each other and off the points, with a leader line where moved
+            # move the λ / p labels off each other and off the points, with a leader line where moved
+            if labels:
                 from adjustText import adjust_text
 
                 px, py = zip(*points, strict=True)
@@ -150,17 +156,17 @@ def sweep_figure(rows: list[dict[str, Any]], path: str | os.PathLike, title: str
     return _save(fig, path)
 
 
-def write_sweep_report(points: dict[float, str], result_files: dict[str, Path], isotropy_files: dict[str, Path],
-                       datasets: list[str], out_dir: str | os.PathLike, title: str = "",
-                       whitening: dict[float, str] | None = None) -> dict[str, Any]:
+def write_sweep_report(points: dict[float, str], result_files: dict[str, Path],
+                       isotropy_files: dict[str, Path], datasets: list[str], out_dir: str | os.PathLike,
+                       title: str = "", whitening: dict[float, str] | None = None) -> dict[str, Any]:
     out = Path(out_dir)
     rows = sweep_points(points, result_files, isotropy_files, datasets, whitening)
     header, table = sweep_table(rows)
     md = markdown_table(header, table)
     files = {
         "sweep.md": str(write_text(out / "sweep.md", md + "\n")),
-        "sweep.tex": str(write_text(out / "sweep.tex", latex_table(header, table, f"The λ sweep{': ' + title if title else ''}.",
-                                                                 "tab:sweep"))),
+        "sweep.tex": str(write_text(out / "sweep.tex", latex_table(
+            header, table, f"The λ sweep{': ' + title if title else ''}.", "tab:sweep"))),
         "sweep.csv": str(write_text(out / "sweep.csv", _csv(rows))),
         "sweep.png": str(sweep_figure(rows, out / "sweep.png", title)),
     }

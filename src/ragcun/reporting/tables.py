@@ -29,16 +29,17 @@ def fmt_p(p: float | None) -> str:
 
 
 #: Characters the reports use that plain LaTeX (without unicode packages) cannot typeset.
-_LATEX_UNICODE = (("λ_iso", r"$\lambda_{\mathrm{iso}}$"), ("Δ", r"$\Delta$"), ("λ", r"$\lambda$"), ("τ", r"$\tau$"), ("×", r"$\times$"),
-                  ("−", "$-$"), ("–", "--"), ("—", "---"), ("±", r"$\pm$"), ("≤", r"$\le$"), ("≥", r"$\ge$"),
-                  ("√", r"$\surd$"), ("·", r"$\cdot$"), ("†", r"$^\dagger$"),
-                  ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("‖", r"$\|$"), ("<", r"$<$"), (">", r"$>$"))
+_LATEX_UNICODE = (("λ_iso", r"$\lambda_{\mathrm{iso}}$"), ("Δ", r"$\Delta$"), ("λ", r"$\lambda$"),
+                  ("τ", r"$\tau$"), ("×", r"$\times$"), ("−", "$-$"), ("–", "--"), ("—", "---"),
+                  ("±", r"$\pm$"), ("≤", r"$\le$"), ("≥", r"$\ge$"), ("√", r"$\surd$"), ("·", r"$\cdot$"),
+                  ("†", r"$^\dagger$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("‖", r"$\|$"),
+                  ("<", r"$<$"), (">", r"$>$"))
 
 
 def _latex_escape(s: str) -> str:
     s = s.replace("λ_iso", "λ\x00iso")  # the subscript survives the escaping of "_"
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$"),
-                 ("{", r"\{"), ("}", r"\}")):
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                 ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
         s = s.replace(a, b)
     s = s.replace(r"\textbackslash\{\}", r"\textbackslash{}").replace("λ\x00iso", "λ_iso")
     return _latex_unicode(re.sub(r"(?<![\w.])-(?=\.?\d)", "−", s))  # a negative number's sign is a minus
@@ -69,7 +70,8 @@ def latex_table(header: list[str], rows: list[list[str]], caption: str, label: s
     lines = [rf"\begin{{{env}}}[t]", r"\centering", rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
              " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
     lines += [" & ".join(cell(c) for c in r) + r" \\" for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_unicode(caption)}}}", rf"\label{{{label}}}", rf"\end{{{env}}}"]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_unicode(caption)}}}",
+              rf"\label{{{label}}}", rf"\end{{{env}}}"]
     return "\n".join(lines) + "\n"
 
 

@@ -46,8 +46,8 @@ def make_index(kind: str, dim: int, backend: str = "auto", **params: Any) -> Vec
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend in ENGINE_KINDS:
         if kind not in ENGINE_KINDS[backend]:
-            raise ValueError(f"backend={backend!r} serves index='flat' (exact) or {ENGINE_KINDS[backend][1]!r}, "
-                             f"not {kind!r}")
+            raise ValueError(f"backend={backend!r} serves index='flat' (exact) or "
+                             f"{ENGINE_KINDS[backend][1]!r}, not {kind!r}")
         return _engine_class(backend)(dim, exact=kind == "flat", **params)
     use_numpy = backend == "numpy" or (backend == "auto" and not faiss_available())
     if use_numpy:
@@ -55,7 +55,8 @@ def make_index(kind: str, dim: int, backend: str = "auto", **params: Any) -> Vec
             raise ImportError(f"index={kind!r} needs FAISS (`pip install ragcun[retrieval]`); "
                               "without it only index='flat' (exact NumPy search) is available")
         if backend == "auto":
-            logger.warning("FAISS not installed: using exact NumPy search (same results, slower on large sets)")
+            logger.warning("FAISS not installed: using exact NumPy search "
+                           "(same results, slower on large sets)")
         return NumpyIndex(dim, **params)
     return _faiss_classes()[kind](dim, **params)
 
@@ -79,7 +80,8 @@ def load_index(directory: Path, kind: str, backend: str, dim: int, params: dict[
     if backend != "faiss":
         raise ValueError(f"unknown index backend {backend!r} in the manifest")
     if not faiss_available():
-        raise ImportError(f"{directory} holds a FAISS index; install FAISS to load it (`pip install ragcun[retrieval]`)")
+        raise ImportError(f"{directory} holds a FAISS index; install FAISS to load it "
+                          "(`pip install ragcun[retrieval]`)")
     cls = _faiss_classes().get(kind)
     if cls is None:
         raise ValueError(f"unknown index type {kind!r} in the manifest")

@@ -90,13 +90,16 @@ class _FaissIndex(VectorIndex):
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError as exc:
-            raise ValueError(f"{path}: not a readable FAISS index ({str(exc).splitlines()[0][:200]})") from exc
+            raise ValueError(f"{path}: not a readable FAISS index "
+                             f"({str(exc).splitlines()[0][:200]})") from exc
         if index.d != dim:
             raise ValueError(f"{path}: index dimension {index.d} does not match the manifest's {dim}")
         index = faiss.downcast_index(index) if type(index).__name__ == "Index" else index
-        ok = isinstance(index, faiss.IndexIVF) if expected == "IndexIVF" else isinstance(index, faiss.IndexIDMap2)
+        ok = (isinstance(index, faiss.IndexIVF) if expected == "IndexIVF"
+              else isinstance(index, faiss.IndexIDMap2))
         if not ok:
-            raise ValueError(f"{path}: holds a {type(index).__name__}, expected a {expected} ({cls.kind} index)")
+            raise ValueError(f"{path}: holds a {type(index).__name__}, "
+                             f"expected a {expected} ({cls.kind} index)")
         return index
 
 
@@ -107,8 +110,10 @@ class FlatIndex(_FaissIndex):
 
     def __init__(self, dim: int, *, faiss_index: Any = None) -> None:
         super().__init__(dim)
-        self._index = faiss_index if faiss_index is not None else self.faiss.IndexIDMap2(self.faiss.IndexFlatL2(self.dim))
-        self._view: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # (version, vectors, norms, ids)
+        self._index = (faiss_index if faiss_index is not None
+                       else self.faiss.IndexIDMap2(self.faiss.IndexFlatL2(self.dim)))
+        # (version, vectors, norms, ids)
+        self._view: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._version = 0
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
@@ -214,7 +219,8 @@ class IVFIndex(_FaissIndex):
             if n > 16 * max(self._trained_on, 1) and not self._warned:
                 self._warned = True
                 logger.warning(
-                    "IVF index trained on %d vectors now holds %d; call retrain() (or rebuild) for balanced cells",
+                    "IVF index trained on %d vectors now holds %d; "
+                    "call retrain() (or rebuild) for balanced cells",
                     self._trained_on, n,
                 )
         else:
@@ -232,7 +238,8 @@ class IVFIndex(_FaissIndex):
             raise ValueError("cannot train an IVF index with no vectors; add documents first")
         nlist = self.nlist or self.auto_nlist(n)
         if n < nlist:
-            raise ValueError(f"IVF index: nlist={nlist} cells but only {n} vectors; lower nlist or use 'flat'")
+            raise ValueError(f"IVF index: nlist={nlist} cells but only {n} vectors; "
+                             "lower nlist or use 'flat'")
         quantizer = self.faiss.IndexFlatL2(self.dim)
         ivf = self.faiss.IndexIVFFlat(quantizer, self.dim, nlist, self.faiss.METRIC_L2)
         ivf.cp.seed = self.seed
@@ -305,6 +312,7 @@ class IVFIndex(_FaissIndex):
 
     @classmethod
     def load(cls, directory: Path, params: dict[str, Any], dim: int, mmap: bool = False) -> IVFIndex:
-        return cls(dim, params.get("nlist"), params.get("nprobe"), int(params.get("max_train_points", 256 * 4096)),
-                   int(params.get("seed", 1234)), faiss_index=cls._read(directory, dim, mmap, expected="IndexIVF"),
+        return cls(dim, params.get("nlist"), params.get("nprobe"),
+                   int(params.get("max_train_points", 256 * 4096)), int(params.get("seed", 1234)),
+                   faiss_index=cls._read(directory, dim, mmap, expected="IndexIVF"),
                    trained_on=params.get("trained_on"))

@@ -31,7 +31,8 @@ class HNSWIndex(_FaissIndex):
     files = ("index.faiss", "tombstones.npy")
 
     def __init__(self, dim: int, M: int = 32, ef_construction: int = 80, ef_search: int = 64,
-                 compact_ratio: float = 0.25, *, faiss_index: Any = None, tombstones: Iterable[int] = ()) -> None:
+                 compact_ratio: float = 0.25, *, faiss_index: Any = None,
+                 tombstones: Iterable[int] = ()) -> None:
         super().__init__(dim)
         for name, v in (("M", M), ("ef_construction", ef_construction), ("ef_search", ef_search)):
             if v <= 0:

@@ -1,14 +1,15 @@
 """Vector indexes for L2 search behind one small interface.
 
-* :class:`~ragcun.retrieval.faiss_index.FlatIndex`  — FAISS ``IndexIDMap2(IndexFlatL2)``: exact, the default.
+* :class:`~ragcun.retrieval.faiss_index.FlatIndex`  — FAISS ``IndexIDMap2(IndexFlatL2)``: exact, the
+  default.
 * :class:`~ragcun.retrieval.faiss_index.IVFIndex`   — FAISS ``IndexIDMap2(IndexIVFFlat)``: ``nlist`` cells,
   ``nprobe`` probed.
 * :class:`~ragcun.retrieval.hnsw_index.HNSWIndex`  — FAISS ``IndexIDMap2(IndexHNSWFlat)``: graph search.
 * :class:`NumpyIndex`  — exact search in NumPy, used when FAISS is not installed; same results as flat.
-* :class:`~ragcun.retrieval.qdrant_index.QdrantIndex` — a Qdrant collection (embedded, or a server by ``url``),
-  metric Euclid: ``backend="qdrant"`` with ``index="flat"`` (exact) or ``"hnsw"``.
-* :class:`~ragcun.retrieval.lance_index.LanceIndex` — a LanceDB table on disk, metric l2: ``backend="lancedb"``
-  with ``index="flat"`` (exact scan) or ``"ivf"`` (IVF-PQ, re-ranked exactly).
+* :class:`~ragcun.retrieval.qdrant_index.QdrantIndex` — a Qdrant collection (embedded, or a server by
+  ``url``), metric Euclid: ``backend="qdrant"`` with ``index="flat"`` (exact) or ``"hnsw"``.
+* :class:`~ragcun.retrieval.lance_index.LanceIndex` — a LanceDB table on disk, metric l2:
+  ``backend="lancedb"`` with ``index="flat"`` (exact scan) or ``"ivf"`` (IVF-PQ, re-ranked exactly).
 
 Every index maps caller-chosen ``int64`` ids to vectors and returns *squared* L2 distances (as FAISS
 does); :class:`~ragcun.retrieval.retriever.GaussianRetriever` takes the square root.
@@ -32,8 +33,8 @@ BACKENDS = ("auto", "faiss", "numpy", "qdrant", "lancedb")
 #: The index types each external engine serves.
 ENGINE_KINDS = {"qdrant": ("flat", "hnsw"), "lancedb": ("flat", "ivf")}
 #: Where ragcun's exact search beats FAISS IndexFlatL2 on the same vectors (benchmarks/suites/exact_search.py,
-#: 2-core CPU, 512-d): from 100k documents with up to 16 queries per call (1.2-2x), the RAG serving case; FAISS
-#: wins at 5k documents and for batches of 256+ queries (1.4-3.5x). The flat FAISS index follows these.
+#: 2-core CPU, 512-d): from 100k documents with up to 16 queries per call (1.2-2x), the RAG serving case;
+#: FAISS wins at 5k documents and for batches of 256+ queries (1.4-3.5x). The flat FAISS index follows these.
 NUMPY_MIN_DOCS = 50_000
 NUMPY_MAX_QUERIES = 16
 

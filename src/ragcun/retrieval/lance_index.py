@@ -38,7 +38,8 @@ _IMMUTABLE_DIRS = ("data", "_indices", "_deletions")
 
 
 def _lancedb():
-    os.environ.setdefault("LANCEDB_LOG", "error")  # the Rust core's warnings (k-means on small tables, deprecations)
+    # the Rust core's warnings (k-means on small tables, deprecations)
+    os.environ.setdefault("LANCEDB_LOG", "error")
     try:
         import lancedb
         import pyarrow as pa
@@ -87,7 +88,8 @@ class LanceIndex(VectorIndex):
         self.num_partitions = None if num_partitions is None else check("num_partitions", num_partitions)
         self.num_sub_vectors = None if num_sub_vectors is None else check("num_sub_vectors", num_sub_vectors)
         if self.num_sub_vectors and dim % self.num_sub_vectors:
-            raise ValueError(f"backend='lancedb': num_sub_vectors={num_sub_vectors} must divide the dimension {dim}")
+            raise ValueError(f"backend='lancedb': num_sub_vectors={num_sub_vectors} must divide "
+                             f"the dimension {dim}")
         self.table_name = table
         self.uri = uri
         if uri is None:  # a private working folder, removed with the index
@@ -105,8 +107,8 @@ class LanceIndex(VectorIndex):
             self._table = self._db.open_table(self.table_name)
             size = self._table.schema.field("vector").type.list_size
             if size != self.dim:
-                raise ValueError(f"LanceDB table {self.table_name!r} at {uri} holds {size}-d vectors, this model "
-                                 f"makes {self.dim}-d ones")
+                raise ValueError(f"LanceDB table {self.table_name!r} at {uri} holds {size}-d vectors, "
+                                 f"this model makes {self.dim}-d ones")
         else:
             schema = pa.schema([("id", pa.int64()), ("vector", pa.list_(pa.float32(), self.dim))])
             self._table = self._db.create_table(self.table_name, schema=schema)
@@ -223,13 +225,14 @@ class LanceIndex(VectorIndex):
         info = json.loads((directory / "lancedb.json").read_text(encoding="utf-8"))
         table = str(info.get("table", TABLE))
         knobs = {k: info.get(k) for k in ("num_partitions", "num_sub_vectors")}
-        knobs.update({k: int(info[k]) for k in ("nprobes", "refine_factor", "min_rows") if info.get(k) is not None})
+        knobs.update({k: int(info[k]) for k in ("nprobes", "refine_factor", "min_rows")
+                      if info.get(k) is not None})
         uri = info.get("uri")
         if uri:  # a remote table: it must still hold what was saved
             obj = cls(dim, exact=bool(info.get("exact", True)), uri=uri, table=table, **knobs)
             if len(obj) != int(info["rows"]):
-                raise ValueError(f"LanceDB table {table!r} at {uri} holds {len(obj)} vectors, the saved index "
-                                 f"{info['rows']}: it changed since {directory} was saved")
+                raise ValueError(f"LanceDB table {table!r} at {uri} holds {len(obj)} vectors, "
+                                 f"the saved index {info['rows']}: it changed since {directory} was saved")
         else:
             src = directory / SAVED / f"{table}.lance"
             if not src.is_dir():
@@ -243,7 +246,8 @@ class LanceIndex(VectorIndex):
             obj.uri = None  # the working copy is private: removed with the index, never named in a manifest
             weakref.finalize(obj, shutil.rmtree, work, True)
             if obj._table.version != int(info["version"]):
-                raise ValueError(f"{src}: table version {obj._table.version}, the manifest's {info['version']}")
+                raise ValueError(f"{src}: table version {obj._table.version}, "
+                                 f"the manifest's {info['version']}")
         obj._indexed = int(info.get("indexed", 0))
         obj._pending = max(0, len(obj) - obj._indexed)
         return obj

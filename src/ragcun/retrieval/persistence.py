@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragcun.encoding.models import is_normalized, load_for_index, model_dimension
+from ragcun.encoding.models import is_normalized, load_for_index, model_dimension, set_max_seq_length
 from ragcun.fingerprint import FINGERPRINT_METHOD, model_fingerprint
 from ragcun.io import atomic_path, recover, sha256_file
 from ragcun.retrieval.engines import index_files, load_index
@@ -109,16 +109,19 @@ def save(parts: Parts, directory: str | os.PathLike, lock: Any) -> Path:
             manifest["model"]["relative"] = MODEL_DIR
         elif Path(parts.model_location).exists():
             target = directory.resolve().parent
-            manifest["model"]["relative"] = os.path.relpath(Path(parts.model_location).resolve(), directory.resolve()) \
-                if Path(parts.model_location).resolve().anchor == target.anchor else None
+            manifest["model"]["relative"] = (
+                os.path.relpath(Path(parts.model_location).resolve(), directory.resolve())
+                if Path(parts.model_location).resolve().anchor == target.anchor else None)
         files = [*parts.index.files, STORE_FILE]
-        manifest["files"] = {f: {"bytes": (tmp / f).stat().st_size, "sha256": sha256_file(tmp / f)} for f in files}
+        manifest["files"] = {f: {"bytes": (tmp / f).stat().st_size, "sha256": sha256_file(tmp / f)}
+                             for f in files}
         with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-    logger.info("saved %d documents (%s index) to %s", manifest["counts"]["documents"], parts.index.kind, directory)
+    logger.info("saved %d documents (%s index) to %s", manifest["counts"]["documents"], parts.index.kind,
+                directory)
     return directory
 
 
@@ -130,15 +133,18 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such index directory")
     if not path.is_file():
-        raise IndexCorruptError(f"{path} missing: {directory} is not a saved ragcun index (or its save was interrupted)")
+        raise IndexCorruptError(f"{path} missing: {directory} is not a saved ragcun index "
+                                "(or its save was interrupted)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexCorruptError(f"{path}: corrupt manifest ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexCorruptError(f"{path}: not a ragcun retriever manifest (format={manifest.get('format') if isinstance(manifest, dict) else None!r})")
+        raise IndexCorruptError(f"{path}: not a ragcun retriever manifest (format="
+                                f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise RetrieverError(f"{path}: format version {manifest['format_version']} is newer than this ragcun supports ({FORMAT_VERSION})")
+        raise RetrieverError(f"{path}: format version {manifest['format_version']} is newer than this ragcun "
+                             f"supports ({FORMAT_VERSION})")
     for key in ("model", "dimension", "index", "counts", "files"):
         if key not in manifest:
             raise IndexCorruptError(f"{path}: field {key!r} missing")
@@ -192,7 +198,8 @@ def load(
         size = fpath.stat().st_size
         if not isinstance(info, dict) or size != info.get("bytes"):
             raise IndexCorruptError(f"{fpath}: {size} bytes, the manifest says "
-                                    f"{info.get('bytes') if isinstance(info, dict) else None} (truncated or altered)")
+                                    f"{info.get('bytes') if isinstance(info, dict) else None} "
+                                    "(truncated or altered)")
         if verify and sha256_file(fpath) != info.get("sha256"):
             raise IndexCorruptError(f"{fpath}: sha256 does not match the manifest (file altered or corrupt)")
     mm = manifest["model"]
@@ -203,7 +210,8 @@ def load(
             loaded, _, _ = load_for_index(source, device)
         except Exception as exc:  # noqa: BLE001 - any load failure gets the same clear message
             raise RetrieverError(
-                f"could not load the index's model {mm.get('name')!r} from {source} ({exc}); pass model=... to load()"
+                f"could not load the index's model {mm.get('name')!r} from {source} ({exc}); "
+                "pass model=... to load()"
             ) from None
         name, location = mm.get("name"), (source if Path(source).exists() else mm.get("location"))
         if mm.get("relative") == MODEL_DIR:
@@ -214,17 +222,21 @@ def load(
             name, location = mm.get("name"), mm.get("location")
     seq = mm.get("max_seq_length")
     if model is None and isinstance(seq, int) and getattr(loaded, "max_seq_length", seq) != seq:
-        loaded.max_seq_length = seq  # the truncation the index was built with (part of the fingerprint)
+        # the truncation the index was built with (part of the fingerprint), through the one checked setter
+        set_max_seq_length(loaded, seq, str(name))
     model_dim = model_dimension(loaded)
     if model_dim != dim:
-        raise DimensionMismatchError(f"{directory}: index dimension {dim} but the model {name!r} produces {model_dim}")
+        raise DimensionMismatchError(f"{directory}: index dimension {dim} but the model {name!r} "
+                                     f"produces {model_dim}")
     if check_model and mm.get("fingerprint_method") != FINGERPRINT_METHOD:
         raise ModelMismatchError(
-            f"{directory} was saved by an older ragcun (model fingerprint {mm.get('fingerprint_method')!r}, now "
-            f"{FINGERPRINT_METHOD!r}): rebuild it, or pass check_model=False if you are sure the model is the same")
+            f"{directory} was saved by an older ragcun (model fingerprint {mm.get('fingerprint_method')!r}, "
+            f"now {FINGERPRINT_METHOD!r}): rebuild it, or pass check_model=False if you are sure the model "
+            "is the same")
     ix = manifest["index"]
     try:
-        index = load_index(directory, ix["type"], ix.get("backend", "faiss"), dim, ix.get("params") or {}, mmap=mmap)
+        index = load_index(directory, ix["type"], ix.get("backend", "faiss"), dim, ix.get("params") or {},
+                           mmap=mmap)
         store = DocumentStore.load(directory / STORE_FILE)
     except (ValueError, RuntimeError) as exc:
         raise IndexCorruptError(str(exc)) from exc
@@ -246,6 +258,7 @@ def load(
             f"{counts.get('vectors')} vectors; files: {n_docs} documents / {n_vec} vectors)"
         )
     logger.info("loaded %d documents (%s index) from %s", n_docs, index.kind, directory)
-    saved = manifest.get("encoding") or {"backend": "torch", "precision": "fp32"}  # before runtimes: torch fp32
+    # before runtimes: torch fp32
+    saved = manifest.get("encoding") or {"backend": "torch", "precision": "fp32"}
     return Parts(loaded, name, location, index, store, int(manifest.get("batch_size", 64)), next_iid=next_id,
                  fingerprint=fingerprint, dimension=dim, encoding=saved)

@@ -53,13 +53,14 @@ class QdrantIndex(VectorIndex):
         self._models = models
         if not self.client.collection_exists(self.collection):
             self.client.create_collection(
-                self.collection, vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.EUCLID),
+                self.collection,
+                vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.EUCLID),
                 metadata={"created_by": "ragcun", "dim": self.dim, "metric": "l2"})
         else:
             size = self.client.get_collection(self.collection).config.params.vectors.size
             if size != self.dim:
-                raise ValueError(f"Qdrant collection {self.collection!r} holds {size}-d vectors, this model makes "
-                                 f"{self.dim}-d ones")
+                raise ValueError(f"Qdrant collection {self.collection!r} holds {size}-d vectors, "
+                                 f"this model makes {self.dim}-d ones")
 
     @property
     def backend(self) -> str:
@@ -82,7 +83,8 @@ class QdrantIndex(VectorIndex):
         q = as_vectors(queries, self.dim)
         out_d = np.full((q.shape[0], k), np.inf, np.float32)
         out_i = np.full((q.shape[0], k), -1, np.int64)
-        params = self._models.SearchParams(exact=self.exact, hnsw_ef=None if self.exact else max(self.hnsw_ef, k))
+        params = self._models.SearchParams(exact=self.exact,
+                                           hnsw_ef=None if self.exact else max(self.hnsw_ef, k))
         requests = [self._models.QueryRequest(query=row.tolist(), limit=k, params=params) for row in q]
         for r, res in enumerate(self.client.query_batch_points(self.collection, requests=requests)):
             for c, point in enumerate(res.points):
@@ -92,9 +94,11 @@ class QdrantIndex(VectorIndex):
 
     def remove(self, ids: np.ndarray) -> int:
         ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
-        present = {int(p.id) for p in self.client.retrieve(self.collection, ids=ids, with_vectors=False)} if ids else set()
+        present = ({int(p.id) for p in self.client.retrieve(self.collection, ids=ids, with_vectors=False)}
+                   if ids else set())
         if present:
-            self.client.delete(self.collection, points_selector=self._models.PointIdsList(points=sorted(present)), wait=True)
+            self.client.delete(self.collection,
+                               points_selector=self._models.PointIdsList(points=sorted(present)), wait=True)
         return len(present)
 
     def __len__(self) -> int:
@@ -103,8 +107,8 @@ class QdrantIndex(VectorIndex):
     def _export(self) -> tuple[np.ndarray, np.ndarray]:
         ids, vecs, offset = [], [], None
         while True:
-            points, offset = self.client.scroll(self.collection, limit=BATCH, offset=offset, with_vectors=True,
-                                                with_payload=False)
+            points, offset = self.client.scroll(self.collection, limit=BATCH, offset=offset,
+                                                with_vectors=True, with_payload=False)
             ids += [int(p.id) for p in points]
             vecs += [p.vector for p in points]
             if offset is None:
@@ -117,7 +121,8 @@ class QdrantIndex(VectorIndex):
         x, ids = self._export()
         np.save(directory / "vectors.npy", x)
         np.save(directory / "ids.npy", ids)
-        (directory / "qdrant.json").write_text(json.dumps({"exact": self.exact, **self.params}, indent=2) + "\n")
+        (directory / "qdrant.json").write_text(json.dumps({"exact": self.exact, **self.params}, indent=2)
+                                               + "\n")
 
     @classmethod
     def load(cls, directory: Path, params: dict[str, Any], dim: int, mmap: bool = False) -> QdrantIndex:
@@ -125,14 +130,15 @@ class QdrantIndex(VectorIndex):
         x = np.load(directory / "vectors.npy")
         ids = np.load(directory / "ids.npy")
         if x.ndim != 2 or x.shape[1] != dim or ids.shape[0] != x.shape[0]:
-            raise ValueError(f"{directory}: vectors {x.shape} and {ids.shape[0]} ids do not match dimension {dim}")
+            raise ValueError(f"{directory}: vectors {x.shape} and {ids.shape[0]} ids do not match "
+                             f"dimension {dim}")
         url = info.get("url")
-        obj = cls(dim, exact=bool(info.get("exact", True)), url=url, collection=info.get("collection") if url else None,
-                  hnsw_ef=int(info.get("hnsw_ef", 128)))
+        obj = cls(dim, exact=bool(info.get("exact", True)), url=url,
+                  collection=info.get("collection") if url else None, hnsw_ef=int(info.get("hnsw_ef", 128)))
         if url:  # a server collection: it must still hold what was saved
             if len(obj) != x.shape[0]:
-                raise ValueError(f"Qdrant collection {obj.collection!r} at {url} holds {len(obj)} vectors, the saved "
-                                 f"index {x.shape[0]}: it changed since {directory} was saved")
+                raise ValueError(f"Qdrant collection {obj.collection!r} at {url} holds {len(obj)} vectors, "
+                                 f"the saved index {x.shape[0]}: it changed since {directory} was saved")
         else:
             obj.add(x, ids)
         return obj

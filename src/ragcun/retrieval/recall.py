@@ -77,5 +77,6 @@ def approximate_recall(model: Any, dataset: str, split: str = "test", k: int = 1
     """One call of :class:`ApproximateSearchEvaluator` (encoded as torch fp32, batch ``batch_size``)."""
     from ragcun.encoding.settings import EncodeSettings
 
-    settings = EncodeSettings(split=split, batch_size=batch_size, data_dir=data_dir, backend="torch", precision="fp32")
+    settings = EncodeSettings(split=split, batch_size=batch_size, data_dir=data_dir, backend="torch",
+                              precision="fp32")
     return ApproximateSearchEvaluator(dataset, settings=settings, k=k)(model)

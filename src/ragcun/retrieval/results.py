@@ -1,4 +1,5 @@
-"""What a search returns (:class:`SearchResult`), and how a retriever names and sizes its model."""
+"""What a search returns: the hits (:class:`SearchResult`), a hit's distance as a relevance in [0, 1] and its
+metadata for the frameworks' documents, and the check of ``top_k``."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ class SearchResult:
 
 
 def relevance_score(distance: float, dim: int, scale: float | None = None) -> float:
-    """A relevance in (0, 1] from a true L2 ``distance``, for frameworks that need one (LangChain, LlamaIndex).
+    """A relevance in (0, 1] from a true L2 ``distance``, for frameworks that need one (LangChain,
+    LlamaIndex).
 
     ``1 / (1 + distance / scale)`` with ``scale = sqrt(2 * dim)`` by default: 1 for an identical
     embedding, ½ at the distance two independent N(0, I) vectors typically have (their squared
@@ -48,13 +50,14 @@ def relevance_score(distance: float, dim: int, scale: float | None = None) -> fl
 
 
 def calibrated_relevance(distance: float, mean_sq_norm: float) -> float:
-    """Relevance in [0, 1] calibrated on the index: ``max(0, 1 − d² / (2·m))``, m the documents' mean squared norm.
+    """Relevance in [0, 1] calibrated on the index: ``max(0, 1 − d² / (2·m))``, m the documents' mean
+    squared norm.
 
-    Why this form: for unit-norm embeddings (m = 1) it *is* the cosine similarity, since ``d² = 2 − 2·cos``,
-    so a framework's cosine threshold means what it always meant; for a centred Gaussian model two unrelated
-    vectors are about ``2·m`` apart (relevance ≈ 0) and the same identity holds up to the norms' spread, so
-    thresholds carry over. It is monotone in the distance, so it ranks exactly as L2 does, and needs nothing
-    but the norms the document store already keeps.
+    Why this form: for unit-norm embeddings (m = 1) it *is* the cosine similarity, since
+    ``d² = 2 − 2·cos``, so a framework's cosine threshold means what it always meant; for a centred Gaussian
+    model two unrelated vectors are about ``2·m`` apart (relevance ≈ 0) and the same identity holds up to
+    the norms' spread, so thresholds carry over. It is monotone in the distance, so it ranks exactly as L2
+    does, and needs nothing but the norms the document store already keeps.
     """
     if not math.isfinite(distance) or distance < 0:
         raise ValueError(f"distance must be a finite number >= 0, got {distance!r}")

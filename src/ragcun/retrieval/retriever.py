@@ -103,7 +103,8 @@ class GaussianRetriever:
         self.dimension = model_dimension(self._encoder)
         if isinstance(index, VectorIndex):  # a loaded index (see load); its dimension must agree
             if index.dim != self.dimension:
-                raise DimensionMismatchError(f"index dimension {index.dim} but the model produces {self.dimension}")
+                raise DimensionMismatchError(f"index dimension {index.dim} but the model produces "
+                                             f"{self.dimension}")
             self.index = index
         else:
             self.index = make_index(index, self.dimension, backend=backend, **index_params)
@@ -116,7 +117,8 @@ class GaussianRetriever:
     # ------------------------------------------------------------------ model
     @property
     def fingerprint(self) -> str:
-        """:func:`ragcun.fingerprint.model_fingerprint` of the model (computed once, written to the manifest)."""
+        """:func:`ragcun.fingerprint.model_fingerprint` of the model (computed once, written to the
+        manifest)."""
         if self._fingerprint is None:
             self._fingerprint = model_fingerprint(self.model)
         return self._fingerprint
@@ -124,57 +126,64 @@ class GaussianRetriever:
     def encode_documents(self, texts: Sequence[str], batch_size: int | None = None,
                          show_progress_bar: bool = False) -> np.ndarray:
         """Document embeddings (the model's document prompt applied), float32, unnormalised."""
-        with self._encode_lock:
-            x = encode_texts(self._encoder, texts, "document", batch_size or self.batch_size, show_progress_bar)
-        return self._check_dim(x)
+        return self._encode(texts, "document", batch_size, show_progress_bar)
 
     def encode_queries(self, queries: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Query embeddings (the model's query prompt applied)."""
+        return self._encode(queries, "query", batch_size)
+
+    def _encode(self, texts: Sequence[str], kind: str, batch_size: int | None,
+                show_progress_bar: bool = False,
+                ) -> np.ndarray:
         with self._encode_lock:
-            x = encode_texts(self._encoder, queries, "query", batch_size or self.batch_size)
+            x = encode_texts(self._encoder, texts, kind, batch_size or self.batch_size, show_progress_bar)
         return self._check_dim(x)
 
     def _check_dim(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.dimension:
-            raise DimensionMismatchError(f"model produced embeddings of shape {x.shape}; index dimension is {self.dimension}")
+            raise DimensionMismatchError(f"model produced embeddings of shape {x.shape}; index dimension is "
+                                         f"{self.dimension}")
         return x
 
     # ------------------------------------------------------------------ adding
     def add_documents(
         self,
         texts: Sequence[str],
-        ids: Sequence[str] | None = None,
+        ids: Sequence[str | None] | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
         batch_size: int | None = None,
         show_progress_bar: bool = False,
     ) -> list[str]:
         """Encode and index ``texts``; return their ids.
 
-        ``ids`` default to generated ``doc-<n>`` ids (``n`` counts every document ever added, so
-        they are stable across save/load and never reused after a removal). A duplicate id (within
-        the call or already indexed) raises ``ValueError`` before anything is encoded.
+        An id left out (``ids=None``, or ``None`` in the list) is generated as ``doc-<n>`` (``n`` counts every
+        document ever added, so they are stable across save/load and never reused after a removal). A
+        duplicate id (within the call or already indexed), an empty text or bad metadata raises before
+        anything is encoded.
         """
-        texts = list(texts) if not isinstance(texts, str) else [texts]
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
-            if not t.strip():
-                raise ValueError(f"texts[{i}] is empty: an empty document could only ever be returned at random")
+        texts, ids, metadata = self._check_input(texts, ids, metadata)
+        if not texts:
+            return []
+        vectors = self.encode_documents(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        return self.add_embeddings(vectors, texts, ids=ids, metadata=metadata)
+
+    def _check_input(self, texts: Sequence[str], ids: Sequence[str | None] | None,
+                     metadata: Sequence[dict[str, Any] | None] | None, first: int = 0,
+                     ) -> tuple[list[str], list[str | None] | None, list[dict[str, Any] | None] | None]:
+        """The one check of documents to add (``first``: the position of ``texts[0]`` in a longer stream)."""
+        texts = _texts(texts, "texts", "an empty document could only ever be returned at random", first)
         n = len(texts)
         if ids is not None:
-            ids = [str(i) for i in ids]
+            ids = [None if i is None else str(i) for i in ids]
             if len(ids) != n:
                 raise ValueError(f"{n} texts but {len(ids)} ids")
-            self._check_new_ids(ids)
+            self._check_new_ids([i for i in ids if i is not None])
         if metadata is not None:
             metadata = list(metadata)
             if len(metadata) != n:
                 raise ValueError(f"{n} texts but {len(metadata)} metadata entries")
-            metadata = [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
-        if n == 0:
-            return []
-        vectors = self.encode_documents(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
-        return self.add_embeddings(vectors, texts, ids=ids, metadata=metadata)
+            metadata = [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata, start=first)]
+        return texts, ids, metadata
 
     def add_embeddings(
         self,
@@ -191,7 +200,8 @@ class GaussianRetriever:
         with self._lock.write():
             iids = list(range(self._next_iid, self._next_iid + n))
             given = list(ids) if ids is not None else [None] * n
-            final_ids = [str(g) if g is not None else f"doc-{iid}" for g, iid in zip(given, iids, strict=True)]
+            final_ids = [str(g) if g is not None else f"doc-{iid}"
+                         for g, iid in zip(given, iids, strict=True)]
             self._check_new_ids(final_ids)
             self.index.add(x, np.asarray(iids, dtype=np.int64))
             try:
@@ -218,7 +228,8 @@ class GaussianRetriever:
         batch_size: int | None = None,
         progress: Any = None,
     ) -> int:
-        """Index ``{"id", "text", "metadata"}`` records from any iterable, ``chunk_size`` at a time.
+        """Index ``{"id", "text", "metadata"}`` records from any iterable, ``chunk_size`` at a time, each
+        chunk checked and added as :meth:`add_documents` does.
 
         Memory holds one chunk of text plus the index, never the whole input. ``progress`` is an
         optional callable taking the number of documents just indexed (e.g. a tqdm ``update``).
@@ -228,14 +239,11 @@ class GaussianRetriever:
 
         def flush() -> None:
             nonlocal total
-            texts = [r["text"] for r in chunk]
-            given = [r.get("id") for r in chunk]
-            if any(g is not None for g in given):
-                user = [str(g) for g in given if g is not None]
-                self._check_new_ids(user)
-            metas = [r.get("metadata") for r in chunk]
-            x = self.encode_documents(texts, batch_size=batch_size)
-            self.add_embeddings(x, texts, ids=given, metadata=metas)
+            texts, ids, metas = self._check_input([r.get("text") for r in chunk],
+                                                  [r.get("id") for r in chunk],
+                                                  [r.get("metadata") for r in chunk], first=total)
+            self.add_embeddings(self.encode_documents(texts, batch_size=batch_size), texts, ids=ids,
+                                metadata=metas)
             total += len(chunk)
             if progress is not None:
                 progress(len(chunk))
@@ -252,7 +260,8 @@ class GaussianRetriever:
     def add_file(self, path: str | os.PathLike, chunk_size: int = 4096, batch_size: int | None = None,
                  progress: Any = None) -> int:
         """Stream a JSONL / BEIR corpus / TSV file into the index (see :func:`read_documents`)."""
-        return self.add_stream(read_documents(path), chunk_size=chunk_size, batch_size=batch_size, progress=progress)
+        return self.add_stream(read_documents(path), chunk_size=chunk_size, batch_size=batch_size,
+                               progress=progress)
 
     # ------------------------------------------------------------------ removing
     def remove(self, ids: str | Sequence[str], missing: str = "error") -> int:
@@ -299,8 +308,9 @@ class GaussianRetriever:
         return self.store.mean_sq_norm()
 
     def relevance(self, distance: float) -> float:
-        """A hit's relevance in [0, 1], calibrated on this index (:func:`~ragcun.retrieval.results.calibrated_relevance`:
-        the cosine for unit-norm models, cosine-like for Gaussian ones; monotone in the distance)."""
+        """A hit's relevance in [0, 1], calibrated on this index
+        (:func:`~ragcun.retrieval.results.calibrated_relevance`: the cosine for unit-norm models, cosine-like
+        for Gaussian ones; monotone in the distance)."""
         from ragcun.retrieval.results import calibrated_relevance
 
         m = self.mean_sq_norm
@@ -311,19 +321,15 @@ class GaussianRetriever:
     def retrieve(self, query: str, top_k: int = 10) -> list[SearchResult]:
         """The ``top_k`` nearest documents to ``query``, nearest first."""
         if not isinstance(query, str):
-            raise TypeError(f"query must be a string, got {type(query).__name__} (use retrieve_batch for lists)")
+            raise TypeError(f"query must be a string, got {type(query).__name__} (use retrieve_batch for "
+                            "lists)")
         return self.retrieve_batch([query], top_k=top_k)[0]
 
     def retrieve_batch(self, queries: Sequence[str], top_k: int = 10,
                        batch_size: int | None = None) -> list[list[SearchResult]]:
         """``retrieve`` for many queries: one encoding pass and one index search."""
-        queries = list(queries)
+        queries = _texts(queries, "queries", "there is nothing to search for")
         top_k = check_top_k(top_k)
-        for i, q in enumerate(queries):
-            if not isinstance(q, str):
-                raise TypeError(f"queries[{i}] is {type(q).__name__}, expected str")
-            if not q.strip():
-                raise ValueError(f"queries[{i}] is empty: there is nothing to search for")
         if not queries:
             return []
         q = self.encode_queries(queries, batch_size=batch_size)
@@ -354,41 +360,57 @@ class GaussianRetriever:
             out.append(hits)
         return out
 
-    # ------------------------------------------------------------------ persistence (ragcun.retrieval.persistence)
+    # ------------------------------------------------------------------ persistence
     def _parts(self) -> persistence.Parts:
         return persistence.Parts(self.model, self.model_name, self.model_location, self.index, self.store,
-                                 self.batch_size, self.runtime, self._next_iid, self.fingerprint, self.dimension)
+                                 self.batch_size, self.runtime, self._next_iid, self.fingerprint,
+                                 self.dimension)
 
     def manifest(self) -> dict[str, Any]:
         """What ``save`` writes to ``manifest.json`` (without the file hashes)."""
         return persistence.build_manifest(self._parts())
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the index, documents and manifest to ``directory`` atomically (see :func:`persistence.save`)."""
+        """Write the index, documents and manifest to ``directory`` atomically (see
+        :func:`persistence.save`)."""
         self._prepare()
         return persistence.save(self._parts(), directory, self._lock)
 
     read_manifest = staticmethod(persistence.read_manifest)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, model: Any = None, *, device: str | None = None, verify: bool = True,
-             check_model: bool = True, mmap: bool = False, encode_backend: str | None = None,
-             precision: str | None = None) -> GaussianRetriever:
+    def load(cls, directory: str | os.PathLike, model: Any = None, *, device: str | None = None,
+             verify: bool = True, check_model: bool = True, mmap: bool = False,
+             encode_backend: str | None = None, precision: str | None = None) -> GaussianRetriever:
         """Load a saved retriever, checking every file and the model (see :func:`persistence.load`).
 
         *Loading runs the model the manifest names*: load indexes you trust. The encoding runtime is the
         manifest's unless ``encode_backend``/``precision`` say otherwise.
         """
-        p = persistence.load(directory, model, device=device, verify=verify, check_model=check_model, mmap=mmap)
+        p = persistence.load(directory, model, device=device, verify=verify, check_model=check_model,
+                             mmap=mmap)
         self = cls(p.model, p.index, model_name=p.model_name, batch_size=p.batch_size, store=p.store,
-                   next_id=p.next_iid, device=device, encode_backend=encode_backend or p.encoding.get("backend"),
+                   next_id=p.next_iid, device=device,
+                   encode_backend=encode_backend or p.encoding.get("backend"),
                    precision=precision or p.encoding.get("precision"))
         self.model_location, self._fingerprint = p.model_location, p.fingerprint
         return self
 
     def __repr__(self) -> str:
-        return (f"GaussianRetriever(model={self.model_name!r}, index={self.index.kind!r}, backend={self.index.backend!r}, "
-                f"encoding={self.runtime.tag!r}, dim={self.dimension}, documents={len(self)})")
+        return (f"GaussianRetriever(model={self.model_name!r}, index={self.index.kind!r}, "
+                f"backend={self.index.backend!r}, encoding={self.runtime.tag!r}, dim={self.dimension}, "
+                f"documents={len(self)})")
+
+
+def _texts(texts: Sequence[str], name: str, empty: str, first: int = 0) -> list[str]:
+    """``texts`` as a list of non-blank strings; else a one-line error naming the entry (``name[i]``)."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    for i, t in enumerate(texts, start=first):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] is {type(t).__name__}, expected str")
+        if not t.strip():
+            raise ValueError(f"{name}[{i}] is empty: {empty}")
+    return texts
 
 
 __all__ = [

@@ -48,7 +48,8 @@ class DocumentStore:
             return int(self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
 
     def mean_sq_norm(self) -> float | None:
-        """The mean squared norm of the stored documents' embeddings (None when empty): what relevance is scaled by.
+        """The mean squared norm of the stored documents' embeddings (None when empty): what relevance is
+        scaled by.
 
         Computed once and kept until the next insert or delete (one pass over the table)."""
         with self._lock:
@@ -80,14 +81,16 @@ class DocumentStore:
         out: dict[int, tuple[str, str, dict | None, float]] = {}
         with self._lock:
             for chunk in _chunks(iids, 500):
-                q = f"SELECT iid, id, text, metadata, norm FROM documents WHERE iid IN ({','.join('?' * len(chunk))})"
+                q = ("SELECT iid, id, text, metadata, norm FROM documents "
+                     f"WHERE iid IN ({','.join('?' * len(chunk))})")
                 for iid, did, text, meta, norm in self._conn.execute(q, chunk):
                     out[int(iid)] = (did, text, json.loads(meta) if meta is not None else None, float(norm))
         return out
 
     def get(self, doc_id: str) -> tuple[str, dict | None, float] | None:
         with self._lock:
-            row = self._conn.execute("SELECT text, metadata, norm FROM documents WHERE id=?", (doc_id,)).fetchone()
+            row = self._conn.execute("SELECT text, metadata, norm FROM documents WHERE id=?",
+                                     (doc_id,)).fetchone()
         if row is None:
             return None
         return row[0], (json.loads(row[1]) if row[1] is not None else None), float(row[2])
@@ -112,7 +115,8 @@ class DocumentStore:
                          float(norm)))
         with self._lock, self._conn:
             self._msn = None
-            self._conn.executemany("INSERT INTO documents(iid, id, text, metadata, norm) VALUES (?,?,?,?,?)", rows)
+            self._conn.executemany("INSERT INTO documents(iid, id, text, metadata, norm) VALUES (?,?,?,?,?)",
+                                   rows)
             self._conn.execute(
                 "INSERT INTO info(key, value) VALUES ('next_iid', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -124,7 +128,8 @@ class DocumentStore:
         with self._lock, self._conn:
             self._msn = None
             for chunk in _chunks([int(i) for i in iids], 500):
-                cur = self._conn.execute(f"DELETE FROM documents WHERE iid IN ({','.join('?' * len(chunk))})", chunk)
+                cur = self._conn.execute(f"DELETE FROM documents WHERE iid IN ({','.join('?' * len(chunk))})",
+                                         chunk)
                 n += cur.rowcount
         return n
 

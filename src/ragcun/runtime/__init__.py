@@ -50,7 +50,10 @@ from ragcun.runtime.spec import (
     runtime_of,
 )
 
-__all__ = ["BACKENDS", "CPU_BATCH_SIZE", "GPU_BATCH_SIZE", "MEASURE_ENV", "MEASURED", "PRECISIONS", "BackendUnavailableError", "Runtime", "check_device", "cpu_has_bf16", "cpu_info", "default_batch_size", "on_gpu", "require_onnxruntime", "resolve_runtime", "runtime_of", "prepare_model"]
+__all__ = ["BACKENDS", "CPU_BATCH_SIZE", "GPU_BATCH_SIZE", "MEASURE_ENV", "MEASURED", "PRECISIONS",
+           "BackendUnavailableError", "Runtime", "check_device", "cpu_has_bf16", "cpu_info",
+           "default_batch_size", "on_gpu", "require_onnxruntime", "resolve_runtime", "runtime_of",
+           "prepare_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +73,14 @@ def prepare_model(model: Any, runtime: Runtime, device: Any = None, owned: bool 
     if current == runtime:  # already prepared (or torch fp32 asked of a torch fp32 model)
         return model
     if not current.is_reference:
-        raise BackendUnavailableError(f"this model already encodes with {current.tag}: give the torch fp32 model "
-                                      f"it came from to run it with {runtime.tag}")
+        raise BackendUnavailableError(f"this model already encodes with {current.tag}: give the torch fp32 "
+                                      f"model it came from to run it with {runtime.tag}")
     if runtime.backend == "torch":  # bf16
         import torch
 
         if not on_gpu(device or getattr(model, "device", None)) and not cpu_has_bf16():
-            logger.warning("bf16 on a CPU without bf16 instructions (no avx512_bf16/amx_bf16 in /proc/cpuinfo) runs "
-                           "emulated: it measured 4x slower than fp32 on such a CPU")
+            logger.warning("bf16 on a CPU without bf16 instructions (no avx512_bf16/amx_bf16 in "
+                           "/proc/cpuinfo) runs emulated: it measured 4x slower than fp32 on such a CPU")
         target = model if owned else copy.deepcopy(model)
         return target.to(torch.bfloat16)
     from ragcun.runtime.onnx import onnx_model

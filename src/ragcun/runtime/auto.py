@@ -102,7 +102,8 @@ def measure(model: Any, batch_size: int, candidates: list[Runtime] | None = None
             texts: list[str] | None = None, *, prepare: Callable[..., Any]) -> dict[str, Any]:
     """Time every candidate on the probe and compare its vectors to fp32: ``{tag: {seconds, min_cosine}}``.
 
-    ``prepare`` builds each candidate (:func:`ragcun.runtime.prepare_model`, passed in: it is what calls this)."""
+    ``prepare`` builds each candidate (:func:`ragcun.runtime.prepare_model`, passed in: it is what calls
+    this)."""
     import numpy as np
 
     texts = texts or probe_texts()
@@ -120,12 +121,14 @@ def measure(model: Any, batch_size: int, candidates: list[Runtime] | None = None
         cos = (vecs * ref).sum(1) / (np.linalg.norm(vecs, axis=1) * np.linalg.norm(ref, axis=1))
         rows[rt.tag] = {"seconds": round(seconds, 4), "min_cosine": float(cos.min())}
         del prepared
-    again_s, _ = _time(model, texts, batch_size)  # fp32 before and after: the faster of the two, against drift
+    # fp32 before and after: the faster of the two, against drift
+    again_s, _ = _time(model, texts, batch_size)
     rows["torch-fp32"] = {"seconds": round(min(ref_s, again_s), 4), "min_cosine": 1.0}
     return rows
 
 
-def pick(rows: dict[str, Any], gate: float = COSINE_GATE, margin: float = MARGIN, tie: float = TIE) -> Runtime:
+def pick(rows: dict[str, Any], gate: float = COSINE_GATE, margin: float = MARGIN,
+         tie: float = TIE) -> Runtime:
     """The fastest candidate that passes the cosine gate and beats fp32 by ``margin``; else torch fp32.
 
     Candidates within ``tie`` of the fastest count as equally fast, and of those the most exact wins (ONNX
@@ -144,7 +147,8 @@ def pick(rows: dict[str, Any], gate: float = COSINE_GATE, margin: float = MARGIN
 
 def choose(model: Any, batch_size: int = 16, cpu: tuple[str | None, set[str]] | None = None,
            path: Path | None = None, gate: float = COSINE_GATE, *, prepare: Callable[..., Any]) -> Runtime:
-    """The runtime ``auto`` means for ``model`` on this CPU: cached, else measured (see the module docstring)."""
+    """The runtime ``auto`` means for ``model`` on this CPU: cached, else measured (see the module
+    docstring)."""
     from ragcun.fingerprint import model_fingerprint
     from ragcun.io import write_json
 
@@ -160,7 +164,8 @@ def choose(model: Any, batch_size: int = 16, cpu: tuple[str | None, set[str]] | 
     logger.info("measuring the encoding runtimes for this model on this CPU (once; cached in %s)", path)
     rows = measure(model, batch_size, prepare=prepare)
     chosen = pick(rows, gate)
-    summary = ", ".join(f"{t} {r['seconds']:.2f} s (cos {r['min_cosine']:.6f})" for t, r in rows.items() if "seconds" in r)
+    summary = ", ".join(f"{t} {r['seconds']:.2f} s (cos {r['min_cosine']:.6f})" for t, r in rows.items()
+                        if "seconds" in r)
     logger.info("auto runtime: %s (%s)", chosen.tag, summary)
     cache = read_cache(path)  # another process may have written meanwhile: keep its entries
     cache[key] = {"rows": rows, "chosen": chosen.tag, "gate": gate, "batch_size": batch_size,

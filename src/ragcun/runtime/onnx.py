@@ -98,8 +98,8 @@ def export(model: Any, fingerprint: str | None = None) -> Path:
             try:
                 with _quiet():
                     torch.onnx.export(_Graph(model, names), args, str(tmp / "model.onnx"), input_names=names,
-                                      output_names=["sentence_embedding"], dynamic_axes=dims, opset_version=OPSET,
-                                      dynamo=False)
+                                      output_names=["sentence_embedding"], dynamic_axes=dims,
+                                      opset_version=OPSET, dynamo=False)
             except Exception as exc:  # the exporter's errors are many and deep: name the model and the cause
                 raise BackendUnavailableError(f"this model could not be exported to ONNX "
                                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
@@ -108,10 +108,11 @@ def export(model: Any, fingerprint: str | None = None) -> Path:
         got = session.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})[0]
         cos = float(_cosine(expected, got).min())
         if not cos >= EXPORT_MIN_COSINE:
-            raise BackendUnavailableError(f"the ONNX export does not reproduce the torch model (cosine {cos:.6f} "
-                                          f"< {EXPORT_MIN_COSINE}); use --backend torch")
+            raise BackendUnavailableError(f"the ONNX export does not reproduce the torch model (cosine "
+                                          f"{cos:.6f} < {EXPORT_MIN_COSINE}); use --backend torch")
         meta = {"fingerprint": fingerprint, "inputs": names, "opset": OPSET, "torch": torch.__version__,
-                "onnxruntime": ort.__version__, "probe_cosine_min": cos, "seconds": round(time.perf_counter() - t0, 2)}
+                "onnxruntime": ort.__version__, "probe_cosine_min": cos,
+                "seconds": round(time.perf_counter() - t0, 2)}
         (tmp / "export.json").write_text(json.dumps(meta, indent=2))
         if not (target / "export.json").is_file():  # else another process (a torchrun rank) finished it first
             if target.exists():  # a half-written folder from an interrupted run
@@ -151,8 +152,8 @@ def _providers(ort: Any, device: Any) -> list[str]:
     if str(device or "cpu").startswith("cuda"):
         if "CUDAExecutionProvider" in ort.get_available_providers():
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        logger.warning("device %s asked for, but this onnxruntime has no CUDA provider (pip install onnxruntime-gpu): "
-                       "ONNX Runtime runs on the CPU", device)
+        logger.warning("device %s asked for, but this onnxruntime has no CUDA provider (pip install "
+                       "onnxruntime-gpu): ONNX Runtime runs on the CPU", device)
     return ["CPUExecutionProvider"]
 
 
@@ -181,7 +182,8 @@ class OnnxEncoder(torch.nn.Module):
     def __init__(self, session: Any, inputs: list[str], source: torch.nn.Module, fingerprint: str,
                  precision: str) -> None:
         super().__init__()
-        self.session, self.inputs, self.precision, self.source_fingerprint = session, inputs, precision, fingerprint
+        self.session, self.inputs, self.precision, self.source_fingerprint = (
+            session, inputs, precision, fingerprint)
         object.__setattr__(self, "_source", source)  # not a submodule: no duplicate weights in state_dict
 
     @property
@@ -231,14 +233,17 @@ class OnnxEncoder(torch.nn.Module):
         shape = self.session.get_outputs()[0].shape
         return shape[-1] if isinstance(shape[-1], int) else None
 
-    get_sentence_embedding_dimension = get_embedding_dimension  # the name sentence-transformers < 6.1 asks for
+    # the name sentence-transformers < 6.1 asks for
+    get_sentence_embedding_dimension = get_embedding_dimension
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        raise BackendUnavailableError("an ONNX-backed model is not saved as a model: save the torch model it came from")
+        raise BackendUnavailableError("an ONNX-backed model is not saved as a model: save the torch model "
+                                      "it came from")
 
 
 def onnx_model(model: Any, precision: str = "fp32", device: Any = None) -> Any:
-    """A SentenceTransformer that encodes ``model``'s way through ONNX Runtime at ``precision`` (fp32 | int8)."""
+    """A SentenceTransformer that encodes ``model``'s way through ONNX Runtime at ``precision``
+    (fp32 | int8)."""
     from sentence_transformers import SentenceTransformer
 
     if precision not in ("fp32", "int8"):

@@ -1,6 +1,7 @@
 """The runtime choices themselves: a backend and a precision (:class:`Runtime`), checked and resolved
 (:func:`resolve_runtime`), the devices and CPU features they depend on, and what runtime a model runs under
-(:func:`runtime_of`). :mod:`ragcun.runtime` turns a choice into a model (:func:`ragcun.runtime.prepare_model`)."""
+(:func:`runtime_of`). :mod:`ragcun.runtime` turns a choice into a model
+(:func:`ragcun.runtime.prepare_model`)."""
 
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ PRECISIONS = ("fp32", "bf16", "int8")
 #: 32 and 64 with the same vectors (benchmarks/results/full/encode.json); GPUs want larger batches.
 CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 128
-#: ``RAGCUN_AUTO_MEASURE=0`` makes ``auto`` torch fp32 on every CPU (no probe): reproducible figures across CPU kinds.
+#: ``RAGCUN_AUTO_MEASURE=0`` makes ``auto`` torch fp32 on every CPU (no probe): reproducible figures across
+#: CPU kinds.
 MEASURE_ENV = "RAGCUN_AUTO_MEASURE"
 
 
@@ -52,7 +54,8 @@ MEASURED = Runtime("auto", "auto")
 
 
 def on_gpu(device: Any = None) -> bool:
-    """Whether ``device`` (None: where sentence-transformers would put a model, a GPU when there is one) is CUDA."""
+    """Whether ``device`` (None: where sentence-transformers would put a model, a GPU when there is one) is
+    CUDA."""
     if device is not None:
         return str(device).startswith("cuda")
     import torch
@@ -73,13 +76,15 @@ def check_device(device: Any, what: str = "device") -> str | None:
     name = str(device).strip().lower()
     cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    available = ", ".join(["cpu"] + ([f"cuda:0 … cuda:{cuda - 1}" if cuda > 1 else "cuda"] if cuda else []) + (["mps"] if mps else []))
+    available = ", ".join(["cpu"] + ([f"cuda:0 … cuda:{cuda - 1}" if cuda > 1 else "cuda"] if cuda else [])
+                          + (["mps"] if mps else []))
     kind, _, index = name.partition(":")
     if kind == "cpu" and not index:
         return "cpu"
     if kind == "cuda" and (not index or index.isdigit()):
         if not cuda:
-            raise ValueError(f"{what} {device}: no CUDA GPU is visible to torch here (available: {available})")
+            raise ValueError(f"{what} {device}: no CUDA GPU is visible to torch here (available: "
+                             f"{available})")
         if index and int(index) >= cuda:
             raise ValueError(f"{what} {device}: this machine has {cuda} CUDA GPU(s) (available: {available})")
         return name
@@ -91,7 +96,8 @@ def check_device(device: Any, what: str = "device") -> str | None:
 
 
 def default_batch_size(device: Any = None) -> int:
-    """The measured default encoding batch size for ``device`` (a string, torch.device, or None = the default)."""
+    """The measured default encoding batch size for ``device`` (a string, torch.device, or None = the
+    default)."""
     return GPU_BATCH_SIZE if on_gpu(device) else CPU_BATCH_SIZE
 
 
@@ -112,11 +118,13 @@ def cpu_info() -> tuple[str | None, set[str]]:
 
 
 def cpu_has_bf16(cpu: tuple[str | None, set[str]] | None = None) -> bool:
-    """Whether this CPU (or ``cpu``, a :func:`cpu_info` result) has native bfloat16 arithmetic (AVX-512 BF16 or AMX)."""
+    """Whether this CPU (or ``cpu``, a :func:`cpu_info` result) has native bfloat16 arithmetic (AVX-512 BF16
+    or AMX)."""
     return bool((cpu if cpu is not None else cpu_info())[1] & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto", device: Any = None) -> Runtime:
+def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto",
+                    device: Any = None) -> Runtime:
     """Check ``backend``/``precision`` (``auto`` or ``None`` = the measured default) and resolve them."""
     b = "auto" if backend is None else str(backend).lower()
     p = "auto" if precision is None else str(precision).lower()
@@ -124,7 +132,8 @@ def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto"
         raise ValueError(f"backend must be auto, {', '.join(BACKENDS)} (got {backend!r})")
     if p not in (*PRECISIONS, "auto"):
         raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)} (got {precision!r})")
-    if p == "auto" and b == "auto" and not on_gpu(device) and cpu_has_bf16() and os.environ.get(MEASURE_ENV, "1") != "0":
+    if (p == "auto" and b == "auto" and not on_gpu(device) and cpu_has_bf16()
+            and os.environ.get(MEASURE_ENV, "1") != "0"):
         return MEASURED
     if p == "auto":
         if b == "onnx":
@@ -132,15 +141,18 @@ def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto"
         else:
             import torch
 
-            p = "bf16" if on_gpu(device) and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+            p = ("bf16" if on_gpu(device) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+                 else "fp32")
     if b == "auto":
         b = "onnx" if p == "int8" else "torch"
     if b == "onnx" and p == "bf16":
-        raise BackendUnavailableError("precision bf16 runs on the torch backend (ONNX Runtime has no bf16 CPU kernels); "
-                                      "use --backend torch --precision bf16, or --backend onnx --precision fp32|int8")
+        raise BackendUnavailableError(
+            "precision bf16 runs on the torch backend (ONNX Runtime has no bf16 CPU kernels); "
+            "use --backend torch --precision bf16, or --backend onnx --precision fp32|int8")
     if b == "torch" and p == "int8":
-        raise BackendUnavailableError("precision int8 runs on the onnx backend (per-channel int8 in ONNX Runtime); "
-                                      "use --backend onnx --precision int8")
+        raise BackendUnavailableError(
+            "precision int8 runs on the onnx backend (per-channel int8 in ONNX Runtime); "
+            "use --backend onnx --precision int8")
     if b == "onnx":
         require_onnxruntime()
     return Runtime(b, p)
@@ -168,5 +180,6 @@ def require_onnxruntime() -> Any:
         import onnxruntime
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"the onnx backend needs onnxruntime and onnx ({exc.name} is missing): pip install 'ragcun[onnx]'") from None
+            f"the onnx backend needs onnxruntime and onnx ({exc.name} is missing): "
+            "pip install 'ragcun[onnx]'") from None
     return onnxruntime

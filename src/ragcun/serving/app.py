@@ -3,9 +3,9 @@
 Every bad request is a 4xx whose JSON body is ``{"error": "<one line>"}`` and the server keeps serving: bad
 JSON, a missing or unknown field, an empty query, ``k`` outside 1…``max_k``, a body over ``max_body_bytes``
 (413), an unknown index (404). Results are the retriever's own: true L2 distances, the embedding norm, the
-relevance calibrated on the index (:meth:`GaussianRetriever.relevance`, as the framework adapters use it) and the stored
-metadata. Filters are metadata equality (``{"lang": "en"}``), applied to an exact ranking fetched deep enough
-to return ``k`` matches when the index holds them.
+relevance calibrated on the index (:meth:`GaussianRetriever.relevance`, as the framework adapters use it)
+and the stored metadata. Filters are metadata equality (``{"lang": "en"}``), applied to an exact ranking
+fetched deep enough to return ``k`` matches when the index holds them.
 """
 
 import logging
@@ -48,7 +48,8 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(description="The query text.")
     k: int = Field(10, description="Number of hits (1 … the server's --max-k).")
-    filters: dict[str, Scalar] | None = Field(None, description='Metadata equality filters, e.g. {"lang": "en"}.')
+    filters: dict[str, Scalar] | None = Field(
+        None, description='Metadata equality filters, e.g. {"lang": "en"}.')
     index: str | None = Field(None, description="Which index (needed when the server serves several).")
 
 
@@ -121,7 +122,8 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
             return error(413, f"request body over {settings.max_body_bytes:,} bytes")
-        if length is None and request.method == "POST":  # chunked: read it (Starlette keeps it for the endpoint)
+        # chunked: read it (Starlette keeps it for the endpoint)
+        if length is None and request.method == "POST":
             if len(await request.body()) > settings.max_body_bytes:
                 return error(413, f"request body over {settings.max_body_bytes:,} bytes")
         return await call_next(request)
@@ -130,15 +132,17 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return error(422, _first_error(exc))
 
+    # never a traceback to the client
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:  # never a traceback to the client
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         logger.error("search failed: %s: %s", type(exc).__name__, exc)
         return error(500, f"internal error ({type(exc).__name__})")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "indexes": {name: {"documents": len(r), "dimension": r.dimension, "model": r.model_name,
-                                                   "fingerprint": r.fingerprint, "encoding": r.runtime.tag,
+        return {"status": "ok", "indexes": {name: {"documents": len(r), "dimension": r.dimension,
+                                                   "model": r.model_name, "fingerprint": r.fingerprint,
+                                                   "encoding": r.runtime.tag,
                                                    "batches": batchers[name].batches,
                                                    "requests": batchers[name].requests}
                                             for name, r in retrievers.items()}}
@@ -148,7 +152,8 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
         t0 = time.perf_counter()
         name = req.index or default
         if name is None:
-            return error(400, f"field 'index' is required when several indexes are served ({', '.join(retrievers)})")
+            return error(400, "field 'index' is required when several indexes are served "
+                              f"({', '.join(retrievers)})")
         if name not in retrievers:
             return error(404, f"unknown index {name!r} (served: {', '.join(retrievers)})")
         if not req.query.strip():
@@ -171,8 +176,8 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
                 if len(hits) >= req.k or depth >= n:
                     break
                 depth = min(n, depth * 4)
-        out = [Hit(id=h.id, rank=i + 1, distance=h.distance, relevance=retriever.relevance(h.distance), norm=h.norm,
-                   text=h.text, metadata=h.metadata) for i, h in enumerate(hits)]
+        out = [Hit(id=h.id, rank=i + 1, distance=h.distance, relevance=retriever.relevance(h.distance),
+                   norm=h.norm, text=h.text, metadata=h.metadata) for i, h in enumerate(hits)]
         return {"index": name, "hits": out, "took_ms": round(1000 * (time.perf_counter() - t0), 2)}
 
     return app

@@ -61,7 +61,8 @@ class BestModelCallback(TrainerCallback):
         return score > self.best_score if self.greater_is_better else score < self.best_score
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[override]
-        if not metrics or state.global_step == 0:  # the step-0 evaluation is the curve's start, not a candidate
+        # the step-0 evaluation is the curve's start, not a candidate
+        if not metrics or state.global_step == 0:
             return
         key = self.metric if self.metric in metrics else f"eval_{self.metric}"
         if key not in metrics:
@@ -74,9 +75,10 @@ class BestModelCallback(TrainerCallback):
         self.best_score, self.best_step = score, int(state.global_step)
         if state.is_world_process_zero:
             self.save_fn(self.output_dir / "best")
-            write_json(self.output_dir / "best.json", {"metric": self.metric, "score": score, "step": state.global_step,
-                                                       "epoch": state.epoch})
-            logger.info("new best %s = %.4f at step %d → %s", self.metric, score, state.global_step, self.output_dir / "best")
+            write_json(self.output_dir / "best.json", {"metric": self.metric, "score": score,
+                                                       "step": state.global_step, "epoch": state.epoch})
+            logger.info("new best %s = %.4f at step %d → %s", self.metric, score, state.global_step,
+                        self.output_dir / "best")
 
 
 # ---------------------------------------------------------------------------- checkpoints

@@ -13,10 +13,10 @@ from typing import Any
 from ragcun.training.config import TrainConfig
 
 #: Training keys a reader of the card needs to know what the model is.
-RUN_KEYS = ("lambda_isotropy", "loss_form", "sigreg_on", "num_slices", "temperature", "distance", "freeze_base",
-            "head_init", "head_init_power", "output_dim", "slice_policy", "sigreg_sample", "sigreg_queue",
-            "base_learning_rate", "projection_learning_rate", "epochs", "max_steps", "batch_size",
-            "max_seq_length", "seed")
+RUN_KEYS = ("lambda_isotropy", "loss_form", "sigreg_on", "num_slices", "temperature", "distance",
+            "freeze_base", "head_init", "head_init_power", "output_dim", "slice_policy", "sigreg_sample",
+            "sigreg_queue", "base_learning_rate", "projection_learning_rate", "epochs", "max_steps",
+            "batch_size", "max_seq_length", "seed")
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -44,7 +44,8 @@ def describe_model(encoder: Any, cfg: TrainConfig, train_examples: int) -> dict[
         known = base_card(cfg.base_model)  # a fine-tune inherits its base's license and language
         card.license = card.license or known.get("license")
         card.language = card.language or known.get("language")
-        card.model_name = (f"ragcun {name}: {cfg.base_model} + Gaussian head ({cfg.output_dim}-d, {cfg.head}), "
-                           f"λ_iso = {cfg.lambda_isotropy:g}{', frozen base' if cfg.freeze_base else ''}")
+        card.model_name = (f"ragcun {name}: {cfg.base_model} + Gaussian head ({cfg.output_dim}-d, "
+                           f"{cfg.head}), λ_iso = {cfg.lambda_isotropy:g}"
+                           f"{', frozen base' if cfg.freeze_base else ''}")
         card.add_tags(["ragcun", "gaussian-embeddings", "sigreg", "euclidean-distance"])
     return run

@@ -38,8 +38,10 @@ class TrainConfig:
     """Everything ``ragcun train`` needs. Defaults follow the paper setting where one exists."""
 
     # data
-    train_data: str | None = None  # `ragcun data triplets` output dir, a save_to_disk dir, or .jsonl/.parquet/.csv
-    validation_data: str | None = None  # mini-BEIR dir or BEIR name; default: <train_data>/validation if present
+    # `ragcun data triplets` output dir, a save_to_disk dir, or .jsonl/.parquet/.csv
+    train_data: str | None = None
+    # mini-BEIR dir or BEIR name; default: <train_data>/validation if present
+    validation_data: str | None = None
     validation_split: str = "dev"
     validation_max_queries: int | None = None
     validate_during_training: bool = True  # false: no validation (e.g. preflight, quick smoke runs)
@@ -48,15 +50,18 @@ class TrainConfig:
     data_dir: str | None = None
     # model
     base_model: str = "all-MiniLM-L6-v2"
-    output_dim: int = 128  # chosen on NFCorpus dev (docs/isotropy.md); <= the base dimension keeps the head full-rank
+    # chosen on NFCorpus dev (docs/isotropy.md); <= the base dimension keeps the head full-rank
+    output_dim: int = 128
     head: Literal["mlp", "linear"] = "mlp"
     hidden_dim: int = 1024
     freeze_base: bool = False
     freeze_layers: int = 0
     max_seq_length: int = 256
     normalize_base: bool = True  # keep the base's own Normalize before the head (the base's cosine geometry)
-    head_init: Literal["warm", "calibrated", "default"] = "warm"  # warm: start at the base's ranking (see README)
-    head_init_power: float = 0.5  # warm start's whitening power: 0 = the base's geometry, 1 = whitened (N(0, I) covariance)
+    # warm: start at the base's ranking (see README)
+    head_init: Literal["warm", "calibrated", "default"] = "warm"
+    # warm start's whitening power: 0 = the base's geometry, 1 = whitened (N(0, I) covariance)
+    head_init_power: float = 0.5
     calibration_samples: int = 1024  # training texts (documents, for warm) the head is initialised on
     fast_frozen: bool = True  # with freeze_base: train the head on cached base features
     feature_batch_size: int = 64
@@ -87,15 +92,19 @@ class TrainConfig:
     # (random slices alone missed an 8-of-256 anisotropy the pca policy detects: docs/isotropy.md)
     principal_slices: int = 32  # pca: this many largest- and smallest-variance axes
     slice_refresh: int = 1  # pca: recompute the axes every this many SIGReg calls (from the previous sample)
-    sigreg_queue: int = 0  # test the batch together with this many recent detached embeddings (global under DDP)
-    sigreg_sample: int = 0  # test a fresh uniform sample of this many training documents per step, through the head
+    # test the batch together with this many recent detached embeddings (global under DDP)
+    sigreg_queue: int = 0
+    # test a fresh uniform sample of this many training documents per step, through the head
     # (on the base's cached features: exact for a frozen base, the base before fine-tuning otherwise)
-    temperature: float = 5.0  # squared distances grow with output_dim (≈ 2·D apart); 5 measured best at 128-d
+    sigreg_sample: int = 0
+    # squared distances grow with output_dim (≈ 2·D apart); 5 measured best at 128-d
+    temperature: float = 5.0
     distance: Literal["squared", "l2"] = "squared"
     gather_across_devices: bool = True
     # output, logging, checkpoints
     output_dir: str = "runs/train"
-    run_name: str | None = None  # the model's name in its card, results and run files (default: from output_dir)
+    # the model's name in its card, results and run files (default: from output_dir)
+    run_name: str | None = None
     resume: bool = False
     logging_steps: int = 10
     eval_steps: int = 0  # 0: evaluate at the end of every epoch
@@ -115,25 +124,27 @@ class TrainConfig:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
         if self.gradient_accumulation_steps < 1:
             problems.append("gradient_accumulation_steps must be >= 1")
-        problems += positive(self, "base_learning_rate", "projection_learning_rate", "temperature", "max_seq_length",
-                             "output_dim", "hidden_dim", "num_slices", "feature_batch_size", "logging_steps",
-                             "max_grad_norm", "validation_max_queries", "max_train_samples", "num_negatives",
-                             "principal_slices", "slice_refresh")
-        problems += non_negative(self, "lambda_isotropy", "lambda_reg", "weight_decay", "warmup_ratio", "freeze_layers",
-                                 "warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers", "epochs",
-                                 "sigreg_queue", "sigreg_sample")
+        problems += positive(self, "base_learning_rate", "projection_learning_rate", "temperature",
+                             "max_seq_length", "output_dim", "hidden_dim", "num_slices", "feature_batch_size",
+                             "logging_steps", "max_grad_norm", "validation_max_queries", "max_train_samples",
+                             "num_negatives", "principal_slices", "slice_refresh")
+        problems += non_negative(self, "lambda_isotropy", "lambda_reg", "weight_decay", "warmup_ratio",
+                                 "freeze_layers", "warmup_steps", "eval_steps", "save_steps",
+                                 "dataloader_num_workers", "epochs", "sigreg_queue", "sigreg_sample")
         if self.calibration_samples < 2:
             problems.append(f"calibration_samples must be >= 2 (got {self.calibration_samples})")
         if not 0.0 <= self.head_init_power <= 1.0:
             problems.append(f"head_init_power must be in [0, 1] (got {self.head_init_power})")
         if self.head_init_power > 0 and self.head_init != "warm":
-            problems.append(f"head_init_power applies to head_init = 'warm' (got head_init = {self.head_init!r})")
+            problems.append(f"head_init_power applies to head_init = 'warm' (got head_init = "
+                            f"{self.head_init!r})")
         if self.sigreg_sample and self.sigreg_queue:
             problems.append("set sigreg_sample or sigreg_queue, not both")
         if self.warmup_ratio > 1:
             problems.append(f"warmup_ratio must be in [0, 1] (got {self.warmup_ratio})")
         if self.loss_form == "convex" and self.lambda_isotropy > 1:
-            problems.append(f"loss_form = 'convex' needs lambda_isotropy in [0, 1] (got {self.lambda_isotropy})")
+            problems.append(f"loss_form = 'convex' needs lambda_isotropy in [0, 1] (got "
+                            f"{self.lambda_isotropy})")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             problems.append(f"save_total_limit must be >= 1 or none (got {self.save_total_limit})")
         if self.epochs <= 0 and self.max_steps <= 0:
@@ -229,4 +240,5 @@ def load_config(
     return cfg.validate()
 
 
-__all__ = ["ConfigError", "TrainConfig", "coerce", "flatten_toml", "load_config", "parse_override", "read_toml"]
+__all__ = ["ConfigError", "TrainConfig", "coerce", "flatten_toml", "load_config", "parse_override",
+           "read_toml"]

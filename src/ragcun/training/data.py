@@ -23,7 +23,8 @@ def _resolve_train_path(path: str | os.PathLike) -> tuple[Path, Path | None]:
     """(dataset location, triplets root or None). A triplets root holds ``manifest.json`` and ``train/``."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"training data {p} not found (run `ragcun data triplets ...` first, or fix train_data)")
+        raise FileNotFoundError(f"training data {p} not found (run `ragcun data triplets ...` first, "
+                                "or fix train_data)")
     if p.is_dir() and (p / "train").is_dir():
         return p / "train", p
     if p.is_dir() and (p / "train.jsonl").is_file():  # `ragcun data triplets --format jsonl`
@@ -31,7 +32,8 @@ def _resolve_train_path(path: str | os.PathLike) -> tuple[Path, Path | None]:
     return p, None
 
 
-def load_train_dataset(path: str | os.PathLike, num_negatives: int | None = None, max_samples: int | None = None):
+def load_train_dataset(path: str | os.PathLike, num_negatives: int | None = None,
+                       max_samples: int | None = None):
     """Load the training triplets and keep only the text columns, in trainer order.
 
     Accepts a ``ragcun data triplets`` output folder, a ``datasets.save_to_disk`` folder, or a
@@ -51,9 +53,11 @@ def load_train_dataset(path: str | os.PathLike, num_negatives: int | None = None
                 raise ConfigError(f"{loc}: a DatasetDict without a 'train' split (has {list(ds)})")
             ds = ds["train"]
     else:
-        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(loc.suffix.lower())
+        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet",
+                ".csv": "csv"}.get(loc.suffix.lower())
         if kind is None:
-            raise ConfigError(f"{loc}: unsupported training file type {loc.suffix!r} (use .jsonl, .parquet, .csv)")
+            raise ConfigError(f"{loc}: unsupported training file type {loc.suffix!r} "
+                              "(use .jsonl, .parquet, .csv)")
         if loc.stat().st_size == 0:
             raise ConfigError(f"{loc}: the training file is empty")
         try:
@@ -65,11 +69,14 @@ def load_train_dataset(path: str | os.PathLike, num_negatives: int | None = None
     cols = list(ds.column_names)
     missing = [c for c in ("query", "positive") if c not in cols]
     if missing:
-        raise ConfigError(f"{loc}: training data lacks column(s) {missing} (has {cols}); expected query, positive, negative_1..K")
-    negs = sorted((c for c in cols if _NEG_RE.match(c)), key=lambda c: int(_NEG_RE.match(c).group(1)))  # type: ignore[union-attr]
+        raise ConfigError(f"{loc}: training data lacks column(s) {missing} (has {cols}); "
+                          "expected query, positive, negative_1..K")
+    negs = sorted((c for c in cols if _NEG_RE.match(c)),
+                  key=lambda c: int(_NEG_RE.match(c).group(1)))  # type: ignore[union-attr]
     if num_negatives is not None:
         if num_negatives > len(negs):
-            raise ConfigError(f"{loc}: num_negatives={num_negatives} but the data has {len(negs)} negative columns")
+            raise ConfigError(f"{loc}: num_negatives={num_negatives} but the data has {len(negs)} "
+                              "negative columns")
         negs = negs[:num_negatives]
     keep = ["query", "positive", *negs]
     if max_samples is not None and max_samples < len(ds):
@@ -78,9 +85,10 @@ def load_train_dataset(path: str | os.PathLike, num_negatives: int | None = None
     for col in keep:
         for row, value in enumerate(ds[col]):
             if not isinstance(value, str) or not value.strip():
-                what = "null" if value is None else ("empty" if isinstance(value, str) else type(value).__name__)
-                raise ConfigError(f"{loc}: row {row + 1}, column {col!r} is {what}; every training text must be a "
-                                  "non-empty string")
+                what = ("null" if value is None
+                        else ("empty" if isinstance(value, str) else type(value).__name__))
+                raise ConfigError(f"{loc}: row {row + 1}, column {col!r} is {what}; every training text "
+                                  "must be a non-empty string")
     manifest: dict[str, Any] = {"path": str(Path(path).resolve()), "rows": len(ds), "columns": keep,
                                 "fingerprint": getattr(ds, "_fingerprint", None)}
     if root is not None and (root / "manifest.json").is_file():

@@ -39,7 +39,8 @@ FEATURES_SUBDIR = "features"
 
 
 class FeatureCache:
-    """On-disk cache of base-encoder features: ``<cache>/features/<fingerprint[:20]>-L<len>/shard-*.safetensors``.
+    """On-disk cache of base-encoder features:
+    ``<cache>/features/<fingerprint[:20]>-L<len>/shard-*.safetensors``.
 
     Each shard holds ``keys`` (N×32 uint8, SHA-256 of the text) and ``features`` (N×D float32).
     New texts go into a new shard written atomically, so concurrent runs and crashes never
@@ -82,8 +83,9 @@ class FeatureCache:
         path = self.dir / f"shard-{digest}.safetensors"
         key_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
         with atomic_path(path) as tmp:
-            save_file({"keys": key_arr, "features": np.ascontiguousarray(features, dtype=np.float32)}, str(tmp),
-                      metadata={"fingerprint": self.fingerprint, "max_seq_length": str(self.max_seq_length)})
+            save_file({"keys": key_arr, "features": np.ascontiguousarray(features, dtype=np.float32)},
+                      str(tmp), metadata={"fingerprint": self.fingerprint,
+                                          "max_seq_length": str(self.max_seq_length)})
         meta = self.dir / "meta.json"
         if not meta.exists():
             from ragcun.io import write_json
@@ -115,8 +117,8 @@ def encode_base(
     order = np.argsort([-len(t) for t in texts], kind="stable")
     out: np.ndarray | None = None
     try:
-        for start in tqdm(range(0, len(texts), batch_size), desc="encoding base features", disable=not wanted(show_progress),
-                          unit="batch"):
+        for start in tqdm(range(0, len(texts), batch_size), desc="encoding base features",
+                          disable=not wanted(show_progress), unit="batch"):
             idx = order[start : start + batch_size]
             features: dict[str, Any] = encoder.preprocess([texts[i] for i in idx])
             features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
@@ -184,7 +186,8 @@ class FeatureLookup(InputModule):
         self.max_seq_length = max_seq_length
         self.prompts = [p for p in prompts if p]
 
-    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None,
+                   **kwargs: Any) -> dict[str, torch.Tensor]:
         rows = []
         for text in inputs:
             if prompt:
@@ -208,7 +211,8 @@ class FeatureLookup(InputModule):
         return int(self.table.shape[1])
 
     def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("FeatureLookup is a training-time stand-in for the base; save the full encoder")
+        raise NotImplementedError("FeatureLookup is a training-time stand-in for the base; save the full "
+                                  "encoder")
 
 
 def build_fast_model(
@@ -226,10 +230,13 @@ def build_fast_model(
     The head modules are the encoder's own objects (shared, not copied): training the fast model
     trains the encoder's head, and saving the encoder saves the result.
     """
-    feats, index = cached_base_features(encoder, base_modules, texts, max_seq_length, batch_size, cache, show_progress)
-    lookup = FeatureLookup(feats, index, max_seq_length=max_seq_length, prompts=list((encoder.prompts or {}).values()))
+    feats, index = cached_base_features(encoder, base_modules, texts, max_seq_length, batch_size, cache,
+                                        show_progress)
+    lookup = FeatureLookup(feats, index, max_seq_length=max_seq_length,
+                           prompts=list((encoder.prompts or {}).values()))
     device = next(iter(p for m in head_modules for p in m.parameters())).device
-    fast = SentenceTransformer(modules=[lookup, *head_modules], device=str(device), similarity_fn_name="euclidean",
+    fast = SentenceTransformer(modules=[lookup, *head_modules], device=str(device),
+                               similarity_fn_name="euclidean",
                                prompts={k: v for k, v in (encoder.prompts or {}).items() if v},
                                default_prompt_name=encoder.default_prompt_name)
     return fast
@@ -240,10 +247,10 @@ class CorpusSample:
 
     On the frozen fast path every training text's base features are in the table, so SIGReg can test a
     corpus-scale sample each step at the cost of the head alone (while the base is fine-tuned, the table
-    holds its features from before training, computed once, and SIGReg shapes the head on them): ``size`` distinct-document rows drawn
-    uniformly (each document counts once, however often it is a positive or a negative), and as many
-    queries, at most the number of distinct ones. The draw is seeded by (seed, step, rank), so a
-    resumed run draws the same samples and DDP ranks draw different ones.
+    holds its features from before training, computed once, and SIGReg shapes the head on them): ``size``
+    distinct-document rows drawn uniformly (each document counts once, however often it is a positive or a
+    negative), and as many queries, at most the number of distinct ones. The draw is seeded by (seed, step,
+    rank), so a resumed run draws the same samples and DDP ranks draw different ones.
     """
 
     def __init__(self, table: torch.Tensor, query_rows: Sequence[int], document_rows: Sequence[int],

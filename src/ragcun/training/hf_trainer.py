@@ -8,8 +8,9 @@
   loads the full encoder back;
 - the logged loss components gain the raw SIGReg statistic and the mean embedding norm, as one readable line.
 
-The save and resume steps are transformers' ``Trainer._save`` / ``_save_checkpoint`` / ``_load_from_checkpoint``:
-the only places where the trainer writes or reads a checkpoint's model, so they are overridden here, nowhere else.
+The save and resume steps are transformers' ``Trainer._save`` / ``_save_checkpoint`` /
+``_load_from_checkpoint``: the only places where the trainer writes or reads a checkpoint's model, so they are
+overridden here, nowhere else.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ class RagcunTrainer(SentenceTransformerTrainer):
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
             c = self.ragcun_config
-            groups = self.encoder.parameter_groups(c.base_learning_rate, c.projection_learning_rate, c.weight_decay)
+            groups = self.encoder.parameter_groups(c.base_learning_rate, c.projection_learning_rate,
+                                                   c.weight_decay)
             if not groups:
                 raise ConfigError("nothing to train: every parameter is frozen")
-            self.optimizer = torch.optim.AdamW(groups, lr=c.projection_learning_rate, betas=(0.9, 0.999), eps=1e-8)
+            self.optimizer = torch.optim.AdamW(groups, lr=c.projection_learning_rate, betas=(0.9, 0.999),
+                                               eps=1e-8)
         return self.optimizer
 
     # saving: always the full encoder, atomically
@@ -93,8 +96,8 @@ class RagcunTrainer(SentenceTransformerTrainer):
                 logs["sigreg_raw"] = float(stats["sigreg"])
             if "mean_norm" in stats:
                 logs["mean_norm"] = float(stats["mean_norm"])
-            parts = [f"{k} {float(logs[k]):.4g}" for k in ("loss", "contrastive", "isotropy", "sigreg_raw", "mean_norm")
-                     if k in logs]
+            parts = [f"{k} {float(logs[k]):.4g}"
+                     for k in ("loss", "contrastive", "isotropy", "sigreg_raw", "mean_norm") if k in logs]
             logger.info("step %d/%d: %s", self.state.global_step, self.state.max_steps, ", ".join(parts))
         super().log(logs, start_time)
 

@@ -102,8 +102,8 @@ def check_model(cfg: TrainConfig) -> tuple[str, str]:
     res = resolve_model(cfg.base_model)
     model = build_model(cfg, device="cpu")
     c = model.parameter_counts()
-    return "pass", (f"{cfg.base_model} → {res.location} ({res.source}); trainable base {c['base_trainable']:,}, "
-                    f"head {c['head_trainable']:,}")
+    return "pass", (f"{cfg.base_model} → {res.location} ({res.source}); trainable base "
+                    f"{c['base_trainable']:,}, head {c['head_trainable']:,}")
 
 
 def check_training(cfg: TrainConfig, steps: int = 2) -> tuple[str, str]:
@@ -124,7 +124,8 @@ def check_training(cfg: TrainConfig, steps: int = 2) -> tuple[str, str]:
         if not all(math.isfinite(float(v)) for v in stats.values()):
             return "fail", f"non-finite loss: {stats}"
         return "pass", (f"{steps} steps at batch {batch} on {summary['device']}: contrastive "
-                        f"{stats.get('contrastive', float('nan')):.3f}, sigreg {stats.get('sigreg', float('nan')):.3f}")
+                        f"{stats.get('contrastive', float('nan')):.3f}, "
+                        f"sigreg {stats.get('sigreg', float('nan')):.3f}")
 
 
 def run_preflight(cfg: TrainConfig, steps: int = 2) -> list[Check]:

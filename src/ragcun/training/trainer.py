@@ -84,7 +84,8 @@ def per_device_batch(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
-def build_training_args(cfg: TrainConfig, world_size: int = 1, has_evaluator: bool = False, fast: bool = False):
+def build_training_args(cfg: TrainConfig, world_size: int = 1, has_evaluator: bool = False,
+                        fast: bool = False):
     from sentence_transformers import SentenceTransformerTrainingArguments
 
     cuda = torch.cuda.is_available() and not cfg.use_cpu
@@ -153,7 +154,9 @@ def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]
 def _versions() -> dict[str, str | None]:
     from ragcun.io import package_versions
 
-    return {"python": platform.python_version(), **package_versions("ragcun", "torch", "sentence-transformers", "transformers", "accelerate", "datasets")}
+    return {"python": platform.python_version(),
+            **package_versions("ragcun", "torch", "sentence-transformers", "transformers", "accelerate",
+                               "datasets")}
 
 
 def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
@@ -176,7 +179,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     train_ds, manifest = load_train_dataset(cfg.train_data, cfg.num_negatives, cfg.max_train_samples)
     evaluator = build_evaluator(cfg, batch_size=max(cfg.batch_size, 32))
     fast = bool(cfg.freeze_base and cfg.fast_frozen)
-    args = build_training_args(cfg, world, has_evaluator=evaluator is not None, fast=fast)  # sets up the process group
+    # sets up the process group
+    args = build_training_args(cfg, world, has_evaluator=evaluator is not None, fast=fast)
     set_seed(cfg.seed)
     encoder = build_model(cfg, device="cpu" if fast else None)
     args.prompts = prompts = column_prompts(encoder, train_ds.column_names)  # per column, as at evaluation
@@ -195,8 +199,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
             texts.extend(evaluator.prompted_texts(encoder))
         tf = time.perf_counter()
         with args.main_process_first(local=False, desc="base features"):
-            model = build_fast_model(encoder, encoder.base_modules, encoder.head_modules, texts, cfg.max_seq_length,
-                                     batch_size=cfg.feature_batch_size)
+            model = build_fast_model(encoder, encoder.base_modules, encoder.head_modules, texts,
+                                     cfg.max_seq_length, batch_size=cfg.feature_batch_size)
         feature_seconds = time.perf_counter() - tf
     else:
         model = encoder
@@ -209,7 +213,9 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         if fast:
             lookup = model[0]
             feats = lookup.table[[lookup.index[t] for t in calib]]
-        else:  # the base's features of these texts, from (and into) the frozen path's cache: shared by every arm
+        else:
+            # the base's features of these texts, from (and into) the frozen path's cache:
+            # shared by every arm
             from ragcun.training.frozen import cached_base_features
 
             with args.main_process_first(local=False, desc="head initialisation features"):
@@ -218,8 +224,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
             feats = torch.from_numpy(table)
         info = encoder.init_head(cfg.head_init, feats, cfg.head_init_power)
         logger.info("head initialised (%s%s) on %d training texts, output scale x%.3g", cfg.head_init,
-                    f", whitening power {cfg.head_init_power:g}" if cfg.head_init_power else "", info["samples"],
-                    info["scale"])
+                    f", whitening power {cfg.head_init_power:g}" if cfg.head_init_power else "",
+                    info["samples"], info["scale"])
     sample = None
     if cfg.sigreg_sample:
         from ragcun.training.frozen import CorpusSample, cached_base_features
@@ -227,7 +233,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         if fast:
             table, index = model[0].table, model[0].index
         else:  # the base's features before fine-tuning, cached once: SIGReg shapes the head on them
-            texts = list(dict.fromkeys(prompts.get(c, "") + t for c in train_ds.column_names for t in train_ds[c]))
+            texts = list(dict.fromkeys(prompts.get(c, "") + t for c in train_ds.column_names
+                                       for t in train_ds[c]))
             with args.main_process_first(local=False, desc="corpus-sample features"):
                 feats, index = cached_base_features(encoder, encoder.base_modules, texts, cfg.max_seq_length,
                                                     batch_size=cfg.feature_batch_size, show_progress=False)
@@ -254,8 +261,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     cbs: list = list(callbacks or [])
     best_cb = None
     if evaluator is not None:
-        best_cb = BestModelCallback(out, f"{evaluator.name}_{evaluator.primary_metric}".replace("val_val_", "val_"),
-                                    save_full)
+        best_cb = BestModelCallback(
+            out, f"{evaluator.name}_{evaluator.primary_metric}".replace("val_val_", "val_"), save_full)
         cbs.append(best_cb)
     if "tensorboard" in cfg.report_to:
         tb = TensorBoardCallback()
@@ -274,7 +281,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         encoder.save(out / "final")
         if best_cb is None or best_cb.best_step is None:
             encoder.save(out / "best")  # no validation: the final model is the one to use
-        samples = len(train_ds) * cfg.epochs if cfg.max_steps <= 0 else cfg.max_steps * cfg.batch_size * cfg.gradient_accumulation_steps
+        samples = (len(train_ds) * cfg.epochs if cfg.max_steps <= 0
+                   else cfg.max_steps * cfg.batch_size * cfg.gradient_accumulation_steps)
         summary = {
             "config": cfg.to_dict(),
             "data": manifest,
@@ -288,7 +296,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
             "wall_time_s": time.perf_counter() - t0,
             "train_time_s": train_seconds,
             "feature_time_s": feature_seconds,
-            "samples_per_second": float(result.metrics.get("train_samples_per_second", samples / max(train_seconds, 1e-9))),
+            "samples_per_second": float(result.metrics.get("train_samples_per_second",
+                                                           samples / max(train_seconds, 1e-9))),
             "train_metrics": {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))},
             "final_loss_stats": dict(getattr(loss, "last_stats", {}) or {}),
             "best": {
