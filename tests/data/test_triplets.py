@@ -9,7 +9,7 @@ import pytest
 
 from ragcun.data.beir import load_beir
 from ragcun.data.bm25 import BM25Index, get_index
-from ragcun.data.triplets import build_triplets
+from ragcun.data.triplets import TripletOptions, build_triplets
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,14 @@ def test_random_negatives_and_combined_sources(tmp_path, data_root):
 def test_bad_options(tmp_path, data_root):
     with pytest.raises(ValueError, match="negatives"):
         build_triplets("scifact", tmp_path / "o", data_dir=str(data_root), negatives="dense")
+    for bad, message in ((dict(max_train_samples=float("inf")), "max_train_samples expects int"),
+                         (dict(split_ratio=float("nan")), "split_ratio must be a finite number"),
+                         (dict(seed="x"), "seed expects int"), (dict(val_size=2.5), "val_size expects int"),
+                         (dict(num_negativs=2), r"unknown key 'num_negativs' \(did you mean")):
+        with pytest.raises(ValueError, match=f"build_triplets: {message}"):
+            build_triplets("scifact", tmp_path / "o", data_dir=str(data_root), **bad)
+    with pytest.raises(ValueError, match="not both"):
+        build_triplets("scifact", tmp_path / "o", TripletOptions(), data_dir=str(data_root), seed=1)
     assert not (tmp_path / "o").exists()
 
 

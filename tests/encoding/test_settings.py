@@ -73,5 +73,6 @@ def test_one_beir_evaluator_reads_each_dataset_once_and_ranks_by_the_score_each_
     top = {s: float((tmp_path / f"{s}.run").read_text().split()[4]) for s in ("l2", "cos")}
     assert top["l2"] < 0 < top["cos"] <= 1  # each run scored by its own score: -||q - d|| and the cosine
     assert len(reads) == 3  # evaluate_model read its data for its one call, and kept it nowhere
-    with pytest.raises(ValueError, match="score"):
-        ev(tiny_model_path, score="hamming")
+    for bad in ("hamming", ""):  # an empty score is refused, not taken for the default
+        with pytest.raises(ValueError, match="score must be one of"):
+            ev(tiny_model_path, score=bad)

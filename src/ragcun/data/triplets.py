@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragcun.config import choice_problems, non_negative, positive
+from ragcun.config import choice_problems, coerce, non_negative, positive
 from ragcun.data.beir import available_splits, doc_text, load_beir, load_qrels, write_beir
 from ragcun.data.msmarco import (
     is_msmarco_dir,
@@ -312,7 +312,9 @@ def build_triplets(
     if options is not None and option_values:
         raise ValueError(f"pass the options as options= or as keywords, not both "
                          f"({', '.join(option_values)})")
-    o = options or TripletOptions(**option_values)
+    # keywords go through the one coercion path: a wrong type, NaN or inf is an error naming the option
+    o = options or TripletOptions(**{k: coerce(TripletOptions, k, v, "build_triplets")
+                                     for k, v in option_values.items()})
     problems = o.check() + ([] if format in ("hf", "jsonl")
                             else [f"format must be hf or jsonl (got {format!r})"])
     if problems:

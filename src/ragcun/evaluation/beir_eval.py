@@ -181,12 +181,12 @@ class BeirEvaluator:
         """The evaluated split of ``dataset`` (read once and kept, with ``keep_data``)."""
         from ragcun.data.beir import load_beir
 
-        if self._data is None:
-            return load_beir(dataset, split=self.settings.split, data_dir=self.settings.data_dir)
-        if dataset not in self._data:
-            self._data[dataset] = load_beir(dataset, split=self.settings.split,
-                                            data_dir=self.settings.data_dir)
-        return self._data[dataset]
+        if self._data is not None and dataset in self._data:
+            return self._data[dataset]
+        data = load_beir(dataset, split=self.settings.split, data_dir=self.settings.data_dir)
+        if self._data is not None:
+            self._data[dataset] = data
+        return data
 
     def __call__(self, model: Any, model_name: str | None = None, output: str | os.PathLike | None = None,
                  run_file: str | os.PathLike | None = None, score: str | None = None) -> dict[str, Any]:
@@ -199,7 +199,7 @@ class BeirEvaluator:
                                            self.metrics)
         model, name, runtime, batch_size = s.load(model)  # runtime: what really encodes
         name = model_name or name
-        score = check_score(score) if score else self.score or default_score(model)
+        score = check_score(score) if score is not None else self.score or default_score(model)
         out: dict[str, Any] = {
             "model": name,
             "model_fingerprint": model_fingerprint(model),

@@ -161,16 +161,13 @@ class GaussianRetriever:
         duplicate id (within the call or already indexed), an empty text or bad metadata raises before
         anything is encoded.
         """
-        texts, ids, metadata = self._check_input(texts, ids, metadata)
-        if not texts:
-            return []
-        vectors = self.encode_documents(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
-        return self.add_embeddings(vectors, texts, ids=ids, metadata=metadata)
+        return self._add(texts, ids, metadata, batch_size, show_progress_bar)
 
-    def _check_input(self, texts: Sequence[str], ids: Sequence[str | None] | None,
-                     metadata: Sequence[dict[str, Any] | None] | None, first: int = 0,
-                     ) -> tuple[list[str], list[str | None] | None, list[dict[str, Any] | None] | None]:
-        """The one check of documents to add (``first``: the position of ``texts[0]`` in a longer stream)."""
+    def _add(self, texts: Sequence[str], ids: Sequence[str | None] | None,
+             metadata: Sequence[dict[str, Any] | None] | None, batch_size: int | None,
+             show_progress_bar: bool = False, first: int = 0) -> list[str]:
+        """The one check of documents to add, then their encoding and indexing (``first``: the position of
+        ``texts[0]`` in a longer stream, for the messages)."""
         texts = _texts(texts, "texts", "an empty document could only ever be returned at random", first)
         n = len(texts)
         if ids is not None:
@@ -183,7 +180,10 @@ class GaussianRetriever:
             if len(metadata) != n:
                 raise ValueError(f"{n} texts but {len(metadata)} metadata entries")
             metadata = [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata, start=first)]
-        return texts, ids, metadata
+        if not texts:
+            return []
+        vectors = self.encode_documents(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        return self.add_embeddings(vectors, texts, ids=ids, metadata=metadata)
 
     def add_embeddings(
         self,
@@ -239,11 +239,8 @@ class GaussianRetriever:
 
         def flush() -> None:
             nonlocal total
-            texts, ids, metas = self._check_input([r.get("text") for r in chunk],
-                                                  [r.get("id") for r in chunk],
-                                                  [r.get("metadata") for r in chunk], first=total)
-            self.add_embeddings(self.encode_documents(texts, batch_size=batch_size), texts, ids=ids,
-                                metadata=metas)
+            self._add([r.get("text") for r in chunk], [r.get("id") for r in chunk],
+                      [r.get("metadata") for r in chunk], batch_size, first=total)
             total += len(chunk)
             if progress is not None:
                 progress(len(chunk))
