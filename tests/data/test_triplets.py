@@ -165,3 +165,18 @@ def test_index_save_load_mmap(tmp_path):
     docs, scores = loaded.search(["cats", "running dogs"], k=2)
     assert loaded.doc_ids[docs[0][0]] in {"a", "c"} and loaded.doc_ids[docs[1][0]] == "b"
     assert scores[0][0] > 0
+
+
+def test_positives_per_query_in_rounds(tmp_path, data_root):
+    """max_positives_per_query: the first rows hold every training query once, then second positives."""
+    build_triplets("scifact", tmp_path / "r", data_dir=str(data_root), negatives="random", val_size=10,
+                   max_positives_per_query=2, show_progress=False, cache_index=False)
+    ds = datasets.load_from_disk(str(tmp_path / "r" / "train"))
+    qrels = load_beir("scifact", "train", data_dir=str(data_root)).qrels
+    queries = [q for q in ds["query_id"]]
+    n = len(set(queries))
+    assert len(set(queries[:n])) == n  # round one: every query once
+    assert all(queries.count(q) == min(2, sum(1 for g in qrels[q].values() if g >= 1)) for q in set(queries))
+    assert len(set(zip(ds["query_id"], ds["positive_id"], strict=True))) == len(ds)  # no pair twice
+    with pytest.raises(ValueError, match="max_positives_per_query must be > 0"):
+        build_triplets("scifact", tmp_path / "o", data_dir=str(data_root), max_positives_per_query=0)

@@ -210,3 +210,48 @@ def test_evaluate_rag_and_isotropy_with_a_model(scifact_slice, tiny_model_path, 
     assert [(x["label"], x["kind"]) for x in rows] == [("tiny", "corpus"), ("tiny", "queries")]
     assert rows[1]["n"] == 20 and rows[0]["dim"] == 32
     assert (iso_out / "covariance_heatmap.png").exists()
+
+
+def test_hybrid_evaluation_fuses_the_model_with_bm25(scifact_slice, minilm, minilm_path, tmp_path):
+    """`evaluate --hybrid`: BM25 alone ranks as bm25s does; the real MiniLM fused with BM25 is the hand-fused
+    full matrix's ranking; the CLI prints it and refuses a bad weight in one line."""
+    from typer.testing import CliRunner
+
+    from ragcun.cli import app
+    from ragcun.data.beir import doc_text, load_beir
+    from ragcun.data.bm25 import get_index
+    from ragcun.encoding.fusion import Fusion, bm25_scores, dense_scores, fuse
+
+    corpus, queries, qrels = load_beir(str(scifact_slice))
+    ids = list(corpus)
+    texts = [doc_text(corpus[d]) for d in ids]
+    qids = [q for q in queries if q in qrels]
+    bm25 = get_index(ids, texts, show_progress=False)
+    fusion = Fusion("zscore", {"dense": 1.0, "bm25": 0.5})
+    res = evaluate_model(minilm, [str(scifact_slice)], hybrid=fusion, show_progress_bar=False,
+                         run_file=tmp_path / "h.trec")
+    assert res["hybrid"] == fusion.as_dict()
+    q_emb, d_emb = minilm.encode([queries[q] for q in qids]), minilm.encode(texts)
+    full = fuse({"dense": dense_scores(q_emb, d_emb, "cos"),
+                 "bm25": bm25_scores(bm25, [queries[q] for q in qids])}, fusion)
+    run = read_run(tmp_path / "h.trec")
+    for r, q in enumerate(qids[:5]):
+        top = [ids[j] for j in np.argsort(-full[r], kind="stable")[:10]]
+        assert list(run[q])[:10] == top
+    alone = evaluate_model(minilm, [str(scifact_slice)], hybrid=Fusion("zscore", {"bm25": 1.0}),
+                           show_progress_bar=False, run_file=tmp_path / "b.trec")
+    b_run = read_run(tmp_path / "b.trec")
+    rows, _ = bm25.search([queries[qids[0]]], k=5)
+    assert list(b_run[qids[0]])[:5] == [ids[j] for j in rows[0]]
+    assert alone["results"]["scifact-slice"]["ndcg@10"] != res["results"]["scifact-slice"]["ndcg@10"]
+
+    out = CliRunner().invoke(app, ["evaluate", "-m", minilm_path, "-d", str(scifact_slice),
+                                   "--hybrid", "--bm25-weight", "0.5", "--backend", "torch", "--precision",
+                                   "fp32"])
+    assert out.exit_code == 0, out.output
+    assert "BM25" in out.output and f"{res['results']['scifact-slice']['ndcg@10'] * 100:.2f}" in out.output
+    bad = CliRunner().invoke(app, ["evaluate", "-m", "x", "-d", str(scifact_slice), "--hybrid",
+                                   "--bm25-weight", "nan"])
+    assert bad.exit_code == 1 and "--hybrid: fusion weight 'bm25'" in bad.output
+    assert "Traceback" not in bad.output
+

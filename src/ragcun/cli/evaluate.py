@@ -51,6 +51,17 @@ def evaluate(
     device: str = device_option(),
     chunk_size: int = typer.Option(10_000, "--chunk-size", help="Documents per cached chunk: the unit each "
                                                                 "torchrun process encodes."),
+    hybrid: bool = typer.Option(False, "--hybrid", metavar="",
+                                help="Fuse the model's score with BM25 per query (see --fusion, "
+                                     "--bm25-weight)."),
+    fusion: str = typer.Option("zscore", "--fusion",
+                               help="With --hybrid: zscore (weighted sum of z-scores), convex (of min-max "
+                                    "normalised scores) or rrf (reciprocal rank fusion)."),
+    bm25_weight: float = typer.Option(0.5, "--bm25-weight",
+                                      help="With --hybrid: BM25's weight beside the model's 1 (convex: "
+                                           "BM25's share, in [0, 1]); --dense-weight 0: BM25 alone."),
+    dense_weight: float = typer.Option(1.0, "--dense-weight",
+                                       help="With --hybrid: the model's weight (convex: 1 − BM25's share)."),
 ) -> None:
     """Evaluate a model on BEIR with pytrec_eval metrics (NDCG, MAP, Recall, P, MRR).
 
@@ -64,12 +75,22 @@ def evaluate(
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), top_k=(top_k, 1, 100_000),
                  chunk_size=(chunk_size, 1, None), max_seq_length=(max_seq_length, 1, None))
 
+    fused = None
+    if hybrid:
+        from ragcun.encoding.fusion import Fusion
+
+        if fusion == "convex" and dense_weight == 1.0:
+            dense_weight = 1.0 - bm25_weight
+        try:
+            fused = Fusion(fusion, {"dense": dense_weight, "bm25": bm25_weight})  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise fail(f"--hybrid: {exc}") from None
     distributed = init_from_env()
     try:
         settings = EncodeSettings(split, batch_size, max_seq_length, data_dir, not no_cache,
                                   device or (local_device() if distributed else None), backend, precision)
         res = evaluate_model(model, datasets, score=score, settings=settings, output=output,
-                             run_file=run_file, top_k=top_k, chunk_size=chunk_size)
+                             run_file=run_file, top_k=top_k, chunk_size=chunk_size, hybrid=fused)
     except USER_ERRORS as exc:
         shutdown(wait=False)
         raise fail(str(exc)) from None
@@ -77,7 +98,8 @@ def evaluate(
     if not is_main_process():
         return
     cfg = res["config"]
-    table = Table(title=f"{res['model']} ({res['score']}, {split}; {cfg['backend']} {cfg['precision']}, "
+    how = res["score"] if fused is None else f"{res['score']} + BM25, {fused.label()}"
+    table = Table(title=f"{res['model']} ({how}, {split}; {cfg['backend']} {cfg['precision']}, "
                         f"batch {cfg['batch_size']})")
     table.add_column("dataset")
     for m in _SHOWN:

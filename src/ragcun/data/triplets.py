@@ -83,6 +83,9 @@ class TripletOptions:
     num_negatives: int = 1
     bm25_top_k: int = 100
     positive_threshold: int = 1
+    # at most this many examples (positives) per query, in rounds: every query's first, then every query's
+    # second…, so the first rows cover every query once (None: every positive, shuffled)
+    max_positives_per_query: int | None = None
     false_negative_guard: Literal["none", "above_positive"] = "none"
     negatives_exclude: Literal["judged", "positives"] = "judged"
     seed: int = 42
@@ -90,7 +93,7 @@ class TripletOptions:
     def check(self) -> list[str]:
         problems = choice_problems(self)
         problems += positive(self, "max_train_samples", "num_negatives", "bm25_top_k", "val_candidates",
-                             "val_corpus_size")
+                             "val_corpus_size", "max_positives_per_query")
         problems += non_negative(self, "val_size")
         if not 0.0 < self.split_ratio <= 1.0:
             problems.append(f"split_ratio must be in (0, 1] (got {self.split_ratio})")
@@ -182,9 +185,15 @@ def _split_queries(srcs: list[_Source], o: TripletOptions,
                          "positives)")
     val_q, train_pool = pool[:o.val_size], pool[o.val_size:]
     train_q = train_pool[:max(1, round(len(train_pool) * o.split_ratio))]
-    examples = [(si, qid, pos) for si, qid in train_q
-                for pos in srcs[si].positives(qid, o.positive_threshold)]
-    examples = [examples[i] for i in rng.permutation(len(examples))]
+    if o.max_positives_per_query is None:
+        examples = [(si, qid, pos) for si, qid in train_q
+                    for pos in srcs[si].positives(qid, o.positive_threshold)]
+        examples = [examples[i] for i in rng.permutation(len(examples))]
+    else:  # rounds: each query's r-th positive (its own seeded order), queries in the seeded order
+        picks = {(si, qid): [int(p) for p in rng.permutation(srcs[si].positives(qid, o.positive_threshold))]
+                 [:o.max_positives_per_query] for si, qid in train_q}
+        examples = [(si, qid, picks[(si, qid)][r]) for r in range(o.max_positives_per_query)
+                    for si, qid in train_q if r < len(picks[(si, qid)])]
     if o.max_train_samples is not None:
         examples = examples[:o.max_train_samples]
     return val_q, examples, no_pos

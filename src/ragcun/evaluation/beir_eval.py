@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ragcun.encoding.corpus import CorpusEmbeddings, encode_corpus, encode_texts, judged_queries
+from ragcun.encoding.fusion import Fusion, hybrid_search
 from ragcun.encoding.search import SIMILARITY_TO_SCORE, check_score, merge_topk, rescore, search_chunks
 from ragcun.encoding.settings import EncodeSettings
 from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_names, write_qrels, write_run
@@ -136,6 +137,58 @@ def retrieve(
     return run, timing, q_emb
 
 
+def retrieve_hybrid(
+    model: Any,
+    corpus: dict[str, dict[str, str]],
+    queries: dict[str, str],
+    score: str,
+    fusion: Fusion,
+    top_k: int = DEFAULT_TOP_K,
+    dataset: str = "corpus",
+    batch_size: int = 64,
+    cache: bool = True,
+    chunk_size: int = 10_000,
+    show_progress_bar: bool = True,
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Hybrid retrieval (:func:`~ragcun.encoding.fusion.hybrid_search`): the model's ``score`` and BM25 fused
+    per query over the whole corpus; a fusion without a dense weight is BM25 alone (the model is not run).
+    Returns (run, timing seconds); like :func:`retrieve`, a hit whose id equals the query id is dropped."""
+    from ragcun.data.beir import doc_text
+    from ragcun.data.bm25 import get_index
+
+    timing: dict[str, float] = {}
+    doc_ids = list(corpus)
+    texts = [doc_text(corpus[d]) for d in doc_ids]
+    qids = list(queries)
+    dense = bool(fusion.weights.get("dense"))
+    if dense:
+        emb = encode_corpus(model, doc_ids, texts, dataset, batch_size, chunk_size, cache,
+                            show_progress_bar=show_progress_bar)
+        try:
+            timing["encode_corpus_s"] = emb.seconds
+            doc_emb = np.array(emb.array())  # a copy: uncached chunks are temporary files
+        finally:
+            emb.cleanup()
+        t0 = time.perf_counter()
+        q_emb = encode_texts(model, [queries[q] for q in qids], "query", batch_size)
+        timing["encode_queries_s"] = time.perf_counter() - t0
+    else:
+        doc_emb, q_emb = np.zeros((len(doc_ids), 1), np.float32), np.zeros((len(qids), 1), np.float32)
+    t0 = time.perf_counter()
+    bm25 = get_index(doc_ids, texts, cache=cache, show_progress=False)
+    timing["bm25_index_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores, indices = hybrid_search(q_emb, doc_emb, [queries[q] for q in qids], bm25, fusion, top_k + 1,
+                                    score)
+    timing["search_s"] = time.perf_counter() - t0
+    run: dict[str, dict[str, float]] = {}
+    for row, qid in enumerate(qids):
+        hits = {doc_ids[int(i)]: float(v) for v, i in zip(scores[row], indices[row], strict=True)
+                if doc_ids[int(i)] != qid}
+        run[qid] = dict(list(hits.items())[:top_k])
+    return run, timing
+
+
 class BeirEvaluator:
     """BEIR evaluation in the spirit of sentence-transformers' evaluators: built with its datasets, score and
     encoding settings (checked at once, before any model loads), called with a model, returning the results
@@ -189,10 +242,12 @@ class BeirEvaluator:
         return data
 
     def __call__(self, model: Any, model_name: str | None = None, output: str | os.PathLike | None = None,
-                 run_file: str | os.PathLike | None = None, score: str | None = None) -> dict[str, Any]:
+                 run_file: str | os.PathLike | None = None, score: str | None = None,
+                 hybrid: Fusion | None = None) -> dict[str, Any]:
         """The results of ``model`` (a path, an alias or a loaded model) on every dataset, ranked by ``score``
-        (default: the evaluator's, else the model's own); written to ``output`` (atomically) and its run to
-        ``run_file`` (TREC, with the qrels beside it) when given."""
+        (default: the evaluator's, else the model's own), or by that score fused with BM25 per ``hybrid``;
+        written to ``output`` (atomically) and its run to ``run_file`` (TREC, with the qrels beside it) when
+        given."""
         from ragcun.distributed import is_main_process
 
         s, split, names, top_k, metrics = (self.settings, self.settings.split, self.names, self.top_k,
@@ -204,6 +259,7 @@ class BeirEvaluator:
             "model": name,
             "model_fingerprint": model_fingerprint(model),
             "score": score,
+            "hybrid": hybrid.as_dict() if hybrid is not None else None,
             "split": split,
             "metrics": metric_names(metrics),
             "results": {},
@@ -237,10 +293,14 @@ class BeirEvaluator:
             if not queries:
                 raise ValueError(f"{ds}: no query of split {split!r} has both text and qrels")
             logger.info("%s: %d documents, %d queries; score %s", ds, len(corpus), len(queries), score)
-            run, timing, _ = retrieve(
-                model, corpus, queries, score, top_k, data.name, batch_size, s.cache, self.chunk_size,
-                show_progress_bar=self.show_progress_bar
-            )
+            if hybrid is not None:
+                run, timing = retrieve_hybrid(model, corpus, queries, score, hybrid, top_k, data.name,
+                                              batch_size, s.cache, self.chunk_size, self.show_progress_bar)
+            else:
+                run, timing, _ = retrieve(
+                    model, corpus, queries, score, top_k, data.name, batch_size, s.cache, self.chunk_size,
+                    show_progress_bar=self.show_progress_bar
+                )
             t1 = time.perf_counter()
             aggregate, per_query = evaluate_run(qrels, run, metrics=metrics)
             timing["metrics_s"] = time.perf_counter() - t1
@@ -255,7 +315,7 @@ class BeirEvaluator:
                                                 if m in aggregate))
             if run_file and is_main_process():
                 written = write_run(_run_file_for(run_file, ds, len(names) > 1), run,
-                                    tag=_run_tag(name, score))
+                                    tag=_run_tag(name, score if hybrid is None else f"{score}+bm25"))
                 write_qrels(written.with_suffix(".qrels"), qrels)  # trec_eval QRELS RUN, beside it
         if output and is_main_process():
             write_json(output, out)
@@ -282,13 +342,15 @@ def evaluate_model(
     backend: str | None = None,
     precision: str | None = None,
     settings: EncodeSettings | None = None,
+    hybrid: Fusion | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (path, alias or loaded SentenceTransformer) on BEIR ``datasets``: one call of a
     :class:`BeirEvaluator`.
 
     ``datasets`` are names, folders, or the groups ``quick``/``standard``/``all``. ``score``
     defaults to the model's own similarity (L2 for ragcun models, cosine for plain
-    sentence-transformers). ``backend``/``precision`` choose the runtime (:mod:`ragcun.runtime`; default:
+    sentence-transformers); ``hybrid`` (a :class:`~ragcun.encoding.fusion.Fusion`) fuses it with BM25 per
+    query. ``backend``/``precision`` choose the runtime (:mod:`ragcun.runtime`; default:
     the measured fastest lossless one); ``batch_size`` defaults to the measured best for the device. The
     encoding settings (split, batch size, max_seq_length, data_dir, cache, device, backend, precision) may
     come as one :class:`~ragcun.encoding.settings.EncodeSettings` instead (``settings=``). Returns (and writes
@@ -301,7 +363,7 @@ def evaluate_model(
                           data_dir=data_dir, cache=cache, device=device, backend=backend, precision=precision)
     evaluator = BeirEvaluator(datasets, score, settings=s, top_k=top_k, k_values=k_values,
                               chunk_size=chunk_size, show_progress_bar=show_progress_bar, keep_data=False)
-    return evaluator(model, model_name=model_name, output=output, run_file=run_file)
+    return evaluator(model, model_name=model_name, output=output, run_file=run_file, hybrid=hybrid)
 
 
 def _run_tag(name: str, score: str) -> str:

@@ -65,11 +65,30 @@ class EvaluationSection:
     approximate_search: bool = True  # recall@10 of the retriever's HNSW and IVF defaults against exact search
     backend: str = "auto"  # the encoding runtime (ragcun.runtime): torch | onnx
     precision: str = "auto"  # fp32 | bf16 | int8
+    # hybrid rows: BM25 alone, and the reference and each arm fused with BM25 (ragcun.encoding.fusion)
+    hybrid: bool = False
+    hybrid_fusion: Literal["zscore", "convex", "rrf"] = "zscore"
+    bm25_weight: float = 0.5  # BM25's weight beside the dense score's 1 (convex: BM25's share)
+
+    def fusion(self, dense: bool = True) -> Any:
+        """The hybrid rows' fusion (``dense=False``: BM25 alone)."""
+        from ragcun.encoding.fusion import Fusion
+
+        if not dense:
+            return Fusion(self.hybrid_fusion, {"bm25": 1.0})
+        w = self.bm25_weight
+        weights = ({"dense": 1.0 - w, "bm25": w} if self.hybrid_fusion == "convex"
+                   else {"dense": 1.0, "bm25": w})
+        return Fusion(self.hybrid_fusion, weights)
 
     def check(self) -> list[str]:
         from ragcun.runtime import BACKENDS, PRECISIONS
 
-        problems = positive(self, "batch_size", "max_seq_length", "isotropy_num_slices")
+        problems = choice_problems(self)
+        problems += positive(self, "batch_size", "max_seq_length", "isotropy_num_slices")
+        problems += non_negative(self, "bm25_weight")
+        if self.hybrid_fusion == "convex" and self.bm25_weight > 1:
+            problems.append(f"hybrid_fusion = 'convex' needs bm25_weight in [0, 1] (got {self.bm25_weight})")
         problems += non_negative(self, "isotropy_max_docs")
         for key, allowed in (("backend", BACKENDS), ("precision", PRECISIONS)):
             if getattr(self, key) not in (*allowed, "auto"):

@@ -58,6 +58,7 @@ class BeirStage(Stage):
         from ragcun.evaluation.beir_eval import BeirEvaluator
 
         super().__init__()
+        self.ev = ev
         self.datasets, self.results, self.batch_size = ev.datasets, results, ev.batch_size
         self.evaluator = BeirEvaluator(ev.datasets, settings=settings, show_progress_bar=False)
 
@@ -85,7 +86,8 @@ class BeirStage(Stage):
         logger.info("evaluate %s (%s, %s) on %s", view.label, view.model, view.score,
                     ", ".join(self.datasets))
         # + .qrels: trec_eval-ready
-        res = self.evaluator(model, model_name=view.label, score=view.score,
+        hybrid = self.ev.fusion(dense=view.hybrid != "bm25") if view.hybrid else None
+        res = self.evaluator(model, model_name=view.label, score=view.score, hybrid=hybrid,
                              run_file=self.results / "runs" / f"{view.label}.run")
         res.update(description=view.description, model_path=view.model, view=view.part)
         write_json(self.file(view), res)

@@ -20,6 +20,8 @@ class View:
     part: str = "model"  # "model": the whole model; "base": the base only (the embedding before the head)
     description: str = ""
     role: str = "arm"  # reference | arm | view (an arm seen another way) | whitening (the post-hoc reference)
+    # | peer (BM25, the reference fused with BM25)
+    hybrid: str = ""  # "": dense alone; "bm25": BM25 alone; "fused": the score fused with BM25 ([evaluation])
 
     @property
     def measured(self) -> bool:
@@ -32,7 +34,10 @@ def describe_arm(exp: ExperimentConfig, arm: str) -> str:
 
     # the file's keys under the arm's table, as it trains
     cfg = load_config(exp.path).replace(**exp.arms[arm])
-    what = "head only" if cfg.freeze_base else "full fine-tuning"
+    what = ("head only" if cfg.freeze_base
+            else f"fine-tuned above layer {cfg.freeze_layers}" if cfg.freeze_layers else "full fine-tuning")
+    if cfg.teacher != "none":
+        what += f", {cfg.teacher} teacher"
     return f"λ_iso = {cfg.lambda_isotropy:g}, {what}"
 
 
@@ -53,7 +58,25 @@ def evaluation_views(exp: ExperimentConfig, arms: dict[str, Path] | None = None)
                               role="view"))
             views.append(View(f"{arm}.base", best, "cos", "base",
                               description=f"{arm}: base before the head, cosine", role="view"))
-    return views + whitening_views(exp)
+    return views + hybrid_views(exp, views) + whitening_views(exp)
+
+
+def hybrid_views(exp: ExperimentConfig, views: list[View]) -> list[View]:
+    """With ``[evaluation] hybrid``: BM25 alone, and the reference and each arm fused with BM25."""
+    if not exp.evaluation.hybrid:
+        return []
+    label = exp.evaluation.fusion().label()
+    out = []
+    for v in views:
+        if v.role == "reference":
+            out.append(View("bm25", v.model, v.score, description="BM25 (bm25s, Lucene k1 = 0.9, b = 0.4)",
+                            role="peer", hybrid="bm25"))
+            out.append(View("reference+bm25", v.model, v.score, role="peer", hybrid="fused",
+                            description=f"{v.description} + BM25, {label}"))
+        elif v.role == "arm":
+            out.append(View(f"{v.label}+bm25", v.model, v.score, role="view", hybrid="fused",
+                            description=f"{v.label} + BM25, {label}"))
+    return out
 
 
 def whitening_views(exp: ExperimentConfig) -> list[View]:

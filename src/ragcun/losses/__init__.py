@@ -1,13 +1,17 @@
-"""Losses: SIGReg (LeJEPA's sliced Epps–Pulley test), Euclidean InfoNCE, and the combined objective."""
+"""Losses: SIGReg (LeJEPA's sliced Epps–Pulley test), Euclidean InfoNCE, distillation from a teacher's
+scores (listwise KL, MarginMSE) and the combined objective."""
 
 from ragcun.losses.contrastive import EuclideanInfoNCE, pairwise_distance
+from ragcun.losses.distillation import EuclideanDistillKLLoss, EuclideanMarginMSELoss
 from ragcun.losses.objective import IsotropicGaussianLoss, covariance_regularizer
 from ragcun.losses.queue import FeatureQueue
 from ragcun.losses.sigreg import EppsPulley, SIGReg, epps_pulley
 
 __all__ = [
     "EppsPulley",
+    "EuclideanDistillKLLoss",
     "EuclideanInfoNCE",
+    "EuclideanMarginMSELoss",
     "FeatureQueue",
     "IsotropicGaussianLoss",
     "SIGReg",

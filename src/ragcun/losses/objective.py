@@ -53,6 +53,13 @@ class IsotropicGaussianLoss(nn.Module):
     fresh ``(queries, documents)`` embeddings with gradients, e.g. a uniform sample of cached training
     features through the head) SIGReg tests that sample instead of the batch. ``slice_policy="pca"``
     adds the data's principal and smallest-variance axes to the random slices (see :class:`SIGReg`).
+
+    A teacher's signal: with ``distillation`` (an :class:`~ragcun.losses.distillation.EuclideanDistillKLLoss`
+    or :class:`~ragcun.losses.distillation.EuclideanMarginMSELoss`) the columns are (query, positive,
+    candidate_1, …) with the teacher's scores of (positive, candidate_1, …) as labels; the loss adds
+    ``lambda_distill`` · distillation over those candidates, and InfoNCE (weighted ``lambda_contrastive``, 0
+    to leave the labels out) sees the positives alone (in-batch negatives: the teacher's candidates may be
+    unjudged relevant documents, so they are never treated as negatives).
     """
 
     def __init__(
@@ -76,6 +83,9 @@ class IsotropicGaussianLoss(nn.Module):
         slice_refresh: int = 1,
         queue_size: int = 0,
         corpus_sample: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        distillation: nn.Module | None = None,
+        lambda_distill: float = 1.0,
+        lambda_contrastive: float = 1.0,
     ) -> None:
         super().__init__()
         if loss_form not in ("sum", "convex"):
@@ -101,6 +111,9 @@ class IsotropicGaussianLoss(nn.Module):
         self.queue = FeatureQueue(queue_size) if queue_size else None
         self.queue_queries = FeatureQueue(queue_size) if queue_size and separate else None
         self.corpus_sample = corpus_sample
+        self.distillation = distillation
+        self.lambda_distill = float(lambda_distill)
+        self.lambda_contrastive = float(lambda_contrastive)
         self.last_stats: dict[str, float] = {}
 
     def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]],
@@ -108,17 +121,26 @@ class IsotropicGaussianLoss(nn.Module):
         from sentence_transformers.base.losses.merged_forward import embed_columns
 
         embeddings = embed_columns(self.model, sentence_features)
-        return self.compute_loss_from_embeddings(embeddings)
+        return self.compute_loss_from_embeddings(embeddings, labels)
 
-    def compute_loss_from_embeddings(self, embeddings: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def compute_loss_from_embeddings(self, embeddings: list[torch.Tensor],
+                                     labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if len(embeddings) < 2:
             raise ValueError(f"need at least (query, positive) columns, got {len(embeddings)}")
         queries, docs = embeddings[0], list(embeddings[1:])
-        contrastive = self.contrastive(queries, docs)
-        everything = torch.cat([queries, *docs], dim=0)
         weight = 1.0 - self.lambda_isotropy if self.loss_form == "convex" else 1.0
-        out = {"contrastive": contrastive * weight if weight != 1.0 else contrastive}
-        stats: dict[str, Any] = {"contrastive": contrastive.item()}
+        out: dict[str, torch.Tensor] = {}
+        stats: dict[str, Any] = {}
+        if self.distillation is not None:
+            distill = self.distillation.compute_loss_from_embeddings(embeddings, labels)
+            out["distillation"] = weight * self.lambda_distill * distill
+            stats["distillation"] = distill.item()
+        if self.distillation is None or self.lambda_contrastive > 0:
+            contrastive = self.contrastive(queries, docs if self.distillation is None else docs[:1])
+            w = weight * (self.lambda_contrastive if self.distillation is not None else 1.0)
+            out["contrastive"] = contrastive * w if w != 1.0 else contrastive
+            stats["contrastive"] = contrastive.item()
+        everything = torch.cat([queries, *docs], dim=0)
         if self.lambda_isotropy > 0:
             sample = (self.corpus_sample(int(self.sigreg.step)) if self.corpus_sample is not None
                       else (queries, docs))
@@ -170,6 +192,10 @@ class IsotropicGaussianLoss(nn.Module):
             "queue_size": self.queue.size if self.queue is not None else 0,
             "corpus_sample": self.corpus_sample is not None,
             "gather_across_devices": self.contrastive.gather_across_devices,
+            **({"distillation": type(self.distillation).__name__,
+                **{f"distill_{k}": v for k, v in self.distillation.get_config_dict().items()},
+                "lambda_distill": self.lambda_distill, "lambda_contrastive": self.lambda_contrastive}
+               if self.distillation is not None else {}),
         }
 
 

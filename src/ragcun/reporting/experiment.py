@@ -104,6 +104,23 @@ def main_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
     return header, rows
 
 
+def hybrid_rows(exp: Any, results: dict[str, dict[str, Any]], ds: str) -> tuple[list[str], list[list[str]]]:
+    """BM25 alone, and the reference and each arm fused with BM25, against the reference (dense alone)."""
+    header = ["Model", "NDCG@10", "Δ vs reference [95% CI]", "p", "R@100", "MRR@10"]
+    ref = results.get("reference")
+    rows = []
+    for label in ["bm25", "reference+bm25", *(f"{a}+bm25" for a in exp.arms)]:
+        r = results.get(label)
+        if r is None or ds not in r["results"]:
+            continue
+        vals = r["results"][ds]
+        d_ref = _delta(compare(r, ref, ds)) if ref is not None else ("–", "–")
+        name = f"{label}: {r.get('description') or ''}".rstrip(": ")
+        rows.append([name, _pct(vals.get(METRIC)), *d_ref, _pct(vals.get("recall@100")),
+                     _pct(vals.get("mrr@10"))])
+    return header, rows
+
+
 def _f(v: Any, digits: int = 2) -> str:
     return "–" if not isinstance(v, int | float) else f"{v:.{digits}f}"
 
@@ -239,7 +256,7 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
             write_text(out / f"main_{name}.tex", latex_table(header, rows, f"{name} ({kind}), NDCG@10 ×100.",
                                                              f"tab:main-{name}"))
             sections += [f"## {name} ({kind})", "", md, ""]
-            labels = ["reference", *exp.arms, *(whitening_label(p) for p in exp.whitening.powers)]
+        labels = ["reference", *exp.arms, *(whitening_label(p) for p in exp.whitening.powers)]
         header, rows = isotropy_rows([lab for lab in labels if lab in results], iso, name)
         if rows:
             md = markdown_table(header, rows)
@@ -248,6 +265,13 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
             write_text(out / f"isotropy_{name}.tex", latex_table(
                 header, rows, f"{name}: isotropy of the corpus embeddings.", f"tab:isotropy-{name}"))
             sections += [f"### Isotropy of the corpus embeddings ({name})", "", ISOTROPY_NOTE, "", md, ""]
+        header, rows = hybrid_rows(exp, results, name)
+        if rows:
+            md = markdown_table(header, rows)
+            tables[f"hybrid:{name}"] = md
+            write_text(out / f"hybrid_{name}.md", md + "\n")
+            sections += [f"### Fused with BM25 per query ({name}; the reference's fusion is the training "
+                         "teacher when it is hybrid)", "", md, ""]
         header, rows, arm_header, arm_rows = whitening_rows(exp, results, iso, name)
         if rows:
             md = markdown_table(header, rows)

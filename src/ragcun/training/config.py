@@ -29,7 +29,7 @@ from ragcun.config import (
 from ragcun.config import coerce as _coerce
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
-GROUP_TABLES = ("model", "data", "optim", "loss", "output", "validation")
+GROUP_TABLES = ("model", "data", "optim", "loss", "teacher", "output", "validation")
 FOREIGN_TABLES = ("experiment", "evaluation", "arms", "triplets", "sweep", "whitening")
 
 
@@ -64,6 +64,11 @@ class TrainConfig:
     head_init_power: float = 0.5
     calibration_samples: int = 1024  # training texts (documents, for warm) the head is initialised on
     fast_frozen: bool = True  # with freeze_base: train the head on cached base features
+    # with freeze_layers > 0 (base not frozen): cache the frozen layers' output once, train the layers above
+    # on it (ragcun.training.prefix; BERT-family bases)
+    fast_prefix: bool = True
+    # training documents cut to this many tokens (None: max_seq_length); evaluation always sees max_seq_length
+    train_document_length: int | None = None
     feature_batch_size: int = 64
     # optimisation
     base_learning_rate: float = 1e-5
@@ -97,10 +102,26 @@ class TrainConfig:
     # test a fresh uniform sample of this many training documents per step, through the head
     # (on the base's cached features: exact for a frozen base, the base before fine-tuning otherwise)
     sigreg_sample: int = 0
+    # with a cached prefix (fast_prefix): the sample's features go through the layers being trained,
+    # recomputed every this many steps
+    sigreg_refresh: int = 50
     # squared distances grow with output_dim (≈ 2·D apart); 5 measured best at 128-d
     temperature: float = 5.0
     distance: Literal["squared", "l2"] = "squared"
     gather_across_devices: bool = True
+    # teacher: its scores over each query's candidates as the training signal (ragcun.training.teacher)
+    teacher: Literal["none", "hybrid", "dense", "bm25"] = "none"
+    teacher_model: str | None = None  # the dense scorer (default: base_model)
+    teacher_fusion: Literal["zscore", "convex", "rrf"] = "zscore"
+    teacher_bm25_weight: float = 0.5  # BM25's weight beside the dense score's 1 (convex: BM25's share)
+    teacher_candidates: int = 8  # the teacher's top documents per training example, beside its positive
+    teacher_temperature: float = 1.0  # T in softmax(teacher / T)
+    teacher_max_seq_length: int | None = None  # the dense scorer's (default: max_seq_length)
+    # the BEIR dataset (name or folder) and split the triplets came from (default: their manifest's source)
+    teacher_data: str | None = None
+    distill_loss: Literal["kl", "margin_mse"] = "kl"
+    lambda_distill: float = 1.0
+    lambda_contrastive: float = 1.0  # InfoNCE on the labels (0: the teacher alone)
     # output, logging, checkpoints
     output_dir: str = "runs/train"
     # the model's name in its card, results and run files (default: from output_dir)
@@ -127,10 +148,13 @@ class TrainConfig:
         problems += positive(self, "base_learning_rate", "projection_learning_rate", "temperature",
                              "max_seq_length", "output_dim", "hidden_dim", "num_slices", "feature_batch_size",
                              "logging_steps", "max_grad_norm", "validation_max_queries", "max_train_samples",
-                             "num_negatives", "principal_slices", "slice_refresh")
+                             "num_negatives", "principal_slices", "slice_refresh", "teacher_candidates",
+                             "sigreg_refresh",
+                             "teacher_temperature", "teacher_max_seq_length", "train_document_length")
         problems += non_negative(self, "lambda_isotropy", "lambda_reg", "weight_decay", "warmup_ratio",
                                  "freeze_layers", "warmup_steps", "eval_steps", "save_steps",
-                                 "dataloader_num_workers", "epochs", "sigreg_queue", "sigreg_sample")
+                                 "dataloader_num_workers", "epochs", "sigreg_queue", "sigreg_sample",
+                                 "teacher_bm25_weight", "lambda_distill", "lambda_contrastive")
         if self.calibration_samples < 2:
             problems.append(f"calibration_samples must be >= 2 (got {self.calibration_samples})")
         if not 0.0 <= self.head_init_power <= 1.0:
@@ -145,6 +169,11 @@ class TrainConfig:
         if self.loss_form == "convex" and self.lambda_isotropy > 1:
             problems.append(f"loss_form = 'convex' needs lambda_isotropy in [0, 1] (got "
                             f"{self.lambda_isotropy})")
+        if self.teacher == "none" and self.lambda_contrastive == 0:
+            problems.append("lambda_contrastive = 0 without a teacher leaves nothing to learn from")
+        if self.teacher_fusion == "convex" and self.teacher_bm25_weight > 1:
+            problems.append(f"teacher_fusion = 'convex' needs teacher_bm25_weight in [0, 1] (got "
+                            f"{self.teacher_bm25_weight})")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             problems.append(f"save_total_limit must be >= 1 or none (got {self.save_total_limit})")
         if self.epochs <= 0 and self.max_steps <= 0:

@@ -33,12 +33,13 @@ def _resolve_train_path(path: str | os.PathLike) -> tuple[Path, Path | None]:
 
 
 def load_train_dataset(path: str | os.PathLike, num_negatives: int | None = None,
-                       max_samples: int | None = None):
+                       max_samples: int | None = None, with_ids: bool = False):
     """Load the training triplets and keep only the text columns, in trainer order.
 
     Accepts a ``ragcun data triplets`` output folder, a ``datasets.save_to_disk`` folder, or a
     .jsonl/.json/.parquet/.csv file. Returns ``(dataset, manifest)``: columns ``query, positive,
-    negative_1..K`` (the loss reads them by position).
+    negative_1..K`` (the loss reads them by position). ``with_ids`` keeps ``query_id`` and ``positive_id``
+    too (a teacher needs them; ``ragcun data triplets`` writes them).
     """
     import datasets
 
@@ -79,10 +80,15 @@ def load_train_dataset(path: str | os.PathLike, num_negatives: int | None = None
                               "negative columns")
         negs = negs[:num_negatives]
     keep = ["query", "positive", *negs]
+    if with_ids:
+        lacking = [c for c in ("query_id", "positive_id") if c not in cols]
+        if lacking:
+            raise ConfigError(f"{loc}: a teacher needs the columns query_id and positive_id (lacks "
+                              f"{lacking}); `ragcun data triplets` writes them")
     if max_samples is not None and max_samples < len(ds):
         ds = ds.select(range(max_samples))
-    ds = ds.select_columns(keep)
-    for col in keep:
+    ds = ds.select_columns(keep + (["query_id", "positive_id"] if with_ids else []))
+    for col in ds.column_names:
         for row, value in enumerate(ds[col]):
             if not isinstance(value, str) or not value.strip():
                 what = ("null" if value is None
@@ -126,6 +132,11 @@ def build_evaluator(cfg: TrainConfig, batch_size: int = 64) -> RetrievalEvaluato
     return RetrievalEvaluator(corpus, queries, data.qrels, name="val", batch_size=batch_size)
 
 
+def text_columns(ds: Any) -> list[str]:
+    """The columns of a training dataset that hold texts (all but the teacher's ``label``)."""
+    return [c for c in ds.column_names if c != "label"]
+
+
 def column_prompts(model: Any, columns: list[str]) -> dict[str, str]:
     """The model's query prompt for the ``query`` column and its document prompt for the others, for
     models that have them (EmbeddingGemma: "task: search result | query: ", "title: none | text: "), so
@@ -145,7 +156,7 @@ def calibration_texts(train_ds, n: int, documents_only: bool = True, prompts: di
     measured on), or every column."""
     prompts = prompts or {}
     seen: dict[str, None] = {}
-    cols = [c for c in train_ds.column_names if not (documents_only and c == "query")]
+    cols = [c for c in text_columns(train_ds) if not (documents_only and c == "query")]
     for row in train_ds.select_columns(cols):
         for c in cols:
             seen.setdefault(prompts.get(c, "") + row[c], None)

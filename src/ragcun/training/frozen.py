@@ -254,7 +254,8 @@ class CorpusSample:
     """
 
     def __init__(self, table: torch.Tensor, query_rows: Sequence[int], document_rows: Sequence[int],
-                 head_modules: Sequence[nn.Module], size: int, seed: int = 0) -> None:
+                 head_modules: Sequence[nn.Module], size: int, seed: int = 0,
+                 refresh: Any = None) -> None:
         if not document_rows or not query_rows:
             raise ValueError("the corpus sample needs training documents and queries in the feature table")
         self.table = table
@@ -263,6 +264,7 @@ class CorpusSample:
         self.head = list(head_modules)
         self.size = int(size)
         self.seed = int(seed)
+        self.refresh = refresh  # step -> the current table (features through layers being trained), or None
 
     def _embed(self, rows: torch.Tensor) -> torch.Tensor:
         x = self.table[rows.to(self.table.device)]
@@ -273,6 +275,8 @@ class CorpusSample:
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         from ragcun.distributed import rank
 
+        if self.refresh is not None:
+            self.table = self.refresh(int(step))
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919 * rank() + int(step))
         docs = self.documents[torch.randint(len(self.documents), (self.size,), generator=gen)]
         n_q = min(self.size, len(self.queries))

@@ -25,7 +25,13 @@ from ragcun.training.callbacks import (
 )
 from ragcun.training.card import describe_model
 from ragcun.training.config import ConfigError, TrainConfig
-from ragcun.training.data import build_evaluator, calibration_texts, column_prompts, load_train_dataset
+from ragcun.training.data import (
+    build_evaluator,
+    calibration_texts,
+    column_prompts,
+    load_train_dataset,
+    text_columns,
+)
 from ragcun.training.hf_trainer import RagcunTrainer
 
 logger = logging.getLogger(__name__)
@@ -45,6 +51,17 @@ def build_model(cfg: TrainConfig, device: str | None = None):
     return model
 
 
+def build_distillation(cfg: TrainConfig) -> nn.Module | None:
+    """The distillation loss on the teacher's scores, or None without a teacher."""
+    if cfg.teacher == "none":
+        return None
+    from ragcun.losses import EuclideanDistillKLLoss, EuclideanMarginMSELoss
+
+    cls = EuclideanDistillKLLoss if cfg.distill_loss == "kl" else EuclideanMarginMSELoss
+    return cls(None, temperature=cfg.temperature, teacher_temperature=cfg.teacher_temperature,
+               score="squared" if cfg.distance == "squared" else "l2")
+
+
 def build_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1, corpus_sample: Any = None):
     from ragcun.losses import IsotropicGaussianLoss
 
@@ -54,7 +71,8 @@ def build_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1, corpus_s
         gather_across_devices=bool(cfg.gather_across_devices and world_size > 1), seed=cfg.seed,
         loss_form=cfg.loss_form, sigreg_on=cfg.sigreg_on, slice_policy=cfg.slice_policy,
         principal_slices=cfg.principal_slices, slice_refresh=cfg.slice_refresh, queue_size=cfg.sigreg_queue,
-        corpus_sample=corpus_sample,
+        corpus_sample=corpus_sample, distillation=build_distillation(cfg), lambda_distill=cfg.lambda_distill,
+        lambda_contrastive=cfg.lambda_contrastive,
     )
 
 
@@ -107,7 +125,7 @@ def build_training_args(cfg: TrainConfig, world_size: int = 1, has_evaluator: bo
         lr_scheduler_type=cfg.lr_scheduler,
         max_grad_norm=cfg.max_grad_norm,
         fp16=cfg.mixed_precision == "fp16",
-        bf16=cfg.mixed_precision == "bf16",
+        bf16=cfg.mixed_precision == "bf16" and not fast,  # the cached paths autocast their own layers
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=cfg.logging_steps,
@@ -176,31 +194,52 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
 
-    train_ds, manifest = load_train_dataset(cfg.train_data, cfg.num_negatives, cfg.max_train_samples)
+    distilled = cfg.teacher != "none"
+    train_ds, manifest = load_train_dataset(cfg.train_data, cfg.num_negatives if not distilled else 0,
+                                            cfg.max_train_samples, with_ids=distilled)
     evaluator = build_evaluator(cfg, batch_size=max(cfg.batch_size, 32))
     fast = bool(cfg.freeze_base and cfg.fast_frozen)
     # sets up the process group
-    args = build_training_args(cfg, world, has_evaluator=evaluator is not None, fast=fast)
+    prefix = bool(not cfg.freeze_base and cfg.freeze_layers > 0 and cfg.fast_prefix)
+    args = build_training_args(cfg, world, has_evaluator=evaluator is not None, fast=fast or prefix)
+    if distilled:
+        from ragcun.training.teacher import attach_teacher
+
+        with args.main_process_first(local=False, desc="teacher scores"):
+            train_ds, manifest["teacher"] = attach_teacher(
+                train_ds.select_columns(["query", "positive"]), train_ds["query_id"], train_ds["positive_id"],
+                cfg, manifest)
+        manifest["columns"] = list(train_ds.column_names)
     set_seed(cfg.seed)
     encoder = build_model(cfg, device="cpu" if fast else None)
-    args.prompts = prompts = column_prompts(encoder, train_ds.column_names)  # per column, as at evaluation
+    columns = text_columns(train_ds)
+    args.prompts = prompts = column_prompts(encoder, columns)  # per column, as at evaluation
     describe_model(encoder, cfg, len(train_ds))
     counts = encoder.parameter_counts()
     logger.info("parameters: %s", counts)
 
     feature_seconds = 0.0
+    texts: list[str] = []  # every training (and validation) text as the model sees it: prompts applied
+    for col in columns:
+        texts.extend(prompts.get(col, "") + t for t in train_ds[col])
+    if evaluator is not None and (fast or prefix):
+        texts.extend(evaluator.prompted_texts(encoder))
     if fast:
         from ragcun.training.frozen import build_fast_model
 
-        texts: list[str] = []  # as the model sees them: each column's prompt applied
-        for col in train_ds.column_names:
-            texts.extend(prompts.get(col, "") + t for t in train_ds[col])
-        if evaluator is not None:
-            texts.extend(evaluator.prompted_texts(encoder))
         tf = time.perf_counter()
         with args.main_process_first(local=False, desc="base features"):
             model = build_fast_model(encoder, encoder.base_modules, encoder.head_modules, texts,
                                      cfg.max_seq_length, batch_size=cfg.feature_batch_size)
+        feature_seconds = time.perf_counter() - tf
+    elif prefix:
+        from ragcun.training.prefix import build_prefix_model
+
+        tf = time.perf_counter()
+        with args.main_process_first(local=False, desc="cached prefix"):
+            model = build_prefix_model(encoder, cfg.freeze_layers, texts, cfg.train_document_length,
+                                       autocast_bf16=cfg.mixed_precision == "bf16",
+                                       batch_size=cfg.feature_batch_size)
         feature_seconds = time.perf_counter() - tf
     else:
         model = encoder
@@ -213,6 +252,10 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         if fast:
             lookup = model[0]
             feats = lookup.table[[lookup.index[t] for t in calib]]
+        elif prefix:
+            from ragcun.training.prefix import pooled_features
+
+            feats = pooled_features(model, [model[0].index[t] for t in calib], len(encoder.head_modules))
         else:
             # the base's features of these texts, from (and into) the frozen path's cache:
             # shared by every arm
@@ -230,18 +273,24 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     if cfg.sigreg_sample:
         from ragcun.training.frozen import CorpusSample, cached_base_features
 
+        refresh = None
         if fast:
             table, index = model[0].table, model[0].index
+        elif prefix:  # through the layers being trained, recomputed every sigreg_refresh steps
+            from ragcun.training.prefix import FeatureRefresh
+
+            index = model[0].index
+            refresh = FeatureRefresh(model, len(encoder.head_modules), cfg.sigreg_refresh)
+            table = refresh.table
         else:  # the base's features before fine-tuning, cached once: SIGReg shapes the head on them
-            texts = list(dict.fromkeys(prompts.get(c, "") + t for c in train_ds.column_names
-                                       for t in train_ds[c]))
+            texts = list(dict.fromkeys(prompts.get(c, "") + t for c in columns for t in train_ds[c]))
             with args.main_process_first(local=False, desc="corpus-sample features"):
                 feats, index = cached_base_features(encoder, encoder.base_modules, texts, cfg.max_seq_length,
                                                     batch_size=cfg.feature_batch_size, show_progress=False)
             table = torch.from_numpy(feats).to(encoder.device)
-        rows = {c: [index[prompts.get(c, "") + t] for t in train_ds[c]] for c in train_ds.column_names}
+        rows = {c: [index[prompts.get(c, "") + t] for t in train_ds[c]] for c in columns}
         sample = CorpusSample(table, rows["query"], [r for c, v in rows.items() if c != "query" for r in v],
-                              encoder.head_modules, cfg.sigreg_sample, cfg.seed)
+                              encoder.head_modules, cfg.sigreg_sample, cfg.seed, refresh=refresh)
     loss = build_loss(cfg, model, world, sample)
 
     resume_from = None
@@ -290,6 +339,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
             "device": str(args.device),
             "world_size": world,
             "frozen_fast_path": fast,
+            "cached_prefix": prefix,
             "parameters": counts,
             "global_steps": int(trainer.state.global_step),
             "resumed_from": resume_from,
