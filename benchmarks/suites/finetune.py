@@ -2,10 +2,10 @@
 
 Real all-MiniLM-L6-v2 on real SciFact train queries, each with its positive and the hybrid teacher's top 8
 other candidates (the teacher's scores as labels), batch 16, sequence length 128. The reference is plain
-``SentenceTransformerTrainer`` with its ``DistillKLDivLoss`` on the full model in fp32 (what a user would run);
-ragcun's rows are ``ragcun train`` with the same data, batches and listwise KL (on L2 scores), full model in
-fp32, then the cached prefix (the first 4 of 6 layers frozen and run once), bf16 autocast and 64-token
-training documents. Training examples per second of the training loop (the trainer's own figure).
+``SentenceTransformerTrainer`` with its ``DistillKLDivLoss`` on the full model in fp32 (what a user would
+run); ragcun's rows are ``ragcun train`` with the same data, batches and listwise KL (on L2 scores), full
+model in fp32, then the cached prefix (the first 4 of 6 layers frozen and run once), bf16 autocast and
+64-token training documents. Training examples per second of the training loop (the trainer's own figure).
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def run(quick: bool = False) -> dict:
             ours[name].append(out["samples_per_second"])
         cfg = load_config(None, [*common, f"output_dir={tmp / 'data'}"])
         ds, manifest = load_train_dataset(triplets, 0, None, with_ids=True)
-        kd, _ = attach_teacher(ds.select_columns(["query", "positive"]), ds["query_id"], ds["positive_id"], cfg,
-                               manifest)
+        kd, _ = attach_teacher(ds.select_columns(["query", "positive"]), ds["query_id"], ds["positive_id"],
+                               cfg, manifest)
         ref.append(_reference(tmp, kd, steps))
     inputs = {"model": "all-MiniLM-L6-v2", "examples": n_train, "candidates": 9, "batch_size": 16,
               "max_seq_length": 128, "teacher": "MiniLM cosine + 0.5 BM25 (z-scores)"}

@@ -424,3 +424,44 @@ def test_one_loop_over_views_and_stages_resumes_what_is_missing(experiment, monk
             == [[r[k] for k in keys] for r in before_iso["results"]])
     recall = [(r["model"], r["indexes"]["hnsw"]["recall"]) for r in json.loads(ann_file.read_text())["rows"]]
     assert recall == [(r["model"], r["indexes"]["hnsw"]["recall"]) for r in before_ann["rows"]]
+
+
+TEACHER_CONFIG = CONFIG.replace("isotropy_num_slices = 64\n", "isotropy_num_slices = 64\nhybrid = true\n") \
+    .replace("[output]", "[teacher]\nteacher_candidates = 2\n\n[output]") \
+    .replace('[arms.baseline]\nlambda_isotropy = 0.0\n',
+             '[arms.baseline]\nlambda_isotropy = 0.0\nteacher = "hybrid"\nfreeze_layers = 1\n') \
+    .replace('[arms.isotropy]\nlambda_isotropy = 1.0\n',
+             '[arms.isotropy]\nbase_arm = "baseline"\nlambda_isotropy = 1.0\nteacher = "hybrid"\n'
+             'freeze_base = true\n')
+
+
+def test_teacher_arms_and_hybrid_rows(tmp_path, beir_slice, tiny_model_path):
+    """A hybrid teacher through the experiment: the baseline fine-tunes above a cached prefix, the isotropy
+    arm trains a new head on the baseline's body (base_arm), and BM25 and every fusion get their rows."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    data = beir_slice("scifact", {"train": 12, "test": 8}, extra_docs=60, max_chars=400, name="scifact-mini")
+    cfg = tmp_path / "teacher.toml"
+    cfg.write_text(TEACHER_CONFIG.format(out=tmp_path / "run", model=tiny_model_path, data=data))
+    run_experiment(cfg)
+    run = tmp_path / "run"
+    base = json.loads((run / "arms" / "baseline" / "train_summary.json").read_text())
+    iso = json.loads((run / "arms" / "isotropy" / "train_summary.json").read_text())
+    assert base["cached_prefix"] and base["data"]["teacher"]["teacher"]["kind"] == "hybrid"
+    assert iso["config"]["base_model"] == str(run / "arms" / "baseline" / "best")
+    a = SentenceTransformer(str(run / "arms" / "baseline" / "best"), device="cpu")
+    b = SentenceTransformer(str(run / "arms" / "isotropy" / "best"), device="cpu")
+    body = {k: v for k, v in a.state_dict().items() if k.startswith("0.")}
+    assert body and all(torch.equal(v, b.state_dict()[k]) for k, v in body.items())  # the same body
+    assert len(b) == len(a)  # the baseline's head replaced, not stacked
+    for label in ("bm25", "reference+bm25", "baseline+bm25", "isotropy+bm25", "frozen+bm25"):
+        res = json.loads((run / "results" / f"{label}.json").read_text())
+        assert res["hybrid"]["weights"]["bm25"] > 0
+    report = (run / "report" / "experiment.md").read_text()
+    assert "Fused with BM25" in report and "on baseline's fine-tuned base" in report
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TEACHER_CONFIG.format(out=tmp_path / "x", model=tiny_model_path, data=data)
+                   .replace('base_arm = "baseline"', 'base_arm = "frozen"'))
+    with pytest.raises(ExperimentError, match="base_arm 'frozen' must be an arm trained before it"):
+        load_experiment(bad)

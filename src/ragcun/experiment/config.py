@@ -24,6 +24,8 @@ DEFAULT_ARMS: dict[str, dict[str, Any]] = {
 }
 SWEEP_LAMBDAS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0]
 WHITENING_POWERS = [0.0, 0.25, 0.5, 0.75, 1.0]
+#: an arm-table key (not a training key): start from another arm's trained model, its body as the base
+BASE_ARM = "base_arm"
 
 
 class ExperimentError(ConfigError):
@@ -190,9 +192,14 @@ def _arm_table(arm: str, values: Any, source: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ExperimentError(f"{source}: [arms.{arm}] must be a table of training keys")
     try:
-        return {k: coerce(TrainConfig, k, v, where) for k, v in values.items()}
+        out = {k: coerce(TrainConfig, k, v, where) for k, v in values.items() if k != BASE_ARM}
     except ConfigError as exc:
         raise ExperimentError(str(exc)) from None
+    if BASE_ARM in values:
+        if not isinstance(values[BASE_ARM], str) or not values[BASE_ARM]:
+            raise ExperimentError(f"{where}: {BASE_ARM} must name another arm (got {values[BASE_ARM]!r})")
+        out[BASE_ARM] = values[BASE_ARM]
+    return out
 
 
 def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> ExperimentConfig:
@@ -217,6 +224,11 @@ def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> E
         if arm not in arm_tables and arm not in DEFAULT_ARMS:
             raise ExperimentError(f"{source} [experiment]: arm {arm!r} has no [arms.{arm}] table")
         arms[arm] = {**DEFAULT_ARMS.get(arm, {}), **_arm_table(arm, arm_tables.get(arm, {}), source)}
+    for arm, table in arms.items():
+        before = list(arms)[: list(arms).index(arm)]
+        if BASE_ARM in table and table[BASE_ARM] not in before:
+            raise ExperimentError(f"{source} [arms.{arm}]: {BASE_ARM} {table[BASE_ARM]!r} must be an arm "
+                                  f"trained before it ({', '.join(before) or 'none'})")
     for arm in arm_tables:
         if arm not in arms:
             raise ExperimentError(f"{source}: [arms.{arm}] is not in [experiment] arms ({', '.join(arms)})")
@@ -243,13 +255,17 @@ def arm_config(exp: ExperimentConfig, arm: str, overrides: list[str] | None = No
     from ragcun.training import load_config
     from ragcun.training.config import coerce
 
-    cfg = load_config(exp.path).replace(**exp.arms[arm])
+    table = dict(exp.arms[arm])
+    base_arm = table.pop(BASE_ARM, None)
+    cfg = load_config(exp.path).replace(**table)
     for text in overrides or []:
         key, value = parse_override(text)
         setattr(cfg, key, coerce(key, value, f"--set {key}"))
     out = Path(output_dir or exp.arm_dir(arm))
     values = {"run_name": f"{exp.name}/{out.name}", **changes, "train_data": str(exp.data_dir),
               "output_dir": str(out)}
+    if base_arm:  # the other arm's trained model (its body; the head is this arm's own)
+        values["base_model"] = str(exp.arm_dir(base_arm) / "best")
     if data_dir:
         values["data_dir"] = data_dir
     return cfg.replace(**values).validate()

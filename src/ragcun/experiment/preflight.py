@@ -112,6 +112,8 @@ def run_experiment_preflight(exp: ExperimentConfig, steps: int = 2, overrides: l
             return results + [Check("training steps", "fail", "skipped: fix the failures above first")]
         for arm, cfg in arms.items():
             cfg = cfg.replace(train_data=str(sample))
+            if "base_arm" in exp.arms[arm]:  # its base arm is not trained yet: the same steps on the base
+                cfg = cfg.replace(base_model=first.base_model)
             results.append(_timed(f"arm {arm}: data", lambda cfg=cfg: check_data(cfg)))
             results.append(_timed(f"arm {arm}: {steps} steps", lambda cfg=cfg: check_training(cfg, steps)))
     return results

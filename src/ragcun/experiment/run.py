@@ -140,13 +140,14 @@ def run_experiment(
     timings: dict[str, float] = {}
     prepare_data(exp, data_dir)
     timings["data_s"] = time.perf_counter() - t0
-    if parallel and len(selected) > 1:
-        train_arms_parallel(exp, selected, overrides, data_dir)
-    else:
-        for arm in selected:
-            ta = time.perf_counter()
-            train_arm(exp, arm, overrides, data_dir)
-            timings[f"train_{arm}_s"] = time.perf_counter() - ta
+    later = [a for a in selected if "base_arm" in exp.arms[a]]  # after the arm they start from
+    if parallel and len(selected) - len(later) > 1:
+        train_arms_parallel(exp, [a for a in selected if a not in later], overrides, data_dir)
+        selected = later
+    for arm in selected:
+        ta = time.perf_counter()
+        train_arm(exp, arm, overrides, data_dir)
+        timings[f"train_{arm}_s"] = time.perf_counter() - ta
     if train_only:
         return {}
     if exp.whitening.powers:

@@ -33,8 +33,11 @@ def describe_arm(exp: ExperimentConfig, arm: str) -> str:
     from ragcun.training import load_config
 
     # the file's keys under the arm's table, as it trains
-    cfg = load_config(exp.path).replace(**exp.arms[arm])
-    what = ("head only" if cfg.freeze_base
+    table = dict(exp.arms[arm])
+    base_arm = table.pop("base_arm", None)
+    cfg = load_config(exp.path).replace(**table)
+    what = (f"head only, on {base_arm}'s fine-tuned base" if cfg.freeze_base and base_arm
+            else "head only" if cfg.freeze_base
             else f"fine-tuned above layer {cfg.freeze_layers}" if cfg.freeze_layers else "full fine-tuning")
     if cfg.teacher != "none":
         what += f", {cfg.teacher} teacher"

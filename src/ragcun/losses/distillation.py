@@ -45,7 +45,47 @@ def _check_labels(labels: torch.Tensor | None, batch: int, n: int, name: str) ->
     return labels.detach().float()
 
 
-class EuclideanDistillKLLoss(nn.Module):
+class _TeacherScoreLoss(nn.Module):
+    """What both distillation losses share: the student's score, the temperatures, the column and label
+    checks; a subclass says how student and teacher scores (B, N) are compared (:meth:`compare`)."""
+
+    min_columns = 3
+
+    def __init__(self, model: nn.Module | None = None, temperature: float = 5.0,
+                 teacher_temperature: float = 1.0, score: StudentScore = "squared") -> None:
+        super().__init__()
+        for name, v in (("temperature", temperature), ("teacher_temperature", teacher_temperature)):
+            if not 0 < v < float("inf"):
+                raise ValueError(f"{name} must be a positive finite number, got {v}")
+        self.model = model
+        self.temperature = float(temperature)
+        self.teacher_temperature = float(teacher_temperature)
+        self.score: StudentScore = score
+
+    def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]],
+                labels: torch.Tensor | None) -> torch.Tensor:
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
+
+    def compute_loss_from_embeddings(self, embeddings: list[torch.Tensor],
+                                     labels: torch.Tensor | None) -> torch.Tensor:
+        if len(embeddings) < self.min_columns:
+            raise ValueError(f"{type(self).__name__} needs (query, candidate_1, candidate_2, ...) columns: "
+                             f"one candidate teaches nothing (got {len(embeddings)} columns)")
+        q, cands = embeddings[0], list(embeddings[1:])
+        t = _check_labels(labels, q.shape[0], len(cands), type(self).__name__) / self.teacher_temperature
+        return self.compare(student_scores(q, cands, self.score, self.temperature), t)
+
+    def compare(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "teacher_temperature": self.teacher_temperature,
+                "score": self.score}
+
+
+class EuclideanDistillKLLoss(_TeacherScoreLoss):
     """Listwise KL divergence from the teacher's softmax over the candidates to the student's.
 
     For each query with candidates ``d_1 … d_N`` (inputs ``(query, candidate_1, …, candidate_N)``, labels
@@ -72,40 +112,10 @@ class EuclideanDistillKLLoss(nn.Module):
     Teachers* (2020), arXiv 2010.11386.
     """
 
-    def __init__(self, model: nn.Module | None = None, temperature: float = 5.0,
-                 teacher_temperature: float = 1.0, score: StudentScore = "squared") -> None:
-        super().__init__()
-        for name, v in (("temperature", temperature), ("teacher_temperature", teacher_temperature)):
-            if not 0 < v < float("inf"):
-                raise ValueError(f"{name} must be a positive finite number, got {v}")
-        self.model = model
-        self.temperature = float(temperature)
-        self.teacher_temperature = float(teacher_temperature)
-        self.score: StudentScore = score
+    def compare(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(F.log_softmax(student, dim=1), F.softmax(teacher, dim=1), reduction="batchmean")
 
-    def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]],
-                labels: torch.Tensor | None) -> torch.Tensor:
-        from sentence_transformers.base.losses.merged_forward import embed_columns
-
-        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
-
-    def compute_loss_from_embeddings(self, embeddings: list[torch.Tensor],
-                                     labels: torch.Tensor | None) -> torch.Tensor:
-        if len(embeddings) < 3:
-            raise ValueError(f"{type(self).__name__} needs (query, candidate_1, candidate_2, ...) columns: a "
-                             f"softmax over one candidate teaches nothing (got {len(embeddings)} columns)")
-        q, cands = embeddings[0], list(embeddings[1:])
-        t = _check_labels(labels, q.shape[0], len(cands), type(self).__name__)
-        s = student_scores(q, cands, self.score, self.temperature)
-        return F.kl_div(F.log_softmax(s, dim=1), F.softmax(t / self.teacher_temperature, dim=1),
-                        reduction="batchmean")
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "teacher_temperature": self.teacher_temperature,
-                "score": self.score}
-
-
-class EuclideanMarginMSELoss(nn.Module):
+class EuclideanMarginMSELoss(_TeacherScoreLoss):
     """MarginMSE: the student's score margins between the first candidate and each other one, matched to the
     teacher's.
 
@@ -122,33 +132,5 @@ class EuclideanMarginMSELoss(nn.Module):
     Distillation* (2020), arXiv 2010.02666.
     """
 
-    def __init__(self, model: nn.Module | None = None, temperature: float = 5.0,
-                 teacher_temperature: float = 1.0, score: StudentScore = "squared") -> None:
-        super().__init__()
-        for name, v in (("temperature", temperature), ("teacher_temperature", teacher_temperature)):
-            if not 0 < v < float("inf"):
-                raise ValueError(f"{name} must be a positive finite number, got {v}")
-        self.model = model
-        self.temperature = float(temperature)
-        self.teacher_temperature = float(teacher_temperature)
-        self.score: StudentScore = score
-
-    def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]],
-                labels: torch.Tensor | None) -> torch.Tensor:
-        from sentence_transformers.base.losses.merged_forward import embed_columns
-
-        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
-
-    def compute_loss_from_embeddings(self, embeddings: list[torch.Tensor],
-                                     labels: torch.Tensor | None) -> torch.Tensor:
-        if len(embeddings) < 3:
-            raise ValueError(f"{type(self).__name__} needs (query, candidate_1, candidate_2, ...) columns "
-                             f"(got {len(embeddings)})")
-        q, cands = embeddings[0], list(embeddings[1:])
-        t = _check_labels(labels, q.shape[0], len(cands), type(self).__name__) / self.teacher_temperature
-        s = student_scores(q, cands, self.score, self.temperature)
-        return F.mse_loss(s[:, :1] - s[:, 1:], t[:, :1] - t[:, 1:])
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "teacher_temperature": self.teacher_temperature,
-                "score": self.score}
+    def compare(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(student[:, :1] - student[:, 1:], teacher[:, :1] - teacher[:, 1:])

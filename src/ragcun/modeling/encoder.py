@@ -88,8 +88,16 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         config: dict[str, Any] = {}
         if base_model is not None:
             base = load_sentence_transformer(base_model, device="cpu")
-            body = list(base) if normalize_base else [m for m in base if not isinstance(m, Normalize)]
+            body = list(base)
             in_dim = base.get_embedding_dimension()
+            prior = Path(resolve_model(base_model).location) / RAGCUN_CONFIG
+            n_head = int(json.loads(prior.read_text()).get("num_head_modules", 0)) if prior.is_file() else 0
+            if n_head:  # a trained ragcun model as the base: its body, without its head
+                in_dim = body[len(body) - n_head].linear.in_features
+                body = body[: len(body) - n_head]
+                logger.info("base %s is a ragcun model: its body (%d modules), without its %d-module head",
+                            base_model, len(body), n_head)
+            body = body if normalize_base else [m for m in body if not isinstance(m, Normalize)]
             if output_dim > in_dim:
                 logger.warning("a %d-d head on a %d-d base: its warm start leaves %d directions empty, and "
                                "SIGReg cannot fill them (its gradient vanishes where every sample is equal), "

@@ -227,6 +227,20 @@ def ann_rows(ann_file: Path | None) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+class _SubTables:
+    """A dataset's sub-tables: each kept in the summary, written as Markdown and added to the report."""
+
+    def __init__(self, out: Path, name: str, tables: dict[str, str], sections: list[str]) -> None:
+        self.out, self.name, self.tables, self.sections = out, name, tables, sections
+
+    def add(self, kind: str, title: str, header: list[str], rows: list[list[str]]) -> None:
+        if rows:
+            md = markdown_table(header, rows)
+            self.tables[f"{kind}:{self.name}"] = md
+            write_text(self.out / f"{kind}_{self.name}.md", md + "\n")
+            self.sections.extend([f"### {title}", "", md, ""])
+
+
 def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_files: dict[str, Path],
                             ann_file: Path | None = None) -> dict[str, Any]:
     """Write ``<output_dir>/report/`` (experiment tables + the generic comparison report) and return its
@@ -265,32 +279,15 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
             write_text(out / f"isotropy_{name}.tex", latex_table(
                 header, rows, f"{name}: isotropy of the corpus embeddings.", f"tab:isotropy-{name}"))
             sections += [f"### Isotropy of the corpus embeddings ({name})", "", ISOTROPY_NOTE, "", md, ""]
-        header, rows = hybrid_rows(exp, results, name)
-        if rows:
-            md = markdown_table(header, rows)
-            tables[f"hybrid:{name}"] = md
-            write_text(out / f"hybrid_{name}.md", md + "\n")
-            sections += [f"### Fused with BM25 per query ({name}; the reference's fusion is the training "
-                         "teacher when it is hybrid)", "", md, ""]
+        sub = _SubTables(out, name, tables, sections)
+        sub.add("hybrid", f"Fused with BM25 per query ({name}; the reference's fusion is the training "
+                "teacher when it is hybrid)", *hybrid_rows(exp, results, name))
         header, rows, arm_header, arm_rows = whitening_rows(exp, results, iso, name)
-        if rows:
-            md = markdown_table(header, rows)
-            tables[f"whitening:{name}"] = md
-            write_text(out / f"whitening_{name}.md", md + "\n")
-            sections += [f"### Post-hoc whitening of the untouched base ({name}, fitted on the training "
-                         "documents)", "", md, ""]
-        if arm_rows:
-            md = markdown_table(arm_header, arm_rows)
-            tables[f"vs_whitening:{name}"] = md
-            write_text(out / f"vs_whitening_{name}.md", md + "\n")
-            sections += [f"### Each arm against whitening at its own isotropy ({name}, NDCG@10 ×100)",
-                         "", md, ""]
-        header, rows = views_rows(exp, results, name)
-        if rows:
-            md = markdown_table(header, rows)
-            tables[f"views:{name}"] = md
-            write_text(out / f"views_{name}.md", md + "\n")
-            sections += [f"### Where the change lives ({name}, NDCG@10)", "", md, ""]
+        sub.add("whitening", f"Post-hoc whitening of the untouched base ({name}, fitted on the training "
+                "documents)", header, rows)
+        sub.add("vs_whitening", f"Each arm against whitening at its own isotropy ({name}, NDCG@10 ×100)",
+                arm_header, arm_rows)
+        sub.add("views", f"Where the change lives ({name}, NDCG@10)", *views_rows(exp, results, name))
     header, rows = ann_rows(ann_file)
     if rows:
         md = markdown_table(header, rows)

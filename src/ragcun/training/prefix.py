@@ -229,16 +229,20 @@ class FeatureRefresh:
     SIGReg steps: the table a corpus sample draws from (SIGReg's gradient then reaches the head; the
     features are at most ``every`` steps old, never the base's from before training)."""
 
-    def __init__(self, model: SentenceTransformer, head_count: int, every: int) -> None:
+    def __init__(self, model: SentenceTransformer, head_count: int, every: int,
+                 rows: Sequence[int] | None = None) -> None:
         self.model = model
         self.head_count = head_count
         self.every = max(1, int(every))
-        self.rows = list(range(len(model[0].states)))
-        self.table = pooled_features(model, self.rows, head_count)
+        # only the rows a sample draws from are recomputed (the others keep their first value)
+        self.rows = sorted(set(rows)) if rows is not None else list(range(len(model[0].states)))
+        self.table = pooled_features(model, list(range(len(model[0].states))), head_count)
         self.refreshed = 0
 
     def __call__(self, step: int) -> torch.Tensor:
         if step > 0 and step % self.every == 0 and step != self.refreshed:
-            self.table = pooled_features(self.model, self.rows, self.head_count)
+            table = self.table.clone()
+            table[self.rows] = pooled_features(self.model, self.rows, self.head_count)
+            self.table = table
             self.refreshed = step
         return self.table

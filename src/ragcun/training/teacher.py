@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ragcun.config import ConfigError
-from ragcun.encoding.fusion import Fusion, bm25_scores, dense_scores, fuse
+from ragcun.encoding.fusion import MAX_EXHAUSTIVE, Fusion, bm25_scores, dense_scores, fuse
 from ragcun.fingerprint import texts_fingerprint
 from ragcun.io import atomic_path, sha256_file, write_json
 from ragcun.paths import cache_dir
@@ -86,6 +86,9 @@ def _compute(spec: TeacherSpec, doc_ids: Sequence[str], doc_texts: Sequence[str]
     from ragcun.encoding.corpus import encode_corpus, encode_texts
     from ragcun.encoding.search import SIMILARITY_TO_SCORE
 
+    if len(doc_ids) > MAX_EXHAUSTIVE:
+        raise ConfigError(f"the teacher scores every document of the corpus per query; {len(doc_ids):,} "
+                          f"documents is over {MAX_EXHAUSTIVE:,}")
     comps_needed = [n for n, w in spec.fusion.weights.items() if w]
     doc_emb = q_emb = bm25 = None
     score = spec.score

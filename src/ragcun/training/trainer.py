@@ -199,8 +199,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
                                             cfg.max_train_samples, with_ids=distilled)
     evaluator = build_evaluator(cfg, batch_size=max(cfg.batch_size, 32))
     fast = bool(cfg.freeze_base and cfg.fast_frozen)
-    # sets up the process group
     prefix = bool(not cfg.freeze_base and cfg.freeze_layers > 0 and cfg.fast_prefix)
+    # sets up the process group
     args = build_training_args(cfg, world, has_evaluator=evaluator is not None, fast=fast or prefix)
     if distilled:
         from ragcun.training.teacher import attach_teacher
@@ -219,11 +219,12 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     logger.info("parameters: %s", counts)
 
     feature_seconds = 0.0
-    texts: list[str] = []  # every training (and validation) text as the model sees it: prompts applied
-    for col in columns:
-        texts.extend(prompts.get(col, "") + t for t in train_ds[col])
-    if evaluator is not None and (fast or prefix):
-        texts.extend(evaluator.prompted_texts(encoder))
+    texts: list[str] = []  # the cached paths' texts, as the model sees them: prompts applied
+    if fast or prefix:
+        for col in columns:
+            texts.extend(prompts.get(col, "") + t for t in train_ds[col])
+        if evaluator is not None:
+            texts.extend(evaluator.prompted_texts(encoder))
     if fast:
         from ragcun.training.frozen import build_fast_model
 
@@ -280,7 +281,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
             from ragcun.training.prefix import FeatureRefresh
 
             index = model[0].index
-            refresh = FeatureRefresh(model, len(encoder.head_modules), cfg.sigreg_refresh)
+            sampled = [index[prompts.get(c, "") + t] for c in columns for t in train_ds[c]]
+            refresh = FeatureRefresh(model, len(encoder.head_modules), cfg.sigreg_refresh, sampled)
             table = refresh.table
         else:  # the base's features before fine-tuning, cached once: SIGReg shapes the head on them
             texts = list(dict.fromkeys(prompts.get(c, "") + t for c in columns for t in train_ds[c]))
