@@ -63,7 +63,7 @@ def run(quick: bool = False) -> dict:
         "cached prefix (4 of 6 layers frozen), fp32": ["freeze_layers=4"],
         "cached prefix, bf16": ["freeze_layers=4", "mixed_precision=bf16"],
         "cached prefix, bf16, 64-token documents": ["freeze_layers=4", "mixed_precision=bf16",
-                                                    "train_document_length=64"],
+                                                    "train_max_seq_length=64"],
     }
     ours: dict[str, list[float]] = {k: [] for k in settings}
     ref: list[float] = []

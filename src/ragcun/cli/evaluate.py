@@ -60,8 +60,9 @@ def evaluate(
     bm25_weight: float = typer.Option(0.5, "--bm25-weight",
                                       help="With --hybrid: BM25's weight beside the model's 1 (convex: "
                                            "BM25's share, in [0, 1]); --dense-weight 0: BM25 alone."),
-    dense_weight: float = typer.Option(1.0, "--dense-weight",
-                                       help="With --hybrid: the model's weight (convex: 1 − BM25's share)."),
+    dense_weight: float = typer.Option(None, "--dense-weight",
+                                       help="With --hybrid: the model's weight (default 1; convex: 1 − "
+                                            "BM25's share)."),
 ) -> None:
     """Evaluate a model on BEIR with pytrec_eval metrics (NDCG, MAP, Recall, P, MRR).
 
@@ -79,10 +80,8 @@ def evaluate(
     if hybrid:
         from ragcun.encoding.fusion import Fusion
 
-        if fusion == "convex" and dense_weight == 1.0:
-            dense_weight = 1.0 - bm25_weight
         try:
-            fused = Fusion(fusion, {"dense": dense_weight, "bm25": bm25_weight})  # type: ignore[arg-type]
+            fused = Fusion.hybrid(fusion, bm25_weight, dense_weight)  # type: ignore[arg-type]
         except ValueError as exc:
             raise fail(f"--hybrid: {exc}") from None
     distributed = init_from_env()

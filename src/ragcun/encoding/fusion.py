@@ -20,7 +20,7 @@ The candidates are the whole corpus when it is small enough to score exhaustivel
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -57,6 +57,14 @@ class Fusion:
             raise ValueError("fusion weights are all 0")
         if not (math.isfinite(self.rrf_k) and self.rrf_k >= 0):
             raise ValueError(f"rrf_k must be a finite number >= 0 (got {self.rrf_k!r})")
+
+    @classmethod
+    def hybrid(cls, kind: FusionKind, bm25_weight: float, dense_weight: float | None = None) -> Fusion:
+        """A dense score and BM25: BM25 weighted ``bm25_weight`` beside the dense score's ``dense_weight``
+        (default 1; for ``convex`` BM25's share, the dense score's default ``1 − bm25_weight``)."""
+        if dense_weight is None:
+            dense_weight = 1.0 - bm25_weight if kind == "convex" else 1.0
+        return cls(kind, {"dense": dense_weight, "bm25": bm25_weight})
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "weights": dict(self.weights), "rrf_k": self.rrf_k}
@@ -159,9 +167,41 @@ def bm25_scores(index: Any, queries: Sequence[str]) -> np.ndarray:
     return out
 
 
+def check_exhaustive(n_docs: int) -> None:
+    """Refuse a corpus too large to score every document for every query."""
+    if n_docs > MAX_EXHAUSTIVE:
+        raise ValueError(f"hybrid scoring scores every document per query; {n_docs:,} documents is over "
+                         f"{MAX_EXHAUSTIVE:,}")
+
+
+def fused_blocks(query_emb: np.ndarray | None, doc_emb: np.ndarray | None, queries: Sequence[str],
+                 bm25: Any, fusion: Fusion, score: str = "cos",
+                 query_block: int = 256) -> Iterator[tuple[int, np.ndarray]]:
+    """(first query's row, fused (block, N) scores) for each block of ``query_block`` queries over the whole
+    corpus; a scorer the fusion does not weight is not computed (its inputs may be None)."""
+    weighted = {n for n, w in fusion.weights.items() if w}
+    n_docs = len(bm25) if bm25 is not None else len(doc_emb)  # type: ignore[arg-type]
+    check_exhaustive(n_docs)
+    if "dense" in weighted and (doc_emb is None or query_emb is None):
+        raise ValueError("the fusion weights the dense score but no embeddings were given")
+    if "bm25" in weighted and bm25 is None:
+        raise ValueError("the fusion weights BM25 but no BM25 index was given")
+    if "dense" in weighted and bm25 is not None and doc_emb.shape[0] != len(bm25):  # type: ignore[union-attr]
+        raise ValueError(f"{doc_emb.shape[0]} document vectors but {len(bm25)} documents in the BM25 "  # type: ignore[union-attr]
+                         "index")
+    for start in range(0, len(queries), query_block):
+        stop = start + query_block
+        comps: dict[str, np.ndarray] = {}
+        if "dense" in weighted:
+            comps["dense"] = dense_scores(query_emb[start:stop], doc_emb, score)  # type: ignore[index]
+        if "bm25" in weighted:
+            comps["bm25"] = bm25_scores(bm25, queries[start:stop])
+        yield start, fuse(comps, fusion)
+
+
 def hybrid_search(
-    query_emb: np.ndarray,
-    doc_emb: np.ndarray,
+    query_emb: np.ndarray | None,
+    doc_emb: np.ndarray | None,
     queries: Sequence[str],
     bm25: Any,
     fusion: Fusion,
@@ -172,22 +212,15 @@ def hybrid_search(
     """Top-``top_k`` (fused scores, document rows) per query, best first, over the whole corpus.
 
     The dense scores of ``query_emb`` against ``doc_emb`` (rows in the BM25 index's order) and BM25's are
-    fused per query over every document, in blocks of ``query_block`` queries (memory: a block × the corpus).
+    fused per query over every document, in blocks of ``query_block`` queries (memory: a block × the corpus);
+    with BM25 alone the embeddings may be None.
     """
-    n_docs = doc_emb.shape[0]
-    if n_docs != len(bm25):
-        raise ValueError(f"{n_docs} document vectors but {len(bm25)} documents in the BM25 index")
-    if n_docs > MAX_EXHAUSTIVE:
-        raise ValueError(f"hybrid search scores every document per query; {n_docs:,} documents is over "
-                         f"{MAX_EXHAUSTIVE:,}")
+    n_docs = len(bm25)
     k = min(top_k, n_docs)
     out_s = np.empty((len(queries), k), dtype=np.float64)
     out_i = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), query_block):
-        stop = start + query_block
-        comps = {"dense": dense_scores(query_emb[start:stop], doc_emb, score),
-                 "bm25": bm25_scores(bm25, queries[start:stop])}
-        fused = fuse(comps, fusion)
+    for start, fused in fused_blocks(query_emb, doc_emb, queries, bm25, fusion, score, query_block):
+        stop = start + fused.shape[0]
         idx = np.argpartition(-fused, k - 1, axis=1)[:, :k] if k < n_docs else np.tile(np.arange(n_docs),
                                                                                        (fused.shape[0], 1))
         part = np.take_along_axis(fused, idx, axis=1)

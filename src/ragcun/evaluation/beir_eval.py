@@ -160,20 +160,18 @@ def retrieve_hybrid(
     doc_ids = list(corpus)
     texts = [doc_text(corpus[d]) for d in doc_ids]
     qids = list(queries)
-    dense = bool(fusion.weights.get("dense"))
-    if dense:
+    doc_emb = q_emb = None  # BM25 alone: the model is not run
+    if fusion.weights.get("dense"):
         emb = encode_corpus(model, doc_ids, texts, dataset, batch_size, chunk_size, cache,
                             show_progress_bar=show_progress_bar)
         try:
             timing["encode_corpus_s"] = emb.seconds
-            doc_emb = np.array(emb.array())  # a copy: uncached chunks are temporary files
+            doc_emb = emb.array()
         finally:
             emb.cleanup()
         t0 = time.perf_counter()
         q_emb = encode_texts(model, [queries[q] for q in qids], "query", batch_size)
         timing["encode_queries_s"] = time.perf_counter() - t0
-    else:
-        doc_emb, q_emb = np.zeros((len(doc_ids), 1), np.float32), np.zeros((len(qids), 1), np.float32)
     t0 = time.perf_counter()
     bm25 = get_index(doc_ids, texts, cache=cache, show_progress=False)
     timing["bm25_index_s"] = time.perf_counter() - t0

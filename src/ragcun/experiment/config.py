@@ -78,10 +78,7 @@ class EvaluationSection:
 
         if not dense:
             return Fusion(self.hybrid_fusion, {"bm25": 1.0})
-        w = self.bm25_weight
-        weights = ({"dense": 1.0 - w, "bm25": w} if self.hybrid_fusion == "convex"
-                   else {"dense": 1.0, "bm25": w})
-        return Fusion(self.hybrid_fusion, weights)
+        return Fusion.hybrid(self.hybrid_fusion, self.bm25_weight)
 
     def check(self) -> list[str]:
         from ragcun.runtime import BACKENDS, PRECISIONS

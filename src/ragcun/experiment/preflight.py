@@ -90,7 +90,7 @@ def build_sample(exp: ExperimentConfig, out: Path, n: int, data_dir: str | None 
 def run_experiment_preflight(exp: ExperimentConfig, steps: int = 2, overrides: list[str] | None = None,
                              data_dir: str | None = None) -> list[Check]:
     """Every check, cheap ones first; the training steps run only when nothing before them failed."""
-    from ragcun.experiment.config import arm_config
+    from ragcun.experiment.config import BASE_ARM, arm_config
 
     arms = {arm: arm_config(exp, arm, overrides, data_dir) for arm in exp.arms}
     first = next(iter(arms.values()))
@@ -112,7 +112,7 @@ def run_experiment_preflight(exp: ExperimentConfig, steps: int = 2, overrides: l
             return results + [Check("training steps", "fail", "skipped: fix the failures above first")]
         for arm, cfg in arms.items():
             cfg = cfg.replace(train_data=str(sample))
-            if "base_arm" in exp.arms[arm]:  # its base arm is not trained yet: the same steps on the base
+            if BASE_ARM in exp.arms[arm]:  # its base arm is not trained yet: the same steps on the base
                 cfg = cfg.replace(base_model=first.base_model)
             results.append(_timed(f"arm {arm}: data", lambda cfg=cfg: check_data(cfg)))
             results.append(_timed(f"arm {arm}: {steps} steps", lambda cfg=cfg: check_training(cfg, steps)))

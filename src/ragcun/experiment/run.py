@@ -17,7 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ragcun.experiment.config import ExperimentConfig, ExperimentError, arm_config, load_experiment
+from ragcun.experiment.config import (
+    BASE_ARM,
+    ExperimentConfig,
+    ExperimentError,
+    arm_config,
+    load_experiment,
+)
 from ragcun.experiment.stages import ApproximateSearchStage, BeirStage, IsotropyStage, evaluate
 from ragcun.experiment.views import ViewModels, evaluation_views
 from ragcun.io import write_json
@@ -140,7 +146,7 @@ def run_experiment(
     timings: dict[str, float] = {}
     prepare_data(exp, data_dir)
     timings["data_s"] = time.perf_counter() - t0
-    later = [a for a in selected if "base_arm" in exp.arms[a]]  # after the arm they start from
+    later = [a for a in selected if BASE_ARM in exp.arms[a]]  # after the arm they start from
     if parallel and len(selected) - len(later) > 1:
         train_arms_parallel(exp, [a for a in selected if a not in later], overrides, data_dir)
         selected = later

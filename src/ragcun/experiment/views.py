@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragcun.experiment.config import ExperimentConfig
+from ragcun.experiment.config import BASE_ARM, ExperimentConfig, arm_config
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,8 @@ class View:
 
 
 def describe_arm(exp: ExperimentConfig, arm: str) -> str:
-    from ragcun.training import load_config
-
-    # the file's keys under the arm's table, as it trains
-    table = dict(exp.arms[arm])
-    base_arm = table.pop("base_arm", None)
-    cfg = load_config(exp.path).replace(**table)
+    cfg = arm_config(exp, arm)  # the file's keys under the arm's table, as it trains
+    base_arm = exp.arms[arm].get(BASE_ARM)
     what = (f"head only, on {base_arm}'s fine-tuned base" if cfg.freeze_base and base_arm
             else "head only" if cfg.freeze_base
             else f"fine-tuned above layer {cfg.freeze_layers}" if cfg.freeze_layers else "full fine-tuning")

@@ -67,8 +67,9 @@ class TrainConfig:
     # with freeze_layers > 0 (base not frozen): cache the frozen layers' output once, train the layers above
     # on it (ragcun.training.prefix; BERT-family bases)
     fast_prefix: bool = True
-    # training documents cut to this many tokens (None: max_seq_length); evaluation always sees max_seq_length
-    train_document_length: int | None = None
+    # cached-prefix training: every training text cut to this many tokens (queries are short: in effect the
+    # documents; None: max_seq_length); evaluation always sees max_seq_length
+    train_max_seq_length: int | None = None
     feature_batch_size: int = 64
     # optimisation
     base_learning_rate: float = 1e-5
@@ -117,7 +118,8 @@ class TrainConfig:
     teacher_candidates: int = 8  # the teacher's top documents per training example, beside its positive
     teacher_temperature: float = 1.0  # T in softmax(teacher / T)
     teacher_max_seq_length: int | None = None  # the dense scorer's (default: max_seq_length)
-    # the BEIR dataset (name or folder) and split the triplets came from (default: their manifest's source)
+    # the BEIR dataset (name or folder) whose train split the triplets came from (default: their manifest's
+    # source and split)
     teacher_data: str | None = None
     distill_loss: Literal["kl", "margin_mse"] = "kl"
     lambda_distill: float = 1.0
@@ -150,7 +152,7 @@ class TrainConfig:
                              "logging_steps", "max_grad_norm", "validation_max_queries", "max_train_samples",
                              "num_negatives", "principal_slices", "slice_refresh", "teacher_candidates",
                              "sigreg_refresh",
-                             "teacher_temperature", "teacher_max_seq_length", "train_document_length")
+                             "teacher_temperature", "teacher_max_seq_length", "train_max_seq_length")
         problems += non_negative(self, "lambda_isotropy", "lambda_reg", "weight_decay", "warmup_ratio",
                                  "freeze_layers", "warmup_steps", "eval_steps", "save_steps",
                                  "dataloader_num_workers", "epochs", "sigreg_queue", "sigreg_sample",

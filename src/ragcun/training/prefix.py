@@ -234,15 +234,20 @@ class FeatureRefresh:
         self.model = model
         self.head_count = head_count
         self.every = max(1, int(every))
-        # only the rows a sample draws from are recomputed (the others keep their first value)
+        # only the rows a sample draws from are computed (the others, never drawn, stay zero)
         self.rows = sorted(set(rows)) if rows is not None else list(range(len(model[0].states)))
-        self.table = pooled_features(model, list(range(len(model[0].states))), head_count)
+        self.n = len(model[0].states)
+        self.table = self._compute()
         self.refreshed = 0
+
+    def _compute(self) -> torch.Tensor:
+        feats = pooled_features(self.model, self.rows, self.head_count)
+        table = feats.new_zeros((self.n, feats.shape[1]))
+        table[self.rows] = feats
+        return table
 
     def __call__(self, step: int) -> torch.Tensor:
         if step > 0 and step % self.every == 0 and step != self.refreshed:
-            table = self.table.clone()
-            table[self.rows] = pooled_features(self.model, self.rows, self.head_count)
-            self.table = table
+            self.table = self._compute()
             self.refreshed = step
         return self.table

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ragcun.config import ConfigError
-from ragcun.encoding.fusion import MAX_EXHAUSTIVE, Fusion, bm25_scores, dense_scores, fuse
+from ragcun.encoding.fusion import Fusion, check_exhaustive, fused_blocks
 from ragcun.fingerprint import texts_fingerprint
 from ragcun.io import atomic_path, sha256_file, write_json
 from ragcun.paths import cache_dir
@@ -86,33 +86,27 @@ def _compute(spec: TeacherSpec, doc_ids: Sequence[str], doc_texts: Sequence[str]
     from ragcun.encoding.corpus import encode_corpus, encode_texts
     from ragcun.encoding.search import SIMILARITY_TO_SCORE
 
-    if len(doc_ids) > MAX_EXHAUSTIVE:
-        raise ConfigError(f"the teacher scores every document of the corpus per query; {len(doc_ids):,} "
-                          f"documents is over {MAX_EXHAUSTIVE:,}")
-    comps_needed = [n for n, w in spec.fusion.weights.items() if w]
+    check_exhaustive(len(doc_ids))  # before any encoding
+    weighted = {n for n, w in spec.fusion.weights.items() if w}
     doc_emb = q_emb = bm25 = None
     score = spec.score
-    if "dense" in comps_needed:
+    if "dense" in weighted:
         if score == "auto":  # the model's own similarity (cosine for most, L2 for a ragcun model)
             name = str(getattr(model, "similarity_fn_name", None) or "cosine")
             score = SIMILARITY_TO_SCORE.get(name) or "cos"
         emb = encode_corpus(model, list(doc_ids), list(doc_texts), corpus_name, batch_size=64,
                             show_progress_bar=True)
-        doc_emb = emb.array()
+        try:
+            doc_emb = emb.array()
+        finally:
+            emb.cleanup()
         q_emb = encode_texts(model, list(queries), "query", batch_size=64)
-    if "bm25" in comps_needed:
+    if "bm25" in weighted:
         bm25 = get_index(doc_ids, doc_texts, show_progress=False)
     k = min(spec.candidates + 1, len(doc_ids))  # one spare: an example's own positive is not its candidate
     rows: list[np.ndarray] = []
     scores: list[np.ndarray] = []
-    for start in range(0, len(queries), query_block):
-        stop = start + query_block
-        comps: dict[str, np.ndarray] = {}
-        if doc_emb is not None:
-            comps["dense"] = dense_scores(q_emb[start:stop], doc_emb, score)  # type: ignore[index]
-        if bm25 is not None:
-            comps["bm25"] = bm25_scores(bm25, queries[start:stop])
-        fused = fuse(comps, spec.fusion)
+    for start, fused in fused_blocks(q_emb, doc_emb, queries, bm25, spec.fusion, score, query_block):
         top = np.argsort(-fused, axis=1, kind="stable")[:, :k]
         for j in range(fused.shape[0]):
             r = list(top[j])
@@ -207,12 +201,11 @@ def teacher_scores(spec: TeacherSpec, doc_ids: Sequence[str], doc_texts: Sequenc
 
 def spec_from_config(cfg: Any) -> TeacherSpec:
     """The teacher a :class:`~ragcun.training.config.TrainConfig` names."""
-    w = cfg.teacher_bm25_weight
-    weights = {"hybrid": ({"dense": 1.0 - w, "bm25": w} if cfg.teacher_fusion == "convex"
-                          else {"dense": 1.0, "bm25": w}),
-               "dense": {"dense": 1.0}, "bm25": {"bm25": 1.0}}[cfg.teacher]
+    fusion = {"hybrid": Fusion.hybrid(cfg.teacher_fusion, cfg.teacher_bm25_weight),
+              "dense": Fusion(cfg.teacher_fusion, {"dense": 1.0}),
+              "bm25": Fusion(cfg.teacher_fusion, {"bm25": 1.0})}[cfg.teacher]
     model = None if cfg.teacher == "bm25" else str(cfg.teacher_model or cfg.base_model)
-    return TeacherSpec(cfg.teacher, model, Fusion(cfg.teacher_fusion, weights), cfg.teacher_candidates,
+    return TeacherSpec(cfg.teacher, model, fusion, cfg.teacher_candidates,
                        "auto", int(cfg.teacher_max_seq_length or cfg.max_seq_length))
 
 

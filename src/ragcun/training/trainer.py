@@ -238,7 +238,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
 
         tf = time.perf_counter()
         with args.main_process_first(local=False, desc="cached prefix"):
-            model = build_prefix_model(encoder, cfg.freeze_layers, texts, cfg.train_document_length,
+            model = build_prefix_model(encoder, cfg.freeze_layers, texts, cfg.train_max_seq_length,
                                        autocast_bf16=cfg.mixed_precision == "bf16",
                                        batch_size=cfg.feature_batch_size)
         feature_seconds = time.perf_counter() - tf
