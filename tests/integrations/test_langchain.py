@@ -16,16 +16,17 @@ from ragcun.retrieval.results import relevance_score  # noqa: E402
 
 
 def test_store_ranks_exactly_as_the_retriever(retriever):
-    store = GaussianVectorStore(retriever)
+    store, annotated = GaussianVectorStore(retriever), GaussianVectorStore(retriever, annotate=True)
     for q in QUERIES:
         want = retriever.retrieve(q, top_k=10)
         got = store.similarity_search_with_score(q, k=10)
         assert [d.id for d, _ in got] == [h.id for h in want]
         assert [s for _, s in got] == pytest.approx([h.distance for h in want])
-        first = got[0][0].metadata["ragcun"]
-        assert first["rank"] == 1 and first["norm"] == pytest.approx(want[0].norm)
-        # the caller's metadata survives beside ragcun's
-        assert set(want[0].metadata or {}) <= set(got[0][0].metadata)
+        # by default exactly the caller's metadata (a round trip returns what was added)
+        assert [d.metadata for d, _ in got] == [h.metadata or {} for h in want]
+        extra = annotated.similarity_search(q, k=10)[0].metadata
+        assert extra["ragcun"]["rank"] == 1 and extra["ragcun"]["norm"] == pytest.approx(want[0].norm)
+        assert {k: v for k, v in extra.items() if k != "ragcun"} == (want[0].metadata or {})
 
 
 def test_relevance_in_unit_interval_and_threshold_retriever_works(retriever):
@@ -64,8 +65,14 @@ def test_add_get_delete_and_from_texts_round_trip(gaussian_minilm, scifact_passa
     assert [d.id for d in back.similarity_search(q, k=5)] == [d.id for d in store.similarity_search(q, k=5)]
     back.delete()
     assert len(back.retriever) == 0
-    with pytest.raises(KeyError, match="unknown document ids"):
-        store.delete(["nope"])
+    store.delete(["nope", "a4"])  # unknown ids are skipped, the known one goes
+    assert len(store.retriever) == 10 and store.get_by_ids(["a4"]) == []
+    # an existing id is replaced (upsert): text, metadata and vector
+    store.add_texts([texts[15]], [{"n": 99}], ids=["a5"])
+    assert len(store.retriever) == 10 and store.get_by_ids(["a5"])[0].metadata == {"n": 99}
+    assert store.similarity_search(texts[15][:300], k=1)[0].id == "a5"
+    with pytest.raises(TypeError, match="unsupported option"):
+        store.similarity_search(q, k=2, where={"n": 1})
 
 
 def test_embeddings_keep_the_norm_and_search_by_vector(retriever):

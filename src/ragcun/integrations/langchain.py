@@ -12,8 +12,13 @@ retriever returns nothing. These adapters keep ragcun's ranking::
     retriever = store.as_retriever(search_type="similarity_score_threshold",
                                    search_kwargs={"score_threshold": 0.6, "k": 10})
 
-Every returned ``Document`` carries ``metadata["ragcun"] = {"distance", "norm", "relevance", "rank"}``
-beside the caller's metadata; relevance is :func:`ragcun.retrieval.results.relevance_score`.
+The store behaves as LangChain's conformance suite (``langchain-tests``' ``VectorStoreIntegrationTests``)
+asks: a returned ``Document`` carries exactly the metadata it was added with (scores come through the
+``*_with_score`` methods; ``annotate=True`` adds ``metadata["ragcun"] = {"distance", "norm", "relevance",
+"rank"}`` for callers who want them in the document), adding an existing id replaces it (what LangChain's
+indexing API and RecordManager rely on), deleting an unknown id is a no-op, ``filter=`` (metadata equality
+as a dict, or a callable on the ``Document``) is honoured on every engine, and maximal marginal relevance
+runs on the L2 embeddings (:func:`ragcun.retrieval.results.l2_mmr`).
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ class GaussianEmbeddings(Embeddings):
 
 
 class GaussianVectorStore(VectorStore):
-    """A LangChain ``VectorStore`` backed by :class:`~ragcun.GaussianRetriever` (FAISS, L2).
+    """A LangChain ``VectorStore`` backed by :class:`~ragcun.GaussianRetriever` (FAISS, NumPy, Qdrant or
+    LanceDB; L2).
 
     ``similarity_search_with_score`` returns the true L2 distance (lower is nearer), as LangChain's
     FAISS store does; ``similarity_search_with_relevance_scores`` and the score-threshold retriever
@@ -73,33 +79,39 @@ class GaussianVectorStore(VectorStore):
     Args:
         retriever: the retriever to wrap (its documents, index type and model).
         distance_scale: use ``1 / (1 + d / distance_scale)`` instead of the calibrated relevance.
+        annotate: add ``metadata["ragcun"]`` (distance, norm, relevance, rank) to returned documents. Off by
+            default: a round trip then returns exactly what was added.
     """
 
-    def __init__(self, retriever: GaussianRetriever, *, distance_scale: float | None = None) -> None:
+    def __init__(self, retriever: GaussianRetriever, *, distance_scale: float | None = None,
+                 annotate: bool = False) -> None:
         if not isinstance(retriever, GaussianRetriever):
             raise TypeError(f"retriever must be a GaussianRetriever, got {type(retriever).__name__}")
         self.retriever = retriever
         self.distance_scale = distance_scale
+        self.annotate = bool(annotate)
         relevance_score(0.0, retriever.dimension, distance_scale)  # checks the scale once, here
         self._embeddings: GaussianEmbeddings | None = None
 
     # ---------------------------------------------------------------- building
     @classmethod
     def from_texts(cls, texts: list[str], embedding: Any, metadatas: list[dict] | None = None, *,
-                   ids: list[str] | None = None, distance_scale: float | None = None,
+                   ids: list[str] | None = None, distance_scale: float | None = None, annotate: bool = False,
                    **retriever_kwargs: Any) -> GaussianVectorStore:
         """A new store over ``texts``; ``embedding`` is a :class:`GaussianEmbeddings`, a model or a path."""
         model = embedding.model if isinstance(embedding, GaussianEmbeddings) else embedding
-        store = cls(GaussianRetriever(model, **retriever_kwargs), distance_scale=distance_scale)
+        store = cls(GaussianRetriever(model, **retriever_kwargs), distance_scale=distance_scale,
+                    annotate=annotate)
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
     @classmethod
-    def load(cls, directory: str | Path, *, distance_scale: float | None = None, **load_kwargs: Any
-             ) -> GaussianVectorStore:
+    def load(cls, directory: str | Path, *, distance_scale: float | None = None, annotate: bool = False,
+             **load_kwargs: Any) -> GaussianVectorStore:
         """Open an index saved by :meth:`save` or ``GaussianRetriever.save`` (see
         ``GaussianRetriever.load``)."""
-        return cls(GaussianRetriever.load(directory, **load_kwargs), distance_scale=distance_scale)
+        return cls(GaussianRetriever.load(directory, **load_kwargs), distance_scale=distance_scale,
+                   annotate=annotate)
 
     def save(self, directory: str | Path) -> Path:
         """Save atomically, as ``GaussianRetriever.save`` does."""
@@ -114,21 +126,25 @@ class GaussianVectorStore(VectorStore):
     # ---------------------------------------------------------------- documents
     def add_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, *,
                   ids: list[str | None] | None = None, **kwargs: Any) -> list[str]:
-        """Encode and add ``texts``; missing ids get a random UUID, as LangChain's stores do."""
+        """Encode and add ``texts``; an id already stored is replaced (upsert), a missing id gets a random
+        UUID, as LangChain's stores do."""
+        _no_extra(kwargs, "add_texts")
         texts = list(texts)
         given = list(ids) if ids is not None else [None] * len(texts)
         if len(given) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(given)} ids")
         final = [str(i) if i is not None else uuid.uuid4().hex for i in given]
-        return self.retriever.add_documents(texts, ids=final, metadata=metadatas)
+        return self.retriever.add_documents(texts, ids=final, metadata=metadatas, upsert=True)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
-        """Remove ``ids`` (every document when ``None``); unknown ids raise ``KeyError``."""
+        """Remove ``ids`` (every document when ``None``); unknown ids are skipped, as LangChain expects."""
+        _no_extra(kwargs, "delete")
         targets = self.retriever.store.ids() if ids is None else list(ids)
-        self.retriever.remove(targets)
+        self.retriever.remove(targets, missing="ignore")
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """The stored documents of ``ids`` in that order; unknown ids are left out."""
         out = []
         for i in ids:
             row = self.retriever.get(i)
@@ -145,21 +161,57 @@ class GaussianVectorStore(VectorStore):
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return self._relevance
 
-    def _hits(self, hits: list[SearchResult]) -> list[tuple[Document, float]]:
-        dim, m = self.retriever.dimension, self.retriever.mean_sq_norm
-        return [(Document(id=h.id, page_content=h.text,
-                          metadata=hit_metadata(h, dim, self.distance_scale, m)[0]),
-                 h.distance) for h in hits]
+    def _document(self, h: SearchResult) -> Document:
+        if self.annotate:
+            r = self.retriever
+            meta = hit_metadata(h, r.dimension, self.distance_scale, r.mean_sq_norm)[0]
+        else:
+            meta = dict(h.metadata or {})
+        return Document(id=h.id, page_content=h.text, metadata=meta)
 
-    def similarity_search_with_score(self, query: str, k: int = 4,
+    def _filter(self, spec: Any) -> Any:
+        """LangChain's filter (metadata values as a dict, or a callable on a ``Document``) for the
+        retriever."""
+        if spec is None or isinstance(spec, dict) or not callable(spec):
+            return spec  # the retriever checks dicts and refuses anything else in one line
+        return lambda h: bool(spec(Document(id=h.id, page_content=h.text, metadata=dict(h.metadata or {}))))
+
+    def similarity_search_with_score(self, query: str, k: int = 4, filter: Any = None,
                                      **kwargs: Any) -> list[tuple[Document, float]]:
-        """``(Document, L2 distance)`` pairs, nearest first."""
-        return self._hits(self.retriever.retrieve(query, top_k=k))
+        """``(Document, L2 distance)`` pairs, nearest first; ``filter`` as described in the module."""
+        _no_extra(kwargs, "similarity_search_with_score")
+        hits = self.retriever.retrieve(query, top_k=k, filter=self._filter(filter))
+        return [(self._document(h), h.distance) for h in hits]
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
-    def similarity_search_by_vector(self, embedding: list[float], k: int = 4,
+    def similarity_search_by_vector(self, embedding: list[float], k: int = 4, filter: Any = None,
                                     **kwargs: Any) -> list[Document]:
-        hits = self.retriever.search_embeddings(np.asarray(embedding, dtype=np.float32), top_k=k)[0]
-        return [doc for doc, _ in self._hits(hits)]
+        _no_extra(kwargs, "similarity_search_by_vector")
+        hits = self.retriever.search_embeddings(np.asarray(embedding, dtype=np.float32), top_k=k,
+                                                filter=self._filter(filter))[0]
+        return [self._document(h) for h in hits]
+
+    def max_marginal_relevance_search(self, query: str, k: int = 4, fetch_k: int = 20,
+                                      lambda_mult: float = 0.5, filter: Any = None,
+                                      **kwargs: Any) -> list[Document]:
+        """Diverse results by maximal marginal relevance on the L2 embeddings (see
+        :meth:`GaussianRetriever.retrieve_mmr`)."""
+        _no_extra(kwargs, "max_marginal_relevance_search")
+        hits = self.retriever.retrieve_mmr(query, k, fetch_k, lambda_mult, filter=self._filter(filter))
+        return [self._document(h) for h in hits]
+
+    def max_marginal_relevance_search_by_vector(self, embedding: list[float], k: int = 4, fetch_k: int = 20,
+                                                lambda_mult: float = 0.5, filter: Any = None,
+                                                **kwargs: Any) -> list[Document]:
+        _no_extra(kwargs, "max_marginal_relevance_search_by_vector")
+        hits = self.retriever.retrieve_mmr(np.asarray(embedding, dtype=np.float32), k, fetch_k, lambda_mult,
+                                           filter=self._filter(filter))
+        return [self._document(h) for h in hits]
+
+
+def _no_extra(kwargs: dict[str, Any], where: str) -> None:
+    """An option this store does not know is refused, never silently ignored."""
+    if kwargs:
+        raise TypeError(f"{where}: unsupported option(s) {', '.join(sorted(kwargs))}")

@@ -152,6 +152,17 @@ class LanceIndex(VectorIndex):
                 removed += n
         return removed
 
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids``, in that order (every id must be present)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        got: dict[int, np.ndarray] = {}
+        for s in range(0, len(ids), 1000):
+            where = f"id IN ({', '.join(str(int(i)) for i in ids[s:s + 1000])})"
+            res = self._table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
+            vec = res["vector"].combine_chunks().flatten().to_numpy().reshape(-1, self.dim)
+            got.update(zip(res["id"].to_numpy().tolist(), vec, strict=True))
+        return np.asarray([got[int(i)] for i in ids], dtype=np.float32).reshape(len(ids), self.dim)
+
     @property
     def needs_prepare(self) -> bool:
         if self.exact or self._pending == 0:

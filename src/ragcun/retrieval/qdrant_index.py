@@ -104,6 +104,12 @@ class QdrantIndex(VectorIndex):
     def __len__(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
 
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids``, in that order (every id must be present)."""
+        ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
+        got = {int(p.id): p.vector for p in self.client.retrieve(self.collection, ids=ids, with_vectors=True)}
+        return np.asarray([got[i] for i in ids], dtype=np.float32).reshape(len(ids), self.dim)
+
     def _export(self) -> tuple[np.ndarray, np.ndarray]:
         ids, vecs, offset = [], [], None
         while True:

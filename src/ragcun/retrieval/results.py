@@ -80,6 +80,34 @@ def hit_metadata(hit: SearchResult, dim: int, scale: float | None = None,
     return meta, relevance
 
 
+def l2_mmr(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float = 0.5) -> list[int]:
+    """Maximal marginal relevance on Euclidean embeddings: the rows of ``candidates`` to return, in order.
+
+    Each step picks the candidate maximising ``λ·s(q, d) − (1 − λ)·max_{chosen c} s(d, c)`` with
+    ``s(a, b) = −‖a − b‖² / (2m)`` (``m`` the candidates' mean squared norm): the similarity the ranking
+    itself uses, on one scale for both terms. LangChain's helper uses the cosine, which would discard the
+    norm the Gaussian head trains. ``λ = 1`` is the plain ranking; ``λ = 0`` is pure diversity.
+    """
+    if isinstance(lambda_mult, bool) or not isinstance(lambda_mult, int | float) or not 0 <= lambda_mult <= 1:
+        raise ValueError(f"lambda_mult must be a number in [0, 1], got {lambda_mult!r}")
+    x = np.asarray(candidates, dtype=np.float64)
+    n = x.shape[0]
+    if n == 0:
+        return []
+    q = np.asarray(query, dtype=np.float64).reshape(-1)
+    scale = 2.0 * max(float(np.mean(np.einsum("ij,ij->i", x, x))), 1e-12)
+    rel = -np.square(x - q).sum(axis=1) / scale
+    chosen: list[int] = []
+    redundancy = np.full(n, -np.inf)
+    for _ in range(min(k, n)):
+        score = lambda_mult * rel - (1 - lambda_mult) * (redundancy if chosen else 0.0)
+        score[chosen] = -np.inf
+        j = int(np.argmax(score))
+        chosen.append(j)
+        redundancy = np.maximum(redundancy, -np.square(x - x[j]).sum(axis=1) / scale)
+    return chosen
+
+
 def check_top_k(top_k: Any) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")

@@ -18,10 +18,11 @@ ranking (``|q-d|² = 2 - 2 cos``); for an unnormalised dot-product model it does
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,28 @@ from ragcun.retrieval.errors import (
 )
 from ragcun.retrieval.index import INDEX_TYPES, VectorIndex
 from ragcun.retrieval.locks import ReadWriteLock
-from ragcun.retrieval.results import SearchResult, check_top_k, preview
+from ragcun.retrieval.results import SearchResult, check_top_k, l2_mmr, preview
 from ragcun.retrieval.store import DocumentStore
 
 logger = logging.getLogger(__name__)
+
+#: A search filter: metadata equality (``{"lang": "de"}``) or a predicate on each hit.
+MetadataFilter = dict[str, Any] | Callable[[SearchResult], bool]
+
+
+def metadata_filter(spec: MetadataFilter | None) -> Callable[[SearchResult], bool] | None:
+    """``spec`` as a predicate on hits (None: no filter); anything else is refused in one line."""
+    if spec is None:
+        return None
+    if isinstance(spec, dict):
+        bad = [k for k in spec if not isinstance(k, str)]
+        if bad:
+            raise TypeError(f"filter keys must be metadata field names (str), got {bad[0]!r}")
+        want = dict(spec)
+        return lambda h: all(k in (h.metadata or {}) and h.metadata[k] == v for k, v in want.items())
+    if callable(spec):
+        return spec
+    raise TypeError(f"filter must be a dict of metadata values or a callable, got {type(spec).__name__}")
 
 
 class GaussianRetriever:
@@ -153,19 +172,21 @@ class GaussianRetriever:
         metadata: Sequence[dict[str, Any] | None] | None = None,
         batch_size: int | None = None,
         show_progress_bar: bool = False,
+        upsert: bool = False,
     ) -> list[str]:
         """Encode and index ``texts``; return their ids.
 
         An id left out (``ids=None``, or ``None`` in the list) is generated as ``doc-<n>`` (``n`` counts every
         document ever added, so they are stable across save/load and never reused after a removal). A
-        duplicate id (within the call or already indexed), an empty text or bad metadata raises before
-        anything is encoded.
+        duplicate id within the call, an empty text or bad metadata raises before anything is encoded. An id
+        already indexed raises too, unless ``upsert=True``: then the stored document is replaced (text,
+        metadata and vector, in one step under the write lock, so no search sees both or neither).
         """
-        return self._add(texts, ids, metadata, batch_size, show_progress_bar)
+        return self._add(texts, ids, metadata, batch_size, show_progress_bar, upsert=upsert)
 
     def _add(self, texts: Sequence[str], ids: Sequence[str | None] | None,
              metadata: Sequence[dict[str, Any] | None] | None, batch_size: int | None,
-             show_progress_bar: bool = False, first: int = 0) -> list[str]:
+             show_progress_bar: bool = False, first: int = 0, upsert: bool = False) -> list[str]:
         """The one check of documents to add, then their encoding and indexing (``first``: the position of
         ``texts[0]`` in a longer stream, for the messages)."""
         texts = _texts(texts, "texts", "an empty document could only ever be returned at random", first)
@@ -174,7 +195,7 @@ class GaussianRetriever:
             ids = [None if i is None else str(i) for i in ids]
             if len(ids) != n:
                 raise ValueError(f"{n} texts but {len(ids)} ids")
-            self._check_new_ids([i for i in ids if i is not None])
+            self._check_new_ids([i for i in ids if i is not None], upsert)
         if metadata is not None:
             metadata = list(metadata)
             if len(metadata) != n:
@@ -183,7 +204,7 @@ class GaussianRetriever:
         if not texts:
             return []
         vectors = self.encode_documents(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
-        return self.add_embeddings(vectors, texts, ids=ids, metadata=metadata)
+        return self.add_embeddings(vectors, texts, ids=ids, metadata=metadata, upsert=upsert)
 
     def add_embeddings(
         self,
@@ -191,8 +212,10 @@ class GaussianRetriever:
         texts: Sequence[str],
         ids: Sequence[str | None] | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
+        upsert: bool = False,
     ) -> list[str]:
-        """Index precomputed document embeddings (made with *this* model) with their texts."""
+        """Index precomputed document embeddings (made with *this* model) with their texts (``upsert``: as
+        in :meth:`add_documents`)."""
         x = self._check_dim(np.asarray(embeddings, dtype=np.float32).reshape(len(texts), -1))
         n = len(texts)
         metadata = list(metadata) if metadata is not None else [None] * n
@@ -202,7 +225,12 @@ class GaussianRetriever:
             given = list(ids) if ids is not None else [None] * n
             final_ids = [str(g) if g is not None else f"doc-{iid}"
                          for g, iid in zip(given, iids, strict=True)]
-            self._check_new_ids(final_ids)
+            self._check_new_ids(final_ids, upsert)
+            replaced = self.store.iids_for(final_ids) if upsert else {}
+            if replaced:
+                old = sorted(set(replaced.values()))
+                self.index.remove(np.asarray(old, dtype=np.int64))
+                self.store.delete(old)
             self.index.add(x, np.asarray(iids, dtype=np.int64))
             try:
                 self.store.insert(iids, final_ids, list(texts), metadata, norms.tolist())
@@ -212,11 +240,13 @@ class GaussianRetriever:
             self._next_iid += n
         return final_ids
 
-    def _check_new_ids(self, ids: Sequence[str]) -> None:
+    def _check_new_ids(self, ids: Sequence[str], upsert: bool = False) -> None:
         seen: set[str] = set()
         dups = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
         if dups:
             raise ValueError(f"duplicate document ids in this call: {preview(dups)}")
+        if upsert:
+            return
         taken = self.store.existing_ids(ids)
         if taken:
             raise ValueError(f"document ids already in the index: {preview(taken)} (remove them first)")
@@ -315,32 +345,61 @@ class GaussianRetriever:
             raise ValueError("the index is empty: there is no relevance to calibrate")
         return calibrated_relevance(distance, m)
 
-    def retrieve(self, query: str, top_k: int = 10) -> list[SearchResult]:
-        """The ``top_k`` nearest documents to ``query``, nearest first."""
+    def retrieve(self, query: str, top_k: int = 10,
+                 filter: MetadataFilter | None = None) -> list[SearchResult]:
+        """The ``top_k`` nearest documents to ``query``, nearest first (``filter``: see
+        :meth:`search_embeddings`)."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__} (use retrieve_batch for "
                             "lists)")
-        return self.retrieve_batch([query], top_k=top_k)[0]
+        return self.retrieve_batch([query], top_k=top_k, filter=filter)[0]
 
-    def retrieve_batch(self, queries: Sequence[str], top_k: int = 10,
-                       batch_size: int | None = None) -> list[list[SearchResult]]:
+    def retrieve_batch(self, queries: Sequence[str], top_k: int = 10, batch_size: int | None = None,
+                       filter: MetadataFilter | None = None) -> list[list[SearchResult]]:
         """``retrieve`` for many queries: one encoding pass and one index search."""
         queries = _texts(queries, "queries", "there is nothing to search for")
         top_k = check_top_k(top_k)
         if not queries:
             return []
         q = self.encode_queries(queries, batch_size=batch_size)
-        return self.search_embeddings(q, top_k=top_k)
+        return self.search_embeddings(q, top_k=top_k, filter=filter)
 
-    def search_embeddings(self, query_embeddings: np.ndarray, top_k: int = 10) -> list[list[SearchResult]]:
-        """Search with precomputed query embeddings (shape ``(nq, dim)``)."""
+    def search_embeddings(self, query_embeddings: np.ndarray, top_k: int = 10,
+                          filter: MetadataFilter | None = None) -> list[list[SearchResult]]:
+        """Search with precomputed query embeddings (shape ``(nq, dim)``).
+
+        ``filter`` keeps only some documents: a dict is metadata equality on every key
+        (``{"lang": "de"}``), a callable takes a :class:`SearchResult` and returns whether to keep it. The
+        ranking is fetched deeper (4× at a time, up to the whole index) until ``top_k`` documents match, so a
+        filter never returns fewer hits than the index holds matches (exact indexes) and never is ignored.
+        """
         top_k = check_top_k(top_k)
+        keep = metadata_filter(filter)
         q = np.asarray(query_embeddings, dtype=np.float32)
         if not np.isfinite(q).all():
             raise ValueError("query embeddings contain NaN or inf")
         q = q[None, :] if q.ndim == 1 else q
         self._check_dim(q)
         self._prepare()
+        if keep is None:
+            return self._search(q, top_k)
+        out: list[list[SearchResult] | None] = [None] * q.shape[0]
+        todo, depth = list(range(q.shape[0])), max(4 * top_k, 100)
+        while todo:
+            n = len(self)
+            depth = min(depth, max(n, 1))
+            ranked = self._search(q[todo], depth)
+            left = []
+            for row, hits in zip(todo, ranked, strict=True):
+                kept = [h for h in hits if keep(h)][:top_k]
+                if len(kept) < top_k and depth < n:
+                    left.append(row)
+                out[row] = [dataclasses.replace(h, rank=r) for r, h in enumerate(kept, start=1)]
+            todo, depth = left, depth * 4
+        return [o or [] for o in out]
+
+    def _search(self, q: np.ndarray, top_k: int) -> list[list[SearchResult]]:
+        """The index's top ``top_k`` per query row with the stored documents (rows already checked)."""
         with self._lock.read():
             sq, iid = self.index.search(q, top_k)
             docs = self.store.get_many(np.unique(iid[iid >= 0]).tolist())
@@ -356,6 +415,40 @@ class GaussianRetriever:
                                          norm=norm, rank=len(hits) + 1, metadata=meta))
             out.append(hits)
         return out
+
+    def retrieve_mmr(self, query: str | np.ndarray, top_k: int = 4, fetch_k: int = 20,
+                     lambda_mult: float = 0.5, filter: MetadataFilter | None = None) -> list[SearchResult]:
+        """Diverse hits: the ``fetch_k`` nearest (after ``filter``) re-ordered by :func:`l2_mmr`, ``top_k``
+        kept.
+
+        ``query`` is a text or a query embedding. The hits keep their true L2 distances; ``rank`` is the MMR
+        order."""
+        top_k, fetch_k = check_top_k(top_k), check_top_k(fetch_k)
+        q = (self.encode_queries([query]) if isinstance(query, str)
+             else np.asarray(query, dtype=np.float32).reshape(1, -1))
+        hits = self.search_embeddings(q, top_k=max(fetch_k, top_k), filter=filter)[0]
+        if not hits:
+            return []
+        order = l2_mmr(q[0], self.document_embeddings([h.id for h in hits]), top_k, lambda_mult)
+        return [dataclasses.replace(hits[j], rank=r) for r, j in enumerate(order, start=1)]
+
+    def document_embeddings(self, ids: Sequence[str]) -> np.ndarray:
+        """The indexed vectors of ``ids`` (in that order): read back from the engine where it can, else
+        encoded again from the stored texts (same model, same runtime). Unknown ids raise ``KeyError``."""
+        ids = [str(i) for i in ids]
+        found = self.store.iids_for(ids)
+        unknown = [i for i in ids if i not in found]
+        if unknown:
+            raise KeyError(f"unknown document ids: {preview(unknown)}")
+        if not ids:
+            return np.zeros((0, self.dimension), np.float32)
+        iids = np.asarray([found[i] for i in ids], dtype=np.int64)
+        reconstruct = getattr(self.index, "reconstruct", None)
+        if reconstruct is not None:
+            with self._lock.read():
+                return np.asarray(reconstruct(iids), dtype=np.float32)
+        texts = [self.store.get(i)[0] for i in ids]  # type: ignore[index]
+        return self.encode_documents(texts)
 
     # ------------------------------------------------------------------ persistence
     def _parts(self) -> persistence.Parts:
@@ -415,6 +508,7 @@ __all__ = [
     "GaussianRetriever",
     "INDEX_TYPES",
     "IndexCorruptError",
+    "MetadataFilter",
     "ModelMismatchError",
     "RetrieverError",
     "SearchResult",
