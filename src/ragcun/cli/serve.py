@@ -1,7 +1,11 @@
-"""``ragcun serve INDEX...``: saved indexes behind an HTTP search service (FastAPI + uvicorn)."""
+"""``ragcun serve INDEX...``: saved indexes behind an HTTP service (FastAPI + uvicorn): search, embeddings,
+writes, metrics."""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from pathlib import Path
 
 import typer
@@ -23,33 +27,65 @@ def serve(
                                   help="Concurrent queries encoded and searched together."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms",
                                       help="How long a query waits for others to batch with."),
+    body_timeout: float = typer.Option(10.0, "--body-timeout",
+                                       help="Seconds a request body may take to arrive (then 408)."),
+    api_key: str = typer.Option(None, "--api-key", envvar="RAGCUN_API_KEY", show_envvar=True,
+                                help="Require this key (Authorization: Bearer KEY or X-API-Key) on every "
+                                     "route but /health, /ready, /metrics and /docs."),
+    read_only: bool = typer.Option(False, "--read-only", metavar="",
+                                   help="Refuse POST/DELETE /documents (403) and keep no write-ahead log."),
+    snapshot_every: int = typer.Option(1000, "--snapshot-every",
+                                       help="Writes between atomic snapshots of a written index (its log is "
+                                            "replayed on start until then)."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log",
+                                    help="One JSON line per request on stderr."),
     device: str = device_option(),
 ) -> None:
-    """Serve saved indexes over HTTP: POST /search {query, k, filters, index}, GET /health, OpenAPI at
-    /docs."""
+    """Serve saved indexes over HTTP: POST /search, /search/batch, /v1/embeddings, /embed, /documents
+    (DELETE too); GET /health, /ready, /metrics, /v1/models; Swagger UI at /docs."""
     check_bounds(port=(port, 1, 65_535), max_k=(max_k, 1, 100_000), max_body_kb=(max_body_kb, 1, 1 << 20),
-                 max_batch=(max_batch, 1, 4096))
+                 max_batch=(max_batch, 1, 4096), snapshot_every=(snapshot_every, 1, 10_000_000))
     if not host.strip():
         raise fail("--host is empty: give an address such as 127.0.0.1 or 0.0.0.0")
     if not 0 <= max_wait_ms <= 1000:
         raise fail(f"--max-wait-ms must be between 0 and 1,000, got {max_wait_ms}")
+    if not 0 < body_timeout <= 3600:
+        raise fail(f"--body-timeout must be in (0, 3,600] seconds, got {body_timeout}")
+    if api_key is not None and not api_key.strip():
+        raise fail("--api-key (or RAGCUN_API_KEY) is empty: give a key, or leave it unset")
     try:
         import uvicorn
 
         from ragcun.retrieval import GaussianRetriever
-        from ragcun.serving import ServeSettings, create_app
+        from ragcun.serving import LiveIndex, ServeSettings, create_app
     except ImportError as exc:
-        raise fail(f"ragcun serve needs FastAPI and uvicorn: pip install 'ragcun[serve]' ({exc})") from None
+        raise fail(f"ragcun serve needs FastAPI, uvicorn and prometheus-client: pip install 'ragcun[serve]' "
+                   f"({exc})") from None
     names = [p.name for p in indexes]
     if len(set(names)) != len(names):
         raise fail(f"two indexes share a folder name ({', '.join(names)}): each is served under its name")
     try:
-        retrievers = {p.name: GaussianRetriever.load(p, device=device) for p in indexes}
-        application = create_app(retrievers, ServeSettings(max_k=max_k, max_body_bytes=max_body_kb * 1024,
-                                                           max_batch=max_batch, max_wait_ms=max_wait_ms))
+        retrievers, live = {}, {}
+        for p in indexes:
+            r = retrievers[p.name] = GaussianRetriever.load(p, device=device)
+            live[p.name] = LiveIndex(r, None if read_only else p, snapshot_every=snapshot_every)
+        settings = ServeSettings(max_k=max_k, max_body_bytes=max_body_kb * 1024, max_batch=max_batch,
+                                 max_wait_ms=max_wait_ms, body_timeout_s=body_timeout, api_key=api_key)
+        application = create_app(retrievers, settings, live=live)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     for name, r in retrievers.items():
-        console.print(f"serving [bold]{name}[/]: {len(r):,} documents, {r.model_name} ({r.runtime.tag})")
-    console.print(f"http://{host}:{port}/search  (OpenAPI: http://{host}:{port}/docs)")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+        replayed = f", {live[name].replayed:,} logged writes replayed" if live[name].replayed else ""
+        console.print(f"serving [bold]{name}[/]: {len(r):,} documents, {r.model_name} ({r.runtime.tag})"
+                      f"{'' if read_only else ', writable'}{replayed}")
+    console.print(f"http://{host}:{port}/search  (API: http://{host}:{port}/docs)"
+                  + ("  [dim]API key required[/]" if api_key else ""))
+    access = logging.getLogger("ragcun.access")
+    access.propagate = False
+    if access_log:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

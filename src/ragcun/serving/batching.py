@@ -22,15 +22,17 @@ class MicroBatcher:
     """Collects ``(query, k)`` requests and runs ``search(queries, k)`` once per batch.
 
     ``search`` takes a list of query strings and the largest ``k`` of the batch and returns one ranked list
-    per query; each request gets the first ``k`` of its own list. An exception in ``search`` fails every
-    request of that batch with the same exception (the batch shares one encoder call).
+    per query; each request gets the first ``k`` of its own list. When a batch fails, each of its requests
+    runs again alone, so one bad request fails only itself (the service also refuses what it can see is
+    bad before a request joins a batch). ``on_batch`` is called with each batch's size (the metrics).
     """
 
     def __init__(self, search: Callable[[list[str], int], list[list[Any]]], max_batch: int = 32,
-                 max_wait_ms: float = 5.0) -> None:
+                 max_wait_ms: float = 5.0, on_batch: Callable[[int], None] | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.search = search
+        self.on_batch = on_batch
         self.max_batch = int(max_batch)
         self.max_wait = float(max_wait_ms) / 1000.0
         self._queue: asyncio.Queue | None = None
@@ -72,17 +74,27 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-            queries = [q for q, _, _ in batch]
-            k = max(k for _, k, _ in batch)
-            try:
-                results = await loop.run_in_executor(None, self.search, queries, k)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self.batches += 1
-            self.requests += len(batch)
-            for (_, k_i, fut), hits in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(hits[:k_i])
+            await self._answer(batch)
+
+    async def _answer(self, batch: list[tuple[str, int, asyncio.Future]]) -> None:
+        loop = asyncio.get_running_loop()
+        queries = [q for q, _, _ in batch]
+        k = max(k for _, k, _ in batch)
+        try:
+            results = await loop.run_in_executor(None, self.search, queries, k)
+        except Exception as exc:  # noqa: BLE001 - isolated below, or handed to its one request
+            if len(batch) > 1:
+                logger.warning("a batch of %d failed (%s); answering its requests one by one", len(batch),
+                               type(exc).__name__)
+                for item in batch:
+                    await self._answer([item])
+            elif not batch[0][2].done():
+                batch[0][2].set_exception(exc)
+            return
+        self.batches += 1
+        self.requests += len(batch)
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
+        for (_, k_i, fut), hits in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(hits[:k_i])
