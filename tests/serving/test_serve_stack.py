@@ -95,7 +95,8 @@ def test_embeddings_are_the_models_own_vectors(server, model_dir):
     np.testing.assert_allclose(got, r.encode_documents(texts), rtol=1e-5, atol=1e-6)
     assert not np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)  # unnormalised
     q = httpx.post(f"{base}/v1/embeddings", json={"input": texts[0], "input_type": "query"}).json()
-    np.testing.assert_allclose(q["data"][0]["embedding"], r.encode_queries(texts[:1])[0], rtol=1e-5, atol=1e-6)
+    want = r.encode_queries(texts[:1])[0]
+    np.testing.assert_allclose(q["data"][0]["embedding"], want, rtol=1e-5, atol=1e-6)
     tei = httpx.post(f"{base}/embed", json={"inputs": texts})
     np.testing.assert_allclose(np.asarray(tei.json()), r.encode_documents(texts), rtol=1e-5, atol=1e-6)
     unit = np.asarray(httpx.post(f"{base}/embed", json={"inputs": texts, "normalize": True}).json())
@@ -139,9 +140,9 @@ def test_types_are_strict(server, body, fragment):
 
 def test_every_error_is_one_line_of_json(server):
     base, *_ = server
-    for res, status in ((httpx.get(f"{base}/nope"), 404), (httpx.get(f"{base}/search"), 405),
-                        (httpx.post(f"{base}/search", content=b"\xff\xfe{", headers={"content-type":
-                                                                                      "application/json"}), 4),
+    json_type = {"content-type": "application/json"}
+    not_utf8 = httpx.post(f"{base}/search", content=b"\xff\xfe{", headers=json_type)
+    for res, status in ((httpx.get(f"{base}/nope"), 404), (httpx.get(f"{base}/search"), 405), (not_utf8, 4),
                         (httpx.put(f"{base}/documents", json={}), 405)):
         assert res.status_code == status or (status == 4 and 400 <= res.status_code < 500), res.text
         assert set(res.json()) == {"error"} and "\n" not in res.json()["error"]
@@ -196,7 +197,8 @@ def test_api_key(model_dir, tmp_path):
                           headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.post(f"{base}/v1/embeddings", json={"input": "x"},
                           headers={"X-API-Key": "s3cret"}).status_code == 200
-        assert httpx.get(f"{base}/health").status_code == 200 and httpx.get(f"{base}/metrics").status_code == 200
+        assert httpx.get(f"{base}/health").status_code == 200
+        assert httpx.get(f"{base}/metrics").status_code == 200
     finally:
         stop(proc)
 
@@ -216,14 +218,16 @@ def test_an_acknowledged_write_survives_kill_9(engine, model_dir, tmp_path):
            "metadata": [{"topic": "geo"}, {"topic": "bio"}]}
     res = httpx.post(f"{base}/documents", json=new)
     assert res.status_code == 200 and res.json()["upserted"] == 2 and res.json()["documents"] == 7, res.text
-    assert httpx.request("DELETE", f"{base}/documents", json={"ids": ["d5", "unknown"]}).json()["deleted"] == 1
+    gone = httpx.request("DELETE", f"{base}/documents", json={"ids": ["d5", "unknown"]})
+    assert gone.json()["deleted"] == 1
     bad = httpx.post(f"{base}/documents", json={"ids": ["x"], "texts": ["a", "b"]})
     assert bad.status_code == 400 and "1 ids but 2 texts" in bad.json()["error"]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc, base = start([str(idx)], log)  # replays the log over the snapshot
     try:
-        hits = httpx.post(f"{base}/search", json={"query": "Volcanoes erupt molten rock.", "k": 1}).json()["hits"]
+        res = httpx.post(f"{base}/search", json={"query": "Volcanoes erupt molten rock.", "k": 1})
+        hits = res.json()["hits"]
         assert hits[0]["id"] == "n1" and hits[0]["metadata"] == {"topic": "geo"}
         health = httpx.get(f"{base}/health").json()["indexes"]["live"]
         assert health["documents"] == 6 and health["writable"]
