@@ -13,14 +13,19 @@ DATA_DIR_ENV = "RAGCUN_DATA_DIR"
 CACHE_DIR_ENV = "RAGCUN_CACHE_DIR"
 
 
+#: Where a shared checkout keeps its data beside the project (the Makefile looks there first too).
+SHARED_DATA = Path("..") / "shared" / "data"
+
+
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """The data directory: ``explicit``, else ``$RAGCUN_DATA_DIR``, else ``./data``."""
+    """The data directory: ``explicit``, else ``$RAGCUN_DATA_DIR``, else ``../shared/data`` when that folder
+    exists (as the Makefile finds it), else ``./data``."""
     if explicit:
         return Path(explicit).expanduser()
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    return Path("data")
+    return SHARED_DATA if SHARED_DATA.is_dir() else Path("data")
 
 
 def cache_dir(sub: str | None = None) -> Path:
@@ -60,6 +65,20 @@ def find_beir_dataset(name: str, explicit: str | os.PathLike | None = None) -> P
         f"BEIR dataset {name!r} not found{hint} (looked in: {looked}). "
         f"Set --data-dir or ${DATA_DIR_ENV}, or run `ragcun data download {name}`."
     )
+
+
+def documents_source(docs: str | os.PathLike, explicit: str | os.PathLike | None = None) -> Path:
+    """What ``--docs`` names: an existing file or folder as it is, else a BEIR dataset by name in the data
+    directory (``scifact``: its folder, so its corpus). One line when neither is there."""
+    path = Path(docs).expanduser()
+    if path.exists():
+        return path
+    if os.sep in str(docs) or "." in path.name:  # a path that is not there, not a dataset name
+        raise FileNotFoundError(f"{docs}: no such file or folder")
+    try:
+        return find_beir_dataset(str(docs), explicit)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{docs}: no such file or folder; as a dataset name: {exc}") from None
 
 
 def _did_you_mean(name: str, explicit: str | os.PathLike | None = None) -> str:

@@ -131,9 +131,18 @@ def max_seq_length_option(extra: str = "") -> Any:
                         help="Truncate inputs to N tokens (default: the model's own)." + extra)
 
 
+def docs_option() -> Any:
+    """The one ``--docs`` of every command that reads documents (resolved by
+    :func:`ragcun.paths.documents_source`)."""
+    return typer.Option(..., "--docs", help="A BEIR dataset name (scifact: found in the data directory), a "
+                                            "dataset folder or corpus.jsonl, a JSONL file (id/text/metadata) "
+                                            "or id<TAB>text .tsv; .gz ok.")
+
+
 def data_dir_option() -> Any:
     return typer.Option(None, "--data-dir",
-                        help="Where the datasets live (default: $RAGCUN_DATA_DIR, else ./data).")
+                        help="Where the datasets live (default: $RAGCUN_DATA_DIR, else ../shared/data when "
+                             "it exists, else ./data).")
 
 
 def split_option() -> Any:

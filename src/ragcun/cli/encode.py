@@ -15,7 +15,9 @@ from ragcun.cli.app import (
     batch_size_option,
     check_bounds,
     console,
+    data_dir_option,
     device_option,
+    docs_option,
     fail,
     max_seq_length_option,
     precision_option,
@@ -52,8 +54,8 @@ def _write(out: Path, ids: list[str], vectors, norms) -> None:
 @app.command()
 def encode(
     model: str = typer.Option(..., "--model", "-m", help="Model: a local directory, an alias or a Hub id."),
-    docs: Path = typer.Option(..., "--docs", help="JSONL (id/text), a BEIR corpus.jsonl or dataset folder, "
-                                                  "or id<TAB>text .tsv; .gz ok."),
+    docs: str = docs_option(),
+    data_dir: str = data_dir_option(),
     out: Path = typer.Option(..., "--out", "-o", help="x.npy (ids in x.ids.json beside it) or x.parquet "
                                                       "(id, vector, norm)."),
     kind: str = typer.Option("document", "--kind", help="document | query: which prompt and encode call."),
@@ -84,6 +86,9 @@ def encode(
     if out.exists() and out.is_dir():
         raise fail(f"--out {out} is a folder; give a file name")
     try:
+        from ragcun.paths import documents_source
+
+        docs = documents_source(docs, data_dir)
         document_file(docs)
         records = read_documents(docs)
         records = list(itertools.islice(records, limit) if limit else records)

@@ -16,7 +16,9 @@ from ragcun.cli.app import (
     batch_size_option,
     check_bounds,
     console,
+    data_dir_option,
     device_option,
+    docs_option,
     fail,
     max_seq_length_option,
     precision_option,
@@ -34,8 +36,8 @@ app.add_typer(index_app, name="index")
 def index_build(
     model: str = typer.Option(..., "--model", "-m",
                               help="Model: a local directory, an alias (all-MiniLM-L6-v2) or a Hub id."),
-    docs: Path = typer.Option(..., "--docs", help="JSONL (id/text/metadata), a BEIR corpus.jsonl or dataset "
-                                                  "folder, or id<TAB>text .tsv; .gz ok."),
+    docs: str = docs_option(),
+    data_dir: str = data_dir_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (replaced atomically)."),
     index: str = typer.Option("flat", "--index", help="flat (exact) | ivf | hnsw."),
     batch_size: int = batch_size_option(),
@@ -69,9 +71,10 @@ def index_build(
     index = index.lower()
     if index not in ("flat", "ivf", "hnsw"):
         raise fail(f"--index must be flat, ivf or hnsw, got {index!r}")
-    if not docs.exists():
-        raise fail(f"--docs {docs}: no such file or folder")
+    from ragcun.paths import documents_source
+
     try:
+        docs = documents_source(docs, data_dir)
         # a folder without a corpus, /dev/null, an empty file, a .csv: before the model loads
         document_file(docs)
     except USER_ERRORS as exc:
@@ -133,7 +136,7 @@ def index_build(
     logger.info("indexing %s with %s (%s index, dim %d; %s, batch %d)", docs, model, index,
                 retriever.dimension, retriever.runtime.tag, retriever.batch_size)
     try:
-        with DocProgress(total, "indexing", logger=logger) as progress, progress.track(retriever.model):
+        with DocProgress(total, "indexing", logger=logger) as progress, progress.track(retriever.encoder):
             n = retriever.add_stream(records, chunk_size=chunk_size, batch_size=batch_size,
                                      progress=progress.update)
         if n == 0:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import typer
 
-from ragcun.cli.app import USER_ERRORS, app, console, fail
+from ragcun.cli.app import USER_ERRORS, app, console, data_dir_option, device_option, fail
 
 
 def _config(config: Path | None, overrides: list[str], **flags):
@@ -47,12 +48,19 @@ def train(
                                 help="Continue from the last complete checkpoint in output_dir."),
     launch: str = typer.Option("no",
                                help="'auto': run under torchrun on every visible GPU; N: N processes; 'no'."),
+    data_dir: str = data_dir_option(),
+    device: str = device_option(),
 ) -> None:
     """Train a Gaussian encoder (contrastive + λ·SIGReg) with sentence-transformers' trainer."""
+    use_cpu = None
+    if device is not None:  # the trainer places the model: cpu, or the GPU it is shown
+        use_cpu = device == "cpu"
+        if device.startswith("cuda:") and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
     cfg = _config(config, set_, train_data=train_data, validation_data=validation_data, base_model=base_model,
                   output_dir=output_dir, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                   lambda_isotropy=lambda_isotropy, freeze_base=freeze_base, mixed_precision=mixed_precision,
-                  seed=seed, resume=True if resume else None)
+                  seed=seed, resume=True if resume else None, data_dir=data_dir, use_cpu=use_cpu)
     from ragcun.training.launch import plan_launch, relaunch
 
     try:

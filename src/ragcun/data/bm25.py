@@ -82,10 +82,10 @@ class BM25Index:
         t0 = time.perf_counter()
         tokens = bm25s.tokenize(
             list(texts), stopwords=params.stopwords, stemmer=_stemmer(params.stemmer),
-            show_progress=show_progress
+            show_progress=False,  # bm25s' own bars are library chatter: the log line below says it
         )
         retriever = bm25s.BM25(k1=params.k1, b=params.b, method=params.method)
-        retriever.index(tokens, show_progress=show_progress)
+        retriever.index(tokens, show_progress=False)
         logger.info("built BM25 index over %d documents in %.1fs", len(doc_ids), time.perf_counter() - t0)
         return cls(retriever, list(doc_ids), params)
 

@@ -67,7 +67,7 @@ MSMARCO_FILES = ("collection.tsv", "queries.train.tsv", "qrels.train.tsv", "quer
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(OSError):
     """A download failed (offline, HTTP error, checksum mismatch, truncated transfer)."""
 
 

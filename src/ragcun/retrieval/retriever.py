@@ -135,6 +135,12 @@ class GaussianRetriever:
 
     # ------------------------------------------------------------------ model
     @property
+    def encoder(self) -> Any:
+        """The model that actually encodes (``model`` itself, its bf16 copy or its ONNX session): what a
+        progress hook must watch."""
+        return self._encoder
+
+    @property
     def fingerprint(self) -> str:
         """:func:`ragcun.fingerprint.model_fingerprint` of the model (computed once, written to the
         manifest)."""

@@ -31,7 +31,6 @@ from torch import nn
 from ragcun.fingerprint import model_fingerprint, text_key
 from ragcun.io import atomic_path
 from ragcun.paths import cache_dir
-from ragcun.progress import wanted
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ def encode_base(
 
     Texts are sorted by length so batches pad little, as ``SentenceTransformer.encode`` does.
     """
-    from tqdm.auto import tqdm
+    from ragcun.progress import DocProgress
 
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
@@ -116,9 +115,10 @@ def encode_base(
         m.eval()
     order = np.argsort([-len(t) for t in texts], kind="stable")
     out: np.ndarray | None = None
+    # a bar on a terminal, a log line every 30 s elsewhere: this pass can take minutes on a CPU
+    progress = DocProgress(len(texts), "encoding base features", unit="texts", enabled=show_progress)
     try:
-        for start in tqdm(range(0, len(texts), batch_size), desc="encoding base features",
-                          disable=not wanted(show_progress), unit="batch"):
+        for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             features: dict[str, Any] = encoder.preprocess([texts[i] for i in idx])
             features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
@@ -128,7 +128,9 @@ def encode_base(
             if out is None:
                 out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
             out[idx] = emb
+            progress.update(len(idx))
     finally:
+        progress.close()
         for m, mode in zip(base_modules, was_training, strict=True):
             m.train(mode)
     assert out is not None
