@@ -10,6 +10,7 @@ any placeholder remains. :func:`push` uploads that folder with ``huggingface_hub
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -52,6 +53,81 @@ def _facts(model: Any, repo_id: str, counts: dict[str, int]) -> str:
             "(`model.similarity` is −‖q − d‖)\n")
 
 
+#: The method's reference, in every card (the loss's own citation is lost when a card is regenerated).
+BIBTEX = """```bibtex
+@article{balestriero2025lejepa,
+  title   = {LeJEPA: Provable and Scalable Self-Supervised Learning Without the Heuristics},
+  author  = {Balestriero, Randall and LeCun, Yann},
+  journal = {arXiv preprint arXiv:2511.08544},
+  year    = {2025}
+}
+```"""
+TAGS = ["ragcun", "gaussian-embeddings", "sigreg", "euclidean-distance"]
+#: Training settings a Hub reader needs to reproduce the run (from ``train_summary.json``'s config).
+HYPERPARAMETERS = ("base_model", "output_dim", "head", "freeze_base", "freeze_layers", "lambda_isotropy",
+                   "num_slices", "slice_policy", "sigreg_sample", "temperature", "teacher", "distill_loss",
+                   "lambda_distill", "base_learning_rate", "projection_learning_rate", "batch_size", "epochs",
+                   "max_steps", "max_seq_length", "train_max_seq_length", "mixed_precision", "seed")
+
+
+def training_section(summary: dict[str, Any]) -> str:
+    """The card's training details from ``train_summary.json``: data, loss, hyperparameters, validation
+    metrics at the kept step, hardware and versions. No local path is written."""
+    cfg = summary.get("config") or {}
+    data = summary.get("data") or {}
+    manifest = data.get("triplets_manifest") or {}
+    lines = ["## Training (ragcun)", ""]
+    sources = [f"{s.get('name')} ({s.get('kind', 'beir')}, {s.get('split', 'train')} split: "
+               f"{s.get('queries', '?'):,} queries, {s.get('documents', '?'):,} documents)"
+               for s in manifest.get("sources", []) if isinstance(s, dict)]
+    lines.append(f"- **Training data:** {', '.join(sources) or 'see train_summary.json'}; "
+                 f"{data.get('rows', '?'):,} training rows (columns {', '.join(data.get('columns', []))}), "
+                 f"data fingerprint `{data.get('fingerprint', '?')}`")
+    lam = cfg.get("lambda_isotropy")
+    loss = (f"Euclidean InfoNCE on −‖q − d‖² / τ (τ = {cfg.get('temperature')}) + λ·SIGReg (λ = {lam}, "
+            f"{cfg.get('num_slices')} {cfg.get('slice_policy')} slices; LeJEPA's sliced Epps–Pulley test)")
+    if cfg.get("teacher") not in (None, "", "none"):
+        loss += (f" + {cfg.get('lambda_distill')}·{cfg.get('distill_loss')} to a {cfg.get('teacher')} "
+                 "teacher's scores")
+    lines += [f"- **Loss:** {loss}",
+              f"- **Steps:** {summary.get('global_steps')} on {summary.get('device')} "
+              f"(world size {summary.get('world_size')}), {summary.get('wall_time_s', 0):.0f} s",
+              "", "| hyperparameter | value |", "|---|---|"]
+    teacherless = cfg.get("teacher") in (None, "", "none")
+    lines += [f"| {k} | {cfg[k]} |" for k in HYPERPARAMETERS if cfg.get(k) is not None
+              and not (teacherless and k in ("teacher", "distill_loss", "lambda_distill"))]
+    best = summary.get("best") or {}
+    row = next((r for r in summary.get("validation_curve", []) if r.get("step") == best.get("step")), None)
+    if row:
+        lines += ["", f"Validation (the kept checkpoint, step {best.get('step')}, chosen by "
+                      f"{best.get('metric')}):", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in row.items() if k != "step" and isinstance(v, int | float)]
+    versions = summary.get("versions") or {}
+    if versions:
+        lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _insert(text: str, after: str, block: str) -> str:
+    """``block`` right after the heading ``after`` (sentence-transformers' template), else at the end."""
+    if not block.strip():
+        return text
+    if after in text:
+        return text.replace(after, after + "\n" + block + "\n", 1)
+    return text.rstrip("\n") + "\n\n" + after + "\n" + block + "\n"
+
+
+def _scrub(folder: Path, local: list[str]) -> None:
+    """Remove local paths from the staged JSON files (a path becomes its last component)."""
+    for f in folder.rglob("*.json"):
+        text = f.read_text(encoding="utf-8")
+        new = text
+        for p in sorted({p for p in local if p and len(p) > 1}, key=len, reverse=True):
+            new = new.replace(p.rstrip("/") + "/", "").replace(p.rstrip("/"), Path(p).name)
+        if new != text:
+            f.write_text(new, encoding="utf-8")
+
+
 def stage(model_dir: str | os.PathLike, repo_id: str, out: str | os.PathLike, *,
           license: str | None = None) -> dict[str, Any]:
     """Write what ``push`` uploads into ``out`` (replaced atomically): the model and its completed card."""
@@ -82,6 +158,9 @@ def stage(model_dir: str | os.PathLike, repo_id: str, out: str | os.PathLike, *,
         raise ValueError(f"{model_dir}: the base model's license is unknown here; pass --license (the base "
                          "model's, e.g. apache-2.0)")
     card.language = card.language or known.get("language")
+    card.add_tags(TAGS)
+    if run.get("name"):  # the run's name, never the local folders around it
+        card.model_name = re.sub(r"^ragcun [^:]+:", f"ragcun {run['name']}:", card.model_name or "") or None
     counts = parameter_counts(model)
     out = Path(out)
     model.save(str(out), create_model_card=False)
@@ -95,6 +174,15 @@ def stage(model_dir: str | os.PathLike, repo_id: str, out: str | os.PathLike, *,
     section = (section.replace(START, START + "\n\n" + facts, 1) if section
                else f"{START}\n\n{facts}\n{END}")
     readme = write_card_section(out, section)
+    text = readme.read_text(encoding="utf-8")
+    summary_path = model_dir.resolve().parent / "train_summary.json"
+    extra = training_section(json.loads(summary_path.read_text(encoding="utf-8"))) if summary_path.is_file() \
+        else ""
+    text = _insert(text, "## Training Details\n", extra.replace("## Training (ragcun)", "### The ragcun run"))
+    text = _insert(text, "### BibTeX\n", "#### LeJEPA (SIGReg, the method)\n\n" + BIBTEX + "\n")
+    readme.write_text(text, encoding="utf-8")
+    _scrub(out, [str(model_dir.resolve()), str(model_dir.resolve().parent), str(Path.cwd()),
+                 str(Path.home())])
     text = readme.read_text(encoding="utf-8")
     left = [p for p in PLACEHOLDERS if p in _visible(text)]
     if left:

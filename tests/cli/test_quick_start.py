@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.serving.server import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: What each command gets appended to run in about a minute; everything else is the README's own text.
 SIZED_DOWN = {
     "data triplets": ["--max-train-samples", "64"],
-    "train": ["--set", "max_steps=2", "--set", "validate_during_training=false"],
+    "train": ["--set", "max_steps=2"],
     "index build": ["--limit", "300"],
 }
 
@@ -35,7 +37,7 @@ def quick_start_commands() -> list[str]:
 def test_the_quick_start_runs_as_written(data_root, tmp_path):
     commands = quick_start_commands()
     assert [c.split()[1] for c in commands] == ["data", "data", "train", "index", "search", "serve", "push"]
-    project = tmp_path / "clone"
+    project = tmp_path / "clone-7f3a"  # a name no vocabulary holds: it must not reach the pushed files
     project.mkdir()
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "data").symlink_to(data_root)
@@ -46,7 +48,7 @@ def test_the_quick_start_runs_as_written(data_root, tmp_path):
         argv = shlex.split(command)
         extra = next((v for k, v in SIZED_DOWN.items() if " ".join(argv[1:3]).startswith(k)), [])
         if argv[1] == "serve":  # long-running: it must come up and answer, then it is stopped
-            argv += ["--port", str(_free_port())]
+            argv += ["--port", str(free_port())]
             proc = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
             try:
@@ -59,6 +61,22 @@ def test_the_quick_start_runs_as_written(data_root, tmp_path):
         out = res.stdout + res.stderr
         assert res.returncode == 0 and "Traceback" not in out, f"{command}\n{out[-3000:]}"
     assert (project / "my-index" / "manifest.json").is_file()
+    # the card a Hub visitor sees: the run's name, its data, loss, settings and metrics, the method's
+    # BibTeX, ragcun's tags, and no local path in any staged file
+    staged = tmp_path / "staged"
+    argv = ["ragcun", "push", "runs/my-model/best", "you/scifact-gaussian", "--to", str(staged)]
+    res = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    card = (staged / "README.md").read_text(encoding="utf-8")
+    assert re.search(r"^# ragcun my-model: all-MiniLM-L6-v2 \+ Gaussian head", card, re.M), card[:2000]
+    assert all(f"- {t}\n" in card for t in ("ragcun", "gaussian-embeddings", "sigreg", "euclidean-distance"))
+    assert "**Training data:** scifact (beir, train split" in card and "λ·SIGReg (λ = 1.0" in card
+    assert "| batch_size | 256 |" in card and re.search(r"\| ndcg@10 \| 0\.\d{4} \|", card)
+    assert "@article{balestriero2025lejepa" in card
+    for f in staged.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".md"):
+            text = f.read_text(encoding="utf-8")
+            assert str(tmp_path) not in text and "clone-7f3a" not in text, f
 
 
 def test_an_offline_download_is_one_line(tmp_path):
@@ -69,14 +87,6 @@ def test_an_offline_download_is_one_line(tmp_path):
     err = " ".join(res.stderr.split())
     assert res.returncode == 1 and "Traceback" not in res.stderr and "╭" not in res.stderr
     assert err.startswith("error: cannot reach") and "looks for local copies in" in err
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_ready(proc: subprocess.Popen, port: int) -> None:

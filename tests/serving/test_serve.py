@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,15 +11,11 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from tests.serving.server import start, stop  # noqa: E402
+
 DOCS = ["Paris is the capital of France.", "The mitochondria is the powerhouse of the cell.",
         "Berlin is the capital of Germany.", "Photosynthesis turns light into chemical energy.",
         "The Seine flows through Paris.", "Enzymes speed up chemical reactions."]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,30 +38,10 @@ def indexes(tiny_model_path, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(indexes):
-    port = _free_port()
-    cmd = [sys.executable, "-m", "ragcun", "serve", str(indexes / "science"), str(indexes / "small"),
-           "--port", str(port), "--max-wait-ms", "20", "--max-body-kb", "4", "--max-k", "50"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ))
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited: {proc.stdout.read()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("the server did not come up in 120 s")
+    proc, base = start([str(indexes / "science"), str(indexes / "small"), "--max-wait-ms", "20",
+                        "--max-body-kb", "4", "--max-k", "50"], indexes / "server.log")
     yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 def test_search_returns_the_retrievers_own_hits(server, indexes):

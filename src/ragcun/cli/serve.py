@@ -37,7 +37,7 @@ def serve(
     snapshot_every: int = typer.Option(1000, "--snapshot-every",
                                        help="Writes between atomic snapshots of a written index (its log is "
                                             "replayed on start until then)."),
-    access_log: bool = typer.Option(True, "--access-log/--no-access-log",
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", metavar="",
                                     help="One JSON line per request on stderr."),
     device: str = device_option(),
 ) -> None:

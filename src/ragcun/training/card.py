@@ -20,12 +20,17 @@ RUN_KEYS = ("lambda_isotropy", "loss_form", "sigreg_on", "num_slices", "temperat
 
 
 def run_name(cfg: TrainConfig) -> str:
-    """``cfg.run_name``, else ``<parent>/<folder>`` of the output directory (``demo/isotropy`` for an arm)."""
+    """``cfg.run_name``, else the output directory's path below ``runs/`` without ``arms``
+    (``runs/demo/arms/isotropy`` → ``demo/isotropy``, ``runs/my-model`` → ``my-model``), else its folder name:
+    never the folders around the run, which mean nothing on the Hub or in MTEB."""
     if cfg.run_name:
         return cfg.run_name
-    out = Path(cfg.output_dir)
-    parts = [p for p in out.resolve().parts[-3:] if p not in ("/", "runs", "arms")]
-    return "/".join(parts[-2:]) if parts else out.name
+    parts = Path(cfg.output_dir).resolve().parts
+    if "runs" in parts:
+        below = [p for p in parts[len(parts) - parts[::-1].index("runs"):] if p != "arms"]
+        if below:
+            return "/".join(below[-2:])
+    return parts[-1] if parts else str(cfg.output_dir)
 
 
 def describe_model(encoder: Any, cfg: TrainConfig, train_examples: int) -> dict[str, Any]:
@@ -33,7 +38,8 @@ def describe_model(encoder: Any, cfg: TrainConfig, train_examples: int) -> dict[
     from ragcun.resolve import base_card, hub_id
 
     name = run_name(cfg)
-    run = {"name": name, "base_model": cfg.base_model, "train_data": str(cfg.train_data),
+    # the data's folder name, not its local path (the config travels with the model to the Hub)
+    run = {"name": name, "base_model": cfg.base_model, "train_data": Path(str(cfg.train_data)).name,
            "train_examples": int(train_examples), **{k: getattr(cfg, k) for k in RUN_KEYS}}
     encoder.ragcun_config["run"] = run
     card = getattr(encoder, "model_card_data", None)
