@@ -246,3 +246,25 @@ async def test_a_failing_batch_is_answered_request_by_request():
         await b.stop()
     assert out[:7] == [[f"q{i}-0", f"q{i}-1"] for i in range(7)]
     assert isinstance(out[7], ValueError) and calls[0] == 8 and calls[1:] == [1] * 8
+
+
+def test_the_log_replays_whole_writes_drops_a_torn_one_and_names_a_bad_line(model_dir, tmp_path):
+    from ragcun.retrieval import GaussianRetriever
+    from ragcun.serving.live import LiveIndex, wal_path
+
+    idx = build(model_dir, tmp_path / "w")
+    live = LiveIndex(GaussianRetriever.load(idx), idx)
+    live.upsert(["n1"], ["Volcanoes erupt molten rock."], [{"topic": "geo"}])
+    live.delete(["d0"])
+    log = wal_path(idx)
+    whole = log.read_text()
+    log.write_text(whole + '{"op": "upsert", "ids": ["n2"], "te')  # a crash mid-append
+    again = LiveIndex(GaussianRetriever.load(idx), idx)
+    assert again.replayed == 2 and "n1" in again.retriever and "d0" not in again.retriever
+    assert "n2" not in again.retriever and log.read_text() == whole
+    log.write_text('{"op": "upsert"}\n' + whole)
+    with pytest.raises(ValueError, match=r"\.wal\.jsonl:1: unreadable log entry"):
+        LiveIndex(GaussianRetriever.load(idx), idx)
+    log.write_text(whole)
+    again.snapshot()
+    assert log.read_text() == "" and len(GaussianRetriever.load(idx)) == 6

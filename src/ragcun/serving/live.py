@@ -133,21 +133,24 @@ class LiveIndex:
 
     def _replay(self) -> int:
         assert self.wal is not None
-        lines = self.wal.read_text(encoding="utf-8").split("\n")
+        text = self.wal.read_text(encoding="utf-8")
+        lines = text.split("\n")
+        torn = lines[-1] if lines[-1] else None  # no final newline: the last append was cut off
         applied = 0
-        for n, line in enumerate(lines, start=1):
+        for n, line in enumerate(lines[:-1], start=1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-                self._apply(rec)
+                self._apply(json.loads(line))
             except (ValueError, KeyError, TypeError) as exc:
-                if n == len(lines) or (n == len(lines) - 1 and not lines[-1]):  # the last line: torn write
-                    if not line.endswith("}"):
-                        logger.warning("%s:%d: dropped a torn last write (never acknowledged)", self.wal, n)
-                        continue
                 raise ValueError(f"{self.wal}:{n}: unreadable log entry ({exc})") from None
             applied += 1
+        if torn is not None:
+            logger.warning("%s:%d: dropped a torn last write (never acknowledged)", self.wal, len(lines))
+            with open(self.wal, "w", encoding="utf-8") as fh:  # keep only what was whole
+                fh.write("\n".join(lines[:-1]) + ("\n" if len(lines) > 1 else ""))
+                fh.flush()
+                os.fsync(fh.fileno())
         self._since_snapshot = applied
         if applied:
             logger.info("replayed %d logged writes over %s", applied, self.directory)
