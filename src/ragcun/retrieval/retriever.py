@@ -195,6 +195,17 @@ class GaussianRetriever:
              show_progress_bar: bool = False, first: int = 0, upsert: bool = False) -> list[str]:
         """The one check of documents to add, then their encoding and indexing (``first``: the position of
         ``texts[0]`` in a longer stream, for the messages)."""
+        texts, ids, metadata = self.check_documents(texts, ids, metadata, first, upsert)
+        if not texts:
+            return []
+        vectors = self.encode_documents(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        return self.add_embeddings(vectors, texts, ids=ids, metadata=metadata, upsert=upsert)
+
+    def check_documents(self, texts: Sequence[str], ids: Sequence[str | None] | None,
+                        metadata: Sequence[dict[str, Any] | None] | None, first: int = 0, upsert: bool = False
+                        ) -> tuple[list[str], list[str | None] | None, list[dict[str, Any] | None] | None]:
+        """Documents to add as lists, checked before anything is encoded (texts, ids, metadata; an id already
+        indexed is refused unless ``upsert``); else a one-line error naming the entry."""
         texts = _texts(texts, "texts", "an empty document could only ever be returned at random", first)
         n = len(texts)
         if ids is not None:
@@ -207,10 +218,7 @@ class GaussianRetriever:
             if len(metadata) != n:
                 raise ValueError(f"{n} texts but {len(metadata)} metadata entries")
             metadata = [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata, start=first)]
-        if not texts:
-            return []
-        vectors = self.encode_documents(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
-        return self.add_embeddings(vectors, texts, ids=ids, metadata=metadata, upsert=upsert)
+        return texts, ids, metadata
 
     def add_embeddings(
         self,

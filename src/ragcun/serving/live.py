@@ -65,18 +65,10 @@ class LiveIndex:
         """Encode, log, apply: ``ids`` replace what they named. Returns how many documents were written."""
         self._check_writable()
         r = self.retriever
-        # every check of add_documents before anything is encoded or logged (a refused write leaves no trace)
-        from ragcun.data.documents import check_metadata
-        from ragcun.retrieval.retriever import _texts
-
-        texts = _texts(texts, "texts", "an empty document could only ever be returned at random")
-        ids = [str(i) for i in ids]
-        if len(ids) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(ids)} ids")
-        r._check_new_ids(ids, upsert=True)
-        meta = [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata or [None] * len(ids))]
-        if len(meta) != len(ids):
-            raise ValueError(f"{len(ids)} ids but {len(meta)} metadata entries")
+        # add_documents' own checks before anything is encoded or logged (a refused write leaves no trace)
+        texts, checked, meta = r.check_documents(texts, [str(i) for i in ids], metadata, upsert=True)
+        ids = [str(i) for i in checked or []]
+        meta = meta if meta is not None else [None] * len(ids)
         vectors = r.encode_documents(texts)
         record = {"op": "upsert", "ids": ids, "texts": texts, "metadata": meta, "dim": int(vectors.shape[1]),
                   "vectors": base64.b64encode(np.ascontiguousarray(vectors, np.float32).tobytes()).decode()}
