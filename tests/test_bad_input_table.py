@@ -251,6 +251,14 @@ OPTION_CASES = [
     (["index", "build", "-m", "{model}", "--docs", "{docs}", "--out", "{tmp}/i", "--device", "mps:7"],
      "--device"),
     (["search", "{ix}", "alpha", "--device", "tpu"], "--device 'tpu' is not a device"),
+    (["index", "build", "-m", "{model}", "--docs", " ", "--out", "{tmp}/i"], "--docs is empty"),
+    (["encode", "-m", "{model}", "--docs", "", "--out", "{tmp}/i.npy"], "--docs is empty"),
+    (["encode", "-m", "{model}", "--docs", "nosuchset", "--out", "{tmp}/i.npy"],
+     "--docs nosuchset: no such file or folder; as a dataset name"),
+    (["train", "--device", "quantum"], "--device 'quantum' is not a device"),
+    (["serve", "{ix}", "--body-timeout", "nan"], "--body-timeout must be in"),
+    (["serve", "{ix}", "--snapshot-every", "0"], "--snapshot-every must be between 1"),
+    (["serve", "{ix}", "--api-key", " "], "--api-key (or RAGCUN_API_KEY) is empty"),
 ]
 if not torch.cuda.is_available():
     OPTION_CASES += [

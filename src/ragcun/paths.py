@@ -70,6 +70,8 @@ def find_beir_dataset(name: str, explicit: str | os.PathLike | None = None) -> P
 def documents_source(docs: str | os.PathLike, explicit: str | os.PathLike | None = None) -> Path:
     """What ``--docs`` names: an existing file or folder as it is, else a BEIR dataset by name in the data
     directory (``scifact``: its folder, so its corpus). One line when neither is there."""
+    if not str(docs).strip():
+        raise ValueError("is empty: give a dataset name, a folder or a document file")
     path = Path(docs).expanduser()
     if path.exists():
         return path

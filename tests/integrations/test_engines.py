@@ -77,6 +77,8 @@ def test_filters_and_mmr_are_honoured_on_every_engine(engine, retriever, gaussia
         assert mmr == [cand[j].id for j in chosen] and mmr != [h.id for h in full[:4]]
     with pytest.raises(TypeError, match="filter must be a dict"):
         store.similarity_search(QUERIES[0], k=2, filter=["de"])
+    with pytest.raises(ValueError, match=r"filter\['n'\] is nan: metadata values are finite"):
+        store.similarity_search(QUERIES[0], k=2, filter={"n": float("nan")})
 
 
 def _hand_mmr(x: np.ndarray, qv: np.ndarray, k: int) -> list[int]:

@@ -100,11 +100,14 @@ def test_one_bad_query_fails_only_itself(server):
 @pytest.mark.parametrize(("body", "fragment"), [
     ({"query": "x", "k": True}, "k:"), ({"query": "x", "k": "5"}, "k:"), ({"query": "x", "k": 2.0}, "k:"),
     ({"query": "x", "index": ""}, "index:"), ({"queries": [], "k": 2}, "queries"),
+    ({"query": "x", "filters": {"a": float("nan")}}, "filters"),
+    ({"query": "x", "filters": {"a": float("inf")}}, "filters"),
 ])
 def test_types_are_strict(server, body, fragment):
     base, *_ = server
     url = f"{base}/search/batch" if "queries" in body else f"{base}/search"
-    res = httpx.post(url, json=body)
+    res = httpx.post(url, content=json.dumps(body).encode(),  # json.dumps writes NaN and Infinity
+                     headers={"content-type": "application/json"})
     assert res.status_code == 422 and fragment in res.json()["error"], res.text
 
 

@@ -85,10 +85,13 @@ def encode(
         raise fail(f"--out {out}: the extension must be .npy or .parquet")
     if out.exists() and out.is_dir():
         raise fail(f"--out {out} is a folder; give a file name")
-    try:
-        from ragcun.paths import documents_source
+    from ragcun.paths import documents_source
 
+    try:
         docs = documents_source(docs, data_dir)
+    except USER_ERRORS as exc:
+        raise fail(f"--docs {exc}") from None
+    try:
         document_file(docs)
         records = read_documents(docs)
         records = list(itertools.islice(records, limit) if limit else records)

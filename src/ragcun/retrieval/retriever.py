@@ -59,6 +59,9 @@ def metadata_filter(spec: MetadataFilter | None) -> Callable[[SearchResult], boo
         bad = [k for k in spec if not isinstance(k, str)]
         if bad:
             raise TypeError(f"filter keys must be metadata field names (str), got {bad[0]!r}")
+        odd = [k for k, v in spec.items() if isinstance(v, float) and not np.isfinite(v)]
+        if odd:  # NaN equals nothing: the filter would silently match no document
+            raise ValueError(f"filter[{odd[0]!r}] is {spec[odd[0]]!r}: metadata values are finite")
         want = dict(spec)
         return lambda h: all(k in (h.metadata or {}) and h.metadata[k] == v for k, v in want.items())
     if callable(spec):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt, StrictStr
 
-Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
+Scalar = StrictStr | StrictInt | FiniteFloat | StrictBool  # strict by the models' config; NaN and inf refused
 IndexName = Field(None, min_length=1, description="Which index (needed when the server serves several).")
 
 
