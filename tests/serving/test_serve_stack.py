@@ -102,6 +102,8 @@ def test_one_bad_query_fails_only_itself(server):
     ({"query": "x", "index": ""}, "index:"), ({"queries": [], "k": 2}, "queries"),
     ({"query": "x", "filters": {"a": float("nan")}}, "filters"),
     ({"query": "x", "filters": {"a": float("inf")}}, "filters"),
+    ({"query": "x", "hybrid": "yes"}, "hybrid"), ({"query": "x", "bm25_weight": -1}, "bm25_weight"),
+    ({"query": "x", "bm25_weight": float("nan")}, "bm25_weight"),
 ])
 def test_types_are_strict(server, body, fragment):
     base, *_ = server
@@ -109,6 +111,27 @@ def test_types_are_strict(server, body, fragment):
     res = httpx.post(url, content=json.dumps(body).encode(),  # json.dumps writes NaN and Infinity
                      headers={"content-type": "application/json"})
     assert res.status_code == 422 and fragment in res.json()["error"], res.text
+
+
+def test_hybrid_search_is_a_request_option(server):
+    from ragcun.encoding.fusion import Fusion
+    from ragcun.retrieval import GaussianRetriever
+
+    base, root, _ = server
+    r = GaussianRetriever.load(root / "science")
+    qs = ["the Seine in Paris", "chemical energy from light"]
+    heavy = Fusion("zscore", {"dense": 1.0, "bm25": 3.0})
+    for body, fusion in (({"hybrid": True}, Fusion()), ({"bm25_weight": 3.0}, heavy)):
+        want = r.retrieve_batch(qs, top_k=3, hybrid=fusion)
+        one = httpx.post(f"{base}/search", json={"query": qs[0], "k": 3, **body}).json()["hits"]
+        assert [h["id"] for h in one] == [h.id for h in want[0]]
+        assert [h["hybrid_score"] for h in one] == pytest.approx([h.hybrid_score for h in want[0]], abs=1e-4)
+        batch = httpx.post(f"{base}/search/batch", json={"queries": qs, "k": 3, **body}).json()["results"]
+        assert [[h["id"] for h in hits] for hits in batch] == [[h.id for h in w] for w in want]
+    dense = httpx.post(f"{base}/search", json={"query": qs[0], "k": 3}).json()["hits"]
+    assert all(h["hybrid_score"] is None for h in dense)
+    res = httpx.post(f"{base}/search", json={"query": "x", "hybrid": False, "bm25_weight": 1.0})
+    assert res.status_code == 400 and "bm25_weight is for hybrid search" in res.json()["error"]
 
 
 def test_every_error_is_one_line_of_json(server):
@@ -206,6 +229,11 @@ def test_an_acknowledged_write_survives_kill_9(engine, model_dir, tmp_path):
         assert health["documents"] == 6 and health["writable"]
         ids = {h["id"] for h in httpx.post(f"{base}/search", json={"query": "cells", "k": 6}).json()["hits"]}
         assert "d5" not in ids and "d1" in ids
+        # hybrid search sees the replayed writes: BM25 is over the documents as they are now
+        fused = httpx.post(f"{base}/search", json={"query": "volcanoes mitosis", "k": 6, "bm25_weight": 4.0})
+        hits = fused.json()["hits"]
+        assert {h["id"] for h in hits[:2]} == {"n1", "d1"} and "d5" not in {h["id"] for h in hits}
+        assert all(h["hybrid_score"] is not None for h in hits)
     finally:
         stop(proc)  # a clean stop snapshots and empties the log
     from ragcun.retrieval import GaussianRetriever
@@ -234,7 +262,7 @@ async def test_a_failing_batch_is_answered_request_by_request():
 
     calls: list[int] = []
 
-    def search(queries: list[str], k: int) -> list[list[str]]:
+    def search(queries: list[str], k: int, option: object) -> list[list[str]]:
         calls.append(len(queries))
         if any("boom" in q for q in queries):
             raise ValueError("boom")

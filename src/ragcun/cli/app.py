@@ -155,6 +155,37 @@ def no_cache_option() -> Any:
                         help="Encode again instead of reading or writing the corpus embedding cache.")
 
 
+# Hybrid search (a score fused with BM25): the same options on evaluate, index build, search and serve.
+def fusion_option() -> Any:
+    return typer.Option("zscore", "--fusion",
+                        help="With --hybrid: zscore (weighted sum of z-scores), convex (of min-max "
+                             "normalised scores) or rrf (reciprocal rank fusion).")
+
+
+def bm25_weight_option() -> Any:
+    return typer.Option(0.5, "--bm25-weight",
+                        help="With --hybrid: BM25's weight beside the model's 1 (convex: BM25's share, in "
+                             "[0, 1]); --dense-weight 0: BM25 alone.")
+
+
+def dense_weight_option() -> Any:
+    return typer.Option(None, "--dense-weight",
+                        help="With --hybrid: the model's weight (default 1; convex: 1 − BM25's share).")
+
+
+def fusion_of(hybrid: bool | None, fusion: str, bm25_weight: float, dense_weight: float | None) -> Any:
+    """The :class:`~ragcun.encoding.fusion.Fusion` the hybrid options describe (None without ``--hybrid``);
+    bad weights are one line."""
+    if not hybrid:
+        return None
+    from ragcun.encoding.fusion import Fusion
+
+    try:
+        return Fusion.hybrid(fusion, bm25_weight, dense_weight)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise fail(f"--hybrid: {exc}") from None
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError, KeyError, TypeError)
 
 

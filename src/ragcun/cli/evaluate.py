@@ -13,11 +13,15 @@ from ragcun.cli.app import (
     app,
     backend_option,
     batch_size_option,
+    bm25_weight_option,
     check_bounds,
     console,
     data_dir_option,
+    dense_weight_option,
     device_option,
     fail,
+    fusion_of,
+    fusion_option,
     max_seq_length_option,
     no_cache_option,
     precision_option,
@@ -54,15 +58,9 @@ def evaluate(
     hybrid: bool = typer.Option(False, "--hybrid", metavar="",
                                 help="Fuse the model's score with BM25 per query (see --fusion, "
                                      "--bm25-weight)."),
-    fusion: str = typer.Option("zscore", "--fusion",
-                               help="With --hybrid: zscore (weighted sum of z-scores), convex (of min-max "
-                                    "normalised scores) or rrf (reciprocal rank fusion)."),
-    bm25_weight: float = typer.Option(0.5, "--bm25-weight",
-                                      help="With --hybrid: BM25's weight beside the model's 1 (convex: "
-                                           "BM25's share, in [0, 1]); --dense-weight 0: BM25 alone."),
-    dense_weight: float = typer.Option(None, "--dense-weight",
-                                       help="With --hybrid: the model's weight (default 1; convex: 1 − "
-                                            "BM25's share)."),
+    fusion: str = fusion_option(),
+    bm25_weight: float = bm25_weight_option(),
+    dense_weight: float = dense_weight_option(),
 ) -> None:
     """Evaluate a model on BEIR with pytrec_eval metrics (NDCG, MAP, Recall, P, MRR).
 
@@ -76,14 +74,7 @@ def evaluate(
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), top_k=(top_k, 1, 100_000),
                  chunk_size=(chunk_size, 1, None), max_seq_length=(max_seq_length, 1, None))
 
-    fused = None
-    if hybrid:
-        from ragcun.encoding.fusion import Fusion
-
-        try:
-            fused = Fusion.hybrid(fusion, bm25_weight, dense_weight)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise fail(f"--hybrid: {exc}") from None
+    fused = fusion_of(hybrid, fusion, bm25_weight, dense_weight)
     distributed = init_from_env()
     try:
         settings = EncodeSettings(split, batch_size, max_seq_length, data_dir, not no_cache,

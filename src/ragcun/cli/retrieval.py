@@ -14,12 +14,16 @@ from ragcun.cli.app import (
     app,
     backend_option,
     batch_size_option,
+    bm25_weight_option,
     check_bounds,
     console,
     data_dir_option,
+    dense_weight_option,
     device_option,
     docs_option,
     fail,
+    fusion_of,
+    fusion_option,
     max_seq_length_option,
     precision_option,
 )
@@ -61,6 +65,12 @@ def index_build(
         "(s3://..., db://...). Default: embedded in the index."),
     overwrite: bool = typer.Option(False, "--overwrite", metavar="",
                                    help="Replace an existing index at --out."),
+    hybrid: bool = typer.Option(False, "--hybrid", metavar="",
+                                help="Also build BM25 over the documents and make hybrid search (L2 fused "
+                                     "with BM25, see --fusion, --bm25-weight) the index's default."),
+    fusion: str = fusion_option(),
+    bm25_weight: float = bm25_weight_option(),
+    dense_weight: float = dense_weight_option(),
 ) -> None:
     """Encode a document file in streamed chunks and save a searchable index."""
     import itertools
@@ -68,6 +78,7 @@ def index_build(
     from ragcun.data.documents import count_lines, document_file, read_documents
     from ragcun.retrieval import GaussianRetriever
 
+    fused = fusion_of(hybrid, fusion, bm25_weight, dense_weight)
     index = index.lower()
     if index not in ("flat", "ivf", "hnsw"):
         raise fail(f"--index must be flat, ivf or hnsw, got {index!r}")
@@ -121,7 +132,7 @@ def index_build(
     try:
         retriever = GaussianRetriever(model, index=index, backend=engine, device=device,
                                       batch_size=batch_size, max_seq_length=max_seq_length,
-                                      encode_backend=backend, precision=precision, **params)
+                                      encode_backend=backend, precision=precision, hybrid=fused, **params)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     try:
@@ -144,7 +155,8 @@ def index_build(
         retriever.save(out)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
-    console.print(f"[green]indexed[/] {n} documents → {out} ({index}, dim {retriever.dimension})")
+    how = f"; hybrid {fused.label()}" if fused is not None else ""
+    console.print(f"[green]indexed[/] {n} documents → {out} ({index}, dim {retriever.dimension}{how})")
 
 
 def _check_writable(out: Path) -> None:
@@ -181,28 +193,42 @@ def search(
     model: str = typer.Option(None, "--model", "-m", help="Model to use (default: the one in the manifest)."),
     device: str = device_option(),
     width: int = typer.Option(100, "--width", help="Characters of text shown per hit (table output)."),
+    hybrid: bool = typer.Option(None, "--hybrid/--dense",
+                                help="Fuse L2 with BM25 (--hybrid) or rank by L2 alone (--dense); default: "
+                                     "the index's own (index build --hybrid)."),
+    fusion: str = fusion_option(),
+    bm25_weight: float = bm25_weight_option(),
+    dense_weight: float = dense_weight_option(),
 ) -> None:
-    """Search a saved index; results ranked by L2 distance (smaller is closer)."""
+    """Search a saved index; results ranked by L2 distance (smaller is closer), or fused with BM25."""
     from rich.table import Table
 
     from ragcun.retrieval import GaussianRetriever
 
     if k <= 0:
         raise fail(f"-k must be positive, got {k}")
+    # --dense: L2 alone; fusion options given: that fusion; --hybrid: the index's fusion (else the standard)
+    custom = fusion != "zscore" or bm25_weight != 0.5 or dense_weight is not None
+    spec = (False if hybrid is False else fusion_of(True, fusion, bm25_weight, dense_weight) if custom
+            else hybrid)
     if width < 2:
         raise fail(f"--width must be at least 2 characters, got {width}")
     try:
         retriever = GaussianRetriever.load(directory, model=model, device=device)
-        hits = retriever.retrieve(query, top_k=k)
+        hits = retriever.retrieve(query, top_k=k, hybrid=spec)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return
-    table = Table("rank", "distance", "norm", "id", "text", title=f"{query!r} in {directory}")
+    fused = any(h.hybrid_score is not None for h in hits)
+    extra = ["fused"] if fused else []
+    table = Table("rank", *extra, "distance", "norm", "id", "text",
+                  title=f"{query!r} in {directory}{' (L2 fused with BM25)' if fused else ''}")
     for h in hits:
         text = h.text if len(h.text) <= width else h.text[: width - 1] + "…"
-        table.add_row(str(h.rank), f"{h.distance:.4f}", f"{h.norm:.3f}", h.id, text)
+        score = [f"{h.hybrid_score:.3f}"] if fused else []
+        table.add_row(str(h.rank), *score, f"{h.distance:.4f}", f"{h.norm:.3f}", h.id, text)
     console.print(table)
 
 

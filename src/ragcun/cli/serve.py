@@ -10,7 +10,18 @@ from pathlib import Path
 
 import typer
 
-from ragcun.cli.app import USER_ERRORS, app, check_bounds, console, device_option, fail
+from ragcun.cli.app import (
+    USER_ERRORS,
+    app,
+    bm25_weight_option,
+    check_bounds,
+    console,
+    dense_weight_option,
+    device_option,
+    fail,
+    fusion_of,
+    fusion_option,
+)
 
 
 @app.command()
@@ -25,8 +36,9 @@ def serve(
                                     help="Largest request body, in KiB (larger gets 413)."),
     max_batch: int = typer.Option(32, "--max-batch",
                                   help="Concurrent queries encoded and searched together."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms",
-                                      help="How long a query waits for others to batch with."),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms",
+                                      help="Hold a batch open this long for more queries (default 0: a batch "
+                                           "is what queued while the previous one ran)."),
     body_timeout: float = typer.Option(10.0, "--body-timeout",
                                        help="Seconds a request body may take to arrive (then 408)."),
     api_key: str = typer.Option(None, "--api-key", envvar="RAGCUN_API_KEY", show_envvar=True,
@@ -40,6 +52,12 @@ def serve(
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", metavar="",
                                     help="One JSON line per request on stderr."),
     device: str = device_option(),
+    hybrid: bool = typer.Option(False, "--hybrid", metavar="",
+                                help="Make hybrid search (L2 fused with BM25; see --fusion, --bm25-weight) "
+                                     "every served index's default; a request's \"hybrid\" still decides."),
+    fusion: str = fusion_option(),
+    bm25_weight: float = bm25_weight_option(),
+    dense_weight: float = dense_weight_option(),
 ) -> None:
     """Serve saved indexes over HTTP: POST /search, /search/batch, /v1/embeddings, /embed, /documents
     (DELETE too); GET /health, /ready, /metrics, /v1/models; Swagger UI at /docs."""
@@ -51,6 +69,7 @@ def serve(
         raise fail(f"--max-wait-ms must be between 0 and 1,000, got {max_wait_ms}")
     if not 0 < body_timeout <= 3600:
         raise fail(f"--body-timeout must be in (0, 3,600] seconds, got {body_timeout}")
+    fused = fusion_of(hybrid, fusion, bm25_weight, dense_weight)
     if api_key is not None and not api_key.strip():
         raise fail("--api-key (or RAGCUN_API_KEY) is empty: give a key, or leave it unset")
     try:
@@ -68,16 +87,20 @@ def serve(
         retrievers, live = {}, {}
         for p in indexes:
             r = retrievers[p.name] = GaussianRetriever.load(p, device=device)
+            if (fused or r.hybrid) is not None:  # BM25 ready before the first request (loaded, or built)
+                r.lexical.current(r.store)
             live[p.name] = LiveIndex(r, None if read_only else p, snapshot_every=snapshot_every)
         settings = ServeSettings(max_k=max_k, max_body_bytes=max_body_kb * 1024, max_batch=max_batch,
-                                 max_wait_ms=max_wait_ms, body_timeout_s=body_timeout, api_key=api_key)
+                                 max_wait_ms=max_wait_ms, body_timeout_s=body_timeout, api_key=api_key,
+                                 hybrid=fused)
         application = create_app(retrievers, settings, live=live)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     for name, r in retrievers.items():
         replayed = f", {live[name].replayed:,} logged writes replayed" if live[name].replayed else ""
+        how = f", hybrid {(fused or r.hybrid).label()}" if (fused or r.hybrid) is not None else ""
         console.print(f"serving [bold]{name}[/]: {len(r):,} documents, {r.model_name} ({r.runtime.tag})"
-                      f"{'' if read_only else ', writable'}{replayed}")
+                      f"{'' if read_only else ', writable'}{how}{replayed}")
     console.print(f"http://{host}:{port}/search  (API: http://{host}:{port}/docs)"
                   + ("  [dim]API key required[/]" if api_key else ""))
     access = logging.getLogger("ragcun.access")

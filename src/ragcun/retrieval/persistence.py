@@ -55,6 +55,8 @@ class Parts:
     fingerprint: str | None = None
     dimension: int | None = None
     encoding: dict[str, Any] | None = None  # on load: the manifest's saved runtime
+    lexical: Any = None  # the BM25 index of hybrid search (saved when built or when ``hybrid`` is set)
+    hybrid: Any = None  # the default fusion of hybrid search (a Fusion), or None
 
 
 def build_manifest(parts: Parts) -> dict[str, Any]:
@@ -113,6 +115,10 @@ def save(parts: Parts, directory: str | os.PathLike, lock: Any) -> Path:
                 os.path.relpath(Path(parts.model_location).resolve(), directory.resolve())
                 if Path(parts.model_location).resolve().anchor == target.anchor else None)
         files = [*parts.index.files, STORE_FILE]
+        if parts.lexical is not None and (parts.hybrid is not None or parts.lexical.bm25 is not None):
+            files += parts.lexical.save(tmp, parts.store)
+            manifest["hybrid"] = {"fusion": parts.hybrid.as_dict() if parts.hybrid is not None else None,
+                                  "bm25": parts.lexical.params.as_dict()}
         manifest["files"] = {f: {"bytes": (tmp / f).stat().st_size, "sha256": sha256_file(tmp / f)}
                              for f in files}
         with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
@@ -257,8 +263,27 @@ def load(
             f"{directory}: counts disagree (manifest: {counts.get('documents')} documents / "
             f"{counts.get('vectors')} vectors; files: {n_docs} documents / {n_vec} vectors)"
         )
+    lexical, fusion = _hybrid(directory, manifest, store)
     logger.info("loaded %d documents (%s index) from %s", n_docs, index.kind, directory)
     # before runtimes: torch fp32
     saved = manifest.get("encoding") or {"backend": "torch", "precision": "fp32"}
     return Parts(loaded, name, location, index, store, int(manifest.get("batch_size", 64)), next_iid=next_id,
-                 fingerprint=fingerprint, dimension=dim, encoding=saved)
+                 fingerprint=fingerprint, dimension=dim, encoding=saved, lexical=lexical, hybrid=fusion)
+
+
+def _hybrid(directory: Path, manifest: dict[str, Any], store: DocumentStore) -> tuple[Any, Any]:
+    """The saved BM25 index and default fusion of hybrid search (None, None when the index has none)."""
+    from ragcun.encoding.fusion import Fusion
+    from ragcun.retrieval.hybrid import BM25_DIR, LexicalIndex
+
+    spec = manifest.get("hybrid")
+    if spec is None:
+        return None, None
+    path = directory / MANIFEST
+    if not isinstance(spec, dict) or not any(f.startswith(BM25_DIR + "/") for f in manifest["files"]):
+        raise IndexCorruptError(f"{path}: field 'hybrid' names no BM25 files covered by the hashes")
+    try:
+        fusion = Fusion(**spec["fusion"]) if spec.get("fusion") is not None else None
+    except (TypeError, ValueError) as exc:
+        raise IndexCorruptError(f"{path}: field 'hybrid.fusion': {exc}") from None
+    return LexicalIndex.load(directory, store), fusion

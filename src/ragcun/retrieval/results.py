@@ -21,6 +21,7 @@ class SearchResult:
     norm: float
     rank: int
     metadata: dict[str, Any] | None = field(default=None)
+    hybrid_score: float | None = None  # the fused score that ranked it (hybrid search only; higher is better)
 
     @property
     def score(self) -> float:

@@ -28,10 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from ragcun.data.bm25 import BM25Params
 from ragcun.data.documents import check_metadata, read_documents
 from ragcun.encoding.corpus import encode_texts
+from ragcun.encoding.fusion import Fusion
 from ragcun.encoding.models import check_batch_size, load_for_index, model_dimension, set_max_seq_length
 from ragcun.fingerprint import model_fingerprint
+from ragcun.retrieval import hybrid as hybrid_search
 from ragcun.retrieval import persistence
 from ragcun.retrieval.engines import make_index
 from ragcun.retrieval.errors import (
@@ -83,6 +86,10 @@ class GaussianRetriever:
         batch_size: default encoding batch size.
         max_seq_length: truncate inputs to this many tokens (checked against the model's limit; kept
             in the manifest, so ``load`` applies it again).
+        hybrid: search by the L2 ranking fused with BM25 by default (``True``: the standard z-score fusion,
+            BM25 weighted 0.5; or a :class:`~ragcun.encoding.fusion.Fusion`); every search can still say
+            ``hybrid=`` itself. Kept in the manifest, with the BM25 index (:mod:`ragcun.retrieval.hybrid`).
+        bm25: BM25's parameters and tokenisation (default: :class:`~ragcun.data.bm25.BM25Params`).
         encode_backend, precision: the encoding runtime (``torch``/``onnx``, ``fp32``/``bf16``/``int8``;
             default ``auto``, see :mod:`ragcun.runtime`); kept in the manifest, so ``load`` encodes
             queries the way the documents were encoded. ``model`` stays the torch model.
@@ -108,6 +115,8 @@ class GaussianRetriever:
         max_seq_length: int | None = None,
         encode_backend: str | None = None,
         precision: str | None = None,
+        hybrid: bool | Fusion | None = None,
+        bm25: BM25Params | None = None,
         **index_params: Any,
     ) -> None:
         from ragcun.runtime import prepare_model, resolve_runtime, runtime_of
@@ -135,6 +144,8 @@ class GaussianRetriever:
         self._lock = ReadWriteLock()
         self._encode_lock = threading.Lock()
         self._next_iid = int(next_id)
+        self.hybrid = hybrid_search.as_fusion(hybrid)
+        self.lexical = hybrid_search.LexicalIndex(bm25)
 
     # ------------------------------------------------------------------ model
     @property
@@ -362,24 +373,36 @@ class GaussianRetriever:
             raise ValueError("the index is empty: there is no relevance to calibrate")
         return calibrated_relevance(distance, m)
 
-    def retrieve(self, query: str, top_k: int = 10,
-                 filter: MetadataFilter | None = None) -> list[SearchResult]:
+    def retrieve(self, query: str, top_k: int = 10, filter: MetadataFilter | None = None,
+                 hybrid: bool | Fusion | None = None, candidates: int | None = None) -> list[SearchResult]:
         """The ``top_k`` nearest documents to ``query``, nearest first (``filter``: see
-        :meth:`search_embeddings`)."""
+        :meth:`search_embeddings`; ``hybrid``, ``candidates``: see :meth:`retrieve_batch`)."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__} (use retrieve_batch for "
                             "lists)")
-        return self.retrieve_batch([query], top_k=top_k, filter=filter)[0]
+        return self.retrieve_batch([query], top_k=top_k, filter=filter, hybrid=hybrid,
+                                   candidates=candidates)[0]
 
     def retrieve_batch(self, queries: Sequence[str], top_k: int = 10, batch_size: int | None = None,
-                       filter: MetadataFilter | None = None) -> list[list[SearchResult]]:
-        """``retrieve`` for many queries: one encoding pass and one index search."""
+                       filter: MetadataFilter | None = None, hybrid: bool | Fusion | None = None,
+                       candidates: int | None = None) -> list[list[SearchResult]]:
+        """``retrieve`` for many queries: one encoding pass and one index search.
+
+        ``hybrid`` fuses the L2 ranking with BM25 (:mod:`ragcun.retrieval.hybrid`): ``True`` (the retriever's
+        fusion, else z-scores with BM25 weighted 0.5), a :class:`~ragcun.encoding.fusion.Fusion`, ``False``
+        (L2 alone) or None (the retriever's default). Hybrid hits carry ``hybrid_score``; ``candidates`` is
+        each scorer's depth (default: every document up to 20,000, else 1,000)."""
         queries = _texts(queries, "queries", "there is nothing to search for")
         top_k = check_top_k(top_k)
+        fusion = hybrid_search.as_fusion(self.hybrid if hybrid is None else hybrid, self.hybrid)
         if not queries:
             return []
         q = self.encode_queries(queries, batch_size=batch_size)
-        return self.search_embeddings(q, top_k=top_k, filter=filter)
+        if fusion is None:
+            return self.search_embeddings(q, top_k=top_k, filter=filter)
+        self._check_dim(q)
+        self._prepare()
+        return hybrid_search.search(self, queries, q, top_k, fusion, metadata_filter(filter), candidates)
 
     def search_embeddings(self, query_embeddings: np.ndarray, top_k: int = 10,
                           filter: MetadataFilter | None = None) -> list[list[SearchResult]]:
@@ -459,19 +482,25 @@ class GaussianRetriever:
             raise KeyError(f"unknown document ids: {preview(unknown)}")
         if not ids:
             return np.zeros((0, self.dimension), np.float32)
-        iids = np.asarray([found[i] for i in ids], dtype=np.int64)
+        return self._vectors(np.asarray([found[i] for i in ids], dtype=np.int64))
+
+    def _vectors(self, iids: np.ndarray, locked: bool = False) -> np.ndarray:
+        """The vectors of indexed ``iids``: read back from the engine where it can, else encoded again
+        (``locked``: the caller holds the read lock already; a second read could deadlock behind a writer)."""
         reconstruct = getattr(self.index, "reconstruct", None)
         if reconstruct is not None:
+            if locked:
+                return np.asarray(reconstruct(iids), dtype=np.float32)
             with self._lock.read():
                 return np.asarray(reconstruct(iids), dtype=np.float32)
-        texts = [self.store.get(i)[0] for i in ids]  # type: ignore[index]
-        return self.encode_documents(texts)
+        docs = self.store.get_many(iids.tolist())
+        return self.encode_documents([docs[int(i)][1] for i in iids])
 
     # ------------------------------------------------------------------ persistence
     def _parts(self) -> persistence.Parts:
         return persistence.Parts(self.model, self.model_name, self.model_location, self.index, self.store,
                                  self.batch_size, self.runtime, self._next_iid, self.fingerprint,
-                                 self.dimension)
+                                 self.dimension, lexical=self.lexical, hybrid=self.hybrid)
 
     def manifest(self) -> dict[str, Any]:
         """What ``save`` writes to ``manifest.json`` (without the file hashes)."""
@@ -501,6 +530,8 @@ class GaussianRetriever:
                    encode_backend=encode_backend or p.encoding.get("backend"),
                    precision=precision or p.encoding.get("precision"))
         self.model_location, self._fingerprint = p.model_location, p.fingerprint
+        if p.lexical is not None:
+            self.lexical, self.hybrid = p.lexical, p.hybrid
         return self
 
     def __repr__(self) -> str:

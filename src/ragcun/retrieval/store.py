@@ -41,11 +41,15 @@ class DocumentStore:
             )
         self._lock = threading.Lock()
         self._msn: tuple[float | None] | None = None  # cached mean squared norm (see mean_sq_norm)
+        self._count: int | None = None
+        self.version = 0  # bumped by every insert and delete: what a derived index (BM25) is current with
 
     # ----------------------------------------------------------------- queries
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+        with self._lock:  # COUNT(*) scans the table: kept until the next write (a server asks per request)
+            if self._count is None:
+                self._count = int(self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+            return self._count
 
     def mean_sq_norm(self) -> float | None:
         """The mean squared norm of the stored documents' embeddings (None when empty): what relevance is
@@ -100,6 +104,12 @@ class DocumentStore:
         with self._lock:
             return [r[0] for r in self._conn.execute("SELECT id FROM documents ORDER BY iid")]
 
+    def texts(self) -> tuple[list[int], list[str], int]:
+        """Every stored (iid, text), in iid order, and the version they are of (one consistent read)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT iid, text FROM documents ORDER BY iid").fetchall()
+            return [int(r[0]) for r in rows], [r[1] for r in rows], self.version
+
     def get_info(self, key: str) -> str | None:
         with self._lock:
             row = self._conn.execute("SELECT value FROM info WHERE key=?", (key,)).fetchone()
@@ -114,7 +124,8 @@ class DocumentStore:
             rows.append((int(iid), did, text, None if meta is None else json.dumps(meta, ensure_ascii=False),
                          float(norm)))
         with self._lock, self._conn:
-            self._msn = None
+            self._msn = self._count = None
+            self.version += 1
             self._conn.executemany("INSERT INTO documents(iid, id, text, metadata, norm) VALUES (?,?,?,?,?)",
                                    rows)
             self._conn.execute(
@@ -126,7 +137,8 @@ class DocumentStore:
     def delete(self, iids: Sequence[int]) -> int:
         n = 0
         with self._lock, self._conn:
-            self._msn = None
+            self._msn = self._count = None
+            self.version += 1
             for chunk in _chunks([int(i) for i in iids], 500):
                 cur = self._conn.execute(f"DELETE FROM documents WHERE iid IN ({','.join('?' * len(chunk))})",
                                          chunk)

@@ -16,10 +16,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ragcun.encoding.fusion import Fusion
 from ragcun.serving.batching import MicroBatcher
 from ragcun.serving.live import LiveIndex
 from ragcun.serving.observability import Metrics, authorized, log_access, mount_docs, route_of
@@ -46,10 +48,11 @@ class ServeSettings:
     max_body_bytes: int = 64 * 1024
     max_query_chars: int = 10_000
     max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     max_texts: int = 256
     body_timeout_s: float = 10.0
     api_key: str | None = None
+    hybrid: Any = None  # a Fusion: hybrid search is the default of every index (ragcun serve --hybrid)
 
     def __post_init__(self) -> None:
         for name in ("max_k", "max_body_bytes", "max_query_chars", "max_batch", "max_texts"):
@@ -97,6 +100,11 @@ def _check_text(text: str, what: str, max_chars: int, empty: str) -> None:
                            ) from None
 
 
+def _searcher(retriever: Any) -> Any:
+    """The batcher's search: one ``retrieve_batch`` per batch and fusion (a Fusion, or False: L2 alone)."""
+    return lambda queries, k, hybrid: retriever.retrieve_batch(queries, k, hybrid=hybrid)
+
+
 def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None,
                live: dict[str, LiveIndex] | None = None) -> Any:
     """A FastAPI app serving ``retrievers`` (name → loaded :class:`GaussianRetriever`); ``live`` (name →
@@ -112,9 +120,17 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
     live = live or {}
     default = next(iter(retrievers)) if len(retrievers) == 1 else None
     metrics = Metrics(retrievers)
-    batchers = {name: MicroBatcher(r.retrieve_batch, settings.max_batch, settings.max_wait_ms,
-                                   on_batch=metrics.batch.labels(index=name).observe)
+    # what a request that does not say gets: the server's --hybrid, else the index's own, else L2 alone
+    fusions = {name: settings.hybrid or r.hybrid or False for name, r in retrievers.items()}
+    # every model call runs on one long-lived thread (encoding is serialised by the retriever anyway, and a
+    # warm thread keeps torch's OpenMP team: a query encodes 3 ms faster than on asyncio's thread pool)
+    model_thread = ThreadPoolExecutor(1, thread_name_prefix="ragcun-model")
+    batchers = {name: MicroBatcher(_searcher(r), settings.max_batch, settings.max_wait_ms,
+                                   on_batch=metrics.batch.labels(index=name).observe, executor=model_thread)
                 for name, r in retrievers.items()}
+
+    async def on_model(fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(model_thread, fn, *args)
     state = {"ready": False}
 
     @asynccontextmanager
@@ -126,6 +142,7 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
         state["ready"] = False
         for b in batchers.values():
             await b.stop()
+        model_thread.shutdown(wait=True)  # the last writes land before the snapshot
         for name, li in live.items():  # a clean shutdown leaves a snapshot and an empty log
             try:
                 li.snapshot()
@@ -217,7 +234,21 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
     def hits_of(name: str, hits: list[Any]) -> list[Hit]:
         r = retrievers[name]
         return [Hit(id=h.id, rank=i + 1, distance=h.distance, relevance=r.relevance(h.distance), norm=h.norm,
-                    text=h.text, metadata=h.metadata) for i, h in enumerate(hits)]
+                    text=h.text, metadata=h.metadata, hybrid_score=h.hybrid_score)
+                for i, h in enumerate(hits)]
+
+    def fusion_for(name: str, hybrid: bool | None, bm25_weight: float | None) -> Fusion | bool:
+        """A request's ``hybrid``/``bm25_weight`` as the retriever's ``hybrid=`` (a Fusion, or False)."""
+        if bm25_weight is None:
+            return fusions[name] if hybrid is None else (fusions[name] or Fusion()) if hybrid else False
+        if hybrid is False:
+            raise RequestError(400, "bm25_weight is for hybrid search: drop it, or leave hybrid out or true")
+        base = fusions[name] or Fusion()
+        weights = {**base.weights, "bm25": bm25_weight}
+        try:
+            return Fusion(base.kind, weights, base.rrf_k)
+        except ValueError as exc:
+            raise RequestError(400, f"bm25_weight: {exc}") from None
 
     def writable(name: str) -> LiveIndex:
         if name not in live or not live[name].writable:
@@ -261,12 +292,13 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
         check_k(req.k)
         r = retrievers[name]
         n = len(r)
+        hybrid = fusion_for(name, req.hybrid, req.bm25_weight)
         if n == 0:
             hits = []
         elif req.filters:
-            hits = await asyncio.to_thread(r.retrieve, req.query, min(req.k, n), dict(req.filters))
-        else:
-            hits = await batchers[name].submit(req.query, min(req.k, n))
+            hits = await on_model(r.retrieve, req.query, min(req.k, n), dict(req.filters), hybrid)
+        else:  # batched with the requests that queued meanwhile (grouped by fusion)
+            hits = await batchers[name].submit(req.query, min(req.k, n), hybrid)
         took = round(1000 * (time.perf_counter() - t0), 2)
         return {"index": name, "hits": hits_of(name, hits), "took_ms": took}
 
@@ -279,8 +311,9 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
         r = retrievers[name]
         k = min(req.k, max(len(r), 1))
         filters = dict(req.filters) if req.filters else None
+        hybrid = fusion_for(name, req.hybrid, req.bm25_weight)
         ranked = ([[] for _ in req.queries] if len(r) == 0 else
-                  await asyncio.to_thread(r.retrieve_batch, req.queries, k, None, filters))
+                  await on_model(r.retrieve_batch, req.queries, k, None, filters, hybrid))
         return {"index": name, "results": [hits_of(name, h) for h in ranked],
                 "took_ms": round(1000 * (time.perf_counter() - t0), 2)}
 
@@ -303,7 +336,7 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
         if req.dimensions is not None and req.dimensions != retrievers[name].dimension:
             raise RequestError(400, f"dimensions must be the model's {retrievers[name].dimension} (Gaussian "
                                     "embeddings are not truncated)")
-        x = await asyncio.to_thread(embed, name, texts, req.input_type)
+        x = await on_model(embed, name, texts, req.input_type)
         tokens = sum(len(t.split()) for t in texts)
         return {"object": "list", "model": name,
                 "data": [{"object": "embedding", "index": i, "embedding": v.tolist()}
@@ -323,7 +356,7 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
             raise RequestError(400, "truncate=false is not supported: inputs are cut at the model's "
                                     "max_seq_length")
         check_texts(texts, "input")
-        x = await asyncio.to_thread(embed, name, texts, req.prompt_name or "document")
+        x = await on_model(embed, name, texts, req.prompt_name or "document")
         if req.normalize:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return x.tolist()
@@ -340,7 +373,7 @@ def create_app(retrievers: dict[str, Any], settings: ServeSettings | None = None
             raise RequestError(400, f"{len(req.ids)} ids but {len(req.metadata)} metadata entries")
         check_texts(req.texts, "text")
         try:
-            n = await asyncio.to_thread(index.upsert, req.ids, req.texts, req.metadata)
+            n = await on_model(index.upsert, req.ids, req.texts, req.metadata)
         except (ValueError, TypeError) as exc:
             raise RequestError(400, str(exc).splitlines()[0]) from None
         return {"index": name, "upserted": n, "documents": len(retrievers[name])}

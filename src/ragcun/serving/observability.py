@@ -19,7 +19,7 @@ from typing import Any
 access_logger = logging.getLogger("ragcun.access")
 
 #: Paths that answer without the API key: probes, metrics and the API's own description.
-OPEN_PATHS = ("/health", "/ready", "/metrics", "/docs", "/openapi.json")
+OPEN_PATHS = ("/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json")
 DOCS_ASSETS = "/docs-assets"
 
 
@@ -91,17 +91,27 @@ def authorized(request: Any, api_key: str | None) -> bool:
 
 
 def mount_docs(app: Any, title: str) -> None:
-    """``/docs`` as Swagger UI whose JavaScript, CSS and icon come from the ``swagger-ui-bundle`` package
-    (FastAPI's default page loads them from a CDN, blank offline); ReDoc (CDN only) is not offered."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.staticfiles import StaticFiles
-    from swagger_ui_bundle import swagger_ui_path
+    """``/docs`` (Swagger UI 5, which reads OpenAPI 3.1 as FastAPI writes it) and ``/redoc`` (ReDoc), their
+    JavaScript, CSS and icon served from the ``fastapi-offline`` package: FastAPI's default pages load them
+    from a CDN and are blank offline (tested in headless Chromium with every other host unreachable)."""
+    from pathlib import Path
 
-    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Any:
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} — API",
                                    swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> Any:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{title} — API",
+                              redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png", with_google_fonts=False)

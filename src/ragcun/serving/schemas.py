@@ -22,6 +22,12 @@ class SearchRequest(_Strict):
     k: StrictInt = Field(10, description="Number of hits (1 … the server's --max-k).")
     filters: dict[str, Scalar] | None = Field(
         None, description='Metadata equality filters, e.g. {"lang": "en"}.')
+    hybrid: StrictBool | None = Field(
+        None, description="Fuse the L2 ranking with BM25 (true) or rank by L2 alone (false); default: the "
+                          "index's own (ragcun index build --hybrid).")
+    bm25_weight: FiniteFloat | None = Field(
+        None, ge=0, description="Hybrid search with BM25 weighted this beside the model's score (implies "
+                                "hybrid; default: the index's fusion, else 0.5).")
     index: StrictStr | None = IndexName
 
 
@@ -31,6 +37,12 @@ class BatchSearchRequest(_Strict):
     queries: list[StrictStr] = Field(min_length=1, description="The query texts.")
     k: StrictInt = Field(10, description="Number of hits per query.")
     filters: dict[str, Scalar] | None = Field(None, description="Metadata equality filters for every query.")
+    hybrid: StrictBool | None = Field(
+        None, description="Fuse the L2 ranking with BM25 (true) or rank by L2 alone (false); default: the "
+                          "index's own (ragcun index build --hybrid).")
+    bm25_weight: FiniteFloat | None = Field(
+        None, ge=0, description="Hybrid search with BM25 weighted this beside the model's score (implies "
+                                "hybrid; default: the index's fusion, else 0.5).")
     index: StrictStr | None = IndexName
 
 
@@ -42,6 +54,7 @@ class Hit(BaseModel):
     norm: float
     text: str
     metadata: dict[str, Any] | None
+    hybrid_score: float | None = None
 
 
 class SearchResponse(BaseModel):
