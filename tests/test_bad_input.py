@@ -245,14 +245,20 @@ def test_empty_queries_documents_and_bad_top_k(index_dir):
 
 def test_manifests_that_skip_checks_or_were_edited_are_refused(index_dir, tmp_path):
     from ragcun.retrieval import GaussianRetriever, IndexCorruptError
+    from ragcun.retrieval.persistence import MANIFEST_HASH, manifest_digest
 
-    for name, edit, message in (
-        ("nofiles", lambda m: m.update(files={}), "does not list"),
-        ("kind", lambda m: m["index"].update(type="annoy"), "index type 'annoy' is not one of"),
+    for name, edit, message, reseal in (
+        ("nofiles", lambda m: m.update(files={}), "does not list", True),
+        ("kind", lambda m: m["index"].update(type="annoy"), "index type 'annoy' is not one of", True),
+        # an edit that every file's hash would miss (the query encoding: int8 changed 8 of 50 top hits)
+        ("int8", lambda m: m["encoding"].update(precision="int8"), "does not match its own hash", False),
+        ("unsealed", lambda m: m.pop(MANIFEST_HASH), "does not match its own hash", False),
     ):
         d = _copy(index_dir / "ix", tmp_path / name)
         manifest = json.loads((d / "manifest.json").read_text())
         edit(manifest)
+        if reseal:  # a consistent manifest reaches the deeper checks
+            manifest[MANIFEST_HASH] = manifest_digest(manifest)
         (d / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(IndexCorruptError, match=message):
             GaussianRetriever.load(d)

@@ -114,6 +114,16 @@ DOCUMENT_CASES = [
     ("meta.jsonl", b'{"id": "a", "text": "alpha", "metadata": [1]}\n', "meta.jsonl:1: field 'metadata'"),
     ("corrupt.jsonl.gz", b"\x1f\x8b\x08\x00garbage", "corrupt.jsonl.gz: cannot be read"),
     ("short.tsv", b"p1\n", "short.tsv:1"),
+    ("nullid.jsonl", b'{"_id": null, "text": "alpha"}\n', "nullid.jsonl:1: `_id` is null"),
+    ("dup.jsonl", b'{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n',
+     "dup.jsonl:2: duplicate document id 'a' (first on line 1)"),
+    ("dup.tsv", b"p1\talpha\np1\tbeta\n", "dup.tsv:2: duplicate document id 'p1' (first on line 1)"),
+    ("lone.jsonl", b'{"id": "a", "text": "\\ud800 cells"}\n',
+     "lone.jsonl:1: `text` holds a lone surrogate (U+D800"),
+    ("loneid.jsonl", b'{"id": "\\udfff", "text": "cells"}\n',
+     "loneid.jsonl:1: `id` holds a lone"),
+    ("nul.jsonl", b'{"id": "a", "text": "a\\u0000b"}\n', "nul.jsonl:1: `text` holds a NUL character"),
+    ("nul.tsv", b"p1\ta\x00b\n", "nul.tsv:1: the line holds a NUL character"),
 ]
 
 
@@ -134,9 +144,16 @@ def test_document_faults_through_reader_and_command(name, content, fragment, mod
         list(ragcun.data.documents.read_documents(path))
     assert fragment in str(info.value)
     out = tmp_path / "index"
-    res = runner.invoke(app, ["index", "build", "-m", model_dir, "--docs", str(path), "--out", str(out)])
+    # a model that is not there: the documents' error comes first, so they are read before any model loads
+    no_model = str(tmp_path / "no-model")
+    res = runner.invoke(app, ["index", "build", "-m", no_model, "--docs", str(path), "--out", str(out)])
     assert_clean_error(res, fragment)
     assert not out.exists()  # nothing written by a failed command
+    # encode reads the same records the same way
+    vectors = tmp_path / "v.npy"
+    res = runner.invoke(app, ["encode", "-m", no_model, "--docs", str(path), "--out", str(vectors)])
+    assert_clean_error(res, fragment)
+    assert not vectors.exists()
 
 
 @pytest.mark.parametrize(("make", "fragment"), [
@@ -172,10 +189,22 @@ def _corpus_line_broken(d: Path) -> None:
         fh.write('{"_id": "z", "text": \n')
 
 
+def _corpus_surrogate(d: Path) -> None:
+    with open(d / "corpus.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"_id": "z", "title": "", "text": "\\ud83d cells"}\n')
+
+
+def _qrels_split_is_a_folder(d: Path) -> None:
+    (d / "qrels" / "test.tsv").unlink()
+    (d / "qrels" / "test.tsv").mkdir()
+
+
 BEIR_CASES = [
     (_qrels_to_unknown_docs, "none of the documents judged relevant is in"),
     (_qrels_to_unknown_queries, "none of its"),
     (_corpus_line_broken, "corpus.jsonl:"),
+    (_corpus_surrogate, "holds a lone surrogate (U+D83D"),
+    (_qrels_split_is_a_folder, "test.tsv: not a regular file (a folder?)"),
 ]
 
 
@@ -184,11 +213,19 @@ def test_beir_faults_through_loader_and_evaluate(edit, fragment, slice_dir, tiny
     d = tmp_path / "ds"
     shutil.copytree(slice_dir, d)
     edit(d)
-    with pytest.raises(ValueError, match=None) as info:
+    with pytest.raises((ValueError, OSError), match=None) as info:
         load_beir(str(d))
     assert fragment in str(info.value)
     res = runner.invoke(app, ["evaluate", "-m", tiny_model_path, "-d", str(d), "--no-cache"])
     assert_clean_error(res, fragment)
+
+
+def test_evaluate_reads_the_data_before_the_model(slice_dir, tmp_path):
+    d = tmp_path / "ds"
+    shutil.copytree(slice_dir, d)
+    _corpus_surrogate(d)
+    res = runner.invoke(app, ["evaluate", "-m", str(tmp_path / "no-model"), "-d", str(d), "--no-cache"])
+    assert_clean_error(res, "corpus.jsonl:", "lone surrogate")  # not the missing model
 
 
 def test_what_evaluation_drops_is_counted_in_one_line(slice_dir, tmp_path, caplog):

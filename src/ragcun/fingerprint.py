@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-FINGERPRINT_METHOD = "sha256-v2"  # what the retriever's manifest records
+FINGERPRINT_METHOD = "sha256-v3"  # what the retriever's manifest records (v3: tokenizers included)
 
 
 def model_fingerprint(model: Any) -> str:
@@ -20,8 +20,9 @@ def model_fingerprint(model: Any) -> str:
 
     ``model`` is a SentenceTransformer (or any iterable of its modules). Hashed: each module's
     class and configuration (``get_config_dict``), every parameter and buffer (name, shape, dtype and
-    *all* bytes, so a fine-tuned copy saved under the same path never reuses a stale cache), and, for a
-    whole model, its ``max_seq_length``, prompts and similarity function. Not hashed: the Python class
+    *all* bytes, so a fine-tuned copy saved under the same path never reuses a stale cache), each module's
+    tokenizer (:func:`tokenizer_identity`: lower-casing off in ``tokenizer.json`` changes every vector), and,
+    for a whole model, its ``max_seq_length``, prompts and similarity function. Not hashed: the Python class
     the model was loaded as and where it was loaded from, so the same weights share one identity.
     About 0.2 s for MiniLM's 90 MB.
     """
@@ -37,6 +38,9 @@ def model_fingerprint(model: Any) -> str:
         get_cfg = getattr(module, "get_config_dict", None)
         if callable(get_cfg):
             h.update(json.dumps(get_cfg(), sort_keys=True, default=str).encode())
+        tokenizer = getattr(module, "tokenizer", None)
+        if tokenizer is not None:
+            h.update(f"|tokenizer:{tokenizer_identity(tokenizer)}|".encode())
         for name, tensor in sorted(module.state_dict().items()):
             if not isinstance(tensor, torch.Tensor):
                 continue
@@ -49,6 +53,31 @@ def model_fingerprint(model: Any) -> str:
             h.update(f"|{attr}={json.dumps(getattr(model, attr, None), sort_keys=True, default=str)}"
                      .encode())
     return h.hexdigest()[:16]
+
+
+#: the tokenizer settings that change how a text is split, beside the backend's own serialisation
+TOKENIZER_SETTINGS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "do_basic_tokenize",
+                      "never_split", "add_prefix_space", "add_bos_token", "add_eos_token", "padding_side",
+                      "truncation_side", "model_max_length", "clean_up_tokenization_spaces")
+
+
+def tokenizer_identity(tokenizer: Any) -> str:
+    """SHA-256 (hex) of what a Hugging Face tokenizer does to a text: its fast backend's full serialisation
+    (normaliser, pre-tokeniser, vocabulary, post-processor, added tokens) or, for a slow one, its vocabulary,
+    and the settings in :data:`TOKENIZER_SETTINGS`. Where it was loaded from is not part of it."""
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # without "truncation"/"padding": state each encode call sets, not the model's
+        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        h.update(json.dumps(spec, sort_keys=True).encode("utf-8"))
+    elif callable(getattr(tokenizer, "get_vocab", None)):
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items()), default=str).encode("utf-8"))
+    else:
+        h.update(type(tokenizer).__qualname__.encode())
+    kwargs = getattr(tokenizer, "init_kwargs", {}) or {}
+    settings = {k: kwargs.get(k, getattr(tokenizer, k, None)) for k in TOKENIZER_SETTINGS}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode("utf-8"))
+    return h.hexdigest()
 
 
 def texts_fingerprint(ids: Sequence[str], texts: Sequence[str], extra: Any = None) -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (what a stale temporary file's owner is checked with)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -69,11 +70,11 @@ def recover(path: str | os.PathLike) -> Path | None:
         olds = olds[1:]
     for stale in olds:
         pid = stale.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     for tmp in parent.glob(f".{path.name}.*.tmp"):
         parts = tmp.name.split(".")
-        if len(parts) >= 4 and parts[-3].isdigit() and not _pid_alive(int(parts[-3])):
+        if len(parts) >= 4 and parts[-3].isdigit() and not pid_alive(int(parts[-3])):
             shutil.rmtree(tmp, ignore_errors=True)
     return restored
 
@@ -93,7 +94,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     target = tmp / "out"
     try:
-        yield target
+        try:
+            yield target
+        except OSError as exc:
+            _raise_write_error(path, exc)
         if path.is_dir() and target.is_dir():
             if not _exchange(target, path):
                 old = path.parent / f".{path.name}.old.{os.getpid()}"
@@ -109,6 +113,92 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def _between_renames() -> None:
     """A hook between the two renames of the fallback replacement (tests kill the process here)."""
+
+
+def _raise_write_error(path: Path, exc: OSError) -> None:
+    """Re-raise a failed write; a full disk (ENOSPC, EDQUOT, or numpy's "N requested and M written") as one
+    line that names the file and says the previous one is unchanged."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "requested and" in str(exc):
+        try:
+            free = f"{shutil.disk_usage(path.parent).free:,} bytes left"
+        except OSError:  # pragma: no cover
+            free = "unknown space left"
+        err = OSError(f"{path}: the disk is full ({free}; {exc.strerror or exc}); nothing was replaced, the "
+                      f"previous {path.name} (if any) is unchanged")
+        err.errno = errno.ENOSPC
+        raise err from None
+    raise exc
+
+
+def _journal(head: Path) -> Path:
+    return head.parent / f".{head.name}.publish.json"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _finish(journal: Path) -> None:
+    """Complete a committed publication: hide the old head, rename the others in, then the head."""
+    spec = json.loads(journal.read_text(encoding="utf-8"))
+    moves = [(journal.parent / t, journal.parent / f) for t, f in spec["files"]]
+    (head_tmp, head), others = moves[0], moves[1:]
+    if head_tmp.exists():
+        head.unlink(missing_ok=True)  # from here until the end the pair is incomplete, never inconsistent
+    for tmp, final in others:
+        if tmp.exists():
+            os.replace(tmp, final)
+            _between_renames()
+    if head_tmp.exists():
+        os.replace(head_tmp, head)
+    journal.unlink()
+
+
+def recover_files(*paths: str | os.PathLike) -> None:
+    """Finish a publication of :func:`atomic_files` that was killed after its commit, and remove the
+    temporary files of writers that died before theirs."""
+    paths_ = [Path(p) for p in paths]
+    journal = _journal(paths_[0])
+    if journal.is_file():
+        _finish(journal)
+    for p in paths_:
+        for stale in p.parent.glob(f".{p.name}.*.new"):
+            pid = stale.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                stale.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_files(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield temporary siblings of ``paths``; on success they replace ``paths`` together.
+
+    For files that belong together (vectors and their ids): each is written and fsynced, then a journal naming
+    them is written (the commit), then the others are renamed in and ``paths[0]`` last, with the old
+    ``paths[0]`` removed first. So at no moment do the files both exist and disagree: a reader sees the old
+    set, the new set, or ``paths[0]`` missing. A writer killed after the commit is finished by
+    :func:`recover_files` (every writer of these paths calls it first); before it, nothing was replaced.
+    """
+    paths_ = [Path(p) for p in paths]
+    paths_[0].parent.mkdir(parents=True, exist_ok=True)
+    recover_files(*paths_)
+    tmps = [p.parent / f".{p.name}.{os.getpid()}.new" for p in paths_]
+    try:
+        try:
+            yield tmps
+            for t in tmps:
+                _fsync(t)
+        except OSError as exc:
+            _raise_write_error(paths_[0], exc)
+        moves = [[t.name, p.name] for t, p in zip(tmps, paths_, strict=True)]
+        write_json(_journal(paths_[0]), {"files": moves})  # the commit
+        _finish(_journal(paths_[0]))
+    finally:
+        for t in tmps:
+            t.unlink(missing_ok=True)
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:

@@ -44,6 +44,31 @@ def cache_dir(sub: str | None = None) -> Path:
     return path
 
 
+def missing(path: str | os.PathLike, what: str = "file") -> FileNotFoundError:
+    """The error for a path that cannot be opened, saying what is true: a symbolic-link loop, a link to
+    nothing, or no such file."""
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python 3.11 reports a loop so
+            return FileNotFoundError(f"{what} {path}: a symbolic-link loop")
+        except OSError as exc:
+            if getattr(exc, "errno", None) == 40:  # ELOOP
+                return FileNotFoundError(f"{what} {path}: a symbolic-link loop")
+            return FileNotFoundError(f"{what} {path}: a symbolic link to {os.readlink(path)}, which does not "
+                                     "exist")
+    return FileNotFoundError(f"{what} not found: {path}")
+
+
+def dataset_file(folder: str | os.PathLike, name: str) -> Path:
+    """A dataset's file ``name`` (``corpus.jsonl``), or its gzipped form when only that is there: every reader
+    takes both, so every command finds both."""
+    plain = Path(folder) / name
+    gz = plain.with_name(name + ".gz")
+    return gz if not plain.is_file() and gz.is_file() else plain
+
+
 def beir_candidates(name: str, explicit: str | os.PathLike | None = None) -> list[Path]:
     """Places a BEIR dataset ``name`` may live under the data directory, in lookup order."""
     root = data_dir(explicit)
@@ -53,11 +78,11 @@ def beir_candidates(name: str, explicit: str | os.PathLike | None = None) -> lis
 def find_beir_dataset(name: str, explicit: str | os.PathLike | None = None) -> Path:
     """Return the folder of BEIR dataset ``name`` (a path to a folder is accepted as is)."""
     direct = Path(name).expanduser()
-    if direct.is_dir() and (direct / "corpus.jsonl").exists():
+    if direct.is_dir() and dataset_file(direct, "corpus.jsonl").is_file():
         return direct
     candidates = beir_candidates(name, explicit)
     for cand in candidates:
-        if (cand / "corpus.jsonl").exists():
+        if dataset_file(cand, "corpus.jsonl").is_file():
             return cand
     looked = ", ".join(str(c) for c in candidates)
     hint = _did_you_mean(name, explicit)
@@ -75,6 +100,8 @@ def documents_source(docs: str | os.PathLike, explicit: str | os.PathLike | None
     path = Path(docs).expanduser()
     if path.exists():
         return path
+    if path.is_symlink():  # a loop, or a link to nothing: say so
+        raise missing(path, "documents")
     if os.sep in str(docs) or "." in path.name:  # a path that is not there, not a dataset name
         raise FileNotFoundError(f"{docs}: no such file or folder")
     try:
@@ -89,6 +116,6 @@ def _did_you_mean(name: str, explicit: str | os.PathLike | None = None) -> str:
 
     root = data_dir(explicit)
     present = [p.name for base in (root / "beir", root) if base.is_dir() for p in base.iterdir()
-               if (p / "corpus.jsonl").exists()]
+               if dataset_file(p, "corpus.jsonl").is_file()]
     close = difflib.get_close_matches(name, present, n=1, cutoff=0.7)
     return f" (did you mean {close[0]!r}?)" if close else ""

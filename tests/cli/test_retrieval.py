@@ -78,7 +78,7 @@ def test_index_build_errors(encoder_dir, tmp_path):
     dup.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
     res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(dup), "--out",
                               str(tmp_path / "o")])
-    assert res.exit_code == 1 and "duplicate document ids" in text(res)
+    assert res.exit_code == 1 and f"{dup}:2: duplicate document id 'a' (first on line 1)" in text(res)
     res = runner.invoke(app, ["index", "build", "--model", encoder_dir, "--docs", str(dup), "--out",
                               str(tmp_path / "o"), "--index", "lsh"])
     assert res.exit_code == 1 and "--index must be flat, ivf or hnsw" in text(res)

@@ -211,6 +211,9 @@ def test_wrong_model_and_dimension_are_refused(encoder, tiny_model_path, scifact
     path = tmp_path / "ix" / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["model"].update(fingerprint_method="weights", fingerprint="0" * 64)
+    from ragcun.retrieval.persistence import MANIFEST_HASH, manifest_digest
+
+    manifest[MANIFEST_HASH] = manifest_digest(manifest)
     path.write_text(json.dumps(manifest))
     with pytest.raises(ModelMismatchError, match="saved by an older ragcun"):
         GaussianRetriever.load(tmp_path / "ix", model=encoder)

@@ -3,6 +3,7 @@ Parquet)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -32,13 +33,13 @@ def _write(out: Path, ids: list[str], vectors, norms) -> None:
     norm)."""
     import numpy as np
 
-    from ragcun.io import atomic_path, write_json
+    from ragcun.io import atomic_files, atomic_path
 
-    if out.suffix == ".npy":
-        write_json(out.with_suffix(".ids.json"), ids)  # first: a matrix is never left without its ids
-        with atomic_path(out) as tmp:
-            with open(tmp, "wb") as fh:
+    if out.suffix == ".npy":  # published together: never a matrix beside another run's ids
+        with atomic_files(out, out.with_suffix(".ids.json")) as (tmp_vectors, tmp_ids):
+            with open(tmp_vectors, "wb") as fh:
                 np.save(fh, vectors)
+            tmp_ids.write_text(json.dumps(ids, ensure_ascii=False) + "\n", encoding="utf-8")
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -98,6 +99,11 @@ def encode(
         if not records:
             raise ValueError(f"{docs}: no texts found")
         ids = [r["id"] if r["id"] is not None else str(i) for i, r in enumerate(records)]
+        given = {r["id"] for r in records if r["id"] is not None}
+        clash = next((i for i, r in zip(ids, records, strict=True) if r["id"] is None and i in given), None)
+        if clash is not None:  # a generated id (the row number) would equal a given one
+            raise ValueError(f"{docs}: a text without an id would get id {clash!r} (its row), which another "
+                             "text has; give every text an id")
         runtime = resolve_runtime(backend, precision, device)
         batch = check_batch_size(batch_size, device)
         loaded, name = load_model(model, device, max_seq_length, runtime)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ragcun.cli.app import USER_ERRORS, app, console, data_dir_option, fail
 from ragcun.io import package_versions
-from ragcun.paths import DATA_DIR_ENV, cache_dir, data_dir
+from ragcun.paths import DATA_DIR_ENV, cache_dir, data_dir, dataset_file
 
 models_app = typer.Typer(help="Find, fetch and inspect models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -53,7 +53,7 @@ def info(data_dir_opt: str = data_dir_option()) -> None:
     exists = "exists" if ddir.exists() else "missing"
     table.add_row("data dir", f"{ddir.resolve()} ({src}, {exists})")
     if ddir.exists():
-        beir = sorted(p.name for p in (ddir / "beir").glob("*") if (p / "corpus.jsonl").exists())
+        beir = sorted(p.name for p in (ddir / "beir").glob("*") if dataset_file(p, "corpus.jsonl").is_file())
         table.add_row("BEIR datasets", ", ".join(beir) or "none")
     table.add_row("cache dir", str(cache_dir()))
     for alias, where in describe_models().items():

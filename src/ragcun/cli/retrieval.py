@@ -75,7 +75,7 @@ def index_build(
     """Encode a document file in streamed chunks and save a searchable index."""
     import itertools
 
-    from ragcun.data.documents import count_lines, document_file, read_documents
+    from ragcun.data.documents import check_documents_file, document_file, read_documents
     from ragcun.retrieval import GaussianRetriever
 
     fused = fusion_of(hybrid, fusion, bm25_weight, dense_weight)
@@ -129,18 +129,18 @@ def index_build(
         params = {"nlist": nlist, "nprobe": nprobe}
     elif index == "hnsw":
         params = {"M": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
+    try:  # every document read and checked before the model loads (ids, texts, metadata)
+        total = check_documents_file(docs, limit)
+    except USER_ERRORS as exc:
+        raise fail(str(exc)) from None
+    if total == 0:
+        raise fail(f"{docs}: no documents found")
     try:
         retriever = GaussianRetriever(model, index=index, backend=engine, device=device,
                                       batch_size=batch_size, max_seq_length=max_seq_length,
                                       encode_backend=backend, precision=precision, hybrid=fused, **params)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
-    try:
-        total = count_lines(docs)
-    except USER_ERRORS as exc:
-        raise fail(str(exc)) from None
-    if limit is not None:
-        total = min(total, limit)
     records = read_documents(docs)
     if limit is not None:
         records = itertools.islice(records, limit)
@@ -193,7 +193,7 @@ def search(
     model: str = typer.Option(None, "--model", "-m", help="Model to use (default: the one in the manifest)."),
     device: str = device_option(),
     width: int = typer.Option(100, "--width", help="Characters of text shown per hit (table output)."),
-    hybrid: bool = typer.Option(None, "--hybrid/--dense",
+    hybrid: bool = typer.Option(None, "--hybrid/--dense", metavar="",
                                 help="Fuse L2 with BM25 (--hybrid) or rank by L2 alone (--dense); default: "
                                      "the index's own (index build --hybrid)."),
     fusion: str = fusion_option(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -96,6 +97,10 @@ def serve(
         application = create_app(retrievers, settings, live=live)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
+    try:  # bound before anything is announced: a busy port is the first and only thing said
+        sock = _bind(host, port)
+    except OSError as exc:
+        raise fail(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
     for name, r in retrievers.items():
         replayed = f", {live[name].replayed:,} logged writes replayed" if live[name].replayed else ""
         how = f", hybrid {(fused or r.hybrid).label()}" if (fused or r.hybrid) is not None else ""
@@ -111,4 +116,19 @@ def serve(
         access.addHandler(handler)
         access.setLevel(logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning", access_log=False))
+    server.run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv4 or IPv6, as the host resolves), for uvicorn to listen on."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is fine
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock

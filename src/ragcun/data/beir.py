@@ -31,7 +31,7 @@ from ragcun.data.readers import (
     text_field,
     write_jsonl,
 )
-from ragcun.paths import find_beir_dataset
+from ragcun.paths import dataset_file, find_beir_dataset, missing
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def available_splits(path: str | os.PathLike) -> list[str]:
     qdir = Path(path) / "qrels"
     if not qdir.is_dir():
         return []
-    found = sorted(p.stem for p in qdir.glob("*.tsv"))
+    found = sorted(p.stem for p in qdir.glob("*.tsv") if p.is_file())
     return [s for s in SPLITS if s in found] + [s for s in found if s not in SPLITS]
 
 
@@ -225,9 +225,11 @@ def resolve_dataset(name_or_path: str | os.PathLike, data_dir: str | os.PathLike
     """The folder of a dataset given by name (searched in the data directory) or by path."""
     p = Path(name_or_path).expanduser()
     if p.is_dir():
-        if (p / "corpus.jsonl").exists():
+        if dataset_file(p, "corpus.jsonl").is_file():
             return p
-        raise FileNotFoundError(f"{p} is not a BEIR dataset folder (no corpus.jsonl)")
+        raise FileNotFoundError(f"{p} is not a BEIR dataset folder (no corpus.jsonl or corpus.jsonl.gz)")
+    if p.is_symlink():
+        raise missing(p, "dataset")
     return find_beir_dataset(str(name_or_path), data_dir)
 
 
@@ -235,6 +237,9 @@ def find_split(name_or_path: str, split: str, data_dir: str | os.PathLike | None
     """The dataset's folder, after checking that it exists and has ``split`` (no file is read)."""
     path = resolve_dataset(name_or_path, data_dir)
     qrels_path = path / "qrels" / f"{split}.tsv"
+    if qrels_path.exists() and not qrels_path.is_file():
+        raise FileNotFoundError(f"{qrels_path}: not a regular file (a folder?); the qrels of split {split!r} "
+                                "are a TSV file")
     if not qrels_path.is_file():
         name = path.name if Path(name_or_path).expanduser().is_dir() else str(name_or_path)
         have = ", ".join(available_splits(path)) or "none"
@@ -254,8 +259,8 @@ def load_beir(name_or_path: str, split: str = "test", data_dir: str | None = Non
     name = path.name if Path(name_or_path).expanduser().is_dir() else str(name_or_path)
     qrels_path = path / "qrels" / f"{split}.tsv"
     logger.info("loading BEIR %s (%s) from %s", name, split, path)
-    corpus = load_corpus(path / "corpus.jsonl")
-    all_queries = load_queries(path / "queries.jsonl")
+    corpus = load_corpus(dataset_file(path, "corpus.jsonl"))
+    all_queries = load_queries(dataset_file(path, "queries.jsonl"))
     qrels = load_qrels(qrels_path)
 
     missing_q = [q for q in qrels if q not in all_queries]
@@ -319,8 +324,8 @@ def dataset_stats(name_or_path: str, data_dir: str | None = None) -> dict[str, A
     "qrels", "relevant", "qrels_per_query", "query_words": {...}, "missing_docs"}}}``
     """
     path = resolve_dataset(name_or_path, data_dir)
-    corpus = load_corpus(path / "corpus.jsonl")
-    all_queries = load_queries(path / "queries.jsonl")
+    corpus = load_corpus(dataset_file(path, "corpus.jsonl"))
+    all_queries = load_queries(dataset_file(path, "queries.jsonl"))
     out: dict[str, Any] = {
         "name": path.name if Path(name_or_path).expanduser().is_dir() else str(name_or_path),
         "path": str(path),

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ragcun.data.beir import BEIR_DATASETS, expand_dataset_names
-from ragcun.io import atomic_path, safe_extract
+from ragcun.io import MAX_EXTRACT_BYTES, atomic_path, safe_extract
 from ragcun.paths import beir_candidates, data_dir
 from ragcun.progress import wanted
 
@@ -62,6 +62,8 @@ MSMARCO_URL_ENV = "RAGCUN_MSMARCO_URL"
 # collection.tsv, queries.{train,dev,eval}.tsv, qrels.{train,dev}.tsv (+ the dev/eval small files).
 # Microsoft publishes no checksum for this archive; we record its SHA-256 in a .sha256 file instead.
 MSMARCO_ARCHIVE = "collectionandqueries.tar.gz"
+#: the archive's MD5 as Anserini's MS MARCO passage guide gives it (Microsoft publishes none)
+MSMARCO_MD5 = "31644046b18952c1386cd4564ba2ae69"
 MSMARCO_FILES = ("collection.tsv", "queries.train.tsv", "qrels.train.tsv", "queries.dev.tsv", "qrels.dev.tsv")
 
 CHUNK = 1 << 20
@@ -246,6 +248,19 @@ def download_beir(
     return out
 
 
+def safe_extract_tar(tf: tarfile.TarFile, dest: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> None:
+    """Extract ``tf`` with tarfile's ``data`` filter (no absolute paths, ``..``, links out, devices) after
+    checking that its members unpack to at most ``max_bytes`` (a tar bomb is refused before anything is
+    written)."""
+    total = 0
+    for member in tf:
+        total += member.size
+        if total > max_bytes:
+            raise DownloadError(f"{tf.name}: unpacks to more than {max_bytes >> 30} GB; refusing "
+                                "(a tar bomb?)")
+    tf.extractall(dest, filter="data")
+
+
 def download_msmarco(
     dest: str | os.PathLike | None = None,
     *,
@@ -266,7 +281,7 @@ def download_msmarco(
     url = f"{base.rstrip('/')}/{MSMARCO_ARCHIVE}"
     archive = dest.parent / ".downloads" / MSMARCO_ARCHIVE
     try:
-        download_file(url, archive, timeout=timeout, progress=progress, desc="msmarco")
+        download_file(url, archive, md5=MSMARCO_MD5, timeout=timeout, progress=progress, desc="msmarco")
     except DownloadError as exc:
         raise DownloadError(
             f"{exc}. Put collection.tsv, queries.train.tsv, qrels.train.tsv (and the dev files) in {dest}, "
@@ -276,7 +291,7 @@ def download_msmarco(
         with atomic_path(dest) as tmp:
             tmp.mkdir()
             with tarfile.open(archive, "r:gz") as tf:
-                tf.extractall(tmp, filter="data")
+                safe_extract_tar(tf, tmp)
             missing = [f for f in MSMARCO_FILES if not (tmp / f).exists()]
             if missing:
                 raise DownloadError(f"{archive}: missing {missing}; not the MS MARCO passage archive")

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ragcun.data.readers import DataFormatError, iter_lines, regular_file
+from ragcun.data.readers import DataFormatError, iter_lines, regular_file, text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ def iter_tsv_pairs(path: str | os.PathLike, what: str = "row") -> Iterator[tuple
         _id = _id.strip()
         if not _id:
             raise DataFormatError(path, "empty id", lineno)
+        problem = text_problem(line)
+        if problem:
+            raise DataFormatError(path, f"the line {problem}", lineno)
         yield lineno, _id, text.strip()
 
 

@@ -3,7 +3,8 @@ the one JSONL writer.
 
 Every reader of a text file goes through :func:`iter_lines` (``.gz`` too), JSONL through :func:`iter_jsonl`,
 and the fields of a record through :func:`record_id` and :func:`text_field`: so bytes that are not UTF-8,
-malformed JSON, a missing or mistyped field are one :class:`DataFormatError` naming the file and the line,
+malformed JSON, a missing, null or mistyped field, a lone surrogate or a NUL are one :class:`DataFormatError`
+naming the file and the line,
 never a traceback, and every format applies the same rule to the same field.
 """
 
@@ -16,6 +17,8 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from ragcun.paths import missing
 
 
 class DataFormatError(ValueError):
@@ -36,7 +39,7 @@ def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
     if not path.is_file():
         if path.exists():  # it exists, but is no file of lines
             raise DataFormatError(path, f"not a regular file (expected the {what})")
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise missing(path, what)
     return path
 
 
@@ -77,11 +80,28 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, obj
 
 
+def text_problem(text: str) -> str | None:
+    """What makes ``text`` unreadable by a tokenizer, or None: a lone surrogate (JSON's ``"\\ud800"`` decodes
+    to one; it has no UTF-8 form) or a NUL character."""
+    if "\x00" in text:
+        return "holds a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        at = exc.start
+        return f"holds a lone surrogate (U+{ord(text[at]):04X} at character {at + 1}): no Unicode text"
+    return None
+
+
 def record_id(path: Path, lineno: int, obj: dict[str, Any], key: str = "_id",
               required: bool = True) -> str | None:
-    """The id field of one record: a non-empty string or an integer (never a float, bool, list or null)."""
+    """The id field of one record: a non-empty string or an integer (never a float, bool, list or null;
+    an optional id may be left out, not set to null)."""
     value = obj.get(key)
     if value is None:
+        if key in obj:
+            raise DataFormatError(path, f"`{key}` is null: give an id, or leave the field out"
+                                        f"{'' if required else ' to have one generated'}", lineno)
         if required:
             raise DataFormatError(path, f"missing `{key}`", lineno)
         return None
@@ -91,6 +111,9 @@ def record_id(path: Path, lineno: int, obj: dict[str, Any], key: str = "_id",
     _id = str(value)
     if not _id.strip():
         raise DataFormatError(path, f"empty `{key}`", lineno)
+    problem = text_problem(_id)
+    if problem:
+        raise DataFormatError(path, f"`{key}` {problem}", lineno)
     return _id
 
 
@@ -105,6 +128,9 @@ def text_field(path: Path, lineno: int, obj: dict[str, Any], key: str, required:
     if not isinstance(value, str):
         raise DataFormatError(path, f"`{key}` must be a string, got "
                                     f"{'null' if value is None else type(value).__name__}", lineno)
+    problem = text_problem(value)
+    if problem:
+        raise DataFormatError(path, f"`{key}` {problem}", lineno)
     return value
 
 

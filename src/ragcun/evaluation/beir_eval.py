@@ -250,6 +250,8 @@ class BeirEvaluator:
 
         s, split, names, top_k, metrics = (self.settings, self.settings.split, self.names, self.top_k,
                                            self.metrics)
+        # the data are read and checked before the model loads: a bad line fails in a second, not after it
+        read = {ds: self.data(ds) for ds in (names if self._data is not None else names[:1])}
         model, name, runtime, batch_size = s.load(model)  # runtime: what really encodes
         name = model_name or name
         score = check_score(score) if score is not None else self.score or default_score(model)
@@ -284,7 +286,7 @@ class BeirEvaluator:
         }
         for ds in names:
             t0 = time.perf_counter()
-            data = self.data(ds)
+            data = read.pop(ds, None) or self.data(ds)
             corpus, _, qrels = data
             ds = data.name  # a folder path is reported by its folder name
             queries = judged_queries(data)

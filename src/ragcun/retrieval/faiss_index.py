@@ -14,6 +14,7 @@ ragcun's exact search measured faster for few queries over many documents (``NUM
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 from pathlib import Path
@@ -80,7 +81,15 @@ class _FaissIndex(VectorIndex):
         return self.faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
     def save(self, directory: Path) -> None:
-        self.faiss.write_index(self._index, str(Path(directory) / "index.faiss"))
+        path = Path(directory) / "index.faiss"
+        try:
+            self.faiss.write_index(self._index, str(path))
+        except RuntimeError as exc:  # FAISS's C++ message is a dozen lines: its cause, as an OSError
+            full = "No space left" in str(exc)
+            err = OSError(f"{path}: FAISS could not write it "
+                          f"({'No space left on device' if full else str(exc).splitlines()[0]})")
+            err.errno = errno.ENOSPC if full else errno.EIO
+            raise err from None
 
     @classmethod
     def _read(cls, directory: Path, dim: int, mmap: bool, expected: str = "IndexIDMap2"):

@@ -93,7 +93,7 @@ class LanceIndex(VectorIndex):
         self.table_name = table
         self.uri = uri
         if uri is None:  # a private working folder, removed with the index
-            uri = tempfile.mkdtemp(prefix="ragcun-lance-")
+            uri = tempfile.mkdtemp(prefix=f".ragcun-lance-{os.getpid()}-")
             weakref.finalize(self, shutil.rmtree, uri, True)
         self._open(uri)
         self._indexed, self._pending = 0, len(self)
@@ -248,10 +248,13 @@ class LanceIndex(VectorIndex):
             src = directory / SAVED / f"{table}.lance"
             if not src.is_dir():
                 raise ValueError(f"{src}: the saved LanceDB table is missing")
+            _remove_stale_copies(directory.parent)
+            _remove_stale_copies(Path(tempfile.gettempdir()))
+            prefix = f".ragcun-lance-{os.getpid()}-"  # the owner's pid: a copy left by a killed process goes
             try:
-                work = tempfile.mkdtemp(prefix=".ragcun-lance-", dir=directory.parent)
+                work = tempfile.mkdtemp(prefix=prefix, dir=directory.parent)
             except OSError:  # a read-only parent: work from the system's temporary folder
-                work = tempfile.mkdtemp(prefix="ragcun-lance-")
+                work = tempfile.mkdtemp(prefix=prefix)
             _link_tree(src, Path(work) / f"{table}.lance")
             obj = cls(dim, exact=bool(info.get("exact", True)), uri=work, table=table, **knobs)
             obj.uri = None  # the working copy is private: removed with the index, never named in a manifest
@@ -262,3 +265,18 @@ class LanceIndex(VectorIndex):
         obj._indexed = int(info.get("indexed", 0))
         obj._pending = max(0, len(obj) - obj._indexed)
         return obj
+
+
+def _remove_stale_copies(folder: Path) -> None:
+    """Remove the working copies (``.ragcun-lance-<pid>-*``) of processes that are no longer running: a server
+    killed with ``kill -9`` cannot remove its own."""
+    from ragcun.io import pid_alive
+
+    try:
+        stale = list(folder.glob(".ragcun-lance-*-*"))
+    except OSError:  # pragma: no cover - an unreadable folder: nothing to clean
+        return
+    for path in stale:
+        pid = path.name.split("-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)

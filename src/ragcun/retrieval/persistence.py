@@ -36,7 +36,16 @@ MANIFEST = "manifest.json"
 STORE_FILE = "docs.sqlite"
 MODEL_DIR = "model"
 FORMAT = "ragcun-retriever"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the manifest carries a hash of its own content (``manifest_sha256``)
+MANIFEST_HASH = "manifest_sha256"
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's content without its own hash field (canonical JSON: sorted keys)."""
+    import hashlib
+
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_HASH}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -121,6 +130,7 @@ def save(parts: Parts, directory: str | os.PathLike, lock: Any) -> Path:
                                   "bm25": parts.lexical.params.as_dict()}
         manifest["files"] = {f: {"bytes": (tmp / f).stat().st_size, "sha256": sha256_file(tmp / f)}
                              for f in files}
+        manifest[MANIFEST_HASH] = manifest_digest(manifest)  # an edited manifest is refused on load
         with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2)
             fh.write("\n")
@@ -151,6 +161,13 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
         raise RetrieverError(f"{path}: format version {manifest['format_version']} is newer than this ragcun "
                              f"supports ({FORMAT_VERSION})")
+    if int(manifest.get("format_version", 0)) >= 3:
+        if manifest.get(MANIFEST_HASH) != manifest_digest(manifest):
+            raise IndexCorruptError(f"{path}: its content does not match its own hash ({MANIFEST_HASH}): the "
+                                    "manifest was edited or damaged; rebuild the index or restore the file")
+    else:
+        logger.warning("%s: written by an older ragcun (format %s): the manifest itself is not hash-checked; "
+                       "saving the index again adds the check", path, manifest.get("format_version"))
     for key in ("model", "dimension", "index", "counts", "files"):
         if key not in manifest:
             raise IndexCorruptError(f"{path}: field {key!r} missing")

@@ -30,6 +30,7 @@ import numpy as np
 
 from ragcun.data.bm25 import BM25Params
 from ragcun.data.documents import check_metadata, read_documents
+from ragcun.data.readers import text_problem
 from ragcun.encoding.corpus import encode_texts
 from ragcun.encoding.fusion import Fusion
 from ragcun.encoding.models import check_batch_size, load_for_index, model_dimension, set_max_seq_length
@@ -226,6 +227,10 @@ class GaussianRetriever:
             ids = [None if i is None else str(i) for i in ids]
             if len(ids) != n:
                 raise ValueError(f"{n} texts but {len(ids)} ids")
+            for j, i in enumerate(ids, start=first):
+                problem = None if i is None else ("is empty" if not i.strip() else text_problem(i))
+                if problem:
+                    raise ValueError(f"ids[{j}] {problem}")
             self._check_new_ids([i for i in ids if i is not None], upsert)
         if metadata is not None:
             metadata = list(metadata)
@@ -548,6 +553,9 @@ def _texts(texts: Sequence[str], name: str, empty: str, first: int = 0) -> list[
             raise TypeError(f"{name}[{i}] is {type(t).__name__}, expected str")
         if not t.strip():
             raise ValueError(f"{name}[{i}] is empty: {empty}")
+        problem = text_problem(t)
+        if problem:  # the tokenizer would fail after the model loaded, naming nothing
+            raise ValueError(f"{name}[{i}] {problem}")
     return texts
 
 

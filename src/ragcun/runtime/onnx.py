@@ -9,7 +9,9 @@ and ragcun needs transformers 5; ``torch.onnx.export`` is the field's exporter u
 Cache: ``<cache>/onnx/<model fingerprint>/model.onnx`` (+ ``model.int8.onnx``), written atomically,
 keyed by :func:`ragcun.fingerprint.model_fingerprint`, so a retrained or edited model gets a new
 export and an unchanged one is exported once. Each export is checked against torch on a probe batch
-before it is kept. int8 is ONNX Runtime's dynamic quantisation with per-output-channel int8 weights.
+before it is kept, and its sha256 recorded: a cached graph that no longer matches it (altered, damaged)
+is made again on use, never run. int8 is ONNX Runtime's dynamic quantisation with per-output-channel int8
+weights.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ import numpy as np
 import torch
 
 from ragcun.fingerprint import model_fingerprint
+from ragcun.io import sha256_file, write_json
 from ragcun.paths import cache_dir
 from ragcun.runtime.spec import BackendUnavailableError, Runtime, require_onnxruntime
 
 logger = logging.getLogger(__name__)
 
 OPSET = 17
-EXPORT_VERSION = 1  # bump when the export recipe changes: old exports are then ignored
+EXPORT_VERSION = 2  # bump when the export recipe changes: old exports are then ignored (2: hash-checked)
 #: The torch-vs-ONNX agreement an export must reach on its probe batch to be kept.
 EXPORT_MIN_COSINE = 0.9999
 _PROBE = ["A probe sentence for the exporter.",
@@ -82,7 +85,9 @@ def export(model: Any, fingerprint: str | None = None) -> Path:
     fingerprint = fingerprint or model_fingerprint(model)
     target = export_dir(fingerprint)
     if (target / "model.onnx").is_file() and (target / "export.json").is_file():
-        return target / "model.onnx"
+        if _intact(target / "model.onnx", target / "export.json"):
+            return target / "model.onnx"
+        shutil.rmtree(target, ignore_errors=True)  # exported again below, and checked against torch again
     names = _input_names(model)
     was_training, device = model.training, next(model.parameters()).device
     model.eval().to("cpu")
@@ -112,7 +117,7 @@ def export(model: Any, fingerprint: str | None = None) -> Path:
                                           f"{cos:.6f} < {EXPORT_MIN_COSINE}); use --backend torch")
         meta = {"fingerprint": fingerprint, "inputs": names, "opset": OPSET, "torch": torch.__version__,
                 "onnxruntime": ort.__version__, "probe_cosine_min": cos,
-                "seconds": round(time.perf_counter() - t0, 2)}
+                "seconds": round(time.perf_counter() - t0, 2), "sha256": sha256_file(tmp / "model.onnx")}
         (tmp / "export.json").write_text(json.dumps(meta, indent=2))
         if not (target / "export.json").is_file():  # else another process (a torchrun rank) finished it first
             if target.exists():  # a half-written folder from an interrupted run
@@ -126,6 +131,19 @@ def export(model: Any, fingerprint: str | None = None) -> Path:
     return target / "model.onnx"
 
 
+def _intact(path: Path, record: Path) -> bool:
+    """Whether a cached graph is the one its record describes (sha256); a changed one is logged and redone."""
+    try:
+        want = json.loads(record.read_text(encoding="utf-8")).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        want = None
+    if want is not None and sha256_file(path) == want:
+        return True
+    logger.warning("%s differs from the hash recorded when it was made (%s): altered or damaged; making it "
+                   "again", path, record.name)
+    return False
+
+
 def quantize_int8(fp32_path: Path) -> Path:
     """``model.int8.onnx`` beside ``fp32_path``: int8 weights per output channel, dynamic int8 activations."""
     require_onnxruntime()
@@ -133,14 +151,17 @@ def quantize_int8(fp32_path: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = fp32_path.with_name("model.int8.onnx")
-    if out.is_file():
+    record = out.with_name("int8.json")
+    if out.is_file() and record.is_file() and _intact(out, record):
         return out
+    out.unlink(missing_ok=True)
     t0 = time.perf_counter()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with _quiet():
             quantize_dynamic(str(fp32_path), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        write_json(record, {"sha256": sha256_file(tmp)})  # first: a file without its record is redone
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
