@@ -55,10 +55,11 @@ def model_fingerprint(model: Any) -> str:
     return h.hexdigest()[:16]
 
 
-#: the tokenizer settings that change how a text is split, beside the backend's own serialisation
+#: the tokenizer settings that change how a text is split, beside the backend's own serialisation (not
+#: ``model_max_length``: setting ``max_seq_length`` moves it, and the sequence length is hashed on its own)
 TOKENIZER_SETTINGS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "do_basic_tokenize",
                       "never_split", "add_prefix_space", "add_bos_token", "add_eos_token", "padding_side",
-                      "truncation_side", "model_max_length", "clean_up_tokenization_spaces")
+                      "truncation_side", "clean_up_tokenization_spaces")
 
 
 def tokenizer_identity(tokenizer: Any) -> str:

@@ -120,8 +120,8 @@ def test_one_corpus_pass_per_distinct_base(experiment):
     bodies = [m for m in metas if str(m["dataset"]).endswith("-body") and m["documents"] < 200]
     assert len(bodies) == 3
     # seven views; the frozen arm's base view *is* the reference (same modules, same weights): six entries;
-    # and the five whitened bases share the reference's body too (five more tails on the same pass)
-    assert sum(1 for m in metas if m.get("seeded")) == 6 + 5
+    # and the five whitened bases and the two corrections share the reference's body too (seven more tails)
+    assert sum(1 for m in metas if m.get("seeded")) == 6 + 5 + 2
     best = run / "arms" / "frozen" / "best"
     assert json.loads((best / "ragcun_config.json").read_text())["freeze_base"] is True
     frozen = IsotropicGaussianEncoder.from_pretrained(best)
@@ -164,6 +164,34 @@ def test_whitening_is_fitted_on_training_documents_only(experiment):
     assert curve.count("\n") >= 6  # header, rule and the five powers
     assert any(key.startswith("vs_whitening:") for key in report["experiment_tables"])
     assert any(key.startswith("isotropy:") for key in report["experiment_tables"])
+
+
+def test_the_training_free_corrections_are_mean_removal_exactly(experiment):
+    """The corrections of arXiv 2511.11041 beside the whitening curve: the base centred on the training
+    documents' mean (and its top principal direction projected out), ranked by cosine, in their own table."""
+    import torch
+
+    from ragcun.experiment.whitening import correction_dir, training_documents
+    from ragcun.modeling import IsotropicGaussianEncoder
+
+    cfg, run, report = experiment
+    exp = load_experiment(cfg)
+    docs = training_documents(exp, exp.whitening.max_documents, {})
+    for label, removed in (("center", 0), ("center-pc1", 1)):
+        model = IsotropicGaussianEncoder.from_pretrained(correction_dir(exp, label))
+        feats = model.base_features(docs).double()
+        with torch.no_grad():
+            out = model.head_modules[0].linear(feats.float()).double()
+        torch.testing.assert_close(out.mean(0), torch.zeros(feats.shape[1], dtype=torch.float64),
+                                   atol=1e-4, rtol=0)  # centred on the training documents
+        centred = feats - feats.mean(0)
+        if removed:
+            top = torch.linalg.svd(centred, full_matrices=False)[2][0]
+            assert abs(float((out @ top).abs().max())) < 1e-3  # nothing left along the top direction
+            centred = centred - (centred @ top)[:, None] * top[None, :]
+        torch.testing.assert_close(out, centred, atol=1e-4, rtol=1e-4)
+    (table,) = [md for key, md in report["experiment_tables"].items() if key.startswith("corrections:")]
+    assert "center:" in table and "center-pc1:" in table
 
 
 def test_rerun_skips_finished_stages(experiment):

@@ -125,6 +125,9 @@ class WhiteningSection:
     kind: Literal["pca", "zca"] = "pca"
     output_dim: int | None = None  # default: the arms' output_dim
     max_documents: int = 20_000  # distinct training documents the whitening is fitted on
+    # the training-free corrections beside it (arXiv 2511.11041): the base centred on the training documents'
+    # mean, and centred with its top principal direction removed; ranked by cosine, as the base is
+    corrections: bool = True
 
     def check(self) -> list[str]:
         problems = choice_problems(self) + positive(self, "output_dim", "max_documents")

@@ -156,7 +156,7 @@ def run_experiment(
         timings[f"train_{arm}_s"] = time.perf_counter() - ta
     if train_only:
         return {}
-    if exp.whitening.powers:
+    if exp.whitening.powers or exp.whitening.corrections:
         from ragcun.experiment.whitening import build_whitening
 
         tw = time.perf_counter()

@@ -72,7 +72,8 @@ def run_sweep(
         from ragcun.experiment.whitening import build_whitening
 
         build_whitening(exp, data_dir)
-        for v, p in zip(whitening_views(exp), exp.whitening.powers, strict=True):
+        curve = [v for v in whitening_views(exp) if v.role == "whitening"]
+        for v, p in zip(curve, exp.whitening.powers, strict=True):
             views.append(v)
             whitening[float(p)] = v.label
     ev = exp.evaluation

@@ -20,13 +20,13 @@ class View:
     part: str = "model"  # "model": the whole model; "base": the base only (the embedding before the head)
     description: str = ""
     role: str = "arm"  # reference | arm | view (an arm seen another way) | whitening (the post-hoc reference)
-    # | peer (BM25, the reference fused with BM25)
+    # | correction (the training-free mean removal) | peer (BM25, the reference fused with BM25)
     hybrid: str = ""  # "": dense alone; "bm25": BM25 alone; "fused": the score fused with BM25 ([evaluation])
 
     @property
     def measured(self) -> bool:
         """Whether this view's embeddings are measured for isotropy (each model once, as it ranks)."""
-        return self.role in ("reference", "arm", "whitening")
+        return self.role in ("reference", "arm", "whitening", "correction")
 
 
 def describe_arm(exp: ExperimentConfig, arm: str) -> str:
@@ -80,14 +80,20 @@ def hybrid_views(exp: ExperimentConfig, views: list[View]) -> list[View]:
 
 def whitening_views(exp: ExperimentConfig) -> list[View]:
     """The untouched base whitened at each ``[whitening]`` power, ranked by L2."""
-    from ragcun.experiment.whitening import whitening_dir
+    from ragcun.experiment.whitening import CORRECTIONS, correction_dir, whitening_dir
     from ragcun.reporting.experiment import whitening_label
 
     wh = exp.whitening
-    return [View(whitening_label(p), str(whitening_dir(exp, p)), "l2", role="whitening",
-                 description=f"untouched base, whitened after the fact (power {p:g}, {wh.kind}, fitted on "
-                             "training documents)")
-            for p in wh.powers]
+    views = [View(whitening_label(p), str(whitening_dir(exp, p)), "l2", role="whitening",
+                  description=f"untouched base, whitened after the fact (power {p:g}, {wh.kind}, fitted on "
+                              "training documents)")
+             for p in wh.powers]
+    if wh.corrections:
+        what = "untouched base centred on the training documents' mean"
+        views += [View(label, str(correction_dir(exp, label)), "cos", role="correction",
+                       description=what + (f", its top {n} principal direction removed" if n else ""))
+                  for label, n in CORRECTIONS.items()]
+    return views
 
 
 class ViewModels:

@@ -13,6 +13,8 @@ the change happen, and what does approximate search lose.
 * **whitening**: the post-hoc whitening curve (the untouched base whitened at each power), and each arm
   against it at its own isotropy: the curve's NDCG@10 interpolated at the arm's SIGReg ratio, and a paired
   test against the whitening point nearest to that ratio;
+* **corrections**: the training-free mean removal of the base (and with its top principal direction) against
+  the reference, with their isotropy;
 * **approximate search**: recall@10 of the retriever's HNSW and IVF defaults against exact search.
 
 The generic comparison report (:func:`ragcun.reporting.build_report`: every metric, LaTeX, CSV,
@@ -118,6 +120,28 @@ def hybrid_rows(exp: Any, results: dict[str, dict[str, Any]], ds: str) -> tuple[
         name = f"{label}: {r.get('description') or ''}".rstrip(": ")
         rows.append([name, _pct(vals.get(METRIC)), *d_ref, _pct(vals.get("recall@100")),
                      _pct(vals.get("mrr@10"))])
+    return header, rows
+
+
+#: the training-free corrections beside the whitening curve (:mod:`ragcun.experiment.whitening`)
+CORRECTION_LABELS = ("center", "center-pc1")
+
+
+def correction_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
+                    ) -> tuple[list[str], list[list[str]]]:
+    """The training-free corrections of the base (mean removal, and the top principal direction too) against
+    the reference, with their corpus isotropy."""
+    header = ["Correction", "NDCG@10", "Δ vs reference [95% CI]", "p", "SIGReg ratio (corpus n)", "IsoScore"]
+    ref = results.get("reference")
+    rows = []
+    for label in CORRECTION_LABELS:
+        r, row = results.get(label), iso.get((Path(ds).name, label, "corpus"), {})
+        if r is None or ds not in r["results"]:
+            continue
+        d_ref = _delta(compare(r, ref, ds)) if ref is not None else ("–", "–")
+        name = f"{label}: {r.get('description') or ''}".rstrip(": ")
+        rows.append([name, _pct(r["results"][ds].get(METRIC)), *d_ref, _f(row.get("sigreg_ratio")),
+                     _f(row.get("isoscore"), 3)])
     return header, rows
 
 
@@ -270,7 +294,8 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
             write_text(out / f"main_{name}.tex", latex_table(header, rows, f"{name} ({kind}), NDCG@10 ×100.",
                                                              f"tab:main-{name}"))
             sections += [f"## {name} ({kind})", "", md, ""]
-        labels = ["reference", *exp.arms, *(whitening_label(p) for p in exp.whitening.powers)]
+        labels = ["reference", *exp.arms, *(whitening_label(p) for p in exp.whitening.powers),
+                  *CORRECTION_LABELS]
         header, rows = isotropy_rows([lab for lab in labels if lab in results], iso, name)
         if rows:
             md = markdown_table(header, rows)
@@ -287,6 +312,8 @@ def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_fi
                 "documents)", header, rows)
         sub.add("vs_whitening", f"Each arm against whitening at its own isotropy ({name}, NDCG@10 ×100)",
                 arm_header, arm_rows)
+        sub.add("corrections", f"Training-free corrections of the untouched base ({name}, fitted on the "
+                "training documents; arXiv 2511.11041)", *correction_rows(exp, results, iso, name))
         sub.add("views", f"Where the change lives ({name}, NDCG@10)", *views_rows(exp, results, name))
     header, rows = ann_rows(ann_file)
     if rows:
