@@ -15,34 +15,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class SearchRequest(_Strict):
+class _Fusion(_Strict):
+    """The search options both search bodies share: dense or hybrid, and BM25's weight."""
+
+    hybrid: StrictBool | None = Field(
+        None, description="Fuse the L2 ranking with BM25 (true) or rank by L2 alone (false); default: the "
+                          "index's own (ragcun index build --hybrid).")
+    bm25_weight: FiniteFloat | None = Field(
+        None, ge=0, description="Hybrid search with BM25 weighted this beside the model's score (implies "
+                                "hybrid; default: the index's fusion, else 0.5).")
+
+
+class SearchRequest(_Fusion):
     """The body of ``POST /search``."""
 
     query: StrictStr = Field(description="The query text.")
     k: StrictInt = Field(10, description="Number of hits (1 … the server's --max-k).")
     filters: dict[str, Scalar] | None = Field(
         None, description='Metadata equality filters, e.g. {"lang": "en"}.')
-    hybrid: StrictBool | None = Field(
-        None, description="Fuse the L2 ranking with BM25 (true) or rank by L2 alone (false); default: the "
-                          "index's own (ragcun index build --hybrid).")
-    bm25_weight: FiniteFloat | None = Field(
-        None, ge=0, description="Hybrid search with BM25 weighted this beside the model's score (implies "
-                                "hybrid; default: the index's fusion, else 0.5).")
     index: StrictStr | None = IndexName
 
 
-class BatchSearchRequest(_Strict):
+class BatchSearchRequest(_Fusion):
     """The body of ``POST /search/batch``: several queries, one encoder pass and one index search."""
 
     queries: list[StrictStr] = Field(min_length=1, description="The query texts.")
     k: StrictInt = Field(10, description="Number of hits per query.")
     filters: dict[str, Scalar] | None = Field(None, description="Metadata equality filters for every query.")
-    hybrid: StrictBool | None = Field(
-        None, description="Fuse the L2 ranking with BM25 (true) or rank by L2 alone (false); default: the "
-                          "index's own (ragcun index build --hybrid).")
-    bm25_weight: FiniteFloat | None = Field(
-        None, ge=0, description="Hybrid search with BM25 weighted this beside the model's score (implies "
-                                "hybrid; default: the index's fusion, else 0.5).")
     index: StrictStr | None = IndexName
 
 
