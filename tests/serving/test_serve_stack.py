@@ -95,6 +95,9 @@ def test_one_bad_query_fails_only_itself(server):
     for _ in range(3):
         codes = list(ThreadPoolExecutor(16).map(ask, range(16)))
         assert codes[:15] == [200] * 15 and 400 <= codes[15] < 500, codes
+    for body, fragment in ((bad, "query holds a lone surrogate (U+D800"), (b'{"query": "a\\u0000b"}', "NUL")):
+        res = httpx.post(f"{base}/search", content=body, headers={"content-type": "application/json"})
+        assert res.status_code == 400 and fragment in res.json()["error"], res.text
 
 
 @pytest.mark.parametrize(("body", "fragment"), [

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ragcun.data.readers import text_problem
 from ragcun.encoding.fusion import Fusion
 from ragcun.serving.batching import MicroBatcher
 from ragcun.serving.live import LiveIndex
@@ -93,11 +94,9 @@ def _check_text(text: str, what: str, max_chars: int, empty: str) -> None:
         raise RequestError(400, f"{what} is empty: {empty}")
     if len(text) > max_chars:
         raise RequestError(400, f"{what} is longer than {max_chars:,} characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise RequestError(400, f"{what} is not valid Unicode (a lone surrogate at character {exc.start})"
-                           ) from None
+    problem = text_problem(text)  # the readers' one rule: a lone surrogate or a NUL is no text
+    if problem:
+        raise RequestError(400, f"{what} {problem}")
 
 
 def _searcher(retriever: Any) -> Any:
