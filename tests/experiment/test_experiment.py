@@ -423,15 +423,19 @@ def test_one_loop_over_views_and_stages_resumes_what_is_missing(experiment, monk
                                for p in run.glob("isotropy/*/isotropy.json")]
     before_iso, before_ann = json.loads(iso_file.read_text()), json.loads(ann_file.read_text())
     results = {p: p.stat().st_mtime_ns for p in (run / "results").glob("*.json") if p != ann_file}
+    views = evaluation_views(exp)
+    settings = ev.encode_settings()
+    labels = [v.label for v in views if v.measured]
+    # a finished report is kept; one that lacks a model to measure (an arm added later) is redone
+    assert IsotropyStage(ev, settings, run / "isotropy", labels).todo == []
+    assert IsotropyStage(ev, settings, run / "isotropy", [*labels, "added"]).todo == ev.datasets
     iso_file.unlink()
     ann_file.unlink()
     opened = []
     real = models_mod.open_model
     monkeypatch.setattr(models_mod, "open_model",
                         lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
-    views = evaluation_views(exp)
-    settings = ev.encode_settings()
-    stages = [BeirStage(ev, settings, run / "results"), IsotropyStage(ev, settings, run / "isotropy"),
+    stages = [BeirStage(ev, settings, run / "results"), IsotropyStage(ev, settings, run / "isotropy", labels),
               ApproximateSearchStage(ev, settings, ann_file)]
     measured = []
     for stage in stages:
@@ -460,7 +464,9 @@ TEACHER_CONFIG = CONFIG.replace("isotropy_num_slices = 64\n", "isotropy_num_slic
              '[arms.baseline]\nlambda_isotropy = 0.0\nteacher = "hybrid"\nfreeze_layers = 1\n') \
     .replace('[arms.isotropy]\nlambda_isotropy = 1.0\n',
              '[arms.isotropy]\nbase_arm = "baseline"\nlambda_isotropy = 1.0\nteacher = "hybrid"\n'
-             'freeze_base = true\n')
+             'freeze_base = true\n') \
+    + ('[arms.st-distill]\nst_loss = "distill_kl"\nlambda_isotropy = 0.0\nteacher = "hybrid"\n'
+       'freeze_layers = 1\n')
 
 
 def test_teacher_arms_and_hybrid_rows(tmp_path, beir_slice, tiny_model_path):
@@ -488,6 +494,13 @@ def test_teacher_arms_and_hybrid_rows(tmp_path, beir_slice, tiny_model_path):
         assert res["hybrid"]["weights"]["bm25"] > 0
     report = (run / "report" / "experiment.md").read_text()
     assert "Fused with BM25" in report and "on baseline's fine-tuned base" in report
+    # the sentence-transformers peer: its own cosine, no head to look behind, measured and fused like an arm
+    peer = json.loads((run / "results" / "st-distill.json").read_text())
+    assert peer["score"] == "cos" and not (run / "results" / "st-distill.base.json").exists()
+    assert "st-distill+bm25" in report and "sentence-transformers DistillKLDivLoss (cosine)" in report
+    iso_rows = json.loads(next(run.glob("isotropy/*/isotropy.json")).read_text())["results"]
+    assert {"st-distill", "baseline"} <= {r["label"] for r in iso_rows}
+    assert "| st-distill |" not in next(run.glob("report/views_*.md")).read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(TEACHER_CONFIG.format(out=tmp_path / "x", model=tiny_model_path, data=data)
                    .replace('base_arm = "baseline"', 'base_arm = "frozen"'))

@@ -212,3 +212,27 @@ def test_bad_isotropy_options_are_named(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_hashed_no_duplicates_sampler_draws_the_same_batches(triplets_dir):
+    """The sampler ragcun hands the trainer (values hashed once) draws exactly the batches of
+    sentence-transformers' plain no-duplicates sampler, epoch after epoch, on data with repeated texts, and
+    writes nothing beside the training data."""
+    import datasets
+    import torch
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+    from ragcun.training.trainer import batch_sampler
+
+    ds, _ = load_train_dataset(triplets_dir, num_negatives=1)
+    ds = datasets.concatenate_datasets([ds, ds.select(range(10))])  # duplicates force deferrals
+    before = sorted(p.name for p in triplets_dir.rglob("*"))
+    hashed = batch_sampler("no_duplicates")(ds, batch_size=4, drop_last=False,
+                                            generator=torch.Generator(), seed=42)
+    plain = NoDuplicatesBatchSampler(ds, batch_size=4, drop_last=False, generator=torch.Generator(), seed=42)
+    for epoch in range(3):
+        hashed.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        assert list(hashed) == list(plain)
+    assert batch_sampler("batch_sampler") == "batch_sampler"
+    assert sorted(p.name for p in triplets_dir.rglob("*")) == before  # no datasets cache file beside the data

@@ -166,7 +166,8 @@ def run_experiment(
     ev = exp.evaluation
     settings = ev.encode_settings(data_dir)
     out = evaluate(views, [BeirStage(ev, settings, exp.output_dir / "results"),
-                           IsotropyStage(ev, settings, exp.output_dir / "isotropy"),
+                           IsotropyStage(ev, settings, exp.output_dir / "isotropy",
+                                         [v.label for v in views if v.measured]),
                            ApproximateSearchStage(ev, settings,
                                                   exp.output_dir / "results" / "approximate_search.json")],
                    ViewModels(ev.max_seq_length, ev))  # each model loaded once, for every stage

@@ -103,13 +103,26 @@ class IsotropyStage(Stage):
 
     name = "isotropy"
 
-    def __init__(self, ev: EvaluationSection, settings: Any, root: Path) -> None:
+    def __init__(self, ev: EvaluationSection, settings: Any, root: Path,
+                 labels: list[str] | None = None) -> None:
         super().__init__()
         self.ev, self.settings = ev, settings
         self.dirs = {ds: root / Path(ds).name for ds in ev.datasets}
-        self.todo = [ds for ds in ev.datasets if not (self.dirs[ds] / "isotropy.json").exists()]
+        # a report is redone (every model side by side) when a model to measure is missing from it: an arm
+        # added to a finished experiment
+        self.todo = [ds for ds in ev.datasets if not set(labels or ()) <= self._reported(self.dirs[ds])]
         self.evaluators: dict[str, Any] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {ds: [] for ds in self.todo}
+
+    @staticmethod
+    def _reported(directory: Path) -> set[str]:
+        """The labels an isotropy report holds (none when it is missing or unreadable)."""
+        import json
+
+        try:
+            return {r["label"] for r in json.loads((directory / "isotropy.json").read_text())["results"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
 
     def wants(self, view: View) -> bool:
         return view.measured and bool(self.todo)

@@ -79,7 +79,8 @@ def run_sweep(
     ev = exp.evaluation
     settings = ev.encode_settings(data_dir)
     out = evaluate(views, [BeirStage(ev, settings, root / "results"),
-                           IsotropyStage(ev, settings, root / "isotropy")],
+                           IsotropyStage(ev, settings, root / "isotropy",
+                                         [v.label for v in views if v.measured])],
                    ViewModels(ev.max_seq_length, ev))  # each model loaded once, for both stages
     results, iso = out["evaluate"], out["isotropy"]
     title = f"{exp.name}, {arm} arm ({what})"

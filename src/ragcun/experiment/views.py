@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ragcun.experiment.config import BASE_ARM, ExperimentConfig, arm_config
+from ragcun.training.card import ST_LOSS_NAMES
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class View:
 
 def describe_arm(exp: ExperimentConfig, arm: str) -> str:
     cfg = arm_config(exp, arm)  # the file's keys under the arm's table, as it trains
+    if cfg.st_loss != "none":
+        layers = f" above layer {cfg.freeze_layers}" if cfg.freeze_layers else ""
+        teacher = f", {cfg.teacher} teacher" if cfg.teacher != "none" else ""
+        return f"sentence-transformers {ST_LOSS_NAMES[cfg.st_loss]}, fine-tuned{layers}{teacher}"
     base_arm = exp.arms[arm].get(BASE_ARM)
     what = (f"head only, on {base_arm}'s fine-tuned base" if cfg.freeze_base and base_arm
             else "head only" if cfg.freeze_base
@@ -51,8 +56,10 @@ def evaluation_views(exp: ExperimentConfig, arms: dict[str, Path] | None = None)
     for arm, directory in (arms or {a: exp.arm_dir(a) for a in exp.arms}).items():
         best = str(directory / "best")
         desc = describe_arm(exp, arm) if arm in exp.arms else arm
-        views.append(View(arm, best, "l2", description=desc))
-        if exp.evaluation.views:
+        peer = arm in exp.arms and arm_config(exp, arm).st_loss != "none"
+        # a sentence-transformers peer ranks by its own cosine and has no head to look behind
+        views.append(View(arm, best, "cos" if peer else "l2", description=desc))
+        if exp.evaluation.views and not peer:
             views.append(View(f"{arm}.cos", best, "cos", description=f"{arm}: head output, cosine",
                               role="view"))
             views.append(View(f"{arm}.base", best, "cos", "base",

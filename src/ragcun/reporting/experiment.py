@@ -230,7 +230,7 @@ def views_rows(exp: Any, results: dict[str, dict[str, Any]], ds: str) -> tuple[l
     for arm in exp.arms:
         cells = [results.get(label, {}).get("results", {}).get(ds, {}).get(METRIC)
                  for label in (arm, f"{arm}.cos", f"{arm}.base")]
-        if all(c is None for c in cells):
+        if cells[2] is None:  # not evaluated, or a peer without a head
             continue
         rows.append([arm, *[_pct(c) for c in cells], _pct(ref)])
     return header, rows

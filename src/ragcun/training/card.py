@@ -16,7 +16,10 @@ from ragcun.training.config import TrainConfig
 RUN_KEYS = ("lambda_isotropy", "loss_form", "sigreg_on", "num_slices", "temperature", "distance",
             "freeze_base", "head_init", "head_init_power", "output_dim", "slice_policy", "sigreg_sample",
             "sigreg_queue", "base_learning_rate", "projection_learning_rate", "epochs", "max_steps",
-            "batch_size", "max_seq_length", "seed")
+            "batch_size", "max_seq_length", "seed", "st_loss")
+
+#: The sentence-transformers losses a peer arm trains with (``st_loss``), as tables name them.
+ST_LOSS_NAMES = {"mnrl": "MultipleNegativesRankingLoss (cosine)", "distill_kl": "DistillKLDivLoss (cosine)"}
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -50,6 +53,10 @@ def describe_model(encoder: Any, cfg: TrainConfig, train_examples: int) -> dict[
         known = base_card(cfg.base_model)  # a fine-tune inherits its base's license and language
         card.license = card.license or known.get("license")
         card.language = card.language or known.get("language")
+        if cfg.st_loss != "none":  # the peer: the base fine-tuned with sentence-transformers' own loss
+            card.model_name = f"ragcun {name}: {cfg.base_model} fine-tuned with {ST_LOSS_NAMES[cfg.st_loss]}"
+            card.add_tags(["ragcun"])
+            return run
         card.model_name = (f"ragcun {name}: {cfg.base_model} + Gaussian head ({cfg.output_dim}-d, "
                            f"{cfg.head}), λ_iso = {cfg.lambda_isotropy:g}"
                            f"{', frozen base' if cfg.freeze_base else ''}")

@@ -124,6 +124,11 @@ class TrainConfig:
     distill_loss: Literal["kl", "margin_mse"] = "kl"
     lambda_distill: float = 1.0
     lambda_contrastive: float = 1.0  # InfoNCE on the labels (0: the teacher alone)
+    # the peer: the plain base (its own cosine, no head, no SIGReg) trained with sentence-transformers' own
+    # loss instead of ragcun's objective, on the same data, teacher and budget: mnrl
+    # (MultipleNegativesRankingLoss on the labels) or distill_kl (DistillKLDivLoss on the teacher's scores)
+    st_loss: Literal["none", "mnrl", "distill_kl"] = "none"
+    st_temperature: float = 0.05  # the cosine student's temperature (MNRL's scale is its inverse: 20)
     # output, logging, checkpoints
     output_dir: str = "runs/train"
     # the model's name in its card, results and run files (default: from output_dir)
@@ -152,7 +157,8 @@ class TrainConfig:
                              "logging_steps", "max_grad_norm", "validation_max_queries", "max_train_samples",
                              "num_negatives", "principal_slices", "slice_refresh", "teacher_candidates",
                              "sigreg_refresh",
-                             "teacher_temperature", "teacher_max_seq_length", "train_max_seq_length")
+                             "teacher_temperature", "teacher_max_seq_length", "train_max_seq_length",
+                             "st_temperature")
         problems += non_negative(self, "lambda_isotropy", "lambda_reg", "weight_decay", "warmup_ratio",
                                  "freeze_layers", "warmup_steps", "eval_steps", "save_steps",
                                  "dataloader_num_workers", "epochs", "sigreg_queue", "sigreg_sample",
@@ -180,6 +186,21 @@ class TrainConfig:
             problems.append(f"save_total_limit must be >= 1 or none (got {self.save_total_limit})")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("set epochs > 0 or max_steps > 0")
+        return problems + self._st_problems()
+
+    def _st_problems(self) -> list[str]:
+        """The sentence-transformers peer trains the base as it is: nothing of ragcun's objective applies."""
+        if self.st_loss == "none":
+            return []
+        what = f"st_loss = {self.st_loss!r} trains the plain base with sentence-transformers' own loss"
+        problems = [f"{what}: set {key} = {want!r} (got {getattr(self, key)!r})"
+                    for key, want in (("lambda_isotropy", 0.0), ("lambda_reg", 0.0), ("sigreg_sample", 0),
+                                      ("sigreg_queue", 0), ("freeze_base", False))
+                    if getattr(self, key) != want]
+        if self.st_loss == "mnrl" and self.teacher != "none":
+            problems.append(f"{what} on the labels: set teacher = 'none' (or st_loss = 'distill_kl')")
+        if self.st_loss == "distill_kl" and self.teacher == "none":
+            problems.append(f"{what} on a teacher's scores: set teacher (hybrid, dense or bm25)")
         return problems
 
     def validate(self) -> TrainConfig:

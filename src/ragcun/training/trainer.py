@@ -32,7 +32,7 @@ from ragcun.training.data import (
     load_train_dataset,
     text_columns,
 )
-from ragcun.training.hf_trainer import RagcunTrainer
+from ragcun.training.hf_trainer import HashedNoDuplicatesBatchSampler, RagcunTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,17 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- model and loss
 def build_model(cfg: TrainConfig, device: str | None = None):
+    """The Gaussian encoder ``cfg`` describes; with ``st_loss`` the base model as it is (no head)."""
     from ragcun.modeling import IsotropicGaussianEncoder
 
+    if cfg.st_loss != "none":
+        model = IsotropicGaussianEncoder(cfg.base_model, freeze_layers=cfg.freeze_layers,
+                                         max_seq_length=cfg.max_seq_length, device=device)
+        if model.head_modules:
+            raise ConfigError(f"st_loss = {cfg.st_loss!r} trains a plain sentence-transformers model; "
+                              f"{cfg.base_model} is a ragcun model with a Gaussian head")
+        check_mixed_precision(model, cfg.mixed_precision, cfg.base_model)
+        return model
     model = IsotropicGaussianEncoder(
         base_model=cfg.base_model, output_dim=cfg.output_dim, head=cfg.head, hidden_dim=cfg.hidden_dim,
         freeze_base=cfg.freeze_base, freeze_layers=cfg.freeze_layers, normalize_base=cfg.normalize_base,
@@ -62,9 +71,29 @@ def build_distillation(cfg: TrainConfig) -> nn.Module | None:
                score="squared" if cfg.distance == "squared" else "l2")
 
 
+def build_st_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1) -> nn.Module:
+    """sentence-transformers' own loss for the peer (``st_loss``), on the model's cosine: MNRL at scale
+    ``1 / st_temperature`` on the labels, or DistillKLDivLoss on the teacher's scores with the same
+    student temperature and ragcun's teacher temperature (as the Gaussian arms distil)."""
+    from sentence_transformers.sentence_transformer.losses import (
+        DistillKLDivLoss,
+        MultipleNegativesRankingLoss,
+    )
+    from sentence_transformers.util import pairwise_cos_sim
+
+    if cfg.st_loss == "mnrl":
+        gather = bool(cfg.gather_across_devices and world_size > 1)
+        return MultipleNegativesRankingLoss(model, scale=1.0 / cfg.st_temperature,
+                                            gather_across_devices=gather)
+    return DistillKLDivLoss(model, similarity_fct=pairwise_cos_sim, student_temperature=cfg.st_temperature,
+                            teacher_temperature=cfg.teacher_temperature)
+
+
 def build_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1, corpus_sample: Any = None):
     from ragcun.losses import IsotropicGaussianLoss
 
+    if cfg.st_loss != "none":
+        return build_st_loss(cfg, model, world_size)
     return IsotropicGaussianLoss(
         model, lambda_isotropy=cfg.lambda_isotropy, lambda_reg=cfg.lambda_reg, temperature=cfg.temperature,
         distance=cfg.distance, num_slices=cfg.num_slices,
@@ -102,6 +131,12 @@ def per_device_batch(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
+def batch_sampler(name: str) -> Any:
+    """sentence-transformers' batch sampler ``name``; ``no_duplicates`` as
+    :class:`~ragcun.training.hf_trainer.HashedNoDuplicatesBatchSampler` (the same batches, faster)."""
+    return HashedNoDuplicatesBatchSampler if name == "no_duplicates" else name
+
+
 def build_training_args(cfg: TrainConfig, world_size: int = 1, has_evaluator: bool = False,
                         fast: bool = False):
     from sentence_transformers import SentenceTransformerTrainingArguments
@@ -135,7 +170,7 @@ def build_training_args(cfg: TrainConfig, world_size: int = 1, has_evaluator: bo
         save_strategy=save_strategy,
         save_total_limit=None,  # ragcun rotates only complete checkpoints (callbacks.rotate_checkpoints)
         report_to=report_to,
-        batch_sampler=cfg.batch_sampler,
+        batch_sampler=batch_sampler(cfg.batch_sampler),
         dataloader_num_workers=cfg.dataloader_num_workers,
         dataloader_pin_memory=bool(cuda),  # pinning helps only a GPU copy (on CPU torch warns every epoch)
         ddp_backend=cfg.ddp_backend or (None if cuda else ("gloo" if world_size > 1 else None)),
@@ -247,7 +282,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         if cfg.freeze_base:
             for m in encoder.base_modules:
                 _pin_eval(m)
-    if cfg.head_init != "default":
+    if cfg.head_init != "default" and encoder.head_modules:
         calib = calibration_texts(train_ds, cfg.calibration_samples, documents_only=cfg.head_init == "warm",
                                   prompts=prompts)
         if fast:
