@@ -55,7 +55,7 @@ def test_freeze_base_keeps_base_fixed(tiny_model_path):
     assert all(torch.equal(a, b) for a, b in zip(before_base, enc.base_parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(before_head, enc.head_parameters(), strict=True))
     counts = enc.parameter_counts()
-    assert counts["base_trainable"] == 0 and counts["head_trainable"] == counts["head_total"] > 0
+    assert counts["base_trainable"] == 0 and counts["head_trainable"] == counts["head"] > 0
 
 
 def test_freeze_layers_freezes_embeddings_and_first_blocks(tiny_model_path):

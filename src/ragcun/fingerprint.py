@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 FINGERPRINT_METHOD = "sha256-v3"  # what the retriever's manifest records (v3: tokenizers included)
@@ -100,7 +100,3 @@ def texts_fingerprint(ids: Sequence[str], texts: Sequence[str], extra: Any = Non
 def text_key(text: str) -> bytes:
     """The 32-byte SHA-256 digest of one text (a row key of the frozen-base feature cache)."""
     return hashlib.sha256(text.encode("utf-8")).digest()
-
-
-def text_keys(texts: Iterable[str]) -> list[bytes]:
-    return [text_key(t) for t in texts]

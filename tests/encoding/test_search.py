@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragcun.encoding.search import brute_force, merge_topk, rescore, search, search_chunks
+from ragcun.encoding.search import merge_topk, rescore, search, search_chunks
+
+from ..reference_search import brute_force
 
 
 @pytest.fixture(scope="module")

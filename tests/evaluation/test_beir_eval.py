@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from ragcun.encoding.corpus import encode_corpus
-from ragcun.encoding.search import brute_force
 from ragcun.evaluation.beir_eval import evaluate_model
 from ragcun.evaluation.metrics import evaluate_run, read_run
 from ragcun.fingerprint import model_fingerprint
+
+from ..reference_search import brute_force
 
 
 @pytest.fixture(scope="module")

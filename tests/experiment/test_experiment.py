@@ -246,6 +246,10 @@ _EVAL, _TRIP = '[evaluation]\ndatasets = ["scifact"]\n', '[triplets]\nsources = 
     (_EVAL + _TRIP + "[arms.baseline]\nlambda_isotropy = nan\n",
      r"\[arms.baseline\]: lambda_isotropy must be a finite number"),
     (_EVAL + 'precision = "fp16"\n' + _TRIP, r"precision must be auto, fp32, bf16, int8 \(got 'fp16'\)"),
+    (_EVAL + _TRIP + '[experiment]\noptional_arms = ["peer"]\n',
+     r"\[experiment\]: optional arm 'peer' has no \[arms.peer\] table"),
+    (_EVAL + _TRIP + '[experiment]\noptional_arms = ["peer"]\n[arms.peer]\nst_los = "mnrl"\n',
+     r"\[arms.peer\]: unknown .*'st_los' \(did you mean 'st_loss'\?\)"),
 ])
 def test_config_errors_name_the_file(tmp_path, text, message):
     bad = tmp_path / "bad.toml"
@@ -254,13 +258,30 @@ def test_config_errors_name_the_file(tmp_path, text, message):
         load_experiment(bad)
 
 
+def test_optional_arms_run_only_when_asked_for(tmp_path):
+    """An optional arm is defined and checked with the others, and joins the run (after them) only with
+    ``--with``; naming an arm that is not optional is refused."""
+    cfg = tmp_path / "opt.toml"
+    cfg.write_text(_EVAL + _TRIP + '[experiment]\narms = ["baseline", "frozen"]\noptional_arms = ["peer"]\n'
+                   '[arms.peer]\nst_loss = "mnrl"\nlambda_isotropy = 0.0\n')
+    assert list(load_experiment(cfg).arms) == ["baseline", "frozen"]
+    exp = load_experiment(cfg, with_arms=["peer"])
+    assert list(exp.arms) == ["baseline", "frozen", "peer"] and exp.arms["peer"]["st_loss"] == "mnrl"
+    with pytest.raises(ExperimentError, match="--with 'frozen' is not an optional arm"):
+        load_experiment(cfg, with_arms=["frozen"])
+
+
 def test_demo_and_paper_configs_parse():
     repo = Path(__file__).resolve().parents[2]
     from ragcun.experiment import arm_config
 
     for name in ("demo", "paper", "scifact"):
-        exp = load_experiment(repo / "configs" / f"{name}.toml")
-        assert list(exp.arms) == ["baseline", "isotropy", "frozen"]
+        exp = load_experiment(repo / "configs" / f"{name}.toml", with_arms=["st-distill", "st-mnrl"][
+            : 2 if name == "demo" else 0])
+        assert list(exp.arms)[:3] == ["baseline", "isotropy", "frozen"]
+        peers = {arm: arm_config(exp, arm).st_loss for arm in list(exp.arms)[3:]}
+        assert set(peers.values()) <= {"mnrl", "distill_kl"}
+        assert name == "paper" or "distill_kl" in peers.values()  # sentence-transformers' recipe beside
         frozen = arm_config(exp, "frozen")
         assert frozen.freeze_base and frozen.lambda_isotropy > 0
         assert arm_config(exp, "baseline").lambda_isotropy == 0

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ragcun.losses.sigreg import SIGReg, _grid, epps_pulley
+from ragcun.losses.sigreg import EppsPulley, SIGReg, _grid, epps_pulley
 
 
 def _naive(x: torch.Tensor, t_max: float = 3.0, n_points: int = 17) -> torch.Tensor:
@@ -115,6 +115,27 @@ def test_float32_under_autocast():
         assert y.dtype == torch.bfloat16
         out = sig(y)
     assert out.dtype == torch.float32
+
+
+class _Moments(torch.nn.Module):
+    """A univariate test of the first two moments: (mean² + (var − 1)²) · N per column."""
+
+    def forward(self, x, distributed=True, extra=None):
+        return x.shape[0] * (x.mean(0).square() + (x.var(0) - 1).square())
+
+
+def test_the_univariate_test_is_injected():
+    """As in LeJEPA, the slicing is one module and the univariate test another: SIGReg averages whatever test
+    it is given over the same slices."""
+    x = torch.randn(256, 12) * 1.5 + 0.2
+    sig = SIGReg(num_slices=32, seed=4, univariate=_Moments()).eval()
+    a = sig.slices(12, x.device)
+    torch.testing.assert_close(sig(x), _Moments()(x @ a).mean())
+    default = SIGReg(num_slices=32, seed=4).eval()
+    torch.testing.assert_close(default(x), EppsPulley()(x @ a).mean())
+    assert "univariate=_Moments" in repr(sig) and "n_points=17" in repr(default)
+    with pytest.raises(ValueError, match="set them on the univariate test"):
+        SIGReg(n_points=9, univariate=_Moments())
 
 
 def test_bad_shape():

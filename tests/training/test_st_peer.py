@@ -35,7 +35,7 @@ def test_mnrl_peer_is_sentence_transformers_own_trainer(triplets_dir, tiny_nodro
     cfg = tiny_cfg(triplets_dir, tiny_nodropout_path, tmp_path / "peer", "st_loss=mnrl", "num_negatives=1",
                    *PEER)
     out = train(cfg)
-    assert out["cached_prefix"] and out["parameters"]["head_total"] == 0
+    assert out["cached_prefix"] and out["parameters"]["head"] == 0
 
     model = SentenceTransformer(tiny_nodropout_path, device="cpu")
     model.max_seq_length = cfg.max_seq_length

@@ -35,6 +35,8 @@ def _print_tables(tables: dict[str, str]) -> None:
 def run(
     config: str = typer.Argument(..., help="Experiment TOML (e.g. configs/demo.toml)."),
     arm: list[str] = typer.Option(None, "--arm", help="Run only these arms (repeatable)."),
+    with_: list[str] = typer.Option(None, "--with", help="Also run this optional arm (\\[experiment] "
+                                    "optional_arms; repeatable)."),
     parallel: bool = typer.Option(False, "--parallel", metavar="",
                                   help="Train arms at once, one process (and GPU) each."),
     set_: list[str] = typer.Option(None, "--set", "-s",
@@ -52,7 +54,8 @@ def run(
 
     try:
         rep = run_experiment(config, overrides=set_ or [], arms=arm or None, parallel=parallel,
-                             train_only=train_only, data_dir=data_dir, output_dir=output_dir)
+                             train_only=train_only, data_dir=data_dir, output_dir=output_dir,
+                             with_arms=with_ or None)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     if rep:

@@ -297,21 +297,3 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], top_k: int) -> tu
     i = np.concatenate([p[1] for p in parts], axis=1)
     order = _sort_desc(s, i)[:, :top_k]
     return np.take_along_axis(s, order, axis=1).astype(np.float32), np.take_along_axis(i, order, axis=1)
-
-
-def brute_force(query_emb: np.ndarray, corpus_emb: np.ndarray, top_k: int,
-                score: str = "l2") -> tuple[np.ndarray, np.ndarray]:
-    """The full query×document matrix in float64, sorted: the reference the chunked search must equal
-    (tests only)."""
-    score = check_score(score)
-    q = np.asarray(query_emb, dtype=np.float64)
-    d = np.asarray(corpus_emb, dtype=np.float64)
-    if score == "l2":
-        full = -np.sqrt(((q[:, None, :] - d[None, :, :]) ** 2).sum(-1))
-    elif score == "cos":
-        full = _normalise(q) @ _normalise(d).T
-    else:
-        full = q @ d.T
-    idx = np.broadcast_to(np.arange(d.shape[0]), full.shape)
-    order = _sort_desc(full, idx)[:, :top_k]
-    return np.take_along_axis(full, order, axis=1), np.take_along_axis(idx, order, axis=1)

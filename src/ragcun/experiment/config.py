@@ -37,6 +37,9 @@ class ExperimentSection:
     name: str | None = None
     output_dir: str | None = None
     arms: list[str] | None = None
+    # arms defined under [arms.<name>] but run only when asked for (`ragcun experiment run --with NAME`):
+    # peers that would push a run past its time budget
+    optional_arms: list[str] = field(default_factory=list)
     reference: str | None = None  # the untouched base model (default: the training base_model)
     baseline: str = "baseline"  # the arm the others are also tested against (besides the reference)
 
@@ -202,8 +205,10 @@ def _arm_table(arm: str, values: Any, source: str) -> dict[str, Any]:
     return out
 
 
-def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> ExperimentConfig:
-    """Read and check an experiment TOML (arms, data, evaluation, sweep); errors name file, table and key."""
+def load_experiment(path: str | os.PathLike, output_dir: str | None = None,
+                    with_arms: list[str] | None = None) -> ExperimentConfig:
+    """Read and check an experiment TOML (arms, data, evaluation, sweep); errors name file, table and key.
+    ``with_arms``: optional arms ([experiment] optional_arms) to run after the others."""
     p = Path(path)
     raw = read_toml(p, ExperimentError)
     source = str(p)
@@ -218,7 +223,18 @@ def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> E
     arm_tables = raw.get("arms", {})
     if not isinstance(arm_tables, dict):
         raise ExperimentError(f"{source}: [arms] must hold one table per arm ([arms.baseline], ...)")
-    order = exp.arms or list(arm_tables) or list(DEFAULT_ARMS)
+    optional = list(exp.optional_arms)
+    for arm in optional:
+        if arm not in arm_tables:
+            raise ExperimentError(f"{source} [experiment]: optional arm {arm!r} has no [arms.{arm}] table")
+    for arm in with_arms or []:
+        if arm not in optional:
+            raise ExperimentError(f"{source}: --with {arm!r} is not an optional arm (optional_arms: "
+                                  f"{', '.join(optional) or 'none'})")
+    order = exp.arms or [a for a in arm_tables if a not in optional] or list(DEFAULT_ARMS)
+    order = [*order, *(a for a in optional if a in (with_arms or []) and a not in order)]
+    for arm in optional:  # checked even when not run, so a broken optional arm is found early
+        _arm_table(arm, arm_tables[arm], source)
     arms: dict[str, dict[str, Any]] = {}
     for arm in order:
         if arm not in arm_tables and arm not in DEFAULT_ARMS:
@@ -230,7 +246,7 @@ def load_experiment(path: str | os.PathLike, output_dir: str | None = None) -> E
             raise ExperimentError(f"{source} [arms.{arm}]: {BASE_ARM} {table[BASE_ARM]!r} must be an arm "
                                   f"trained before it ({', '.join(before) or 'none'})")
     for arm in arm_tables:
-        if arm not in arms:
+        if arm not in arms and arm not in optional:
             raise ExperimentError(f"{source}: [arms.{arm}] is not in [experiment] arms ({', '.join(arms)})")
     if exp.baseline not in arms:
         if "baseline" in raw.get("experiment", {}):

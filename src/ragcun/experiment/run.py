@@ -131,9 +131,10 @@ def run_experiment(
     train_only: bool = False,
     data_dir: str | None = None,
     output_dir: str | None = None,
+    with_arms: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the whole experiment; returns the report dict."""
-    exp = load_experiment(config, output_dir)
+    """Run (or resume) the whole experiment, with the optional arms ``with_arms``; returns the report dict."""
+    exp = load_experiment(config, output_dir, with_arms)
     overrides = list(overrides or [])
     selected = arms or list(exp.arms)
     for arm in selected:

@@ -20,7 +20,7 @@ class FeatureQueue(nn.Module):
     of 16–256 passes where a corpus fails; testing the batch together with the queue sees the corpus-scale
     deviation, and each batch row's gradient points against it. The queue holds *the batch's* documents,
     though — positives and hard negatives, drawn by how often they are relevant, not uniformly from the
-    corpus — and embeddings from older parameters: see the README for what it measured.
+    corpus — and embeddings from older parameters: see docs/isotropy.md for what it measured.
     """
 
     def __init__(self, size: int) -> None:

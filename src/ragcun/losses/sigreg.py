@@ -136,7 +136,11 @@ def principal_axes(x: torch.Tensor, count: int, distributed: bool = True) -> tor
 
 
 class SIGReg(nn.Module):
-    """Sketched isotropic Gaussian regulariser: mean Epps–Pulley statistic over 1-D slices.
+    """Sketched isotropic Gaussian regulariser: the mean of a univariate test's statistic over 1-D slices.
+
+    The univariate test is :class:`EppsPulley` unless another is injected (``univariate=``, as LeJEPA's
+    ``SlicingUnivariateTest`` takes one): a module mapping projections (N, K) to K statistics, called as
+    ``test(x, distributed=..., extra=...)``.
 
     ``slice_policy="random"`` (LeJEPA's): ``num_slices`` fresh unit vectors per training call, drawn
     on the CPU from ``seed + step`` (``step`` is a buffer, saved with the module), so every rank and
@@ -155,8 +159,11 @@ class SIGReg(nn.Module):
 
     def __init__(self, num_slices: int = 1024, t_max: float = 3.0, n_points: int = 17, seed: int = 0,
                  slice_policy: SlicePolicy = "random", principal_slices: int = 32,
-                 refresh_every: int = 1) -> None:
+                 refresh_every: int = 1, univariate: nn.Module | None = None) -> None:
         super().__init__()
+        if univariate is not None and (t_max, n_points) != (3.0, 17):
+            raise ValueError("t_max and n_points configure the default Epps–Pulley test; set them on the "
+                             "univariate test you pass instead")
         if slice_policy not in ("random", "pca"):
             raise ValueError(f"slice_policy must be 'random' or 'pca', got {slice_policy!r}")
         if refresh_every < 1 or principal_slices < 1:
@@ -166,7 +173,8 @@ class SIGReg(nn.Module):
         self.slice_policy: SlicePolicy = slice_policy
         self.principal_slices = int(principal_slices)
         self.refresh_every = int(refresh_every)
-        self.test = EppsPulley(t_max, n_points)
+        # injected, as in LeJEPA (see the class docstring)
+        self.test = univariate if univariate is not None else EppsPulley(t_max, n_points)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("axes", torch.zeros(0, 0))  # principal axes for the next call (pca policy)
 
@@ -205,4 +213,6 @@ class SIGReg(nn.Module):
     def extra_repr(self) -> str:
         policy = ("" if self.slice_policy == "random"
                   else f", slice_policy=pca, principal_slices={self.principal_slices}")
-        return f"num_slices={self.num_slices}, t_max={self.test.t_max}, n_points={self.test.n_points}{policy}"
+        test = (f"t_max={self.test.t_max}, n_points={self.test.n_points}" if isinstance(self.test, EppsPulley)
+                else f"univariate={type(self.test).__name__}")
+        return f"num_slices={self.num_slices}, {test}{policy}"

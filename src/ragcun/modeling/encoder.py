@@ -311,14 +311,11 @@ class IsotropicGaussianEncoder(SentenceTransformer):
                 for n, p in m.named_parameters(prefix=f"head{i}") if p.requires_grad]
 
     def parameter_counts(self) -> dict[str, int]:
-        """Trainable and total parameters of the base and the head."""
-        base, head = self.base_parameters(), self.head_parameters()
-        return {
-            "base_trainable": sum(p.numel() for p in base if p.requires_grad),
-            "base_total": sum(p.numel() for p in base),
-            "head_trainable": sum(p.numel() for p in head if p.requires_grad),
-            "head_total": sum(p.numel() for p in head),
-        }
+        """Total and trainable parameters of the base and the head
+        (:func:`ragcun.modeling.parts.parameter_counts`)."""
+        from ragcun.modeling.parts import parameter_counts
+
+        return parameter_counts(self)
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]

@@ -37,7 +37,11 @@ def submodel(model: SentenceTransformer, modules: list[nn.Module]) -> SentenceTr
 
 
 def parameter_counts(model: Any) -> dict[str, int]:
-    """Total, base and head parameters (the head is what ragcun adds after the base; 0 for a plain model)."""
+    """Parameters of the base and the head (what ragcun adds after the base; 0 for a plain model), in all and
+    trainable: one count for the card, the MTEB metadata, the Hub and the training log."""
     body, tail = split_at_head(model)
-    base, head = (sum(p.numel() for m in mods for p in m.parameters()) for mods in (body, tail))
-    return {"total": base + head, "base": base, "head": head}
+    params = [[p for m in mods for p in m.parameters()] for mods in (body, tail)]
+    (base, head), (base_on, head_on) = ([sum(p.numel() for p in ps if keep(p)) for ps in params]
+                                        for keep in (lambda p: True, lambda p: p.requires_grad))
+    return {"total": base + head, "base": base, "head": head, "base_trainable": base_on,
+            "head_trainable": head_on}

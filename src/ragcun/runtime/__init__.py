@@ -16,7 +16,7 @@ onnx       int8    that graph with int8 weights (per output channel) and dynamic
                    activations (:mod:`onnxruntime.quantization`)
 =========  ======  =================================================================================
 
-``auto`` resolves by measurement (``benchmarks/suites/backends.py``; README "Performance"): on a CPU with
+``auto`` resolves by measurement (``benchmarks/suites/backends.py``; docs/performance.md): on a CPU with
 bf16 units (AVX-512 BF16, AMX) the lossless runtimes are timed on the model itself once and the fastest
 that keeps cosine ≥ 0.9999 to fp32 is used (:mod:`ragcun.runtime.auto`, cached per CPU and model); on a
 CPU without them torch fp32, where neither ONNX Runtime nor OpenVINO fp32 measured faster and emulated

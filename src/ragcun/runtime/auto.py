@@ -12,8 +12,8 @@ fp32 by :data:`MARGIN` (timing noise on a shared 2-core VM is about 5 %); of can
 is lossy by construction (cosine 0.993) and stays an explicit choice. The verdict is cached in
 ``$RAGCUN_CACHE_DIR/runtime/auto.json`` under the CPU (model name and its vector flags) and the model's
 fingerprint and sequence length, so it is measured once (about 10 s for MiniLM) and ``ragcun info``
-can show it. On a CPU without bf16 units nothing is measured: fp32, as measured on AVX2 (README
-"Performance").
+can show it. On a CPU without bf16 units nothing is measured: fp32, as measured on AVX2
+(docs/performance.md).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class TrainConfig:
     freeze_layers: int = 0
     max_seq_length: int = 256
     normalize_base: bool = True  # keep the base's own Normalize before the head (the base's cosine geometry)
-    # warm: start at the base's ranking (see README)
+    # warm: start at the base's ranking (see docs/method.md)
     head_init: Literal["warm", "calibrated", "default"] = "warm"
     # warm start's whitening power: 0 = the base's geometry, 1 = whitened (N(0, I) covariance)
     head_init_power: float = 0.5
