@@ -169,7 +169,7 @@ def test_a_killed_servers_lancedb_copy_is_removed(tiny_model_path, tmp_path):
     from ragcun.retrieval import GaussianRetriever
 
     IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=8).save(tmp_path / "model")
-    r = GaussianRetriever(str(tmp_path / "model"), backend="lancedb")
+    r = GaussianRetriever(str(tmp_path / "model"), engine="lancedb")
     r.add_documents(["one", "two", "three"], ids=["a", "b", "c"])
     r.save(tmp_path / "ix")
     script = (f"import os, signal\nfrom ragcun.retrieval import GaussianRetriever\n"

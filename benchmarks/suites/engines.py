@@ -1,7 +1,7 @@
 """Approximate L2 search at corpus scale: ragcun's LanceDB backend (IVF-PQ on disk) beside FAISS on the same
 vectors, the same queries and the same index settings, with exact FAISS search as the ground truth.
 
-* ragcun: :class:`ragcun.retrieval.lance_index.LanceIndex` (``backend="lancedb", index="ivf"``): IVF-PQ with
+* ragcun: :class:`ragcun.retrieval.lance_index.LanceIndex` (``engine="lancedb", index="ivf"``): IVF-PQ with
   ``nlist`` partitions, ``dim/8`` sub-vectors of 8 bits, ``nprobes`` probed and the best
   ``refine_factor × k`` candidates re-ranked on the full vectors; the table lives on disk.
 * reference: FAISS ``IndexRefineFlat(IndexIVFPQ)`` with the same ``nlist``, sub-vectors, ``nprobe`` and

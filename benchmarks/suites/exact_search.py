@@ -1,6 +1,6 @@
 """Exact L2 search, ragcun's NumPy/torch path against FAISS IndexFlatL2, over corpus sizes × query batches.
 
-This is the measurement behind ``GaussianRetriever(backend="auto")``'s choice between the two: it
+This is the measurement behind ``GaussianRetriever(engine="auto")``'s choice between the two: it
 reports, for each size, which one is faster.
 
 * ragcun: :class:`ragcun.retrieval.index.NumpyIndex` search (one fused ``addmm`` per block, ``torch.topk``,

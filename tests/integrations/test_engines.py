@@ -30,7 +30,7 @@ def doc_vectors(retriever, scifact_passages):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_adapters_rank_the_same_on_every_engine(engine, retriever, gaussian_minilm, scifact_passages,
                                                 doc_vectors):
-    other = GaussianRetriever(gaussian_minilm, batch_size=32, backend=engine)
+    other = GaussianRetriever(gaussian_minilm, batch_size=32, engine=engine)
     other.add_embeddings(doc_vectors, texts=[d["text"] for d in scifact_passages],
                          ids=[d["id"] for d in scifact_passages],
                          metadata=[d["metadata"] for d in scifact_passages])
@@ -50,7 +50,7 @@ def test_filters_and_mmr_are_honoured_on_every_engine(engine, retriever, gaussia
                                                       doc_vectors, lang_of):
     """``filter=`` (a dict, or a callable on the Document) keeps exactly the matching documents of the full
     ranking, deep enough for k of them; MMR is the hand-computed L2 MMR over the fetched hits."""
-    other = GaussianRetriever(gaussian_minilm, batch_size=32, backend=engine)
+    other = GaussianRetriever(gaussian_minilm, batch_size=32, engine=engine)
     other.add_embeddings(doc_vectors, texts=[d["text"] for d in scifact_passages],
                          ids=[d["id"] for d in scifact_passages],
                          metadata=[{"lang": lang_of(i), "n": i} for i in range(len(scifact_passages))])

@@ -32,7 +32,7 @@ class TestGaussianVectorStoreFaiss(VectorStoreIntegrationTests):
         if self.backend != "faiss" and not importlib.util.find_spec(
                 {"qdrant": "qdrant_client", "lancedb": "lancedb"}[self.backend]):
             pytest.skip(f"{self.backend} not installed")
-        store = GaussianVectorStore(GaussianRetriever(minilm, backend=self.backend, batch_size=8))
+        store = GaussianVectorStore(GaussianRetriever(minilm, engine=self.backend, batch_size=8))
         try:
             yield store
         finally:

@@ -66,8 +66,8 @@ def _ids(rows) -> list[list[str]]:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_exact_engine_returns_the_exact_l2_top10_and_round_trips(engine, model_dir, passages, vectors,
                                                                  tiny_model_path, tmp_path):
-    want = _build(model_dir, passages, vectors, backend="numpy").search_embeddings(vectors[1], 10)
-    ix = _build(model_dir, passages, vectors, backend=engine)
+    want = _build(model_dir, passages, vectors, engine="numpy").search_embeddings(vectors[1], 10)
+    ix = _build(model_dir, passages, vectors, engine=engine)
     got = ix.search_embeddings(vectors[1], 10)
     assert _ids(got) == _ids(want)
     assert np.allclose([[h.distance for h in r] for r in got], [[h.distance for h in r] for r in want],
@@ -88,8 +88,8 @@ def test_exact_engine_returns_the_exact_l2_top10_and_round_trips(engine, model_d
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_approximate_engine_keeps_the_exact_top10(engine, model_dir, passages, vectors, tmp_path):
-    exact = _build(model_dir, passages, vectors, backend="numpy").search_embeddings(vectors[1], 10)
-    ix = _build(model_dir, passages, vectors, backend=engine, **APPROX[engine])
+    exact = _build(model_dir, passages, vectors, engine="numpy").search_embeddings(vectors[1], 10)
+    ix = _build(model_dir, passages, vectors, engine=engine, **APPROX[engine])
     approx = ix.search_embeddings(vectors[1], 10)
     recall = np.mean([len({h.id for h in a} & {h.id for h in e}) / 10
                       for a, e in zip(approx, exact, strict=True)])

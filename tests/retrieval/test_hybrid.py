@@ -51,7 +51,7 @@ def _build(minilm_path, passages, encoded, **kw) -> GaussianRetriever:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_hybrid_ranking_is_evaluates_fusion_on_every_engine(engine, minilm_path, passages, encoded):
-    r = _build(minilm_path, passages, encoded, backend=engine)
+    r = _build(minilm_path, passages, encoded, engine=engine)
     bm25 = BM25Index.build([d["id"] for d in passages], [d["text"] for d in passages], show_progress=False)
     for fusion in (Fusion(), Fusion("rrf", {"dense": 1.0, "bm25": 1.0})):
         want_s, want_i = hybrid_search(encoded[1], encoded[0], QUERIES, bm25, fusion, 10, score="l2")

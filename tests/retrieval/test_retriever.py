@@ -122,7 +122,7 @@ def test_remove(encoder, scifact_docs):
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "numpy"])
 def test_save_load_round_trip_identical(encoder, scifact_docs, tmp_path, kind):
     if kind == "numpy":
-        r = _build(encoder, scifact_docs, backend="numpy")
+        r = _build(encoder, scifact_docs, engine="numpy")
     elif kind == "ivf":
         r = _build(encoder, scifact_docs, index="ivf", nlist=4, nprobe=2)
     else:
@@ -149,13 +149,30 @@ def test_save_load_round_trip_identical(encoder, scifact_docs, tmp_path, kind):
 
 
 def test_numpy_fallback_equals_faiss_flat(encoder, scifact_docs):
-    faiss_r = _build(encoder, scifact_docs, backend="faiss")
-    numpy_r = _build(encoder, scifact_docs, backend="numpy")
+    faiss_r = _build(encoder, scifact_docs, engine="faiss")
+    numpy_r = _build(encoder, scifact_docs, engine="numpy")
     a = faiss_r.retrieve_batch(QUERIES, top_k=20)
     b = numpy_r.retrieve_batch(QUERIES, top_k=20)
     assert [[h.id for h in hits] for hits in a] == [[h.id for h in hits] for hits in b]
     np.testing.assert_allclose([[h.distance for h in hits] for hits in a],
                                [[h.distance for h in hits] for hits in b], rtol=1e-4, atol=1e-4)
+
+
+def test_old_argument_names_still_work_with_a_warning(encoder, tmp_path):
+    """``engine`` (where vectors live) and ``runtime`` (how texts are encoded) replaced ``backend`` and
+    ``encode_backend``; the old names work for one release, with a FutureWarning, and never beside the new."""
+    with pytest.warns(FutureWarning, match="backend= is deprecated: use engine="):
+        r = GaussianRetriever(encoder, backend="numpy")
+    assert r.index.backend == "numpy"
+    with pytest.warns(FutureWarning, match="encode_backend= is deprecated: use runtime="):
+        r = GaussianRetriever(encoder, encode_backend="torch", precision="fp32")
+    assert r.runtime.tag == GaussianRetriever(encoder, runtime="torch", precision="fp32").runtime.tag
+    r.add_documents(["a passage"], ids=["a"])
+    r.save(tmp_path / "ix")
+    with pytest.warns(FutureWarning, match="encode_backend="):
+        GaussianRetriever.load(tmp_path / "ix", model=encoder, encode_backend="torch")
+    with pytest.raises(TypeError, match="pass engine= only"):
+        GaussianRetriever(encoder, engine="faiss", backend="numpy")
 
 
 def test_several_add_calls_equal_one(encoder, scifact_docs):

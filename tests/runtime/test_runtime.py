@@ -167,7 +167,7 @@ def test_evaluate_and_retriever_run_on_onnx(minilm_path, beir_slice, tmp_path):
     name = folder.name
     assert abs(got["results"][name]["ndcg@10"] - ref["results"][name]["ndcg@10"]) < 1e-4
 
-    r = GaussianRetriever(minilm_path, encode_backend="onnx", precision="int8", max_seq_length=128)
+    r = GaussianRetriever(minilm_path, runtime="onnx", precision="int8", max_seq_length=128)
     r.add_documents(["Myelin is made by oligodendrocytes.", "Stem cells divide."], ids=["a", "b"])
     r.save(tmp_path / "ix")
     assert r.manifest()["encoding"] == {"backend": "onnx", "precision": "int8"}

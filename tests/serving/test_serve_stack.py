@@ -34,7 +34,7 @@ def model_dir(tiny_model_path, tmp_path_factory) -> Path:
 def build(model_dir: Path, out: Path, backend: str = "auto") -> Path:
     from ragcun.retrieval import GaussianRetriever
 
-    r = GaussianRetriever(str(model_dir), backend=backend)
+    r = GaussianRetriever(str(model_dir), engine=backend)
     r.add_documents(DOCS, ids=[f"d{i}" for i in range(len(DOCS))],
                     metadata=[{"topic": "geo" if i in (0, 2, 4) else "bio"} for i in range(len(DOCS))])
     r.save(out)

@@ -77,8 +77,8 @@ def _main(
 #: (ConfigError, DataFormatError, RetrieverError are ValueErrors; ModelNotFoundError is an OSError), and
 #: so are the system's (a full disk, a missing file, a file where a folder was expected).
 #: The encoding runtime and batch options every encoding command shares (see ragcun.runtime).
-BACKEND_HELP = ("torch | onnx (ONNX Runtime, the whole model in one graph). "
-                "Default: auto (the measured fastest lossless).")
+RUNTIME_HELP = ("The encoding runtime: torch | onnx (ONNX Runtime, the whole model in one graph). "
+                "Default: auto (the measured fastest lossless). --backend: its old name (deprecated).")
 PRECISION_HELP = ("fp32 | bf16 (torch) | int8 (onnx). Default: auto (measured on CPUs with bf16 units, "
                   "else fp32; bf16 on a CUDA GPU).")
 DEVICE_HELP = "cpu, cuda, cuda:1, mps … (default: a GPU when there is one, else cpu)."
@@ -118,8 +118,8 @@ def batch_size_option() -> Any:
     return typer.Option(None, "--batch-size", help=BATCH_HELP)
 
 
-def backend_option(extra: str = "") -> Any:
-    return typer.Option("auto", "--backend", help=BACKEND_HELP + extra)
+def runtime_option(extra: str = "") -> Any:
+    return typer.Option("auto", "--runtime", "--backend", help=RUNTIME_HELP + extra)
 
 
 def precision_option() -> Any:

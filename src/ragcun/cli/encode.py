@@ -12,7 +12,6 @@ import typer
 from ragcun.cli.app import (
     USER_ERRORS,
     app,
-    backend_option,
     batch_size_option,
     check_bounds,
     console,
@@ -22,6 +21,7 @@ from ragcun.cli.app import (
     fail,
     max_seq_length_option,
     precision_option,
+    runtime_option,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def encode(
                                                       "(id, vector, norm)."),
     kind: str = typer.Option("document", "--kind", help="document | query: which prompt and encode call."),
     batch_size: int = batch_size_option(),
-    backend: str = backend_option(),
+    backend: str = runtime_option(),
     precision: str = precision_option(),
     max_seq_length: int = max_seq_length_option(),
     limit: int = typer.Option(None, "--limit", help="Encode only the first N texts."),

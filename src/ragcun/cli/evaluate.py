@@ -11,7 +11,6 @@ from rich.table import Table
 from ragcun.cli.app import (
     USER_ERRORS,
     app,
-    backend_option,
     batch_size_option,
     bm25_weight_option,
     check_bounds,
@@ -25,6 +24,7 @@ from ragcun.cli.app import (
     max_seq_length_option,
     no_cache_option,
     precision_option,
+    runtime_option,
     split_option,
 )
 
@@ -43,7 +43,7 @@ def evaluate(
     split: str = split_option(),
     score: str = typer.Option(None, "--score", help=_SCORE_HELP),
     batch_size: int = batch_size_option(),
-    backend: str = backend_option(),
+    backend: str = runtime_option(),
     precision: str = precision_option(),
     max_seq_length: int = max_seq_length_option(),
     output: Path = typer.Option(None, "--out", "--output", "-o",
@@ -119,7 +119,7 @@ def isotropy(
     num_slices: int = typer.Option(1024, "--num-slices", help="Random slices for the SIGReg statistic."),
     seed: int = typer.Option(0, "--seed", help="Random seed (sampling)."),
     batch_size: int = batch_size_option(),
-    backend: str = backend_option(),
+    backend: str = runtime_option(),
     precision: str = precision_option(),
     max_seq_length: int = max_seq_length_option(),
     data_dir: str = data_dir_option(),
@@ -165,7 +165,7 @@ def evaluate_rag_cmd(
     negatives: int = typer.Option(100, "--negatives", help="Random negatives sampled per query."),
     seed: int = typer.Option(0, "--seed", help="Random seed (sampling)."),
     batch_size: int = batch_size_option(),
-    backend: str = backend_option(),
+    backend: str = runtime_option(),
     precision: str = precision_option(),
     max_seq_length: int = max_seq_length_option(),
     output: Path = typer.Option(None, "--out", "--output", "-o", help="Results JSON."),

@@ -12,7 +12,6 @@ import typer
 from ragcun.cli.app import (
     USER_ERRORS,
     app,
-    backend_option,
     batch_size_option,
     bm25_weight_option,
     check_bounds,
@@ -26,6 +25,7 @@ from ragcun.cli.app import (
     fusion_option,
     max_seq_length_option,
     precision_option,
+    runtime_option,
 )
 from ragcun.progress import DocProgress
 
@@ -46,7 +46,7 @@ def index_build(
     index: str = typer.Option("flat", "--index", help="flat (exact) | ivf | hnsw."),
     batch_size: int = batch_size_option(),
     max_seq_length: int = max_seq_length_option(" Kept in the index."),
-    backend: str = backend_option(" Kept in the index."),
+    backend: str = runtime_option(" Kept in the index."),
     precision: str = precision_option(),
     chunk_size: int = typer.Option(4096, "--chunk-size",
                                    help="Documents read from the file per step (bounds memory)."),
@@ -136,9 +136,9 @@ def index_build(
     if total == 0:
         raise fail(f"{docs}: no documents found")
     try:
-        retriever = GaussianRetriever(model, index=index, backend=engine, device=device,
+        retriever = GaussianRetriever(model, index=index, engine=engine, device=device,
                                       batch_size=batch_size, max_seq_length=max_seq_length,
-                                      encode_backend=backend, precision=precision, hybrid=fused, **params)
+                                      runtime=backend, precision=precision, hybrid=fused, **params)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     records = read_documents(docs)

@@ -7,9 +7,9 @@
 * :class:`~ragcun.retrieval.hnsw_index.HNSWIndex`  — FAISS ``IndexIDMap2(IndexHNSWFlat)``: graph search.
 * :class:`NumpyIndex`  — exact search in NumPy, used when FAISS is not installed; same results as flat.
 * :class:`~ragcun.retrieval.qdrant_index.QdrantIndex` — a Qdrant collection (embedded, or a server by
-  ``url``), metric Euclid: ``backend="qdrant"`` with ``index="flat"`` (exact) or ``"hnsw"``.
+  ``url``), metric Euclid: ``engine="qdrant"`` with ``index="flat"`` (exact) or ``"hnsw"``.
 * :class:`~ragcun.retrieval.lance_index.LanceIndex` — a LanceDB table on disk, metric l2:
-  ``backend="lancedb"`` with ``index="flat"`` (exact scan) or ``"ivf"`` (IVF-PQ, re-ranked exactly).
+  ``engine="lancedb"`` with ``index="flat"`` (exact scan) or ``"ivf"`` (IVF-PQ, re-ranked exactly).
 
 Every index maps caller-chosen ``int64`` ids to vectors and returns *squared* L2 distances (as FAISS
 does); :class:`~ragcun.retrieval.retriever.GaussianRetriever` takes the square root.

@@ -1,4 +1,4 @@
-"""LanceDB as the vector engine behind :class:`~ragcun.retrieval.GaussianRetriever` (``backend="lancedb"``).
+"""LanceDB as the vector engine behind :class:`~ragcun.retrieval.GaussianRetriever` (``engine="lancedb"``).
 
 Why LanceDB: it is embedded (no server) and keeps the vectors *on disk* in Lance files, searched through an
 IVF-PQ index, so a corpus larger than memory is served from one process; the same code opens a table on

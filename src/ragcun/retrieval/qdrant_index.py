@@ -1,4 +1,4 @@
-"""Qdrant as the vector engine behind :class:`~ragcun.retrieval.GaussianRetriever` (``backend="qdrant"``).
+"""Qdrant as the vector engine behind :class:`~ragcun.retrieval.GaussianRetriever` (``engine="qdrant"``).
 
 Why Qdrant: the same ``qdrant-client`` talks to an embedded local engine (tests, a laptop) and to a Qdrant
 server or cluster (``url=``), so an index outgrows one machine by changing one argument. The metric is

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,18 @@ def metadata_filter(spec: MetadataFilter | None) -> Callable[[SearchResult], boo
     raise TypeError(f"filter must be a dict of metadata values or a callable, got {type(spec).__name__}")
 
 
+def renamed(old: str, old_value: Any, new: str, new_value: Any) -> Any:
+    """An argument's value under its new name, taking the old one with a ``FutureWarning`` (one word per
+    meaning: ``engine`` for where vectors live, ``runtime`` for how texts are encoded)."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"pass {new}= only ({old}= is its deprecated old name)")
+    warnings.warn(f"{old}= is deprecated: use {new}= (the old name goes in the next release)", FutureWarning,
+                  stacklevel=3)
+    return old_value
+
+
 class GaussianRetriever:
     """Dense retrieval by L2 distance over a ragcun (or any sentence-transformers) model.
 
@@ -80,7 +93,8 @@ class GaussianRetriever:
         model: a loaded ``SentenceTransformer``, a local model directory, or an alias
             (``all-MiniLM-L6-v2``) resolved by :func:`ragcun.resolve.load_sentence_transformer`.
         index: ``"flat"`` (exact, default), ``"ivf"`` or ``"hnsw"``; see :mod:`ragcun.retrieval.index`.
-        backend: ``"auto"`` (FAISS when installed, else exact NumPy), ``"faiss"`` or ``"numpy"``.
+        engine: where the vectors live: ``"auto"`` (FAISS when installed, else exact NumPy), ``"faiss"``,
+            ``"numpy"``, ``"lancedb"`` or ``"qdrant"`` (:mod:`ragcun.retrieval.index`).
         model_name: the name written to the manifest (defaults to the path/alias given, or one
             derived from the model); ``load`` uses it to reload the model.
         device: device for a model loaded here.
@@ -91,9 +105,11 @@ class GaussianRetriever:
             BM25 weighted 0.5; or a :class:`~ragcun.encoding.fusion.Fusion`); every search can still say
             ``hybrid=`` itself. Kept in the manifest, with the BM25 index (:mod:`ragcun.retrieval.hybrid`).
         bm25: BM25's parameters and tokenisation (default: :class:`~ragcun.data.bm25.BM25Params`).
-        encode_backend, precision: the encoding runtime (``torch``/``onnx``, ``fp32``/``bf16``/``int8``;
+        runtime, precision: the encoding runtime (``torch``/``onnx``, ``fp32``/``bf16``/``int8``;
             default ``auto``, see :mod:`ragcun.runtime`); kept in the manifest, so ``load`` encodes
             queries the way the documents were encoded. ``model`` stays the torch model.
+        backend, encode_backend: the old names of ``engine`` and ``runtime`` (deprecated: a
+            ``FutureWarning``; they go in the next release).
         **index_params: ``nlist``/``nprobe`` (IVF), ``M``/``ef_construction``/``ef_search``/
             ``compact_ratio`` (HNSW).
 
@@ -107,23 +123,27 @@ class GaussianRetriever:
         model: Any,
         index: str | VectorIndex = "flat",
         *,
-        backend: str = "auto",
+        engine: str | None = None,
         model_name: str | None = None,
         device: str | None = None,
         batch_size: int | None = None,
         store: DocumentStore | None = None,
         next_id: int = 0,
         max_seq_length: int | None = None,
-        encode_backend: str | None = None,
+        runtime: str | None = None,
         precision: str | None = None,
         hybrid: bool | Fusion | None = None,
         bm25: BM25Params | None = None,
+        backend: str | None = None,
+        encode_backend: str | None = None,
         **index_params: Any,
     ) -> None:
         from ragcun.runtime import prepare_model, resolve_runtime, runtime_of
 
+        engine = renamed("backend", backend, "engine", engine) or "auto"
+        runtime = renamed("encode_backend", encode_backend, "runtime", runtime)
         batch_size = check_batch_size(batch_size, device)
-        self.runtime = resolve_runtime(encode_backend, precision, device)
+        self.runtime = resolve_runtime(runtime, precision, device)
         self.model, name, location = load_for_index(model, device)
         if max_seq_length is not None:
             set_max_seq_length(self.model, max_seq_length, model_name or name)
@@ -139,7 +159,7 @@ class GaussianRetriever:
                                              f"{self.dimension}")
             self.index = index
         else:
-            self.index = make_index(index, self.dimension, backend=backend, **index_params)
+            self.index = make_index(index, self.dimension, backend=engine, **index_params)
         self.store = store if store is not None else DocumentStore()
         self._fingerprint: str | None = None
         self._lock = ReadWriteLock()
@@ -522,17 +542,20 @@ class GaussianRetriever:
     @classmethod
     def load(cls, directory: str | os.PathLike, model: Any = None, *, device: str | None = None,
              verify: bool = True, check_model: bool = True, mmap: bool = False,
-             encode_backend: str | None = None, precision: str | None = None) -> GaussianRetriever:
+             runtime: str | None = None, precision: str | None = None,
+             encode_backend: str | None = None) -> GaussianRetriever:
         """Load a saved retriever, checking every file and the model (see :func:`persistence.load`).
 
         *Loading runs the model the manifest names*: load indexes you trust. The encoding runtime is the
-        manifest's unless ``encode_backend``/``precision`` say otherwise.
+        manifest's unless ``runtime``/``precision`` say otherwise (``encode_backend``: ``runtime``'s old
+        name).
         """
+        runtime = renamed("encode_backend", encode_backend, "runtime", runtime)
         p = persistence.load(directory, model, device=device, verify=verify, check_model=check_model,
                              mmap=mmap)
         self = cls(p.model, p.index, model_name=p.model_name, batch_size=p.batch_size, store=p.store,
                    next_id=p.next_iid, device=device,
-                   encode_backend=encode_backend or p.encoding.get("backend"),
+                   runtime=runtime or p.encoding.get("backend"),
                    precision=precision or p.encoding.get("precision"))
         self.model_location, self._fingerprint = p.model_location, p.fingerprint
         if p.lexical is not None:
@@ -541,7 +564,7 @@ class GaussianRetriever:
 
     def __repr__(self) -> str:
         return (f"GaussianRetriever(model={self.model_name!r}, index={self.index.kind!r}, "
-                f"backend={self.index.backend!r}, encoding={self.runtime.tag!r}, dim={self.dimension}, "
+                f"engine={self.index.backend!r}, encoding={self.runtime.tag!r}, dim={self.dimension}, "
                 f"documents={len(self)})")
 
 
