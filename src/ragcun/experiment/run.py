@@ -109,8 +109,8 @@ def train_arms_parallel(exp: ExperimentConfig, arms: list[str], overrides: list[
 def report(exp: ExperimentConfig, result_files: dict[str, Path], isotropy_files: dict[str, Path],
            ann_file: Path | None) -> dict[str, Any]:
     """The experiment's tables and figures; each arm's model card gets its own test results."""
+    from ragcun.experiment.report import build_experiment_report
     from ragcun.modeling import run_info
-    from ragcun.reporting import build_experiment_report
     from ragcun.reporting.model_card import card_section, write_card_section
 
     rep = build_experiment_report(exp, result_files, isotropy_files, ann_file)

@@ -42,7 +42,7 @@ def run_sweep(
     output_dir: str | None = None,
 ) -> dict[str, Any]:
     """Train ``arm`` once per λ, evaluate every one and the reference, and write the trade-off report."""
-    from ragcun.reporting import write_sweep_report
+    from ragcun.experiment.sweep_report import write_sweep_report
 
     exp = load_experiment(config, output_dir)
     arm = arm or exp.sweep.arm

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ragcun.experiment.config import BASE_ARM, ExperimentConfig, arm_config
+from ragcun.experiment.whitening import CORRECTIONS, correction_dir, whitening_dir, whitening_label
 from ragcun.training.card import ST_LOSS_NAMES
 
 
@@ -87,9 +88,6 @@ def hybrid_views(exp: ExperimentConfig, views: list[View]) -> list[View]:
 
 def whitening_views(exp: ExperimentConfig) -> list[View]:
     """The untouched base whitened at each ``[whitening]`` power, ranked by L2."""
-    from ragcun.experiment.whitening import CORRECTIONS, correction_dir, whitening_dir
-    from ragcun.reporting.experiment import whitening_label
-
     wh = exp.whitening
     views = [View(whitening_label(p), str(whitening_dir(exp, p)), "l2", role="whitening",
                   description=f"untouched base, whitened after the fact (power {p:g}, {wh.kind}, fitted on "

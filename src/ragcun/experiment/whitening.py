@@ -19,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from ragcun.experiment.config import ExperimentConfig, arm_config
-from ragcun.reporting.experiment import whitening_label
 
 logger = logging.getLogger(__name__)
+
+
+def whitening_label(power: float) -> str:
+    """The label of the base whitened at ``power`` in every table, result file and figure."""
+    return f"whiten-p{power:g}"
 
 
 def whitening_dir(exp: ExperimentConfig, power: float) -> Path:

@@ -306,3 +306,13 @@ def build_report(
     files["report.json"] = str(out / "report.json")
     write_json(out / "report.json", {k: v for k, v in summary.items() if k != "report_markdown"})
     return summary
+
+
+def isotropy_by_label(isotropy_files: dict[str, Path]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(dataset, label, kind) -> isotropy row, over isotropy reports by dataset."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for ds, f in isotropy_files.items():
+        if Path(f).exists():
+            for row in load_isotropy(f):
+                out[(Path(ds).name, str(row.get("label")), str(row.get("kind")))] = row
+    return out

@@ -21,7 +21,8 @@ METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
 
 def card_section(arm: str, report: dict[str, Any], reference: str, in_domain: dict[str, bool],
                  run: dict[str, Any] | None, model_path: str) -> str:
-    """The Markdown section for one arm, from the experiment report (``build_experiment_report``)."""
+    """The Markdown section for one arm, from the experiment report
+    (:func:`ragcun.experiment.report.build_experiment_report`)."""
     values, sig = report["values"], report.get("significance", {})
     lines = [START, "", f"## ragcun evaluation: `{run['name'] if run else arm}` (test split, ×100)", ""]
     head = " | ".join(METRICS)

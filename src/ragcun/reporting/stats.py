@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,3 +77,16 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     half = (float(stats.t.ppf(0.5 + confidence / 2, x.shape[0] - 1)) * float(x.std(ddof=1))
             / math.sqrt(x.shape[0]))
     return mean, mean - half, mean + half
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], ds: str, metric: str = "ndcg@10",
+            n_permutations: int = 10_000) -> dict[str, float] | None:
+    """Paired test of result ``a`` against ``b`` (evaluation result dicts) on ``ds`` over the queries both
+    evaluated; None when fewer than two are shared."""
+    pa, pb = a.get("per_query", {}).get(ds), b.get("per_query", {}).get(ds)
+    if not pa or not pb:
+        return None
+    common = sorted(set(pa) & set(pb))
+    if len(common) < 2:
+        return None
+    return paired_test([pa[q][metric] for q in common], [pb[q][metric] for q in common], n_permutations)

@@ -86,3 +86,11 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def delta_cells(test: dict[str, float] | None) -> tuple[str, str]:
+    """A paired test as two table cells: the mean difference ×100 with its 95% CI, and the p-value."""
+    if not test:
+        return "–", "–"
+    return (f"{test['mean_diff'] * 100:+.2f} [{test['ci_low'] * 100:+.2f}, {test['ci_high'] * 100:+.2f}]",
+            fmt_p(test["perm_p"]))

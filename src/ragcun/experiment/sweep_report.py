@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from ragcun.io import write_json, write_text
-from ragcun.reporting.compare import load_result
-from ragcun.reporting.experiment import _delta, compare, isotropy_by_label
-from ragcun.reporting.stats import mean_ci
-from ragcun.reporting.tables import _csv, latex_table, markdown_table
+from ragcun.reporting.compare import isotropy_by_label, load_result
+from ragcun.reporting.stats import compare, mean_ci
+from ragcun.reporting.tables import _csv, delta_cells, latex_table, markdown_table
 
 ISOTROPY_KEYS = ("sigreg_ratio", "sigreg_ratio_fixed", "isoscore", "isoscore_reference",
                  "top_eigenvalue_ratio", "effective_rank_ratio", "empty_directions")
@@ -75,7 +74,7 @@ def sweep_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
         test = None if r["perm_p"] is None else {"mean_diff": r["delta_vs_reference"],
                                                  "ci_low": r["delta_ci_low"], "ci_high": r["delta_ci_high"],
                                                  "perm_p": r["perm_p"]}
-        delta, p = _delta(test)
+        delta, p = delta_cells(test)
         out.append([r["dataset"], _point_name(r),
                     f"{r['ndcg@10'] * 100:.2f} [{r['ci_low'] * 100:.2f}, {r['ci_high'] * 100:.2f}]", delta, p,
                     _num(r["sigreg_ratio"], 2), _num(r.get("sigreg_ratio_fixed"), 2),

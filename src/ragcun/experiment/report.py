@@ -18,7 +18,7 @@ the change happen, and what does approximate search lose.
 * **approximate search**: recall@10 of the retriever's HNSW and IVF defaults against exact search.
 
 The generic comparison report (:func:`ragcun.reporting.build_report`: every metric, LaTeX, CSV,
-charts) is written beside it.
+charts) is written beside it; the statistics and table formats are :mod:`ragcun.reporting`'s.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ragcun.experiment.config import ExperimentConfig
+from ragcun.experiment.whitening import whitening_label
 from ragcun.io import write_json, write_text
-from ragcun.reporting.compare import build_report, load_isotropy, load_result
-from ragcun.reporting.stats import paired_test
-from ragcun.reporting.tables import fmt_p, latex_table, markdown_table
+from ragcun.reporting.compare import build_report, isotropy_by_label, load_result
+from ragcun.reporting.stats import compare
+from ragcun.reporting.tables import delta_cells, latex_table, markdown_table
 
 METRIC = "ndcg@10"
 ISOTROPY_NOTE = ("The SIGReg test's power grows with the sample: a fixed deviation from N(0, I) adds about "
@@ -41,45 +43,11 @@ ISOTROPY_NOTE = ("The SIGReg test's power grows with the sample: a fixed deviati
                  "about 1 − dim/n (in brackets).")
 
 
-def whitening_label(power: float) -> str:
-    """The label of the base whitened at ``power`` in every table, result file and figure."""
-    return f"whiten-p{power:g}"
-
-
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v * 100:.2f}"
 
 
-def _delta(test: dict[str, float] | None) -> tuple[str, str]:
-    if not test:
-        return "–", "–"
-    return (f"{test['mean_diff'] * 100:+.2f} [{test['ci_low'] * 100:+.2f}, {test['ci_high'] * 100:+.2f}]",
-            fmt_p(test["perm_p"]))
-
-
-def compare(a: dict[str, Any], b: dict[str, Any], ds: str, metric: str = METRIC, n_permutations: int = 10_000
-            ) -> dict[str, float] | None:
-    """Paired test of result ``a`` against ``b`` on ``ds`` over the queries both evaluated."""
-    pa, pb = a.get("per_query", {}).get(ds), b.get("per_query", {}).get(ds)
-    if not pa or not pb:
-        return None
-    common = sorted(set(pa) & set(pb))
-    if len(common) < 2:
-        return None
-    return paired_test([pa[q][metric] for q in common], [pb[q][metric] for q in common], n_permutations)
-
-
-def isotropy_by_label(isotropy_files: dict[str, Path]) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """(dataset, label, kind) -> isotropy row."""
-    out: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for ds, f in isotropy_files.items():
-        if Path(f).exists():
-            for row in load_isotropy(f):
-                out[(Path(ds).name, str(row.get("label")), str(row.get("kind")))] = row
-    return out
-
-
-def main_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
+def main_rows(exp: ExperimentConfig, results: dict[str, dict[str, Any]], iso: dict, ds: str
               ) -> tuple[list[str], list[list[str]]]:
     header = ["Model", "NDCG@10", "Δ vs reference [95% CI]", "p",
               f"Δ vs {exp.baseline or 'baseline'} [95% CI]", "p", "R@100", "MRR@10", "SIGReg ratio",
@@ -93,8 +61,8 @@ def main_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
         if r is None or ds not in r["results"]:
             continue
         vals = r["results"][ds]
-        d_ref = _delta(compare(r, ref, ds)) if ref is not None and label != "reference" else ("–", "–")
-        d_base = (_delta(compare(r, base, ds))
+        d_ref = delta_cells(compare(r, ref, ds)) if ref is not None and label != "reference" else ("–", "–")
+        d_base = (delta_cells(compare(r, base, ds))
                   if base is not None and label not in (exp.baseline, "reference") else ("–", "–"))
         row_iso = iso.get((Path(ds).name, label, "corpus"), {})
         ratio = row_iso.get("sigreg_ratio")
@@ -106,7 +74,8 @@ def main_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
     return header, rows
 
 
-def hybrid_rows(exp: Any, results: dict[str, dict[str, Any]], ds: str) -> tuple[list[str], list[list[str]]]:
+def hybrid_rows(exp: ExperimentConfig, results: dict[str, dict[str, Any]], ds: str
+                ) -> tuple[list[str], list[list[str]]]:
     """BM25 alone, and the reference and each arm fused with BM25, against the reference (dense alone)."""
     header = ["Model", "NDCG@10", "Δ vs reference [95% CI]", "p", "R@100", "MRR@10"]
     ref = results.get("reference")
@@ -116,7 +85,7 @@ def hybrid_rows(exp: Any, results: dict[str, dict[str, Any]], ds: str) -> tuple[
         if r is None or ds not in r["results"]:
             continue
         vals = r["results"][ds]
-        d_ref = _delta(compare(r, ref, ds)) if ref is not None else ("–", "–")
+        d_ref = delta_cells(compare(r, ref, ds)) if ref is not None else ("–", "–")
         name = f"{label}: {r.get('description') or ''}".rstrip(": ")
         rows.append([name, _pct(vals.get(METRIC)), *d_ref, _pct(vals.get("recall@100")),
                      _pct(vals.get("mrr@10"))])
@@ -127,7 +96,7 @@ def hybrid_rows(exp: Any, results: dict[str, dict[str, Any]], ds: str) -> tuple[
 CORRECTION_LABELS = ("center", "center-pc1")
 
 
-def correction_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
+def correction_rows(exp: ExperimentConfig, results: dict[str, dict[str, Any]], iso: dict, ds: str
                     ) -> tuple[list[str], list[list[str]]]:
     """The training-free corrections of the base (mean removal, and the top principal direction too) against
     the reference, with their corpus isotropy."""
@@ -138,7 +107,7 @@ def correction_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds:
         r, row = results.get(label), iso.get((Path(ds).name, label, "corpus"), {})
         if r is None or ds not in r["results"]:
             continue
-        d_ref = _delta(compare(r, ref, ds)) if ref is not None else ("–", "–")
+        d_ref = delta_cells(compare(r, ref, ds)) if ref is not None else ("–", "–")
         name = f"{label}: {r.get('description') or ''}".rstrip(": ")
         rows.append([name, _pct(r["results"][ds].get(METRIC)), *d_ref, _f(row.get("sigreg_ratio")),
                      _f(row.get("isoscore"), 3)])
@@ -166,7 +135,7 @@ def isotropy_rows(labels: list[str], iso: dict, ds: str) -> tuple[list[str], lis
     return header, rows
 
 
-def whitening_points(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
+def whitening_points(exp: ExperimentConfig, results: dict[str, dict[str, Any]], iso: dict, ds: str
                      ) -> list[dict[str, Any]]:
     """The whitening curve on ``ds``: one point per power with its NDCG@10 and corpus SIGReg ratio, by
     ratio."""
@@ -196,7 +165,7 @@ def curve_at(points: list[dict[str, Any]], ratio: float) -> float | None:
     return None
 
 
-def whitening_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: str
+def whitening_rows(exp: ExperimentConfig, results: dict[str, dict[str, Any]], iso: dict, ds: str
                    ) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
     """The curve's own table, and each arm against the curve at the arm's SIGReg ratio."""
     points = whitening_points(exp, results, iso, ds)
@@ -204,7 +173,7 @@ def whitening_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: 
     header = ["Whitening power p", "NDCG@10", "Δ vs reference [95% CI]", "p", "SIGReg ratio (corpus n)",
               "SIGReg ratio (n = 1,024)", "IsoScore"]
     rows = [[f"{q['power']:g}", _pct(q["ndcg"]),
-             *(_delta(compare(results[q["label"]], ref, ds)) if ref else ("–", "–")), _f(q["ratio"]),
+             *(delta_cells(compare(results[q["label"]], ref, ds)) if ref else ("–", "–")), _f(q["ratio"]),
              _f(q["ratio_fixed"]), _f(q["isoscore"], 3)] for q in sorted(points, key=lambda q: q["power"])]
     arm_header = ["Arm", "SIGReg ratio", "NDCG@10", "whitening at this ratio (interpolated)",
                   "nearest whitening point", "Δ vs it [95% CI]", "p"]
@@ -219,11 +188,12 @@ def whitening_rows(exp: Any, results: dict[str, dict[str, Any]], iso: dict, ds: 
         arm_rows.append([arm, _f(ratio), _pct(r["results"][ds][METRIC]),
                          _pct(at) if at is not None else "outside the curve",
                          f"p = {near['power']:g} (ratio {near['ratio']:.2f}, {near['ndcg'] * 100:.2f})",
-                         *_delta(compare(r, results[near["label"]], ds))])
+                         *delta_cells(compare(r, results[near["label"]], ds))])
     return header, rows, arm_header, arm_rows
 
 
-def views_rows(exp: Any, results: dict[str, dict[str, Any]], ds: str) -> tuple[list[str], list[list[str]]]:
+def views_rows(exp: ExperimentConfig, results: dict[str, dict[str, Any]], ds: str
+               ) -> tuple[list[str], list[list[str]]]:
     header = ["Arm", "head, L2", "head, cosine", "base (before the head), cosine", "reference, cosine"]
     ref = results.get("reference", {}).get("results", {}).get(ds, {}).get(METRIC)
     rows = []
@@ -265,7 +235,8 @@ class _SubTables:
             self.sections.extend([f"### {title}", "", md, ""])
 
 
-def build_experiment_report(exp: Any, result_files: dict[str, Path], isotropy_files: dict[str, Path],
+def build_experiment_report(exp: ExperimentConfig, result_files: dict[str, Path],
+                            isotropy_files: dict[str, Path],
                             ann_file: Path | None = None) -> dict[str, Any]:
     """Write ``<output_dir>/report/`` (experiment tables + the generic comparison report) and return its
     summary."""
