@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import os
 import tomllib
@@ -17,6 +18,8 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -136,7 +139,14 @@ def from_table(cls: type[T], table: Any, source: str, table_name: str) -> T:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: [{table_name}] must be a table, got {type(table).__name__}")
     values = {}
+    renamed: dict[str, str] = getattr(cls, "RENAMED_KEYS", {})  # old key -> new key, for one release
     for key, value in table.items():
+        if key in renamed:
+            if renamed[key] in table:
+                raise ConfigError(f"{where}: set {renamed[key]!r} only ({key!r} is its deprecated old name)")
+            logger.warning("%s: %r is deprecated, use %r (the old name goes in the next release)", where, key,
+                           renamed[key])
+            key = renamed[key]
         if key not in _fields(cls):
             raise unknown_key(cls, key, where)
         values[key] = coerce(cls, key, value, where)

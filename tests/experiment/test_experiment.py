@@ -258,6 +258,19 @@ def test_config_errors_name_the_file(tmp_path, text, message):
         load_experiment(bad)
 
 
+def test_the_runtime_key_and_its_old_name(tmp_path, caplog):
+    """``[evaluation] runtime`` names the encoding runtime; ``backend``, its old name, still works for one
+    release with a warning naming the file, and never beside the new one."""
+    cfg = tmp_path / "rt.toml"
+    cfg.write_text('[evaluation]\ndatasets = ["scifact"]\nbackend = "onnx"\n' + _TRIP)
+    with caplog.at_level("WARNING"):
+        assert load_experiment(cfg).evaluation.runtime == "onnx"
+    assert "rt.toml [evaluation]: 'backend' is deprecated, use 'runtime'" in caplog.text
+    cfg.write_text('[evaluation]\ndatasets = ["scifact"]\nbackend = "onnx"\nruntime = "torch"\n' + _TRIP)
+    with pytest.raises(ExperimentError, match="set 'runtime' only"):
+        load_experiment(cfg)
+
+
 def test_optional_arms_run_only_when_asked_for(tmp_path):
     """An optional arm is defined and checked with the others, and joins the run (after them) only with
     ``--with``; naming an arm that is not optional is refused."""

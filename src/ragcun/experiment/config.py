@@ -68,12 +68,14 @@ class EvaluationSection:
     isotropy_max_docs: int = 0  # 0: the whole corpus
     isotropy_num_slices: int = 1024
     approximate_search: bool = True  # recall@10 of the retriever's HNSW and IVF defaults against exact search
-    backend: str = "auto"  # the encoding runtime (ragcun.runtime): torch | onnx
+    runtime: str = "auto"  # the encoding runtime (ragcun.runtime): torch | onnx
     precision: str = "auto"  # fp32 | bf16 | int8
     # hybrid rows: BM25 alone, and the reference and each arm fused with BM25 (ragcun.encoding.fusion)
     hybrid: bool = False
     hybrid_fusion: Literal["zscore", "convex", "rrf"] = "zscore"
     bm25_weight: float = 0.5  # BM25's weight beside the dense score's 1 (convex: BM25's share)
+
+    RENAMED_KEYS = {"backend": "runtime"}  # one word per meaning: the engine is where vectors live
 
     def fusion(self, dense: bool = True) -> Any:
         """The hybrid rows' fusion (``dense=False``: BM25 alone)."""
@@ -92,7 +94,7 @@ class EvaluationSection:
         if self.hybrid_fusion == "convex" and self.bm25_weight > 1:
             problems.append(f"hybrid_fusion = 'convex' needs bm25_weight in [0, 1] (got {self.bm25_weight})")
         problems += non_negative(self, "isotropy_max_docs")
-        for key, allowed in (("backend", BACKENDS), ("precision", PRECISIONS)):
+        for key, allowed in (("runtime", BACKENDS), ("precision", PRECISIONS)):
             if getattr(self, key) not in (*allowed, "auto"):
                 problems.append(f"{key} must be auto, {', '.join(allowed)} (got {getattr(self, key)!r})")
         if not self.datasets:
@@ -105,7 +107,7 @@ class EvaluationSection:
         from ragcun.encoding.settings import EncodeSettings
 
         return EncodeSettings(split=self.split, batch_size=self.batch_size, data_dir=data_dir,
-                              backend=self.backend, precision=self.precision)
+                              backend=self.runtime, precision=self.precision)
 
 
 @dataclass

@@ -133,7 +133,7 @@ class ViewModels:
             model = self._model(v.model)
             models[v.label] = submodel(model, model.base_modules) if v.part == "base" else model
         if self.ev is not None and self._runtime is None:
-            self._runtime = resolve_runtime(self.ev.backend, self.ev.precision)
+            self._runtime = resolve_runtime(self.ev.runtime, self.ev.precision)
         if self._runtime is not None and not self._runtime.is_reference:
             # one runtime model per loaded object (a label ranked twice shares it)
             for label, model in models.items():
