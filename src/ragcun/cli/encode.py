@@ -23,6 +23,9 @@ from ragcun.cli.app import (
     precision_option,
     runtime_option,
 )
+from ragcun.io import atomic_files, atomic_path
+from ragcun.paths import documents_source
+from ragcun.progress import DocProgress
 
 logger = logging.getLogger(__name__)
 FORMATS = (".npy", ".parquet")
@@ -33,7 +36,6 @@ def _write(out: Path, ids: list[str], vectors, norms) -> None:
     norm)."""
     import numpy as np
 
-    from ragcun.io import atomic_files, atomic_path
 
     if out.suffix == ".npy":  # published together: never a matrix beside another run's ids
         with atomic_files(out, out.with_suffix(".ids.json")) as (tmp_vectors, tmp_ids):
@@ -75,7 +77,6 @@ def encode(
     from ragcun.data.documents import document_file, read_documents
     from ragcun.encoding.corpus import encode_texts
     from ragcun.encoding.models import MAX_BATCH_SIZE, check_batch_size, load_model
-    from ragcun.progress import DocProgress
     from ragcun.runtime import resolve_runtime, runtime_of
 
     check_bounds(batch_size=(batch_size, 1, MAX_BATCH_SIZE), max_seq_length=(max_seq_length, 1, None),
@@ -86,7 +87,6 @@ def encode(
         raise fail(f"--out {out}: the extension must be .npy or .parquet")
     if out.exists() and out.is_dir():
         raise fail(f"--out {out} is a folder; give a file name")
-    from ragcun.paths import documents_source
 
     try:
         docs = documents_source(docs, data_dir)

@@ -27,6 +27,7 @@ from ragcun.cli.app import (
     precision_option,
     runtime_option,
 )
+from ragcun.paths import documents_source
 from ragcun.progress import DocProgress
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,6 @@ def index_build(
     index = index.lower()
     if index not in ("flat", "ivf", "hnsw"):
         raise fail(f"--index must be flat, ivf or hnsw, got {index!r}")
-    from ragcun.paths import documents_source
 
     try:
         docs = documents_source(docs, data_dir)

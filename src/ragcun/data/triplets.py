@@ -53,6 +53,7 @@ from ragcun.data.msmarco import (
 )
 from ragcun.data.readers import write_jsonl
 from ragcun.io import atomic_path, write_json
+from ragcun.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +317,6 @@ def build_triplets(
     qrels.<split>.tsv), or a list of those (each mined against its own corpus, then mixed). The options are a
     :class:`TripletOptions` or its fields as keywords (``split="train", num_negatives=3, ...``), not both.
     """
-    from ragcun.version import __version__
 
     if options is not None and option_values:
         raise ValueError(f"pass the options as options= or as keywords, not both "

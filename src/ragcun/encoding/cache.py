@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ragcun.fingerprint import model_fingerprint, texts_fingerprint
-from ragcun.io import atomic_path, write_json
+from ragcun.io import atomic_path, sha256_file, write_json, write_text
 from ragcun.paths import cache_dir
 
 CACHE_VERSION = 2  # 2: chunks carry a sha256 sidecar
@@ -36,14 +36,12 @@ def write_chunk(path: Path, emb: np.ndarray) -> None:
     """One cache chunk: the ``.npy`` and, beside it, its sha256 (both atomic), so damage is caught on read."""
     with atomic_path(path) as out, open(out, "wb") as fh:
         np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
-    from ragcun.io import sha256_file, write_text
 
     write_text(path.with_name(path.name + ".sha256"), sha256_file(path) + "\n")
 
 
 def _chunk_problem(path: Path, rows: int) -> str | None:
     """Why a cache chunk cannot be used (missing, unreadable, wrong shape, altered), or None."""
-    from ragcun.io import sha256_file
 
     if not path.is_file():
         return "missing"

@@ -24,7 +24,7 @@ from ragcun.encoding.search import SIMILARITY_TO_SCORE, check_score, merge_topk,
 from ragcun.encoding.settings import EncodeSettings
 from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_names, write_qrels, write_run
 from ragcun.fingerprint import model_fingerprint
-from ragcun.io import write_json
+from ragcun.io import package_versions, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +374,5 @@ def _run_tag(name: str, score: str) -> str:
 
 
 def _versions() -> dict[str, str | None]:
-    from ragcun.io import package_versions
-
     return package_versions("ragcun", "sentence-transformers", "transformers", "torch", "pytrec-eval-terrier",
                             "numpy")

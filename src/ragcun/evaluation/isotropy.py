@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 
 from ragcun.encoding.settings import EncodeSettings
+from ragcun.fingerprint import model_fingerprint
+from ragcun.io import write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +264,6 @@ class IsotropyEvaluator:
 
     def __call__(self, model: Any, label: str | None = None) -> list[dict[str, Any]]:
         from ragcun.encoding.corpus import encode_beir_corpus, encode_texts
-        from ragcun.fingerprint import model_fingerprint
 
         model, name, _, batch_size = self.settings.load(model)
         label = label or Path(str(name).rstrip("/")).name
@@ -354,7 +355,6 @@ def write_isotropy(rows: list[dict[str, Any]], figures: dict[str, np.ndarray],
     """The isotropy report of ``rows`` (one per model and kind): ``isotropy.json`` (full metrics with
     arrays), ``isotropy.csv`` (the scalar metrics) and, with ``plots``, the figures of the ``figures``
     embeddings side by side, in ``out_dir`` (nothing is written when it is None); returns the report."""
-    from ragcun.io import write_json, write_text
 
     result: dict[str, Any] = {"dataset": dataset, "split": split, "num_slices": num_slices, "seed": seed,
                               "thresholds": dict(THRESHOLDS), "results": rows}

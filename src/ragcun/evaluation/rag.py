@@ -32,6 +32,8 @@ import numpy as np
 from ragcun.encoding.search import check_score, exact_scores, gather_rows
 from ragcun.encoding.settings import EncodeSettings
 from ragcun.evaluation.metrics import evaluate_run
+from ragcun.fingerprint import model_fingerprint
+from ragcun.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -216,8 +218,6 @@ def evaluate_rag(
     from ragcun.data.beir import load_beir
     from ragcun.encoding.corpus import encode_beir_corpus, judged_queries
     from ragcun.evaluation.beir_eval import default_score, retrieve
-    from ragcun.fingerprint import model_fingerprint
-    from ragcun.io import write_json
 
     t0 = time.perf_counter()
     s = EncodeSettings.of(settings, split=split, batch_size=batch_size, max_seq_length=max_seq_length,

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ragcun.config import ConfigError, choice_problems, coerce, from_table, non_negative, positive, read_toml
+from ragcun.config import (
+    ConfigError,
+    choice_problems,
+    coerce,
+    from_table,
+    non_negative,
+    parse_override,
+    positive,
+    read_toml,
+)
 from ragcun.data.triplets import TripletOptions
 
 DEFAULT_ARMS: dict[str, dict[str, Any]] = {
@@ -269,7 +278,6 @@ def arm_config(exp: ExperimentConfig, arm: str, overrides: list[str] | None = No
                data_dir: str | None = None, output_dir: Path | None = None, **changes: Any):
     """The training config of one arm: the file's training keys, then the arm's table, then ``--set`` (the
     command line wins over the file), then what the caller changes (a sweep's λ) and the arm's paths."""
-    from ragcun.config import parse_override
     from ragcun.training import load_config
     from ragcun.training.config import coerce
 

@@ -14,6 +14,7 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
+from ragcun.config import read_toml
 from ragcun.experiment.config import ExperimentConfig
 from ragcun.training.preflight import (
     Check,
@@ -29,7 +30,6 @@ from ragcun.training.preflight import (
 
 def is_experiment_config(path: str | Path) -> bool:
     """Whether a TOML file is an experiment config (it has ``[triplets]`` or ``[experiment]``)."""
-    from ragcun.config import read_toml
 
     raw = read_toml(path)
     return "triplets" in raw or "experiment" in raw

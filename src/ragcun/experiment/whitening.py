@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ragcun.experiment.config import ExperimentConfig, arm_config
+from ragcun.fingerprint import texts_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,6 @@ def build_whitening(exp: ExperimentConfig, data_dir: str | None = None) -> dict[
         return dirs
     import torch
 
-    from ragcun.fingerprint import texts_fingerprint
     from ragcun.modeling import IsotropicGaussianEncoder
     from ragcun.training.data import column_prompts
     from ragcun.training.frozen import cached_base_features

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ragcun.io import pid_alive
 from ragcun.retrieval.index import VectorIndex, as_ids, as_vectors, positive_int
 
 TABLE = "vectors"
@@ -270,7 +271,6 @@ class LanceIndex(VectorIndex):
 def _remove_stale_copies(folder: Path) -> None:
     """Remove the working copies (``.ragcun-lance-<pid>-*``) of processes that are no longer running: a server
     killed with ``kill -9`` cannot remove its own."""
-    from ragcun.io import pid_alive
 
     try:
         stale = list(folder.glob(".ragcun-lance-*-*"))

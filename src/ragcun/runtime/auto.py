@@ -26,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ragcun.fingerprint import model_fingerprint
+from ragcun.io import write_json
+from ragcun.paths import cache_dir
 from ragcun.runtime.spec import BackendUnavailableError, Runtime, cpu_has_bf16, cpu_info
 
 logger = logging.getLogger(__name__)
@@ -74,8 +77,6 @@ def cpu_key(cpu: tuple[str | None, set[str]] | None = None) -> str:
 
 
 def cache_file() -> Path:
-    from ragcun.paths import cache_dir
-
     return cache_dir("runtime") / "auto.json"
 
 
@@ -149,8 +150,6 @@ def choose(model: Any, batch_size: int = 16, cpu: tuple[str | None, set[str]] | 
            path: Path | None = None, gate: float = COSINE_GATE, *, prepare: Callable[..., Any]) -> Runtime:
     """The runtime ``auto`` means for ``model`` on this CPU: cached, else measured (see the module
     docstring)."""
-    from ragcun.fingerprint import model_fingerprint
-    from ragcun.io import write_json
 
     cpu = cpu if cpu is not None else cpu_info()
     if not cpu_has_bf16(cpu):

@@ -29,8 +29,9 @@ from sentence_transformers.base.modules.input_module import InputModule
 from torch import nn
 
 from ragcun.fingerprint import model_fingerprint, text_key
-from ragcun.io import atomic_path
+from ragcun.io import atomic_path, write_json
 from ragcun.paths import cache_dir
+from ragcun.progress import DocProgress
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,6 @@ class FeatureCache:
                                           "max_seq_length": str(self.max_seq_length)})
         meta = self.dir / "meta.json"
         if not meta.exists():
-            from ragcun.io import write_json
-
             write_json(meta, {"fingerprint": self.fingerprint, "max_seq_length": self.max_seq_length})
         return path
 
@@ -105,7 +104,6 @@ def encode_base(
 
     Texts are sorted by length so batches pad little, as ``SentenceTransformer.encode`` does.
     """
-    from ragcun.progress import DocProgress
 
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)

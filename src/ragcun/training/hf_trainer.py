@@ -26,7 +26,7 @@ from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 from torch import nn
 
-from ragcun.io import write_json
+from ragcun.io import atomic_path, write_json
 from ragcun.training.callbacks import mark_checkpoint_complete, rotate_checkpoints
 from ragcun.training.config import ConfigError, TrainConfig
 
@@ -134,7 +134,6 @@ def _loss_buffers(loss: nn.Module) -> dict[str, torch.Tensor]:
 def save_loss_state(loss: nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
-    from ragcun.io import atomic_path
 
     state = {k: v.detach().cpu().contiguous() for k, v in _loss_buffers(loss).items()}
     with atomic_path(path) as tmp:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ragcun.config import ConfigError
 from ragcun.encoding.fusion import Fusion, check_exhaustive, fused_blocks
-from ragcun.fingerprint import texts_fingerprint
+from ragcun.fingerprint import model_fingerprint, texts_fingerprint
 from ragcun.io import atomic_path, sha256_file, write_json
 from ragcun.paths import cache_dir
 
@@ -119,7 +119,6 @@ def _compute(spec: TeacherSpec, doc_ids: Sequence[str], doc_texts: Sequence[str]
 
 def _inputs(spec: TeacherSpec, doc_ids: Sequence[str], doc_texts: Sequence[str], queries: Sequence[str],
             include: Sequence[Sequence[int]], model: Any) -> dict[str, Any]:
-    from ragcun.fingerprint import model_fingerprint
 
     return {
         "format": CACHE_FORMAT,

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ragcun.gemma import check_mixed_precision
-from ragcun.io import write_json
+from ragcun.io import package_versions, write_json
 from ragcun.progress import wanted
 from ragcun.training.callbacks import (
     BestModelCallback,
@@ -205,8 +205,6 @@ def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]
 
 # ---------------------------------------------------------------------------- entry point
 def _versions() -> dict[str, str | None]:
-    from ragcun.io import package_versions
-
     return {"python": platform.python_version(),
             **package_versions("ragcun", "torch", "sentence-transformers", "transformers", "accelerate",
                                "datasets")}
