@@ -145,3 +145,14 @@ def test_cli_builds_a_hybrid_index_and_searches_it(tiny_model_path, data_root, t
     res = runner.invoke(app, ["search", str(out), "alkaline phosphatase", "--fusion", "convex",
                               "--bm25-weight", "2"])
     assert res.exit_code == 1 and "--hybrid: " in res.output and "Traceback" not in res.output
+    # fusion options where no fusion happens are refused, never silently ignored
+    for argv in (["search", str(out), "cells", "--dense", "--bm25-weight", "1"],
+                 ["index", "build", "-m", tiny_model_path, "--docs", "scifact", "--data-dir", str(data_root),
+                  "--limit", "5", "-o", str(tmp_path / "ix2"), "--fusion", "rrf"],
+                 ["evaluate", "-m", tiny_model_path, "-d", "scifact", "--data-dir", str(data_root),
+                  "--dense-weight", "2"]):
+        res = runner.invoke(app, argv)
+        assert res.exit_code == 1, (argv, res.output)
+        assert "apply to hybrid search: add --hybrid" in " ".join(res.output.split()), res.output
+        assert "Traceback" not in res.output
+    assert not (tmp_path / "ix2").exists()

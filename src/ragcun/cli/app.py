@@ -173,10 +173,18 @@ def dense_weight_option() -> Any:
                         help="With --hybrid: the model's weight (default 1; convex: 1 − BM25's share).")
 
 
+def fusion_given(fusion: str, bm25_weight: float, dense_weight: float | None) -> bool:
+    """Whether any fusion option differs from its default (the options say something to apply)."""
+    return fusion != "zscore" or bm25_weight != 0.5 or dense_weight is not None
+
+
 def fusion_of(hybrid: bool | None, fusion: str, bm25_weight: float, dense_weight: float | None) -> Any:
     """The :class:`~ragcun.encoding.fusion.Fusion` the hybrid options describe (None without ``--hybrid``);
-    bad weights are one line."""
+    bad weights, and fusion options without ``--hybrid`` (never silently ignored), are one line."""
     if not hybrid:
+        if fusion_given(fusion, bm25_weight, dense_weight):
+            raise fail("--fusion, --bm25-weight and --dense-weight apply to hybrid search: add --hybrid, or "
+                       "drop them")
         return None
     from ragcun.encoding.fusion import Fusion
 
@@ -196,5 +204,6 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """
     from rich.markup import escape
 
-    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
+    # one line, never broken by rich at the console's width: a path in it stays whole, and copyable
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)

@@ -21,6 +21,7 @@ from ragcun.cli.app import (
     device_option,
     docs_option,
     fail,
+    fusion_given,
     fusion_of,
     fusion_option,
     max_seq_length_option,
@@ -208,9 +209,12 @@ def search(
     if k <= 0:
         raise fail(f"-k must be positive, got {k}")
     # --dense: L2 alone; fusion options given: that fusion; --hybrid: the index's fusion (else the standard)
-    custom = fusion != "zscore" or bm25_weight != 0.5 or dense_weight is not None
-    spec = (False if hybrid is False else fusion_of(True, fusion, bm25_weight, dense_weight) if custom
-            else hybrid)
+    custom = fusion_given(fusion, bm25_weight, dense_weight)
+    if hybrid is False:  # --dense: L2 alone, and no fusion option may be given with it
+        fusion_of(False, fusion, bm25_weight, dense_weight)
+        spec: object = False
+    else:
+        spec = fusion_of(True, fusion, bm25_weight, dense_weight) if custom else hybrid
     if width < 2:
         raise fail(f"--width must be at least 2 characters, got {width}")
     try:
