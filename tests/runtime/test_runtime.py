@@ -53,7 +53,7 @@ def test_unsupported_combinations_say_what_to_use(backend, precision, words):
 
 
 def test_unknown_names_are_refused():
-    with pytest.raises(ValueError, match="backend must be auto, torch, onnx"):
+    with pytest.raises(ValueError, match="the encoding runtime must be auto, torch, onnx"):
         resolve_runtime("tensorrt")
     with pytest.raises(ValueError, match="precision must be auto, fp32, bf16, int8"):
         resolve_runtime("torch", "fp16")

@@ -156,26 +156,29 @@ def no_cache_option() -> Any:
 
 
 # Hybrid search (a score fused with BM25): the same options on evaluate, index build, search and serve.
+FUSION_DEFAULTS = ("zscore", 0.5, None)  # --fusion, --bm25-weight, --dense-weight
+
+
 def fusion_option() -> Any:
-    return typer.Option("zscore", "--fusion",
+    return typer.Option(FUSION_DEFAULTS[0], "--fusion",
                         help="With --hybrid: zscore (weighted sum of z-scores), convex (of min-max "
                              "normalised scores) or rrf (reciprocal rank fusion).")
 
 
 def bm25_weight_option() -> Any:
-    return typer.Option(0.5, "--bm25-weight",
+    return typer.Option(FUSION_DEFAULTS[1], "--bm25-weight",
                         help="With --hybrid: BM25's weight beside the model's 1 (convex: BM25's share, in "
                              "[0, 1]); --dense-weight 0: BM25 alone.")
 
 
 def dense_weight_option() -> Any:
-    return typer.Option(None, "--dense-weight",
+    return typer.Option(FUSION_DEFAULTS[2], "--dense-weight",
                         help="With --hybrid: the model's weight (default 1; convex: 1 − BM25's share).")
 
 
 def fusion_given(fusion: str, bm25_weight: float, dense_weight: float | None) -> bool:
     """Whether any fusion option differs from its default (the options say something to apply)."""
-    return fusion != "zscore" or bm25_weight != 0.5 or dense_weight is not None
+    return (fusion, bm25_weight, dense_weight) != FUSION_DEFAULTS
 
 
 def fusion_of(hybrid: bool | None, fusion: str, bm25_weight: float, dense_weight: float | None) -> Any:

@@ -117,11 +117,11 @@ class IsotropyStage(Stage):
     @staticmethod
     def _reported(directory: Path) -> set[str]:
         """The labels an isotropy report holds (none when it is missing or unreadable)."""
-        import json
+        from ragcun.reporting.compare import load_isotropy
 
         try:
-            return {r["label"] for r in json.loads((directory / "isotropy.json").read_text())["results"]}
-        except (OSError, ValueError, KeyError, TypeError):
+            return {str(r.get("label")) for r in load_isotropy(directory / "isotropy.json")}
+        except (OSError, ValueError):
             return set()
 
     def wants(self, view: View) -> bool:

@@ -31,8 +31,9 @@ class View:
         return self.role in ("reference", "arm", "whitening", "correction")
 
 
-def describe_arm(exp: ExperimentConfig, arm: str) -> str:
-    cfg = arm_config(exp, arm)  # the file's keys under the arm's table, as it trains
+def describe_arm(exp: ExperimentConfig, arm: str, cfg: Any = None) -> str:
+    """How an arm trains, for its table row; ``cfg``: its training config when the caller has it."""
+    cfg = cfg or arm_config(exp, arm)  # the file's keys under the arm's table, as it trains
     if cfg.st_loss != "none":
         layers = f" above layer {cfg.freeze_layers}" if cfg.freeze_layers else ""
         teacher = f", {cfg.teacher} teacher" if cfg.teacher != "none" else ""
@@ -56,8 +57,9 @@ def evaluation_views(exp: ExperimentConfig, arms: dict[str, Path] | None = None)
                           description=f"{Path(str(exp.reference)).name}, untouched", role="reference"))
     for arm, directory in (arms or {a: exp.arm_dir(a) for a in exp.arms}).items():
         best = str(directory / "best")
-        desc = describe_arm(exp, arm) if arm in exp.arms else arm
-        peer = arm in exp.arms and arm_config(exp, arm).st_loss != "none"
+        cfg = arm_config(exp, arm) if arm in exp.arms else None
+        desc = describe_arm(exp, arm, cfg) if cfg else arm
+        peer = cfg is not None and cfg.st_loss != "none"
         # a sentence-transformers peer ranks by its own cosine and has no head to look behind
         views.append(View(arm, best, "cos" if peer else "l2", description=desc))
         if exp.evaluation.views and not peer:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ragcun.io import write_json, write_text
-from ragcun.reporting.stats import mean_ci, paired_test
+from ragcun.reporting.stats import compare, mean_ci
 from ragcun.reporting.tables import _csv, _fmt, _latex_escape, fmt_p, latex_table, markdown_table
 
 logger = logging.getLogger(__name__)
@@ -81,15 +81,14 @@ def _paired_tests(results: list[dict[str, Any]], labels: list[str], b_idx: int, 
     base = results[b_idx]
     for i, r in enumerate(results):
         for ds in datasets if i != b_idx else ():
-            pa, pb = r.get("per_query", {}).get(ds) or {}, base.get("per_query", {}).get(ds) or {}
-            common = [q for q in sorted(set(pa) & set(pb)) if metric in pa[q] and metric in pb[q]]
-            if len(common) < 2:
+            test = compare(r, base, ds, metric, n_permutations, seed)
+            if test is None:
                 continue
-            if warn and len(common) < max(len(pa), len(pb)):
+            n_a, n_b = (len(x.get("per_query", {}).get(ds) or {}) for x in (r, base))
+            if warn and test["n"] < max(n_a, n_b):
                 logger.warning("%s: %s and %s share %d of %d/%d queries; testing on the shared ones",
-                               ds, labels[i], labels[b_idx], len(common), len(pa), len(pb))
-            out.setdefault(ds, {})[labels[i]] = paired_test(
-                [pa[q][metric] for q in common], [pb[q][metric] for q in common], n_permutations, seed)
+                               ds, labels[i], labels[b_idx], test["n"], n_a, n_b)
+            out.setdefault(ds, {})[labels[i]] = test
     return out
 
 

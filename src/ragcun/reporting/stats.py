@@ -79,14 +79,18 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return mean, mean - half, mean + half
 
 
+def paired_scores(a: dict[str, Any], b: dict[str, Any], ds: str, metric: str
+                  ) -> tuple[list[float], list[float]]:
+    """Per-query ``metric`` of results ``a`` and ``b`` (evaluation result dicts) on ``ds``, over the queries
+    both evaluated it for, in query-id order."""
+    pa, pb = a.get("per_query", {}).get(ds) or {}, b.get("per_query", {}).get(ds) or {}
+    common = [q for q in sorted(set(pa) & set(pb)) if metric in pa[q] and metric in pb[q]]
+    return [pa[q][metric] for q in common], [pb[q][metric] for q in common]
+
+
 def compare(a: dict[str, Any], b: dict[str, Any], ds: str, metric: str = "ndcg@10",
-            n_permutations: int = 10_000) -> dict[str, float] | None:
-    """Paired test of result ``a`` against ``b`` (evaluation result dicts) on ``ds`` over the queries both
-    evaluated; None when fewer than two are shared."""
-    pa, pb = a.get("per_query", {}).get(ds), b.get("per_query", {}).get(ds)
-    if not pa or not pb:
-        return None
-    common = sorted(set(pa) & set(pb))
-    if len(common) < 2:
-        return None
-    return paired_test([pa[q][metric] for q in common], [pb[q][metric] for q in common], n_permutations)
+            n_permutations: int = 10_000, seed: int = 0) -> dict[str, float] | None:
+    """Paired test of result ``a`` against ``b`` on ``ds`` over the queries both evaluated
+    (:func:`paired_scores`); None when fewer than two are shared."""
+    xa, xb = paired_scores(a, b, ds, metric)
+    return paired_test(xa, xb, n_permutations, seed) if len(xa) >= 2 else None

@@ -43,7 +43,7 @@ def make_index(kind: str, dim: int, backend: str = "auto", **params: Any) -> Vec
     if kind not in INDEX_TYPES:
         raise ValueError(f"index must be one of {', '.join(INDEX_TYPES)}; got {kind!r}")
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        raise ValueError(f"the engine must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend in ENGINE_KINDS:
         if kind not in ENGINE_KINDS[backend]:
             raise ValueError(f"backend={backend!r} serves index='flat' (exact) or "

@@ -129,7 +129,7 @@ def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto"
     b = "auto" if backend is None else str(backend).lower()
     p = "auto" if precision is None else str(precision).lower()
     if b not in (*BACKENDS, "auto"):
-        raise ValueError(f"backend must be auto, {', '.join(BACKENDS)} (got {backend!r})")
+        raise ValueError(f"the encoding runtime must be auto, {', '.join(BACKENDS)} (got {backend!r})")
     if p not in (*PRECISIONS, "auto"):
         raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)} (got {precision!r})")
     if (p == "auto" and b == "auto" and not on_gpu(device) and cpu_has_bf16()
