@@ -224,3 +224,31 @@ def test_train_gpu_suite_skips_without_cuda_and_its_step_runs_on_cpu(monkeypatch
                                      steps=2, warmup=1, device="cpu")
         assert len(got["seconds"]) == 2 and all(s > 0 for s in got["seconds"])
         assert got["tokens"][0] > 8 and got["params"] > 0
+
+
+def test_the_sentence_transformers_reference_worker_encodes_what_sentence_transformers_does(
+        tmp_path: Path, minilm_path: str, scifact_passages: list) -> None:
+    """``benchmarks/st_reference.py`` (the reference side of the backends suite) in a real subprocess of this
+    venv: its vectors are plain ``SentenceTransformer.encode_document``'s, and it reports its speed."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    texts = [d["text"] for d in scifact_passages[:12]]
+    docs, queries = tmp_path / "docs.jsonl", tmp_path / "queries.jsonl"
+    docs.write_text("\n".join(json.dumps({"text": t}) for t in texts))
+    queries.write_text(json.dumps({"text": "which cells make myelin"}))
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "st_reference.py"), "--model",
+                           minilm_path, "--backend", "torch", "--precision", "fp32", "--docs", str(docs),
+                           "--queries", str(queries), "--max-seq-length", "128",
+                           "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert len(result["passages_per_s"]) == 1 and result["passages_per_s"][0] > 0
+    assert result["versions"]["sentence-transformers"]
+    model = SentenceTransformer(minilm_path, device="cpu")
+    model.max_seq_length = 128
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "docs.npy"), model.encode_document(texts),
+                               atol=1e-5)
+    assert np.load(tmp_path / "out" / "queries.npy").shape == (1, 384)
+    assert not (tmp_path / "out" / "model").exists()  # its copy of the model is removed

@@ -4,16 +4,17 @@ peak memory.
 * ragcun: :func:`ragcun.evaluation.beir_eval.evaluate_model` (the Python API behind ``ragcun
   evaluate``) with its defaults (runtime ``auto``: measured on a CPU with bf16 units, else torch fp32; the
   measured batch size, 16 on a CPU),
-  cosine (MiniLM's own similarity), embedding cache disabled so it encodes everything; and the same with
-  ``--backend onnx --precision int8``.
+  cosine (MiniLM's own similarity), embedding cache disabled so it encodes everything — on a CPU with int8
+  units ``auto`` may take OpenVINO int8 after its labelled check on the dataset; and the same with
+  ``RAGCUN_AUTO_INT8=0``, ``auto`` kept lossless.
 * reference: ``beir``'s ``SentenceBERT`` + ``DenseRetrievalExactSearch`` (exact, top-1000, batch 64) +
   ``EvaluateRetrieval.evaluate`` (pytrec_eval) and its ``mrr`` custom metric — BEIR's own pipeline.
 * model: all-MiniLM-L6-v2, max_seq_length 256, CPU; all encode the same texts.
 * data: scifact test (5,183 passages, 300 queries); quick mode: the judged passages plus random
   others up to 1,000 passages, all 300 queries (written to a temporary BEIR folder).
 
-Two repetitions of ragcun and beir, alternating (order swapped on the second), one of ragcun int8 (two in
-quick mode), each run in a fresh process, whose peak RSS
+Two repetitions of ragcun and beir, alternating (order swapped on the second), one of ragcun lossless (two
+in quick mode), each run in a fresh process, whose peak RSS
 is sampled while it runs (it includes the loaded model and the corpus text, the same for both).
 """
 
@@ -67,42 +68,43 @@ def _beir(model_path: str, dataset: Path) -> dict[str, float]:
     return out
 
 
-def _ragcun(model_path: str, dataset: Path, precision: str | None = None) -> dict[str, float]:
+def _ragcun(model_path: str, dataset: Path) -> dict[str, Any]:
     from ragcun.evaluation.beir_eval import evaluate_model
     from ragcun.resolve import load_sentence_transformer
 
     model = load_sentence_transformer(model_path, device="cpu")
-    res = evaluate_model(model, [str(dataset)], max_seq_length=256, cache=False, show_progress_bar=False,
-                         precision=precision)  # int8 resolves to the onnx backend
-    return next(iter(res["results"].values()))
+    res = evaluate_model(model, [str(dataset)], max_seq_length=256, cache=False, show_progress_bar=False)
+    return {**next(iter(res["results"].values())), "runtime": next(iter(res["datasets"].values()))["runtime"]}
 
 
-def _prepare_int8(model_path: str) -> None:
-    """Export and quantise once before timing (a one-off, then cached by the model's fingerprint)."""
-    from ragcun.encoding.models import load_model
-    from ragcun.runtime import Runtime
-
-    load_model(model_path, "cpu", 256, Runtime("onnx", "int8"))
-
-
-def _measure_auto(model_path: str) -> dict[str, Any]:
-    """What ``auto`` picks for the model on this CPU (probed once and cached before the timed runs, as a
-    user's first encode does; the probe's seconds are reported, not hidden in one round)."""
+def _measure_auto(model_path: str, dataset: Path) -> dict[str, Any]:
+    """What ``auto`` picks for the model on this CPU and dataset (probed and checked once and cached before
+    the timed runs, as a user's first ``evaluate`` does; those seconds are reported, not hidden in one
+    round)."""
     import time
 
+    from ragcun.data.beir import load_beir
     from ragcun.encoding.models import load_model
-    from ragcun.runtime import resolve_runtime, runtime_of
+    from ragcun.evaluation.runtime_check import beir_check
+    from ragcun.runtime import MEASURED, prepare_model, resolve_runtime, runtime_of
+    from ragcun.runtime.auto import read_cache
 
     t0 = time.perf_counter()
-    model, _ = load_model(model_path, "cpu", 256, resolve_runtime())
-    return {"auto": runtime_of(model).tag, "probe_seconds": round(time.perf_counter() - t0, 1)}
+    model, _ = load_model(model_path, "cpu", 256)
+    check = beir_check(load_beir(str(dataset)), "cos", 16) if resolve_runtime().is_measured else None
+    chosen = runtime_of(prepare_model(model, MEASURED, owned=False, check=check) if check else model)
+    verdict = next((v for k, v in read_cache().items() if check and k.endswith(f"int8 check {check.key}")),
+                   None)
+    return {"auto": chosen.tag, "probe_seconds": round(time.perf_counter() - t0, 1), "int8_check": verdict}
 
 
 def _child(which: str, model_path: str, dataset: str) -> tuple[float, dict[str, float], int]:
     """One pipeline run in a fresh process: (wall seconds, metrics, peak RSS bytes)."""
-    if which == "ragcun-int8":
-        _prepare_int8(model_path)
-    fns = {"ragcun": _ragcun, "ragcun-int8": lambda m, d: _ragcun(m, d, "int8"), "beir": _beir}
+    import os
+
+    if which == "ragcun-lossless":
+        os.environ["RAGCUN_AUTO_INT8"] = "0"
+    fns = {"ragcun": _ragcun, "ragcun-lossless": _ragcun, "beir": _beir}
     fn = fns[which]
     times, (vals, peak) = timed(lambda: peak_rss(lambda: fn(model_path, Path(dataset))), reps=1)
     return times[0], vals, peak
@@ -145,14 +147,15 @@ def run(quick: bool = False) -> dict[str, Any]:
 
             dataset = find_beir_dataset("scifact", DATA_DIR)
         name = f"scifact{' (1,000-passage slice)' if quick else ''}"
-        auto = _measure_auto(model_path)
+        auto = _measure_auto(model_path, dataset)
         notes.append(f"ragcun's default runtime here: auto = {auto['auto']} (chosen once by measurement on "
-                     f"this CPU and cached: {auto['probe_seconds']} s including the model load, not in the "
-                     "timed runs)")
-        times: dict[str, list[float]] = {"ragcun": [], "beir": [], "ragcun-int8": []}
+                     f"this CPU, model and dataset and cached: {auto['probe_seconds']} s including the model "
+                     f"load, not in the timed runs); the labelled int8 check: "
+                     f"{json.dumps(auto['int8_check'])}")
+        times: dict[str, list[float]] = {"ragcun": [], "beir": [], "ragcun-lossless": []}
         peaks: dict[str, list[int]] = {k: [] for k in times}
         vals: dict[str, dict[str, float]] = {}
-        plan = [("ragcun", "beir"), ("beir", "ragcun")] + [("ragcun-int8",)] * (2 if quick else 1)
+        plan = [("ragcun", "beir"), ("beir", "ragcun")] + [("ragcun-lossless",)] * (2 if quick else 1)
         for order in plan:  # alternate (and swap the order) so both see the same machine load
             for which in order:
                 t, vals[which], peak = _measure(which, model_path, dataset, 1)
@@ -160,8 +163,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                 peaks[which].append(peak)
     task = f"evaluate all-MiniLM-L6-v2 (cosine, 256 tokens) on {name}, CPU"
     beir_name = "beir DenseRetrievalExactSearch + pytrec_eval (batch 64)"
-    labels = {"ragcun": "ragcun evaluate_model (defaults, cache off)",
-              "ragcun-int8": "ragcun evaluate_model --precision int8 (onnx, cache off)"}
+    labels = {"ragcun": f"ragcun evaluate_model (defaults: auto = {vals['ragcun']['runtime']}, cache off)",
+              "ragcun-lossless": f"ragcun evaluate_model (RAGCUN_AUTO_INT8=0: auto = "
+                                 f"{vals['ragcun-lossless']['runtime']}, cache off)"}
     rows = []
     for which, label in labels.items():
         rows.append(row(task, "wall seconds", label, times[which], beir_name, times["beir"],
@@ -172,9 +176,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     for m in COMPARED:
         rows.append(row(task, m, "ragcun", [r_vals[m]], "beir", [b_vals[m]], higher_is_better=True,
                         abs_diff=abs(r_vals[m] - b_vals[m])))
-    rows.append(row(task, "ndcg@10", "ragcun int8", [vals["ragcun-int8"]["ndcg@10"]], "beir",
+    rows.append(row(task, "ndcg@10", "ragcun lossless", [vals["ragcun-lossless"]["ndcg@10"]], "beir",
                     [b_vals["ndcg@10"]], higher_is_better=True,
-                    delta=vals["ragcun-int8"]["ndcg@10"] - b_vals["ndcg@10"]))
+                    delta=vals["ragcun-lossless"]["ndcg@10"] - b_vals["ndcg@10"]))
     worst = max(abs(r_vals[m] - b_vals[m]) for m in COMPARED if m != "mrr@10")
     notes.append(f"largest |ragcun - beir| over the pytrec_eval metrics: {worst:.2e} "
                  "(beir rounds to 5 decimals)")

@@ -33,9 +33,11 @@ def probe_rows(minilm):
 
 
 def test_probe_rows_are_real_measurements(probe_rows):
-    assert set(probe_rows) == {"torch-fp32", "torch-bf16", "onnx-fp32"}
+    assert set(probe_rows) == {"torch-fp32", "torch-bf16", "onnx-fp32", "openvino-fp32", "openvino-bf16"}
     assert all(r["seconds"] > 0 for r in probe_rows.values())
     assert probe_rows["onnx-fp32"]["min_cosine"] > 0.99999  # the same vectors
+    assert probe_rows["openvino-fp32"]["min_cosine"] > 0.99999
+    assert probe_rows["openvino-bf16"]["min_cosine"] > 0.9999  # checked against torch before it counts
     assert 0.999 < probe_rows["torch-bf16"]["min_cosine"] < 1.0  # close, not equal
 
 

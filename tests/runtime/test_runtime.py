@@ -45,7 +45,7 @@ def test_auto_resolves_to_the_measured_defaults():
 
 @pytest.mark.parametrize(("backend", "precision", "words"), [
     ("onnx", "bf16", "bf16 runs on the torch backend"),
-    ("torch", "int8", "int8 runs on the onnx backend"),
+    ("torch", "int8", "int8 runs on the onnx runtime"),
 ])
 def test_unsupported_combinations_say_what_to_use(backend, precision, words):
     with pytest.raises(BackendUnavailableError, match=words):

@@ -77,10 +77,11 @@ def _main(
 #: (ConfigError, DataFormatError, RetrieverError are ValueErrors; ModelNotFoundError is an OSError), and
 #: so are the system's (a full disk, a missing file, a file where a folder was expected).
 #: The encoding runtime and batch options every encoding command shares (see ragcun.runtime).
-RUNTIME_HELP = ("The encoding runtime: torch | onnx (ONNX Runtime, the whole model in one graph). "
-                "Default: auto (the measured fastest lossless). --backend: its old name (deprecated).")
-PRECISION_HELP = ("fp32 | bf16 (torch) | int8 (onnx). Default: auto (measured on CPUs with bf16 units, "
-                  "else fp32; bf16 on a CUDA GPU).")
+RUNTIME_HELP = ("The encoding runtime: torch | onnx (ONNX Runtime) | openvino (OpenVINO; the whole model in "
+                "one graph). Default: auto (the measured fastest lossless; `evaluate` also checks OpenVINO "
+                "int8 on the dataset's labels). --backend: its old name (deprecated).")
+PRECISION_HELP = ("fp32 | bf16 (torch, openvino) | int8 (onnx dynamic, openvino static calibrated on the "
+                  "corpus). Default: auto (measured on CPUs with bf16 units, else fp32; bf16 on a CUDA GPU).")
 DEVICE_HELP = "cpu, cuda, cuda:1, mps … (default: a GPU when there is one, else cpu)."
 BATCH_HELP = "Encoding batch size (default: 16 on a CPU, 128 on a GPU, as measured)."
 

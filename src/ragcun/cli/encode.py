@@ -106,7 +106,8 @@ def encode(
                              "text has; give every text an id")
         runtime = resolve_runtime(backend, precision, device)
         batch = check_batch_size(batch_size, device)
-        loaded, name = load_model(model, device, max_seq_length, runtime)
+        loaded, name = load_model(model, device, max_seq_length, runtime,
+                                  calibration=[r["text"] for r in records])
         logger.info("encoding %d %ss from %s with %s (%s, batch %d)", len(records), kind, docs, name,
                     runtime_of(loaded).tag, batch)
         with DocProgress(len(records), f"encoding {kind}s", unit=f"{kind}s", logger=logger) as progress, \

@@ -71,6 +71,11 @@ def _runtimes() -> str:
         onnx = "onnx fp32/int8 available"
     except BackendUnavailableError:
         onnx = "onnx not installed (pip install 'ragcun[onnx]')"
+    try:
+        resolve_runtime("openvino")
+        onnx += "; openvino fp32/bf16/int8 available"
+    except BackendUnavailableError:
+        onnx += "; openvino not installed (pip install 'ragcun[openvino]')"
     bf16 = "bf16 native" if cpu_has_bf16() else "bf16 emulated on this CPU (slow)"
     chosen = ("measured per model (bf16 units: see ragcun.runtime.auto)" if auto.is_measured
               else f"{auto.backend} {auto.precision}")
@@ -85,6 +90,13 @@ def _measured() -> dict[str, str]:
     out = {}
     for key, entry in read_cache().items():
         if not key.startswith(here + " | ") or not isinstance(entry, dict):
+            continue
+        if " | int8 check " in key:  # the labelled check of OpenVINO int8 (ragcun evaluate)
+            out[key[len(here) + 3:]] = (
+                f"openvino-int8 {entry.get('seconds')} s on the probe, NDCG@10 {entry.get('ndcg10')} against "
+                f"fp32's {entry.get('ndcg10_fp32')} (loss {entry.get('ndcg10_loss')}, at most "
+                f"{entry.get('max_loss')} taken); {entry.get('measured')}" if "skipped" not in entry
+                else f"openvino-int8 not checked: {entry['skipped']}")
             continue
         rows = entry.get("rows") or {}
         ref = (rows.get("torch-fp32") or {}).get("seconds")

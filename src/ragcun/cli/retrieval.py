@@ -31,6 +31,9 @@ from ragcun.cli.app import (
 from ragcun.paths import documents_source
 from ragcun.progress import DocProgress
 
+#: How many of a corpus's first passages ``index build`` reads for OpenVINO int8's calibration sample.
+CALIBRATION_READ = 2_000
+
 logger = logging.getLogger(__name__)
 
 
@@ -136,10 +139,14 @@ def index_build(
         raise fail(str(exc)) from None
     if total == 0:
         raise fail(f"{docs}: no documents found")
+    # OpenVINO int8 is calibrated on the corpus: a sample of its first passages (the rest are still streamed)
+    calibration = ([r["text"] for r in itertools.islice(read_documents(docs), CALIBRATION_READ)]
+                   if str(backend).lower() == "openvino" and str(precision).lower() == "int8" else None)
     try:
         retriever = GaussianRetriever(model, index=index, engine=engine, device=device,
                                       batch_size=batch_size, max_seq_length=max_seq_length,
-                                      runtime=backend, precision=precision, hybrid=fused, **params)
+                                      runtime=backend, precision=precision, hybrid=fused,
+                                      calibration=calibration, **params)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     records = read_documents(docs)

@@ -25,10 +25,11 @@ def open_model(path: str | os.PathLike, device: str | None = None, ragcun_class:
 
 
 def load_model(model: Any, device: str | None = None, max_seq_length: int | None = None,
-               runtime: Any = None) -> tuple[Any, str]:
+               runtime: Any = None, calibration: Any = None) -> tuple[Any, str]:
     """A loaded SentenceTransformer and a display name, from a path/alias or an already loaded model,
     truncating inputs to ``max_seq_length`` tokens (checked against what the model can take) and
-    running under ``runtime`` (a :class:`ragcun.runtime.Runtime`; None = torch fp32, the model as loaded)."""
+    running under ``runtime`` (a :class:`ragcun.runtime.Runtime`; None = torch fp32, the model as loaded;
+    ``calibration``: texts to be encoded, for OpenVINO int8)."""
     owned = isinstance(model, str | os.PathLike)
     if owned:
         from ragcun.modeling import run_info
@@ -46,7 +47,7 @@ def load_model(model: Any, device: str | None = None, max_seq_length: int | None
     if runtime is not None and not runtime.is_reference:
         from ragcun.runtime import prepare_model
 
-        model = prepare_model(model, runtime, device=device, owned=owned)
+        model = prepare_model(model, runtime, device=device, owned=owned, calibration=calibration)
     return model, name
 
 

@@ -42,13 +42,20 @@ class EncodeSettings:
                              f"({', '.join(sorted(changed))} given beside settings=)")
         return settings
 
-    def load(self, model: Any) -> tuple[Any, str, Any, int]:
+    def load(self, model: Any, defer_measured: bool = False) -> tuple[Any, str, Any, int]:
         """``(model, display name, runtime, batch size)``: the model loaded by the one loader under these
-        settings, and the runtime it really runs (a model given already prepared keeps its own)."""
+        settings, and the runtime it really runs (a model given already prepared keeps its own).
+
+        ``defer_measured``: where ``auto`` is still to be measured, or the runtime is calibrated on the corpus
+        (OpenVINO int8), return the torch fp32 model and that runtime, for a caller that prepares it per
+        dataset with the data at hand (``evaluate``: :mod:`ragcun.evaluation.runtime_check`)."""
         from ragcun.encoding.models import check_batch_size, load_model
         from ragcun.runtime import resolve_runtime, runtime_of
 
         runtime = resolve_runtime(self.backend, self.precision, self.device)
         batch_size = check_batch_size(self.batch_size, self.device)
-        model, name = load_model(model, self.device, self.max_seq_length, runtime)
+        deferred = defer_measured and (runtime.is_measured or runtime.needs_calibration)
+        model, name = load_model(model, self.device, self.max_seq_length, None if deferred else runtime)
+        if deferred and runtime_of(model).is_reference:
+            return model, name, runtime, batch_size
         return model, name, runtime_of(model), batch_size

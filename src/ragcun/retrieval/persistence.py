@@ -66,6 +66,7 @@ class Parts:
     encoding: dict[str, Any] | None = None  # on load: the manifest's saved runtime
     lexical: Any = None  # the BM25 index of hybrid search (saved when built or when ``hybrid`` is set)
     hybrid: Any = None  # the default fusion of hybrid search (a Fusion), or None
+    calibration: list[str] | None = None  # OpenVINO int8's calibration sample (the same graph on load)
 
 
 def build_manifest(parts: Parts) -> dict[str, Any]:
@@ -92,7 +93,8 @@ def build_manifest(parts: Parts) -> dict[str, Any]:
             "max_seq_length": getattr(parts.model, "max_seq_length", None),
         },
         "batch_size": parts.batch_size,
-        "encoding": {"backend": parts.runtime.backend, "precision": parts.runtime.precision},
+        "encoding": {"backend": parts.runtime.backend, "precision": parts.runtime.precision,
+                     **({"calibration": parts.calibration} if parts.calibration else {})},
         "dimension": parts.dimension,
         "metric": "l2",
         "index": {"type": parts.index.kind, "backend": parts.index.backend, "params": parts.index.params},
@@ -284,6 +286,11 @@ def load(
     logger.info("loaded %d documents (%s index) from %s", n_docs, index.kind, directory)
     # before runtimes: torch fp32
     saved = manifest.get("encoding") or {"backend": "torch", "precision": "fp32"}
+    sample = saved.get("calibration") if isinstance(saved, dict) else None
+    if sample is not None and not (isinstance(sample, list) and sample and all(
+            isinstance(t, str) and t.strip() for t in sample)):
+        raise IndexCorruptError(f"{directory / MANIFEST}: encoding.calibration must be a list of non-blank "
+                                "texts (OpenVINO int8's calibration sample)")
     return Parts(loaded, name, location, index, store, int(manifest.get("batch_size", 64)), next_iid=next_id,
                  fingerprint=fingerprint, dimension=dim, encoding=saved, lexical=lexical, hybrid=fusion)
 

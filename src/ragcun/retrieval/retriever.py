@@ -108,6 +108,8 @@ class GaussianRetriever:
         runtime, precision: the encoding runtime (``torch``/``onnx``, ``fp32``/``bf16``/``int8``;
             default ``auto``, see :mod:`ragcun.runtime`); kept in the manifest, so ``load`` encodes
             queries the way the documents were encoded. ``model`` stays the torch model.
+        calibration: for ``runtime="openvino", precision="int8"``, texts of the corpus to be indexed (a
+            sample of up to 128 is kept in the manifest, so ``load`` rebuilds the same int8 graph).
         backend, encode_backend: the old names of ``engine`` and ``runtime`` (deprecated: a
             ``FutureWarning``; they go in the next release).
         **index_params: ``nlist``/``nprobe`` (IVF), ``M``/``ef_construction``/``ef_search``/
@@ -136,6 +138,7 @@ class GaussianRetriever:
         bm25: BM25Params | None = None,
         backend: str | None = None,
         encode_backend: str | None = None,
+        calibration: Sequence[str] | None = None,
         **index_params: Any,
     ) -> None:
         from ragcun.runtime import prepare_model, resolve_runtime, runtime_of
@@ -147,7 +150,13 @@ class GaussianRetriever:
         self.model, name, location = load_for_index(model, device)
         if max_seq_length is not None:
             set_max_seq_length(self.model, max_seq_length, model_name or name)
-        self._encoder = prepare_model(self.model, self.runtime, device, owned=False)
+        self.calibration: list[str] | None = None
+        if self.runtime.precision == "int8" and self.runtime.backend == "openvino":
+            from ragcun.runtime.openvino import calibration_sample
+
+            self.calibration = calibration_sample(calibration or []) or None
+        self._encoder = prepare_model(self.model, self.runtime, device, owned=False,
+                                      calibration=self.calibration)
         self.runtime = runtime_of(self._encoder)  # what auto chose, for the manifest
         self.model_name = model_name or name
         self.model_location = location
@@ -525,7 +534,8 @@ class GaussianRetriever:
     def _parts(self) -> persistence.Parts:
         return persistence.Parts(self.model, self.model_name, self.model_location, self.index, self.store,
                                  self.batch_size, self.runtime, self._next_iid, self.fingerprint,
-                                 self.dimension, lexical=self.lexical, hybrid=self.hybrid)
+                                 self.dimension, lexical=self.lexical, hybrid=self.hybrid,
+                                 calibration=self.calibration)
 
     def manifest(self) -> dict[str, Any]:
         """What ``save`` writes to ``manifest.json`` (without the file hashes)."""
@@ -556,7 +566,8 @@ class GaussianRetriever:
         self = cls(p.model, p.index, model_name=p.model_name, batch_size=p.batch_size, store=p.store,
                    next_id=p.next_iid, device=device,
                    runtime=runtime or p.encoding.get("backend"),
-                   precision=precision or p.encoding.get("precision"))
+                   precision=precision or p.encoding.get("precision"),
+                   calibration=p.encoding.get("calibration"))
         self.model_location, self._fingerprint = p.model_location, p.fingerprint
         if p.lexical is not None:
             self.lexical, self.hybrid = p.lexical, p.hybrid

@@ -5,35 +5,51 @@ Why measure rather than read the flags: the same flags gain differently on diffe
 emulated), and a model whose vectors bf16 changes beyond the gate must stay fp32 whatever the speed.
 
 The probe encodes :data:`PROBE_SIZE` passages at the model's sequence length with each candidate
-(torch fp32 — the reference —, torch bf16, ONNX Runtime fp32), keeps only candidates whose *smallest*
-cosine to the fp32 vectors is at least :data:`COSINE_GATE`, and picks the fastest of those if it beats
-fp32 by :data:`MARGIN` (timing noise on a shared 2-core VM is about 5 %); of candidates within
-:data:`TIE` of the fastest, the most exact. int8 is never a candidate: it
-is lossy by construction (cosine 0.993) and stays an explicit choice. The verdict is cached in
-``$RAGCUN_CACHE_DIR/runtime/auto.json`` under the CPU (model name and its vector flags) and the model's
-fingerprint and sequence length, so it is measured once (about 10 s for MiniLM) and ``ragcun info``
-can show it. On a CPU without bf16 units nothing is measured: fp32, as measured on AVX2
-(docs/performance.md).
+(torch fp32 — the reference —, torch bf16, ONNX Runtime fp32, OpenVINO fp32 and bf16), keeps only
+candidates whose *smallest* cosine to the fp32 vectors is at least :data:`COSINE_GATE`, and picks the fastest
+of those if it beats fp32 by :data:`MARGIN` (timing noise on a shared 2-core VM is about 5 %); of candidates
+within :data:`TIE` of the fastest, the most exact.
+
+int8 is lossy by construction (cosine 0.985–0.995 to fp32), so no cosine gate can admit it: it is a candidate
+only where the caller brings labelled data (:class:`LabelledCheck`; ``ragcun evaluate`` builds one from the
+dataset it evaluates) on a CPU with int8 units, and is taken when OpenVINO int8, calibrated on the corpus,
+loses at most :data:`MAX_NDCG_LOSS` NDCG@10 on that data and beats the lossless choice by :data:`MARGIN`.
+Everywhere else (a retriever, ``encode``, the experiment) ``auto`` stays lossless, and
+``RAGCUN_AUTO_INT8=0`` keeps ``evaluate`` lossless too.
+
+Verdicts are cached in ``$RAGCUN_CACHE_DIR/runtime/auto.json`` under the CPU (model name and its vector
+flags) and the model's fingerprint and sequence length (plus the check's data for int8), so they are
+measured once (about 20 s for MiniLM, a minute more for the int8 check) and ``ragcun info`` can show them.
+On a CPU without bf16 units nothing is measured: fp32, as measured on AVX2 (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ragcun.fingerprint import model_fingerprint
 from ragcun.io import write_json
 from ragcun.paths import cache_dir
-from ragcun.runtime.spec import BackendUnavailableError, Runtime, cpu_has_bf16, cpu_info
+from ragcun.runtime.spec import BackendUnavailableError, Runtime, cpu_has_bf16, cpu_has_int8, cpu_info
 
 logger = logging.getLogger(__name__)
 
 COSINE_GATE = 0.9999
+#: The lossless candidates: each must reproduce fp32 to the cosine gate before its speed counts.
+LOSSLESS = (Runtime("torch", "bf16"), Runtime("onnx", "fp32"), Runtime("openvino", "fp32"),
+            Runtime("openvino", "bf16"))
+INT8 = Runtime("openvino", "int8")
+#: The most NDCG@10 (×100) the labelled check may lose for ``auto`` to take int8 (the issue's bound).
+MAX_NDCG_LOSS = 0.5
+#: ``RAGCUN_AUTO_INT8=0`` keeps ``auto`` lossless even where a labelled check is at hand.
+INT8_ENV = "RAGCUN_AUTO_INT8"
 MARGIN = 1.10
 TIE = 1.05  # within 5 % of the fastest: as fast, given the noise of one probe
 PROBE_SIZE = 32
@@ -93,9 +109,10 @@ def read_cache(path: Path | None = None) -> dict[str, Any]:
 def _time(model: Any, texts: list[str], batch_size: int) -> tuple[float, Any]:
     import numpy as np
 
-    model.encode(texts[:batch_size], batch_size=batch_size)  # warm-up: first-call allocations, lazy kernels
+    # warm-up: first-call allocations, lazy kernels
+    model.encode(texts[:batch_size], batch_size=batch_size, show_progress_bar=False)
     start = time.perf_counter()
-    vecs = model.encode(texts, batch_size=batch_size, convert_to_numpy=True)
+    vecs = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
     return time.perf_counter() - start, np.asarray(vecs, dtype=np.float64)
 
 
@@ -109,7 +126,7 @@ def measure(model: Any, batch_size: int, candidates: list[Runtime] | None = None
 
     texts = texts or probe_texts()
     if candidates is None:
-        candidates = [Runtime("torch", "bf16"), Runtime("onnx", "fp32")]
+        candidates = list(LOSSLESS)
     ref_s, ref = _time(model, texts, batch_size)
     rows: dict[str, Any] = {}
     for rt in candidates:
@@ -146,28 +163,84 @@ def pick(rows: dict[str, Any], gate: float = COSINE_GATE, margin: float = MARGIN
     return Runtime(backend, precision)
 
 
+class LabelledCheck(Protocol):
+    """What ``auto`` needs to judge a lossy runtime: the texts to calibrate on, a key naming the check's data,
+    and the NDCG@10 (×100) a model reaches on it (built by :mod:`ragcun.evaluation.runtime_check`)."""
+
+    key: str
+    calibration: Sequence[str]
+
+    def ndcg10(self, model: Any) -> float: ...
+
+
 def choose(model: Any, batch_size: int = 16, cpu: tuple[str | None, set[str]] | None = None,
-           path: Path | None = None, gate: float = COSINE_GATE, *, prepare: Callable[..., Any]) -> Runtime:
+           path: Path | None = None, gate: float = COSINE_GATE, *, prepare: Callable[..., Any],
+           check: LabelledCheck | None = None) -> Runtime:
     """The runtime ``auto`` means for ``model`` on this CPU: cached, else measured (see the module
-    docstring)."""
+    docstring). With ``check`` (labelled data, on a CPU with int8 dot-product units) OpenVINO int8 is a
+    candidate too, taken when it loses at most :data:`MAX_NDCG_LOSS` NDCG@10 on the check and beats the
+    lossless choice by :data:`MARGIN`."""
 
     cpu = cpu if cpu is not None else cpu_info()
     if not cpu_has_bf16(cpu):
         return Runtime()
     path = path or cache_file()
     key = f"{cpu_key(cpu)} | {model_fingerprint(model)} | seq {getattr(model, 'max_seq_length', None)}"
-    cache = read_cache(path)
-    entry = cache.get(key)
-    if isinstance(entry, dict) and isinstance(entry.get("rows"), dict) and "torch-fp32" in entry["rows"]:
-        return pick(entry["rows"], gate)
-    logger.info("measuring the encoding runtimes for this model on this CPU (once; cached in %s)", path)
-    rows = measure(model, batch_size, prepare=prepare)
+    entry = read_cache(path).get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("rows"), dict) and "torch-fp32" in entry["rows"] \
+            and all(rt.tag in entry["rows"] for rt in LOSSLESS):
+        rows = entry["rows"]
+    else:  # never measured, or measured before a candidate existed
+        logger.info("measuring the encoding runtimes for this model on this CPU (once; cached in %s)", path)
+        rows = measure(model, batch_size, prepare=prepare)
+        summary = ", ".join(f"{t} {r['seconds']:.2f} s (cos {r['min_cosine']:.6f})" for t, r in rows.items()
+                            if "seconds" in r)
+        logger.info("auto runtime without int8: %s (%s)", pick(rows, gate).tag, summary)
+        measured = datetime.now(UTC).isoformat(timespec="seconds")
+        _store(path, key, {"rows": rows, "chosen": pick(rows, gate).tag, "gate": gate,
+                           "batch_size": batch_size, "measured": measured})
     chosen = pick(rows, gate)
-    summary = ", ".join(f"{t} {r['seconds']:.2f} s (cos {r['min_cosine']:.6f})" for t, r in rows.items()
-                        if "seconds" in r)
-    logger.info("auto runtime: %s (%s)", chosen.tag, summary)
-    cache = read_cache(path)  # another process may have written meanwhile: keep its entries
-    cache[key] = {"rows": rows, "chosen": chosen.tag, "gate": gate, "batch_size": batch_size,
-                  "measured": datetime.now(UTC).isoformat(timespec="seconds")}
-    write_json(path, cache)
+    if check is None or not cpu_has_int8(cpu) or os.environ.get(INT8_ENV, "1") == "0":
+        return chosen
+    int8_key = f"{key} | int8 check {check.key}"
+    verdict = read_cache(path).get(int8_key)
+    if not (isinstance(verdict, dict) and "seconds" in verdict and "ndcg10_loss" in verdict):
+        verdict = check_int8(model, batch_size, check, prepare=prepare)
+        _store(path, int8_key, verdict)
+    best = rows[chosen.tag]["seconds"] if chosen.tag in rows else rows["torch-fp32"]["seconds"]
+    if verdict.get("skipped"):
+        return chosen
+    if verdict["ndcg10_loss"] <= MAX_NDCG_LOSS and verdict["seconds"] * MARGIN <= best:
+        logger.info("auto runtime: %s (%.2f s on the probe against %s's %.2f s; NDCG@10 %.2f against fp32's "
+                    "%.2f on the labelled check)", INT8.tag, verdict["seconds"], chosen.tag, best,
+                    verdict["ndcg10"], verdict["ndcg10_fp32"])
+        return INT8
+    logger.info("auto runtime: %s (int8 not taken: NDCG@10 loss %.2f on the labelled check, %.2f s on the "
+                "probe against %.2f s)", chosen.tag, verdict["ndcg10_loss"], verdict["seconds"], best)
     return chosen
+
+
+def check_int8(model: Any, batch_size: int, check: LabelledCheck, *, prepare: Callable[..., Any],
+               texts: list[str] | None = None) -> dict[str, Any]:
+    """OpenVINO int8, calibrated on ``check.calibration``, timed on the probe and scored on the labelled check
+    beside torch fp32: ``{seconds, ndcg10, ndcg10_fp32, ndcg10_loss}`` (``skipped`` where it cannot run)."""
+    texts = texts or probe_texts()
+    t0 = time.perf_counter()
+    try:
+        int8 = prepare(model, INT8, owned=False, calibration=check.calibration)
+    except (BackendUnavailableError, ImportError) as exc:  # openvino absent: int8 is no candidate
+        return {"skipped": str(exc).splitlines()[0], "seconds": None, "ndcg10_loss": None}
+    setup = time.perf_counter() - t0
+    seconds, _ = _time(int8, texts, batch_size)
+    logger.info("checking OpenVINO int8 on labelled data (once per model, CPU and corpus; quantised in "
+                "%.0f s)", setup)
+    got, ref = check.ndcg10(int8), check.ndcg10(model)
+    return {"seconds": round(seconds, 4), "ndcg10": round(got, 3), "ndcg10_fp32": round(ref, 3),
+            "ndcg10_loss": round(ref - got, 3), "max_loss": MAX_NDCG_LOSS, "setup_seconds": round(setup, 1),
+            "measured": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def _store(path: Path, key: str, entry: dict[str, Any]) -> None:
+    cache = read_cache(path)  # another process may have written meanwhile: keep its entries
+    cache[key] = entry
+    write_json(path, cache)

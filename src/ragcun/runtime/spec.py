@@ -13,7 +13,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
 #: The encoding batch size where none is given: on the 2-core CPU batch 16 measured 10–13 % faster than
 #: 32 and 64 with the same vectors (benchmarks/results/full/encode.json); GPUs want larger batches.
@@ -42,6 +42,11 @@ class Runtime:
     @property
     def is_reference(self) -> bool:
         return self.backend == "torch" and self.precision == "fp32"
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Built from a sample of the texts it will encode (OpenVINO's static int8)."""
+        return self.backend == "openvino" and self.precision == "int8"
 
     @property
     def is_measured(self) -> bool:
@@ -123,6 +128,12 @@ def cpu_has_bf16(cpu: tuple[str | None, set[str]] | None = None) -> bool:
     return bool((cpu if cpu is not None else cpu_info())[1] & {"avx512_bf16", "amx_bf16"})
 
 
+def cpu_has_int8(cpu: tuple[str | None, set[str]] | None = None) -> bool:
+    """Whether this CPU has int8 dot-product units (VNNI or AMX), where int8 inference gains (on AVX2 an int8
+    product takes two instructions and measured 1.47×, not worth a lossy runtime in ``auto``)."""
+    return bool((cpu if cpu is not None else cpu_info())[1] & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto",
                     device: Any = None) -> Runtime:
     """Check ``backend``/``precision`` (``auto`` or ``None`` = the measured default) and resolve them."""
@@ -136,7 +147,7 @@ def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto"
             and os.environ.get(MEASURE_ENV, "1") != "0"):
         return MEASURED
     if p == "auto":
-        if b == "onnx":
+        if b in ("onnx", "openvino"):
             p = "fp32"
         else:
             import torch
@@ -148,13 +159,18 @@ def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto"
     if b == "onnx" and p == "bf16":
         raise BackendUnavailableError(
             "precision bf16 runs on the torch backend (ONNX Runtime has no bf16 CPU kernels); "
-            "use --backend torch --precision bf16, or --backend onnx --precision fp32|int8")
+            "use --runtime torch|openvino --precision bf16, or --runtime onnx --precision fp32|int8")
     if b == "torch" and p == "int8":
         raise BackendUnavailableError(
-            "precision int8 runs on the onnx backend (per-channel int8 in ONNX Runtime); "
-            "use --backend onnx --precision int8")
+            "precision int8 runs on the onnx runtime (dynamic int8 in ONNX Runtime) or the openvino runtime "
+            "(static int8, calibrated on the corpus); use --runtime onnx|openvino --precision int8")
+    if b == "openvino" and on_gpu(device) and device is not None:
+        raise BackendUnavailableError(f"the openvino runtime runs on the CPU here, not on {device}; use "
+                                      "--runtime torch on a GPU")
     if b == "onnx":
         require_onnxruntime()
+    if b == "openvino":
+        require_openvino()
     return Runtime(b, p)
 
 
@@ -183,3 +199,15 @@ def require_onnxruntime() -> Any:
             f"the onnx backend needs onnxruntime and onnx ({exc.name} is missing): "
             "pip install 'ragcun[onnx]'") from None
     return onnxruntime
+
+
+def require_openvino() -> Any:
+    """OpenVINO (and NNCF, its quantiser), or a clear error saying how to install them."""
+    try:
+        import nncf  # noqa: F401
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the openvino runtime needs openvino and nncf ({exc.name} is missing): "
+            "pip install 'ragcun[openvino]'") from None
+    return openvino
