@@ -168,9 +168,11 @@ def quantize_int8(model: Any, fp32_path: Path, calibration: Sequence[str], input
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=target.parent))
     try:
+        # its notes are library chatter; the logger's own level only (nncf.set_log_level also sets the level
+        # of every handler on that logger, which can be a host application's or pytest's)
         nncf_logger = logging.getLogger("nncf")
         level = nncf_logger.level
-        nncf.set_log_level(logging.ERROR)  # its notes are library chatter
+        nncf_logger.setLevel(logging.ERROR)
         # its rich progress bars write to stdout whatever the log level: kept out of the user's output
         silent = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
         try:
