@@ -25,20 +25,6 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-@pytest.fixture(scope="module")
-def minilm(minilm_path):
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(minilm_path, device="cpu")
-    model.max_seq_length = 128
-    return model
-
-
-@pytest.fixture(scope="module")
-def passages(scifact_passages) -> list[str]:
-    return [d["text"] for d in scifact_passages[:48]]
-
-
 @pytest.fixture
 def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RAGCUN_CACHE_DIR", str(tmp_path / "cache"))

@@ -21,21 +21,6 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-@pytest.fixture(scope="module")
-def minilm(minilm_path):
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(minilm_path, device="cpu")
-    model.max_seq_length = 128
-    return model
-
-
-@pytest.fixture(scope="module")
-def passages(scifact_passages) -> list[str]:
-    """48 real SciFact passages (many longer than 128 tokens, so truncation is exercised)."""
-    return [d["text"] for d in scifact_passages[:48]]
-
-
 def test_auto_resolves_to_the_measured_defaults():
     assert resolve_runtime() == Runtime("torch", "fp32")  # a CPU: fp32 torch measured fastest lossless
     assert resolve_runtime("auto", "int8") == Runtime("onnx", "int8")

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,23 @@ class _Graph(torch.nn.Module):
         return self.model(dict(zip(self.names, tensors, strict=True)))["sentence_embedding"]
 
 
+@contextlib.contextmanager
+def probe_inputs(model: Any) -> Iterator[tuple[list[str], tuple[torch.Tensor, ...], np.ndarray]]:
+    """``model`` in eval mode on the CPU with the probe batch: ``(input names, input tensors, torch's
+    sentence embeddings)``, what an exporter traces with and checks against; the model is put back after."""
+    names = _input_names(model)
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval().to("cpu")
+    try:
+        features = model.preprocess(_PROBE)
+        args = tuple(features[n] for n in names)
+        with torch.no_grad():
+            expected = _Graph(model, names)(*args).float().numpy()
+        yield names, args, expected
+    finally:
+        model.to(device).train(was_training)
+
+
 def export_dir(fingerprint: str) -> Path:
     return cache_dir() / "onnx" / f"{fingerprint}-v{EXPORT_VERSION}"
 
@@ -88,17 +106,11 @@ def export(model: Any, fingerprint: str | None = None) -> Path:
         if _intact(target / "model.onnx", target / "export.json"):
             return target / "model.onnx"
         shutil.rmtree(target, ignore_errors=True)  # exported again below, and checked against torch again
-    names = _input_names(model)
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval().to("cpu")
-    features = model.preprocess(_PROBE)
-    args = tuple(features[n] for n in names)
     t0 = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
-        with torch.no_grad():
-            expected = _Graph(model, names)(*args).float().numpy()
+        with probe_inputs(model) as (names, args, expected), torch.no_grad():
             dims = {n: {0: "batch", 1: "tokens"} for n in names} | {"sentence_embedding": {0: "batch"}}
             try:
                 with _quiet():
@@ -125,7 +137,6 @@ def export(model: Any, fingerprint: str | None = None) -> Path:
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        model.to(device).train(was_training)
     logger.info("exported the model to ONNX in %.1f s (%s; probe cosine to torch %.7f)",
                 meta["seconds"], target, cos)
     return target / "model.onnx"

@@ -45,7 +45,7 @@ import torch
 from ragcun.fingerprint import model_fingerprint
 from ragcun.io import sha256_file
 from ragcun.paths import cache_dir
-from ragcun.runtime.onnx import OnnxEncoder, _cosine, _Graph, _input_names, _quiet
+from ragcun.runtime.onnx import OnnxEncoder, _cosine, _Graph, _quiet, probe_inputs
 from ragcun.runtime.spec import BackendUnavailableError, Runtime, cpu_has_bf16, require_openvino
 
 logger = logging.getLogger(__name__)
@@ -108,17 +108,11 @@ def export(model: Any, fingerprint: str | None = None) -> Path:
     if _intact(target, "export.json"):
         return target / "model.xml"
     shutil.rmtree(target, ignore_errors=True)
-    names = _input_names(model)
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval().to("cpu")
-    features = model.preprocess(_PROBE)
-    args = tuple(features[n] for n in names)
     t0 = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        with torch.no_grad():
-            expected = _Graph(model, names)(*args).float().numpy()
+        with probe_inputs(model) as (names, args, expected), torch.no_grad():
             try:
                 with _quiet():
                     graph = ov.convert_model(_Graph(model, names), example_input=args,
@@ -135,15 +129,10 @@ def export(model: Any, fingerprint: str | None = None) -> Path:
                                           f"(cosine {cos:.6f} < {MIN_COSINE}); use --runtime torch")
         meta = {"fingerprint": fingerprint, "inputs": names, "torch": torch.__version__,
                 "openvino": ov.__version__, "probe_cosine_min": cos,
-                "seconds": round(time.perf_counter() - t0, 2),
-                "sha256": {n: sha256_file(tmp / n) for n in ("model.xml", "model.bin")}}
-        (tmp / "export.json").write_text(json.dumps(meta, indent=2))
-        if not _intact(target, "export.json", quiet=True):  # else another process finished it first
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
+                "seconds": round(time.perf_counter() - t0, 2)}
+        _publish(tmp, target, "export.json", meta)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        model.to(device).train(was_training)
     logger.info("converted the model to OpenVINO in %.1f s (%s; probe cosine to torch %.7f)", meta["seconds"],
                 target, cos)
     return target / "model.xml"
@@ -184,18 +173,24 @@ def quantize_int8(model: Any, fp32_path: Path, calibration: Sequence[str], input
                 ov.save_model(quantized, str(tmp / "model.xml"), compress_to_fp16=False)
         finally:
             nncf_logger.setLevel(level)
-        record = {"calibration_sha256": key, "calibration_texts": len(calibration), "nncf": nncf.__version__,
-                  "openvino": ov.__version__, "seconds": round(time.perf_counter() - t0, 2),
-                  "sha256": {n: sha256_file(tmp / n) for n in ("model.xml", "model.bin")}}
-        (tmp / "int8.json").write_text(json.dumps(record, indent=2))
-        if not _intact(target, "int8.json", quiet=True):  # else another process finished it first
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
+        _publish(tmp, target, "int8.json", {"calibration_sha256": key, "calibration_texts": len(calibration),
+                                             "nncf": nncf.__version__, "openvino": ov.__version__,
+                                             "seconds": round(time.perf_counter() - t0, 2)})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("quantised the model to OpenVINO int8 in %.1f s, calibrated on %d of the texts being encoded",
                 time.perf_counter() - t0, len(calibration))
     return target / "model.xml"
+
+
+def _publish(tmp: Path, target: Path, record: str, meta: dict[str, Any]) -> None:
+    """Record the graph in ``tmp`` (its files' sha256 beside ``meta``) and rename the folder to ``target``,
+    unless another process finished the same graph first."""
+    meta["sha256"] = {n: sha256_file(tmp / n) for n in ("model.xml", "model.bin")}
+    (tmp / record).write_text(json.dumps(meta, indent=2))
+    if not _intact(target, record, quiet=True):
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
 
 
 def _intact(folder: Path, record: str, quiet: bool = False) -> bool:

@@ -189,25 +189,22 @@ def runtime_of(model: Any) -> Runtime:
     return Runtime("torch", "bf16" if dtype == torch.bfloat16 else "fp32")
 
 
-def require_onnxruntime() -> Any:
-    """ONNX Runtime, or a clear error saying how to install it."""
+def _require(what: str, extra: str, *modules: str) -> Any:
+    """The last of ``modules`` imported, or a one-line error saying which is missing and how to install it."""
+    import importlib
+
     try:
-        import onnx  # noqa: F401
-        import onnxruntime
+        return [importlib.import_module(m) for m in modules][-1]
     except ImportError as exc:
-        raise BackendUnavailableError(
-            f"the onnx backend needs onnxruntime and onnx ({exc.name} is missing): "
-            "pip install 'ragcun[onnx]'") from None
-    return onnxruntime
+        raise BackendUnavailableError(f"{what} needs {' and '.join(reversed(modules))} ({exc.name} is "
+                                      f"missing): pip install 'ragcun[{extra}]'") from None
+
+
+def require_onnxruntime() -> Any:
+    """ONNX Runtime (with onnx, its exporter's format), or a clear error saying how to install it."""
+    return _require("the onnx backend", "onnx", "onnx", "onnxruntime")
 
 
 def require_openvino() -> Any:
-    """OpenVINO (and NNCF, its quantiser), or a clear error saying how to install them."""
-    try:
-        import nncf  # noqa: F401
-        import openvino
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"the openvino runtime needs openvino and nncf ({exc.name} is missing): "
-            "pip install 'ragcun[openvino]'") from None
-    return openvino
+    """OpenVINO (with NNCF, its quantiser), or a clear error saying how to install them."""
+    return _require("the openvino runtime", "openvino", "nncf", "openvino")
