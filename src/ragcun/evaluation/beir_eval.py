@@ -244,7 +244,7 @@ class BeirEvaluator:
         """``source`` as it encodes ``data``: itself; where ``auto`` is still to be measured, the runtime it
         chooses with ``data``'s labelled check (cached per CPU, model and dataset); OpenVINO int8 calibrated
         on ``data``'s corpus."""
-        from ragcun.runtime import prepare_model, runtime_of
+        from ragcun.runtime import prepare_model
 
         if runtime.needs_calibration and runtime_of(source).is_reference:
             from ragcun.data.beir import doc_text

@@ -15,7 +15,8 @@ torch      bf16    the model cast to bfloat16 (fast where the hardware has bf16 
 onnx       fp32    the whole model, Gaussian head included, exported to ONNX and run by ONNX Runtime
 onnx       int8    that graph with int8 weights (per output channel) and dynamically quantised
                    activations (:mod:`onnxruntime.quantization`)
-openvino   fp32    the same graph compiled by OpenVINO (:mod:`ragcun.runtime.openvino`)
+openvino   fp32    the whole model converted by OpenVINO's PyTorch frontend, compiled for the CPU
+                   (:mod:`ragcun.runtime.openvino`)
 openvino   bf16    with OpenVINO's bf16 inference precision (checked against torch like fp32)
 openvino   int8    statically quantised by NNCF, calibrated on a sample of the corpus being encoded
 =========  ======  =================================================================================
@@ -28,7 +29,8 @@ taken instead if it is faster and loses at most 0.5 NDCG@10 on a slice of that d
 (:mod:`ragcun.evaluation.runtime_check`). On a CPU without bf16 units torch fp32, where neither ONNX Runtime
 nor OpenVINO fp32 measured faster and emulated bf16 is 4× slower; bf16 on a CUDA GPU that supports it (the
 field's practice; not measured on this project's CPU machines). ``backend="auto"`` means onnx for int8,
-torch otherwise. Exported graphs are cached by the model's fingerprint (:mod:`ragcun.runtime.onnx`).
+torch otherwise. Exported graphs are cached by the model's fingerprint (:mod:`ragcun.runtime.onnx`,
+:mod:`ragcun.runtime.openvino`).
 """
 
 from __future__ import annotations
