@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import re
+import site
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
@@ -24,7 +25,11 @@ def _pins() -> dict[str, str]:
 
 def test_every_pin_is_what_is_installed():
     pins = _pins()
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in md.distributions()}
+    # the venv's site-packages, as pip freeze (and so `make lock`) sees it: importing setuptools (the OpenVINO
+    # converter does, through torch) appends setuptools/_vendor to sys.path, with older vendored copies of
+    # packaging and platformdirs that are not installed packages
+    installed = {canonicalize_name(d.metadata["Name"]): d.version
+                 for d in md.distributions(path=site.getsitepackages())}
     assert {"torch", "sentence-transformers", "transformers", "faiss-cpu", "langchain-core"} <= set(pins)
     wrong = {k: (v, installed.get(k)) for k, v in pins.items() if installed.get(k) != v}
     assert not wrong, f"constraints.txt differs from this environment (run `make lock`): {wrong}"
