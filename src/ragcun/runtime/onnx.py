@@ -276,8 +276,6 @@ class OnnxEncoder(torch.nn.Module):
 def onnx_model(model: Any, precision: str = "fp32", device: Any = None) -> Any:
     """A SentenceTransformer that encodes ``model``'s way through ONNX Runtime at ``precision``
     (fp32 | int8)."""
-    from sentence_transformers import SentenceTransformer
-
     if precision not in ("fp32", "int8"):
         raise BackendUnavailableError(f"the onnx backend runs fp32 or int8, not {precision}")
     ort = require_onnxruntime()
@@ -286,7 +284,14 @@ def onnx_model(model: Any, precision: str = "fp32", device: Any = None) -> Any:
     if precision == "int8":
         path = quantize_int8(path)
     inputs = json.loads((path.parent / "export.json").read_text())["inputs"]
-    encoder = OnnxEncoder(_session(ort, path, device), inputs, model[0], fingerprint, precision)
+    return wrap(OnnxEncoder(_session(ort, path, device), inputs, model[0], fingerprint, precision), model)
+
+
+def wrap(encoder: OnnxEncoder, model: Any) -> Any:
+    """A SentenceTransformer around a graph-running first module that prompts, scores and describes itself as
+    ``model`` does (its prompts, similarity function and model card)."""
+    from sentence_transformers import SentenceTransformer
+
     wrapped = SentenceTransformer(modules=[encoder], device="cpu")
     for attr in ("prompts", "default_prompt_name", "similarity_fn_name"):
         value = getattr(model, attr, None)

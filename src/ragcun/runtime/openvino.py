@@ -45,7 +45,7 @@ import torch
 from ragcun.fingerprint import model_fingerprint
 from ragcun.io import sha256_file
 from ragcun.paths import cache_dir
-from ragcun.runtime.onnx import OnnxEncoder, _cosine, _Graph, _quiet, probe_inputs
+from ragcun.runtime.onnx import OnnxEncoder, _cosine, _Graph, _quiet, probe_inputs, wrap
 from ragcun.runtime.spec import BackendUnavailableError, Runtime, cpu_has_bf16, require_openvino
 
 logger = logging.getLogger(__name__)
@@ -243,8 +243,6 @@ def openvino_model(model: Any, precision: str = "fp32", device: Any = None,
                    calibration: Sequence[str] | None = None) -> Any:
     """A SentenceTransformer that encodes ``model``'s way through OpenVINO at ``precision`` (fp32 | bf16 |
     int8; int8 calibrated on ``calibration``, a sample of the texts to be encoded)."""
-    from sentence_transformers import SentenceTransformer
-
     if precision not in PRECISIONS:
         raise BackendUnavailableError(f"the openvino backend runs {', '.join(PRECISIONS)}, not {precision}")
     if device is not None and not str(device).startswith("cpu"):
@@ -271,14 +269,7 @@ def openvino_model(model: Any, precision: str = "fp32", device: Any = None,
     encoder = OpenVinoEncoder(compiled, inputs, model[0], fingerprint, precision, key)
     if precision != "int8":
         _check(model, encoder, precision)
-    wrapped = SentenceTransformer(modules=[encoder], device="cpu")
-    for attr in ("prompts", "default_prompt_name", "similarity_fn_name"):
-        value = getattr(model, attr, None)
-        setattr(wrapped, attr, dict(value) if isinstance(value, dict) else value)
-    card = getattr(model, "model_card_data", None)
-    if card is not None:
-        wrapped.model_card_data = card
-    return wrapped
+    return wrap(encoder, model)
 
 
 def _check(model: Any, encoder: OpenVinoEncoder, precision: str) -> None:
