@@ -6,11 +6,12 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def minilm(minilm_path):
+def minilm(minilm_path, request):
+    """The real MiniLM truncated to the test module's ``MINILM_SEQ`` tokens (default 128)."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(minilm_path, device="cpu")
-    model.max_seq_length = 128
+    model.max_seq_length = getattr(request.module, "MINILM_SEQ", 128)
     return model
 
 

@@ -15,15 +15,7 @@ pytest.importorskip("onnxruntime")
 
 BF16_CPU = ("Test CPU with bf16", {"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
 AVX2_CPU = ("Test CPU with AVX2 only", {"avx2", "fma"})
-
-
-@pytest.fixture(scope="module")
-def minilm(minilm_path):
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(minilm_path, device="cpu")
-    model.max_seq_length = 64
-    return model
+MINILM_SEQ = 64  # the probe's sequence length here (tests/runtime/conftest.py's minilm)
 
 
 @pytest.fixture(scope="module")
