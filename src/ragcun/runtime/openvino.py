@@ -27,7 +27,6 @@ and a file that no longer matches its recorded hash is made again, never run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ragcun.fingerprint import model_fingerprint
+from ragcun.fingerprint import model_fingerprint, texts_fingerprint
 from ragcun.io import sha256_file
 from ragcun.paths import cache_dir
 from ragcun.runtime.onnx import OnnxEncoder, _cosine, _Graph, _quiet, probe_inputs, wrap
@@ -57,8 +56,6 @@ EXPORT_VERSION = 1  # bump when the conversion or the int8 recipe changes: old g
 CALIBRATION_SIZE = 128
 #: What an fp32 or bf16 compile must reproduce of torch on the probe batch to be used.
 MIN_COSINE = 0.9999
-_PROBE = ["A probe sentence for the OpenVINO compile.",
-          "A second, somewhat longer probe sentence, so that the batch has padding in it and varied lengths."]
 
 
 def float_hint(precision: str) -> str:
@@ -88,11 +85,8 @@ def calibration_sample(texts: Sequence[str], size: int = CALIBRATION_SIZE) -> li
 
 
 def _calibration_key(texts: Sequence[str], max_seq_length: int | None) -> str:
-    h = hashlib.sha256(json.dumps({"v": EXPORT_VERSION, "seq": max_seq_length}).encode())
-    for t in texts:
-        h.update(t.encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()
+    return texts_fingerprint([str(i) for i in range(len(texts))], list(texts),
+                             extra={"v": EXPORT_VERSION, "seq": max_seq_length})
 
 
 def export_dir(fingerprint: str) -> Path:
@@ -267,21 +261,15 @@ def openvino_model(model: Any, precision: str = "fp32", device: Any = None,
     with _quiet():
         compiled = _compile(ov, str(path), precision)
     encoder = OpenVinoEncoder(compiled, inputs, model[0], fingerprint, precision, key)
-    if precision != "int8":
+    if precision == "bf16":  # fp32 is this very compile of the graph export() checked against torch
         _check(model, encoder, precision)
     return wrap(encoder, model)
 
 
 def _check(model: Any, encoder: OpenVinoEncoder, precision: str) -> None:
     """A lossless compile reproduces torch on the probe batch, or is refused (never run silently wrong)."""
-    features = model.preprocess(_PROBE)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        expected = model({k: v.to(model.device) if isinstance(v, torch.Tensor) else v
-                          for k, v in features.items()})["sentence_embedding"].float().cpu().numpy()
-    model.train(was_training)
-    got = encoder.forward(dict(features))["sentence_embedding"].numpy()
+    with probe_inputs(model) as (names, args, expected):
+        got = encoder.forward(dict(zip(names, args, strict=True)))["sentence_embedding"].numpy()
     cos = float(_cosine(expected, got).min())
     if not cos >= MIN_COSINE:
         raise BackendUnavailableError(f"OpenVINO {precision} does not reproduce the torch model (cosine "
