@@ -184,6 +184,10 @@ def test_a_retriever_keeps_its_int8_calibration_across_save_and_load(minilm_path
                                                                       tmp_path):
     from ragcun.retrieval import GaussianRetriever
 
+    for bad, words in (([passages[0], 3], r"calibration\[1\] is int"),
+                       ([passages[0], " "], r"calibration\[1\] is empty")):
+        with pytest.raises((TypeError, ValueError), match=words):
+            GaussianRetriever(minilm_path, runtime="openvino", precision="int8", calibration=bad)
     r = GaussianRetriever(minilm_path, runtime="openvino", precision="int8", max_seq_length=128,
                           calibration=passages)
     ids = [f"d{i}" for i in range(20)]

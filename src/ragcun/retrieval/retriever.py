@@ -154,7 +154,9 @@ class GaussianRetriever:
         if self.runtime.precision == "int8" and self.runtime.backend == "openvino":
             from ragcun.runtime.openvino import calibration_sample
 
-            self.calibration = calibration_sample(calibration or []) or None
+            given = _texts(calibration, "calibration", "calibrate on passages of the corpus") if calibration \
+                else []
+            self.calibration = calibration_sample(given) or None
         self._encoder = prepare_model(self.model, self.runtime, device, owned=False,
                                       calibration=self.calibration)
         self.runtime = runtime_of(self._encoder)  # what auto chose, for the manifest
