@@ -223,7 +223,7 @@ def run_isolated(path: Path, quick: bool, timeout: float | None,
 
 def worker(path: Path, quick: bool, result_file: Path) -> int:
     """Child side of :func:`run_isolated`."""
-    from ragcun.io import write_json
+    from ragcun.files import write_json
 
     try:
         from benchmarks.common import machine_info
@@ -248,7 +248,7 @@ def run_suites(
     """Run ``names`` (all suites when empty); return (results by suite, errors by suite). Failures don't
     stop the rest."""
     from benchmarks.common import machine_info
-    from ragcun.io import write_json
+    from ragcun.files import write_json
 
     available = discover(suites_dir)
     names = names or list(available)
@@ -426,7 +426,7 @@ def _display_path(path: Path) -> str:
 
 
 def write_summary(out_dir: Path, errors: dict[str, str] | None = None) -> Path:
-    from ragcun.io import write_text
+    from ragcun.files import write_text
 
     return write_text(Path(out_dir) / SUMMARY_NAME,
                       summary_markdown(load_results(out_dir), errors, _display_path(out_dir)))

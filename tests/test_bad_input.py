@@ -48,7 +48,8 @@ def _copy(src: Path, dst: Path) -> Path:
     ("temperature=inf", "temperature must be a finite number"),
     ("num_slices=0", "num_slices must be > 0"),
     ("hidden_dim=-3", "hidden_dim must be > 0"),
-    ("warmup_ratio=1.5", "warmup_ratio must be in [0, 1]"),
+    ("head_init_power=1.5", "head_init_power must be in [0, 1]"),
+    ("lr_scheduler_type=nope", "lr_scheduler_type must be one of"),
     ("lambda_isotropy=-1", "lambda_isotropy must be >= 0"),
 ])
 def test_training_numbers_are_checked(setting, message, tmp_path):
@@ -60,7 +61,7 @@ def test_config_errors_keep_their_brackets(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[traning]\nepochs = 1\n")
     res = runner.invoke(app, ["train", str(cfg)])
-    assert_clean_error(res, "unknown table [traning]", "[model]", "[optim]")
+    assert_clean_error(res, "unknown table [traning]", "[model]", "[training]")
 
 
 def test_launch_must_be_a_mode(tmp_path):
@@ -150,7 +151,7 @@ def test_damaged_cache_chunk_is_encoded_again(slice_dir, tiny_model_path, caplog
 def test_full_disk_is_a_message(slice_dir, tiny_model_path, tmp_path, monkeypatch):
     import errno
 
-    import ragcun.io as io
+    import ragcun.files as io
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -184,7 +185,7 @@ def test_broken_model_directories_name_the_file(tiny_model_path, tmp_path):
 
 
 def test_zip_members_cannot_escape_or_explode(tmp_path):
-    from ragcun.io import safe_extract
+    from ragcun.files import safe_extract
 
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:

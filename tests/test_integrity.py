@@ -98,7 +98,7 @@ def test_a_tampered_onnx_export_is_made_again_never_run(tiny_model_path, caplog)
 def _encode_script(model: str, docs: Path, out: Path) -> str:
     return textwrap.dedent(f"""
         import os, signal
-        import ragcun.io as io
+        import ragcun.files as io
         from ragcun.cli import app
         io._between_renames = lambda: os.kill(os.getpid(), signal.SIGKILL)   # after the first rename
         app(["encode", "-m", {model!r}, "--docs", {str(docs)!r}, "--out", {str(out)!r}],
@@ -121,7 +121,7 @@ def test_vectors_and_ids_are_published_together(tiny_model_path, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not out.exists() and json.loads(ids_file.read_text())[0] == "b0"  # incomplete, not inconsistent
     # the next writer finishes the committed publication first
-    from ragcun.io import recover_files
+    from ragcun.files import recover_files
 
     recover_files(out, ids_file)
     assert np.load(out).shape[0] == len(json.loads(ids_file.read_text())) == 300

@@ -73,17 +73,6 @@ def test_freeze_layers_freezes_embeddings_and_first_blocks(tiny_model_path):
         IsotropicGaussianEncoder(base_model=tiny_model_path, freeze_layers=5)
 
 
-def test_parameter_groups_have_their_learning_rates(tiny_model_path):
-    enc = IsotropicGaussianEncoder(base_model=tiny_model_path, output_dim=8)
-    groups = enc.parameter_groups(base_learning_rate=1e-5, projection_learning_rate=5e-4, weight_decay=0.05)
-    by_name = {g["name"]: g for g in groups}
-    assert by_name["base"]["lr"] == 1e-5 and by_name["head"]["lr"] == 5e-4
-    assert by_name["head_no_decay"]["weight_decay"] == 0.0 and by_name["head"]["weight_decay"] == 0.05
-    n_grouped = sum(p.numel() for g in groups for p in g["params"])
-    assert n_grouped == sum(p.numel() for p in enc.parameters() if p.requires_grad)
-    torch.optim.AdamW(groups)  # accepted as is
-
-
 def test_real_minilm_round_trip_with_plain_sentence_transformers(minilm_path, tmp_path):
     enc = IsotropicGaussianEncoder(base_model="all-MiniLM-L6-v2", output_dim=512)
     texts = ["Isotropic embeddings spread evenly.", "The cat sat on the mat.", "Dense retrieval with L2."]

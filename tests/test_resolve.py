@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ragcun.io import assemble_split_zip
+from ragcun.files import assemble_split_zip
 from ragcun.resolve import ModelNotFoundError, load_sentence_transformer, resolve_model
 
 

@@ -61,8 +61,8 @@ def run(quick: bool = False) -> dict:
     settings = {
         "full model, fp32": [],
         "cached prefix (4 of 6 layers frozen), fp32": ["freeze_layers=4"],
-        "cached prefix, bf16": ["freeze_layers=4", "mixed_precision=bf16"],
-        "cached prefix, bf16, 64-token documents": ["freeze_layers=4", "mixed_precision=bf16",
+        "cached prefix, bf16": ["freeze_layers=4", "bf16=true"],
+        "cached prefix, bf16, 64-token documents": ["freeze_layers=4", "bf16=true",
                                                     "train_max_seq_length=64"],
     }
     ours: dict[str, list[float]] = {k: [] for k in settings}
@@ -72,9 +72,10 @@ def run(quick: bool = False) -> dict:
         os.environ["RAGCUN_CACHE_DIR"] = str(tmp / "cache")
         triplets = _setup(tmp, n_train)
         common = [f"train_data={triplets}", "base_model=all-MiniLM-L6-v2", "max_seq_length=128",
-                  "batch_size=16", "epochs=1", "validate_during_training=false", "report_to=[]",
+                  "per_device_train_batch_size=16", "num_train_epochs=1", "validate_during_training=false",
+                  "report_to=[]",
                   "save_steps=100000", "logging_steps=1000", "teacher=hybrid", "teacher_candidates=8",
-                  "lambda_contrastive=0", "lambda_isotropy=0", "base_learning_rate=1e-4", "head_init=default",
+                  "lambda_contrastive=0", "lambda_isotropy=0", "learning_rate=1e-4", "head_init=default",
                   "head_init_power=0"]
         for name, extra in settings.items():
             cfg = load_config(None, [*common, *extra, f"output_dir={tmp / name.replace(' ', '_')}"])

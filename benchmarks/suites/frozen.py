@@ -41,7 +41,8 @@ def run(quick: bool = False) -> dict:
             os.environ["RAGCUN_CACHE_DIR"] = str(tmp / cache)  # a fresh name = a cold feature cache
             cfg = load_config(None, [f"train_data={triplets}", "base_model=all-MiniLM-L6-v2",
                                      "freeze_base=true", f"fast_frozen={'true' if fast else 'false'}",
-                                     f"max_seq_length={seq}", "batch_size=16", "epochs=1",
+                                     f"max_seq_length={seq}", "per_device_train_batch_size=16",
+                                     "num_train_epochs=1",
                                      "validate_during_training=false", "report_to=[]",
                                      f"output_dir={tmp / name}", "save_steps=100000", "logging_steps=1000"])
             (t,), out = timed(lambda: train(cfg), reps=1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
+import inspect
 import logging
 import math
 import os
@@ -56,11 +58,38 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _fields(cls: type) -> dict[str, dataclasses.Field]:
+@dataclasses.dataclass(frozen=True)
+class Schema:
+    """The keys a table may hold, each with its type and default: a callable's keyword arguments (a table
+    passed straight to a constructor, such as ``[model]`` to ``IsotropicGaussianEncoder``)."""
+
+    name: str
+    hints: dict[str, Any]
+    defaults: dict[str, Any]
+
+    @classmethod
+    def of(cls, fn: Any, exclude: tuple[str, ...] = ()) -> Schema:
+        """The keyword arguments of ``fn`` (a class: its ``__init__``) with a default, less ``exclude``."""
+        init = fn.__init__ if isinstance(fn, type) else fn
+        hints = typing.get_type_hints(init)
+        params = [p for p in inspect.signature(init).parameters.values()
+                  if p.name not in exclude and p.name != "self" and p.default is not inspect.Parameter.empty
+                  and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return cls(getattr(fn, "__name__", str(fn)), {p.name: hints[p.name] for p in params},
+                   {p.name: p.default for p in params})
+
+
+def _fields(cls: Any) -> dict[str, Any]:
+    if isinstance(cls, Schema):
+        return cls.hints
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def unknown_key(cls: type, key: str, source: str, what: str = "key") -> ConfigError:
+def _hints(cls: Any) -> dict[str, Any]:
+    return cls.hints if isinstance(cls, Schema) else typing.get_type_hints(cls)
+
+
+def unknown_key(cls: Any, key: str, source: str, what: str = "key") -> ConfigError:
     close = difflib.get_close_matches(key, _fields(cls), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"{source}: unknown {what} {key!r}{hint}")
@@ -103,12 +132,54 @@ def _scalar(target: Any, value: Any) -> Any:
     return value
 
 
-def coerce(cls: type, key: str, value: Any, source: str = "config") -> Any:
-    """Convert ``value`` to the type of ``cls``'s field ``key``; strings from the command line are parsed."""
+def _convert(target: Any, value: Any) -> Any:
+    """``value`` as ``target``: a scalar, a Literal, a list, a dict, an enum or a union of these (the first
+    member that takes the value, as in transformers' own argument types)."""
+    origin = typing.get_origin(target)
+    if origin in (typing.Union, types.UnionType):
+        enums = [a for a in typing.get_args(target) if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and isinstance(value, str):  # a name the enum must know (transformers converts it)
+            choices = [m.value for m in enums[0]]
+            if value not in choices:
+                raise ConfigError(f"must be one of {', '.join(map(str, choices))} (got {value!r})")
+            return value
+        first: Exception | None = None
+        for arm in typing.get_args(target):
+            if arm is type(None):
+                continue
+            try:
+                return _convert(arm, value)
+            except (TypeError, ValueError) as exc:
+                first = first or exc
+        raise first or ValueError(value)
+    if origin is list or target is list:
+        (item,) = typing.get_args(target) or (str,)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ValueError(value)
+        return [_convert(item, v) for v in value]
+    if origin is dict or target is dict:
+        if not isinstance(value, dict):
+            raise ValueError(value)
+        return value
+    if isinstance(target, type) and issubclass(target, enum.Enum):
+        target(value)  # a valid member; the raw value is kept (the arguments' own class converts it)
+        return value
+    if target is type:
+        if not isinstance(value, type):
+            raise ValueError(value)
+        return value
+    return _scalar(target, value)
+
+
+def coerce(cls: Any, key: str, value: Any, source: str = "config") -> Any:
+    """Convert ``value`` to the type of ``cls``'s field ``key`` (``cls``: a dataclass or a :class:`Schema`);
+    strings from the command line are parsed."""
     fields = _fields(cls)
     if key not in fields:
         raise unknown_key(cls, key, source)
-    hint = typing.get_type_hints(cls)[key]
+    hint = _hints(cls)[key]
     args = typing.get_args(hint)
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
     if isinstance(value, str) and optional and value.strip().lower() in ("none", "null", ""):
@@ -117,16 +188,8 @@ def coerce(cls: type, key: str, value: Any, source: str = "config") -> Any:
         if optional:
             return None
         raise ConfigError(f"{source}: {key} cannot be empty")
-    target = [a for a in args if a is not type(None)][0] if optional else hint
     try:
-        if typing.get_origin(target) is list:
-            (item,) = typing.get_args(target) or (str,)
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, list):
-                raise ValueError(value)
-            return [_scalar(item, v) for v in value]
-        return _scalar(target, value)
+        return _convert(hint, value)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {key} {exc}") from None
     except (TypeError, ValueError):
@@ -164,15 +227,32 @@ def from_table(cls: type[T], table: Any, source: str, table_name: str) -> T:
     return obj
 
 
+def _value(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name)
+
+
 def positive(obj: Any, *names: str) -> list[str]:
-    """Messages for the named fields of ``obj`` that are set but not > 0."""
-    return [f"{n} must be > 0 (got {getattr(obj, n)})" for n in names
-            if getattr(obj, n) is not None and not getattr(obj, n) > 0]
+    """Messages for the named fields of ``obj`` (a dataclass or a dict) that are set but not > 0."""
+    return [f"{n} must be > 0 (got {_value(obj, n)})" for n in names
+            if _value(obj, n) is not None and not _value(obj, n) > 0]
 
 
 def non_negative(obj: Any, *names: str) -> list[str]:
-    return [f"{n} must be >= 0 (got {getattr(obj, n)})" for n in names
-            if getattr(obj, n) is not None and not getattr(obj, n) >= 0]
+    return [f"{n} must be >= 0 (got {_value(obj, n)})" for n in names
+            if _value(obj, n) is not None and not _value(obj, n) >= 0]
+
+
+def check_choices(fn: Any, values: dict[str, Any]) -> list[str]:
+    """Messages for the arguments in ``values`` whose annotation on ``fn`` is a ``Literal`` they are not in:
+    what a constructor called from Python checks, as coercion does for a file."""
+    schema = Schema.of(fn)
+    out = []
+    for name, value in values.items():
+        hint = schema.hints.get(name)
+        args = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+        if args and value not in args:
+            out.append(f"{name} must be {' or '.join(map(repr, args))} (got {value!r})")
+    return out
 
 
 def choice_problems(obj: Any) -> list[str]:

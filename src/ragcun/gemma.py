@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ragcun.config import ConfigError
-from ragcun.io import assemble_split_zip, sha256_file, write_json
+from ragcun.files import assemble_split_zip, sha256_file, write_json
 from ragcun.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -198,5 +198,5 @@ def check_mixed_precision(model: Any, mixed_precision: str, name: str) -> None:
     model_type = str(getattr(getattr(getattr(model[0], "auto_model", None), "config", None),
                              "model_type", ""))
     if mixed_precision == "fp16" and model_type.startswith("gemma"):
-        raise ConfigError(f"mixed_precision='fp16': {name} ({model_type}) does not support float16 "
-                          "activations; use 'bf16' or 'no' (fp32)")
+        raise ConfigError(f"fp16 = true: {name} ({model_type}) does not support float16 activations; use "
+                          "bf16 = true or neither (fp32)")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ragcun.modeling import parameter_counts
-from ragcun.reporting.model_card import END, START, write_card_section
+from ragcun.modeling.card import BIBTEX, END, START, TAGS, training_section, write_card_section
 
 logger = logging.getLogger(__name__)
 
@@ -53,61 +53,6 @@ def _facts(model: Any, repo_id: str, counts: dict[str, int]) -> str:
             "(`model.similarity` is −‖q − d‖)\n")
 
 
-#: The method's reference, in every card (the loss's own citation is lost when a card is regenerated).
-BIBTEX = """```bibtex
-@article{balestriero2025lejepa,
-  title   = {LeJEPA: Provable and Scalable Self-Supervised Learning Without the Heuristics},
-  author  = {Balestriero, Randall and LeCun, Yann},
-  journal = {arXiv preprint arXiv:2511.08544},
-  year    = {2025}
-}
-```"""
-TAGS = ["ragcun", "gaussian-embeddings", "sigreg", "euclidean-distance"]
-#: Training settings a Hub reader needs to reproduce the run (from ``train_summary.json``'s config).
-HYPERPARAMETERS = ("base_model", "output_dim", "head", "freeze_base", "freeze_layers", "lambda_isotropy",
-                   "num_slices", "slice_policy", "sigreg_sample", "temperature", "teacher", "distill_loss",
-                   "lambda_distill", "base_learning_rate", "projection_learning_rate", "batch_size", "epochs",
-                   "max_steps", "max_seq_length", "train_max_seq_length", "mixed_precision", "seed")
-
-
-def training_section(summary: dict[str, Any]) -> str:
-    """The card's training details from ``train_summary.json``: data, loss, hyperparameters, validation
-    metrics at the kept step, hardware and versions. No local path is written."""
-    cfg = summary.get("config") or {}
-    data = summary.get("data") or {}
-    manifest = data.get("triplets_manifest") or {}
-    lines = ["## Training (ragcun)", ""]
-    sources = [f"{s.get('name')} ({s.get('kind', 'beir')}, {s.get('split', 'train')} split: "
-               f"{s.get('queries', '?'):,} queries, {s.get('documents', '?'):,} documents)"
-               for s in manifest.get("sources", []) if isinstance(s, dict)]
-    lines.append(f"- **Training data:** {', '.join(sources) or 'see train_summary.json'}; "
-                 f"{data.get('rows', '?'):,} training rows (columns {', '.join(data.get('columns', []))}), "
-                 f"data fingerprint `{data.get('fingerprint', '?')}`")
-    lam = cfg.get("lambda_isotropy")
-    loss = (f"Euclidean InfoNCE on −‖q − d‖² / τ (τ = {cfg.get('temperature')}) + λ·SIGReg (λ = {lam}, "
-            f"{cfg.get('num_slices')} {cfg.get('slice_policy')} slices; LeJEPA's sliced Epps–Pulley test)")
-    if cfg.get("teacher") not in (None, "", "none"):
-        loss += (f" + {cfg.get('lambda_distill')}·{cfg.get('distill_loss')} to a {cfg.get('teacher')} "
-                 "teacher's scores")
-    lines += [f"- **Loss:** {loss}",
-              f"- **Steps:** {summary.get('global_steps')} on {summary.get('device')} "
-              f"(world size {summary.get('world_size')}), {summary.get('wall_time_s', 0):.0f} s",
-              "", "| hyperparameter | value |", "|---|---|"]
-    teacherless = cfg.get("teacher") in (None, "", "none")
-    lines += [f"| {k} | {cfg[k]} |" for k in HYPERPARAMETERS if cfg.get(k) is not None
-              and not (teacherless and k in ("teacher", "distill_loss", "lambda_distill"))]
-    best = summary.get("best") or {}
-    row = next((r for r in summary.get("validation_curve", []) if r.get("step") == best.get("step")), None)
-    if row:
-        lines += ["", f"Validation (the kept checkpoint, step {best.get('step')}, chosen by "
-                      f"{best.get('metric')}):", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in row.items() if k != "step" and isinstance(v, int | float)]
-    versions = summary.get("versions") or {}
-    if versions:
-        lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())]
-    return "\n".join(lines) + "\n"
-
-
 def _insert(text: str, after: str, block: str) -> str:
     """``block`` right after the heading ``after`` (sentence-transformers' template), else at the end."""
     if not block.strip():
@@ -131,19 +76,15 @@ def _scrub(folder: Path, local: list[str]) -> None:
 def stage(model_dir: str | os.PathLike, repo_id: str, out: str | os.PathLike, *,
           license: str | None = None) -> dict[str, Any]:
     """Write what ``push`` uploads into ``out`` (replaced atomically): the model and its completed card."""
-    from ragcun.resolve import base_card, hub_id, load_sentence_transformer
+    from ragcun.encoding.models import open_model
+    from ragcun.resolve import base_card, hub_id
 
     check_repo_id(repo_id)
     model_dir = Path(model_dir)
     if not (model_dir / "modules.json").is_file():
         raise FileNotFoundError(f"{model_dir}: not a saved sentence-transformers model (no modules.json)")
     # the ragcun class: its head is counted and its config saved
-    if (model_dir / "ragcun_config.json").is_file():
-        from ragcun.modeling import IsotropicGaussianEncoder
-
-        model = IsotropicGaussianEncoder.load(model_dir, device="cpu")
-    else:
-        model = load_sentence_transformer(str(model_dir), device="cpu")
+    model = open_model(model_dir, device="cpu", ragcun_class=True)
     card = model.model_card_data
     old = (model_dir / "README.md").read_text(encoding="utf-8") if (model_dir / "README.md").is_file() else ""
     run = (getattr(model, "ragcun_config", None) or {}).get("run") or {}

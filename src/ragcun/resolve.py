@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragcun.io import assemble_split_zip
+from ragcun.files import assemble_split_zip
 from ragcun.paths import cache_dir
 
 logger = logging.getLogger(__name__)

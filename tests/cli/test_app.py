@@ -50,8 +50,6 @@ def test_shared_encoding_options_have_one_help_text():
             flag = p.opts[0] if p.opts else ""
             if flag in ("--batch-size", "--max-seq-length", "--runtime", "--precision", "--device",
                         "--data-dir", "--no-cache") or (flag == "--split" and p.default == "test"):
-                if flag == "--batch-size" and "GLOBAL" in (p.help or ""):
-                    continue  # `train`'s batch is the training batch, another option
                 helps.setdefault(flag, set()).add((p.help or "").replace(" Kept in the index.", ""))
                 users[flag] = users.get(flag, 0) + 1
     assert users["--max-seq-length"] >= 5 and users["--data-dir"] >= 5 and users["--batch-size"] >= 5, users

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ragcun.cli import app
-from ragcun.reporting.model_card import END, START, write_card_section
+from ragcun.modeling.card import END, START, write_card_section
 
 runner = CliRunner()
 

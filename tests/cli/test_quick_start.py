@@ -71,7 +71,7 @@ def test_the_quick_start_runs_as_written(data_root, tmp_path):
     assert re.search(r"^# ragcun my-model: all-MiniLM-L6-v2 \+ Gaussian head", card, re.M), card[:2000]
     assert all(f"- {t}\n" in card for t in ("ragcun", "gaussian-embeddings", "sigreg", "euclidean-distance"))
     assert "**Training data:** scifact (beir, train split" in card and "λ·SIGReg (λ = 1.0" in card
-    assert "| batch_size | 256 |" in card and re.search(r"\| ndcg@10 \| 0\.\d{4} \|", card)
+    assert "| per_device_train_batch_size | 256 |" in card and re.search(r"\| ndcg@10 \| 0\.\d{4} \|", card)
     assert "@article{balestriero2025lejepa" in card
     for f in staged.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".md"):

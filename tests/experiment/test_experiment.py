@@ -35,19 +35,17 @@ output_dim = 16
 hidden_dim = 32
 max_seq_length = 32
 
-[optim]
+[training]
 max_steps = 2
-batch_size = 4
+per_device_train_batch_size = 4
 seed = 3
+logging_steps = 1
+save_steps = 2
+report_to = []
 
 [loss]
 num_slices = 32
 temperature = 2.0
-
-[output]
-logging_steps = 1
-save_steps = 2
-report_to = []
 
 [arms.baseline]
 lambda_isotropy = 0.0
@@ -79,7 +77,7 @@ def test_runs_every_stage(experiment):
         assert (run / "arms" / arm / "best" / "modules.json").exists()
     iso = json.loads((run / "arms" / "isotropy" / "train_summary.json").read_text())["config"]
     base = json.loads((run / "arms" / "baseline" / "train_summary.json").read_text())["config"]
-    assert iso["lambda_isotropy"] == 1.0 and base["lambda_isotropy"] == 0.0
+    assert iso["loss"]["lambda_isotropy"] == 1.0 and base["loss"]["lambda_isotropy"] == 0.0
     for label in ("reference", "baseline", "isotropy", "frozen", "frozen.cos", "frozen.base",
                   "isotropy.base"):
         res = json.loads((run / "results" / f"{label}.json").read_text())
@@ -213,8 +211,9 @@ def test_model_cards_and_names_come_from_the_experiment(experiment):
     cfg, run, report = experiment
     best = run / "arms" / "isotropy" / "best"
     info = run_info(best)
-    assert info["name"] == "tiny/isotropy" and info["lambda_isotropy"] == 1.0 and info["train_examples"] > 0
-    assert run_info(run / "arms" / "frozen" / "best")["freeze_base"] is True  # the cached-feature path too
+    assert info["name"] == "tiny/isotropy" and info["loss"]["lambda_isotropy"] == 1.0
+    assert info["train_examples"] > 0
+    assert run_info(run / "arms" / "frozen" / "best")["model"]["freeze_base"] is True  # cached path too
     card = (best / "README.md").read_text()
     (ds,) = report["datasets"]
     ndcg = 100 * report["values"]["ndcg@10"]["isotropy"][ds]
@@ -317,7 +316,7 @@ def test_sweep_trains_one_arm_per_lambda(experiment):
         assert r["sigreg_ratio"] > 0 and 0.0 <= r["isoscore"] <= 1.0
     assert rows[1]["perm_p"] is not None and rows[0]["perm_p"] is None
     lam = [json.loads((run / "sweep" / "frozen" / "arms" / f"frozen-lam{v}" / "train_summary.json")
-                      .read_text())["config"]["lambda_isotropy"] for v in ("0", "0.5")]
+                      .read_text())["config"]["loss"]["lambda_isotropy"] for v in ("0", "0.5")]
     assert lam == [0.0, 0.5]
     assert (run / "sweep" / "frozen" / "report" / "sweep.png").stat().st_size > 10_000
     assert "λ_iso" in summary["markdown"]
@@ -418,7 +417,7 @@ def test_parallel_arms_train_in_spawned_processes(tmp_path, beir_slice, tiny_mod
         assert (summary["global_steps"] == 2
                 and (tmp_path / "run" / "arms" / arm / "best" / "modules.json").exists())
     assert json.loads((tmp_path / "run" / "arms" / "frozen" / "train_summary.json")
-                      .read_text())["config"]["freeze_base"]
+                      .read_text())["config"]["model"]["freeze_base"]
 
 
 def test_each_model_is_loaded_once_per_run(experiment, monkeypatch):
@@ -493,7 +492,7 @@ def test_one_loop_over_views_and_stages_resumes_what_is_missing(experiment, monk
 
 
 TEACHER_CONFIG = CONFIG.replace("isotropy_num_slices = 64\n", "isotropy_num_slices = 64\nhybrid = true\n") \
-    .replace("[output]", "[teacher]\nteacher_candidates = 2\n\n[output]") \
+    .replace("[loss]", "[teacher]\nteacher_candidates = 2\n\n[loss]") \
     .replace('[arms.baseline]\nlambda_isotropy = 0.0\n',
              '[arms.baseline]\nlambda_isotropy = 0.0\nteacher = "hybrid"\nfreeze_layers = 1\n') \
     .replace('[arms.isotropy]\nlambda_isotropy = 1.0\n',
@@ -517,7 +516,7 @@ def test_teacher_arms_and_hybrid_rows(tmp_path, beir_slice, tiny_model_path):
     base = json.loads((run / "arms" / "baseline" / "train_summary.json").read_text())
     iso = json.loads((run / "arms" / "isotropy" / "train_summary.json").read_text())
     assert base["cached_prefix"] and base["data"]["teacher"]["teacher"]["kind"] == "hybrid"
-    assert iso["config"]["base_model"] == str(run / "arms" / "baseline" / "best")
+    assert iso["config"]["model"]["base_model"] == str(run / "arms" / "baseline" / "best")
     a = SentenceTransformer(str(run / "arms" / "baseline" / "best"), device="cpu")
     b = SentenceTransformer(str(run / "arms" / "isotropy" / "best"), device="cpu")
     body = {k: v for k, v in a.state_dict().items() if k.startswith("0.")}

@@ -11,8 +11,9 @@ import mteb  # noqa: E402
 
 from ragcun.evaluation.beir_eval import evaluate_model  # noqa: E402
 from ragcun.integrations.mteb import beir_task, get_model  # noqa: E402
+from ragcun.modeling.card import describe_model  # noqa: E402
 from ragcun.training import load_config  # noqa: E402
-from ragcun.training.card import describe_model  # noqa: E402
+from ragcun.training.config import run_record  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def arm_dirs(gaussian_minilm, tmp_path_factory):
     out = {}
     for arm in ("isotropy", "frozen"):
         cfg = load_config(None, ["base_model=all-MiniLM-L6-v2", f"run_name=demo/{arm}", "max_seq_length=128"])
-        describe_model(gaussian_minilm, cfg, train_examples=10)
+        describe_model(gaussian_minilm, run_record(cfg, train_examples=10))
         gaussian_minilm.save(str(root / arm / "best"))
         out[arm] = root / arm / "best"
     return out

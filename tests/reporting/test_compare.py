@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ragcun.io import write_json
+from ragcun.files import write_json
 from ragcun.reporting import build_report, paired_test
 
 

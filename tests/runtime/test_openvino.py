@@ -52,7 +52,7 @@ def test_lossless_openvino_reproduces_torch(minilm, passages, precision, min_cos
 
 
 def test_int8_is_calibrated_on_the_corpus_cached_and_rebuilt_when_damaged(minilm, passages, own_cache):
-    from ragcun.io import sha256_file
+    from ragcun.files import sha256_file
 
     ref = minilm.encode(passages, batch_size=16)
     first = prepare_model(minilm, Runtime("openvino", "int8"), owned=False, calibration=passages[:24])

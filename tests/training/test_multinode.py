@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.test_resume_ddp import DDP_EXTRA, _cmd, _env, _losses, single_process_run
+from tests.training.test_resume_ddp import DDP_EXTRA, PER_DEVICE, _cmd, _env, _losses, single_process_run
 
 
 def _free_port() -> int:
@@ -45,7 +45,7 @@ def _two_nodes(args: list[str], env: dict[str, str], log_dir: Path, timeout: int
 def test_two_node_train_matches_one_process(triplets_dir, tiny_nodropout_path, tmp_path):
     single = single_process_run(triplets_dir, tiny_nodropout_path, tmp_path / "single")
     multi = tmp_path / "multi"
-    _two_nodes(_cmd(triplets_dir, tiny_nodropout_path, multi, *DDP_EXTRA)[3:], _env(), tmp_path)
+    _two_nodes(_cmd(triplets_dir, tiny_nodropout_path, multi, *DDP_EXTRA, *PER_DEVICE)[3:], _env(), tmp_path)
     summary = json.loads((multi / "train_summary.json").read_text())
     assert summary["world_size"] == 2
     # node 1's process is its node's local rank 0 too, yet only the global rank 0 writes

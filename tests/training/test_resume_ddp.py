@@ -76,20 +76,23 @@ def _losses(out: Path) -> list[float]:
 
 
 #: Three logged steps of the tiny model on CPU: what the multi-process runs are compared on.
-DDP_EXTRA = ("max_steps=3", "save_steps=3", "batch_size=4", "batch_sampler=batch_sampler", "use_cpu=true",
-             "warmup_ratio=0", "logging_steps=1")
+DDP_EXTRA = ("max_steps=3", "save_steps=3", "batch_sampler=batch_sampler", "use_cpu=true", "warmup_steps=0",
+             "logging_steps=1")
+#: One process on the global batch of 4, against two of 2 each (sentence-transformers' per-device batch).
+SINGLE, PER_DEVICE = ("per_device_train_batch_size=4",), ("per_device_train_batch_size=2",)
 
 
 def single_process_run(triplets_dir, model, out: Path) -> list[float]:
     """The losses of one process on the global batch (the reference of every multi-process test)."""
-    subprocess.run(_cmd(triplets_dir, model, out, *DDP_EXTRA), env=_env(), check=True, capture_output=True)
+    subprocess.run(_cmd(triplets_dir, model, out, *DDP_EXTRA, *SINGLE), env=_env(), check=True,
+                   capture_output=True)
     return _losses(out)
 
 
 def test_torchrun_two_processes_matches_single_process(triplets_dir, tiny_nodropout_path, tmp_path):
     ls = single_process_run(triplets_dir, tiny_nodropout_path, tmp_path / "single")
     ddp = tmp_path / "ddp"
-    cmd = _cmd(triplets_dir, tiny_nodropout_path, ddp, *DDP_EXTRA)
+    cmd = _cmd(triplets_dir, tiny_nodropout_path, ddp, *DDP_EXTRA, *PER_DEVICE)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
                 "ragcun", *cmd[3:]]
     res = subprocess.run(torchrun, env=_env(), capture_output=True, text=True, timeout=300)

@@ -44,8 +44,9 @@ def test_mnrl_peer_is_sentence_transformers_own_trainer(triplets_dir, tiny_nodro
     hf.encoder.layer[0].requires_grad_(False)
     data, _ = load_train_dataset(triplets_dir, 1, None)
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(tmp_path / "st"), max_steps=3, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.base_learning_rate, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio,
+        output_dir=str(tmp_path / "st"), max_steps=3,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
         seed=cfg.seed, data_seed=cfg.seed, batch_sampler="no_duplicates", report_to="none",
         save_strategy="no", use_cpu=True, dataloader_pin_memory=False, disable_tqdm=True)
     SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
@@ -64,7 +65,7 @@ def test_distillation_peer_saves_a_plain_cosine_model(triplets_dir, tiny_model_p
     """DistillKLDivLoss on the hybrid teacher's candidates: the saved model is the base (its cosine, no head),
     moved, and loadable by plain sentence-transformers."""
     out = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "kd", "st_loss=distill_kl",
-                         "teacher=hybrid", "teacher_candidates=3", "mixed_precision=bf16",
+                         "teacher=hybrid", "teacher_candidates=3", "bf16=true",
                          "train_max_seq_length=16", *PEER))
     assert out["data"]["columns"][-1] == "label" and out["cached_prefix"]
     saved = SentenceTransformer(str(tmp_path / "kd" / "best"), device="cpu")
@@ -73,7 +74,7 @@ def test_distillation_peer_saves_a_plain_cosine_model(triplets_dir, tiny_model_p
     assert saved.get_embedding_dimension() == base.get_embedding_dimension()
     assert [type(m).__name__ for m in saved] == [type(m).__name__ for m in base]
     config = json.loads((tmp_path / "kd" / "best" / "ragcun_config.json").read_text())
-    assert config["num_head_modules"] == 0 and config["run"]["st_loss"] == "distill_kl"
+    assert config["num_head_modules"] == 0 and config["run"]["training"]["st_loss"] == "distill_kl"
     assert any(not torch.equal(a, b) for a, b in zip(saved.state_dict().values(), base.state_dict().values(),
                                                        strict=True))
 

@@ -81,7 +81,7 @@ def test_training_with_a_hybrid_teacher(triplets_dir, tiny_model_path, tmp_path)
     """The teacher's candidates and labels reach the loss: distillation is logged, the model moves."""
     out = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "kd", "teacher=hybrid",
                          "teacher_candidates=3", "max_steps=3", "validate_during_training=false",
-                         "freeze_layers=1", "mixed_precision=bf16", "train_max_seq_length=16"))
+                         "freeze_layers=1", "bf16=true", "train_max_seq_length=16"))
     assert out["data"]["columns"] == ["query", "positive", *(f"candidate_{j}" for j in (1, 2, 3)), "label"]
     assert out["data"]["teacher"]["teacher"]["kind"] == "hybrid" and out["cached_prefix"]
     assert out["final_loss_stats"]["distillation"] >= 0 and "contrastive" in out["final_loss_stats"]

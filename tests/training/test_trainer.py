@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
+from transformers import TrainerCallback
 
 from ragcun.training.config import load_config
 from ragcun.training.data import load_train_dataset
-from ragcun.training.trainer import build_loss, build_model, build_training_args, train
+from ragcun.training.trainer import build_model, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,21 +48,48 @@ def test_bad_training_data_is_named(tmp_path):
         load_train_dataset(tmp_path / "d")
 
 
-def test_optimizer_groups_have_their_learning_rates(triplets_dir, tiny_model_path, tmp_path):
-    from ragcun.training.hf_trainer import RagcunTrainer
+@pytest.mark.parametrize("extra", [(), ("freeze_base=true",), ("freeze_base=true", "fast_frozen=false")])
+def test_the_head_learns_at_its_own_rate(triplets_dir, tiny_model_path, tmp_path, extra):
+    """sentence-transformers' optimizer with ``learning_rate_mapping``: the head's parameters (on the full
+    model or a cached path's stand-in) at head_learning_rate, the base's at learning_rate, no decay on biases
+    and norms, every trainable parameter once."""
+    captured = {}
 
-    cfg = tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "o", "base_learning_rate=2e-5",
-                   "projection_learning_rate=1e-3", "weight_decay=0.1")
-    model = build_model(cfg)
-    ds, _ = load_train_dataset(cfg.train_data)
-    trainer = RagcunTrainer(model=model, args=build_training_args(cfg), train_dataset=ds,
-                               loss=build_loss(cfg, model), encoder=model, ragcun_config=cfg)
-    opt = trainer.create_optimizer()
-    by_name = {g["name"]: g for g in opt.param_groups}
-    assert by_name["base"]["lr"] == 2e-5 and by_name["base"]["weight_decay"] == 0.1
-    assert by_name["head"]["lr"] == 1e-3 and by_name["head_no_decay"]["weight_decay"] == 0.0
-    n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"])
-    assert n_opt == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    class Capture(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, model=None, **kwargs):
+            captured["groups"] = [(g["initial_lr"], g["weight_decay"], list(g["params"]))
+                                  for g in optimizer.param_groups]
+            captured["model"] = model
+
+    cfg = tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "o", "learning_rate=2e-5",
+                   "head_learning_rate=1e-3", "weight_decay=0.1", "max_steps=1",
+                   "validate_during_training=false", "save_steps=1", *extra)
+    train(cfg, callbacks=[Capture()])
+    model = captured["model"]
+    head_size = 2  # the tiny config's mlp head: two Dense modules, the model's last two
+    head = {id(p) for m in list(model)[-head_size:] for p in m.parameters()}
+    seen = []
+    for lr, decay, params in captured["groups"]:
+        for p in params:
+            seen.append(id(p))
+            assert lr == (1e-3 if id(p) in head else 2e-5)
+            assert decay == (0.1 if p.ndim >= 2 else 0.0)
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(seen) == sorted(trainable) and len(set(seen)) == len(seen)
+    assert any(id(p) in head for p in model.parameters()) and (("freeze_base=true" in extra)
+                                                              == all(i in head for i in seen))
+
+
+def test_metric_for_best_model_chooses_the_kept_model(triplets_dir, tiny_model_path, tmp_path):
+    """sentence-transformers' metric_for_best_model (and greater_is_better) decide which validation keeps
+    best/; without it, NDCG@10."""
+    out = tmp_path / "run"
+    summary = train(tiny_cfg(triplets_dir, tiny_model_path, out, "max_steps=4", "eval_steps=1",
+                             "freeze_base=true", "metric_for_best_model=val_isotropy_sigreg_ratio",
+                             "greater_is_better=false"))
+    curve = {r["step"]: r["isotropy_sigreg_ratio"] for r in summary["validation_curve"] if r["step"] > 0}
+    assert summary["best"]["metric"] == "val_isotropy_sigreg_ratio"
+    assert len(curve) == 4 and summary["best"]["step"] == min(curve, key=curve.get)
 
 
 def test_freeze_base_slow_path_changes_head_only(triplets_dir, tiny_model_path, tmp_path):
@@ -111,7 +139,8 @@ def test_run_outputs(triplets_dir, tiny_model_path, tmp_path):
                              "report_to=[\"tensorboard\"]"))
     assert summary["global_steps"] == 4 and summary["samples_per_second"] > 0
     saved = json.loads((out / "train_summary.json").read_text())
-    assert saved["config"]["output_dim"] == 16 and saved["data"]["rows"] == 24 and saved["versions"]["torch"]
+    assert saved["config"]["model"]["output_dim"] == 16 and saved["config"]["training"]["seed"] == 42
+    assert saved["data"]["rows"] == 24 and saved["versions"]["torch"]
     assert saved["best"]["metric"] == "val_ndcg@10" and 0 <= saved["best"]["score"] <= 1
     model = SentenceTransformer(str(out / "best"), device="cpu")
     assert model.similarity_fn_name == "euclidean" and model.get_embedding_dimension() == 16
@@ -190,10 +219,10 @@ def test_corpus_scale_sigreg_options_train(triplets_dir, tiny_model_path, tmp_pa
                               "sigreg_sample=40", *common))
     finally:
         CorpusSample.__call__ = original
-    assert seen == [40, 40, 40] and fast["config"]["sigreg_sample"] == 40
+    assert seen == [40, 40, 40] and fast["config"]["training"]["sigreg_sample"] == 40
     assert json.loads((tmp_path / "fast" / "final" / "ragcun_config.json")
                       .read_text())["head_init"]["power"] == 0.5
-    full = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "full", "sigreg_queue=32", *common))
+    full = train(tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "full", "queue_size=32", *common))
     state = load_file(str(tmp_path / "full" / "checkpoint-3" / "ragcun_loss_state.safetensors"))
     assert state["queue.rows"].shape == (32, 16) and int(state["queue.filled"]) == 32
     assert state["sigreg.axes"].shape == (16, 8) and state["sigreg_queries.axes"].shape == (16, 8)
@@ -201,7 +230,7 @@ def test_corpus_scale_sigreg_options_train(triplets_dir, tiny_model_path, tmp_pa
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["freeze_base=true", "sigreg_sample=64", "sigreg_queue=64"], "not both"),
+    (["freeze_base=true", "sigreg_sample=64", "queue_size=64"], "not both"),
     (["head_init_power=1.5"], "head_init_power must be in"),
     (["head_init=calibrated", "head_init_power=0.5"], "applies to head_init = 'warm'"),
     (["slice_policy=pcaa"], "slice_policy"),
@@ -222,17 +251,21 @@ def test_hashed_no_duplicates_sampler_draws_the_same_batches(triplets_dir):
     import torch
     from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-    from ragcun.training.trainer import batch_sampler
+    from ragcun.training.args import HashedNoDuplicatesBatchSampler, RagcunTrainingArguments
 
     ds, _ = load_train_dataset(triplets_dir, num_negatives=1)
     ds = datasets.concatenate_datasets([ds, ds.select(range(10))])  # duplicates force deferrals
     before = sorted(p.name for p in triplets_dir.rglob("*"))
-    hashed = batch_sampler("no_duplicates")(ds, batch_size=4, drop_last=False,
-                                            generator=torch.Generator(), seed=42)
+    hashed = HashedNoDuplicatesBatchSampler(ds, batch_size=4, drop_last=False, generator=torch.Generator(),
+                                            seed=42)
     plain = NoDuplicatesBatchSampler(ds, batch_size=4, drop_last=False, generator=torch.Generator(), seed=42)
     for epoch in range(3):
         hashed.set_epoch(epoch)
         plain.set_epoch(epoch)
         assert list(hashed) == list(plain)
-    assert batch_sampler("batch_sampler") == "batch_sampler"
+    # the default of ragcun's training arguments, and sentence-transformers' own name for it
+    out = str(triplets_dir / "x")
+    assert RagcunTrainingArguments(output_dir=out).batch_sampler is HashedNoDuplicatesBatchSampler
+    named = RagcunTrainingArguments(output_dir=out, batch_sampler="no_duplicates")
+    assert named.batch_sampler is HashedNoDuplicatesBatchSampler
     assert sorted(p.name for p in triplets_dir.rglob("*")) == before  # no datasets cache file beside the data

@@ -23,7 +23,7 @@ from ragcun.cli.app import (
     precision_option,
     runtime_option,
 )
-from ragcun.io import atomic_files, atomic_path
+from ragcun.files import atomic_files, atomic_path
 from ragcun.paths import documents_source
 from ragcun.progress import DocProgress
 

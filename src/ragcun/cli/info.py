@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ragcun.cli.app import USER_ERRORS, app, console, data_dir_option, fail
-from ragcun.io import package_versions
+from ragcun.files import package_versions
 from ragcun.paths import DATA_DIR_ENV, cache_dir, data_dir, dataset_file
 
 models_app = typer.Typer(help="Find, fetch and inspect models.", no_args_is_help=True)

@@ -36,13 +36,13 @@ def train(
     base_model: str = typer.Option(None, help="Base sentence-transformers model (alias, path or Hub id)."),
     output_dir: str = typer.Option(None, "--output-dir", "-o",
                                    help="Where checkpoints, best/, final/ and logs go."),
-    epochs: float = typer.Option(None, help="Training epochs."),
+    num_train_epochs: float = typer.Option(None, help="Training epochs."),
     max_steps: int = typer.Option(None, help="Stop after this many optimizer steps (overrides epochs)."),
-    batch_size: int = typer.Option(None, help="GLOBAL batch size (split over processes)."),
+    per_device_train_batch_size: int = typer.Option(None, help="Training batch per process."),
     lambda_isotropy: float = typer.Option(None, help="Weight of SIGReg (0 = baseline)."),
     freeze_base: bool = typer.Option(None, "--freeze-base/--no-freeze-base", metavar="",
                                      help="Train the head only (fast cached path)."),
-    mixed_precision: str = typer.Option(None, help="no | fp16 | bf16."),
+    bf16: bool = typer.Option(None, "--bf16/--no-bf16", metavar="", help="Train in bf16 mixed precision."),
     seed: int = typer.Option(None, help="Random seed."),
     resume: bool = typer.Option(False, "--resume", metavar="",
                                 help="Continue from the last complete checkpoint in output_dir."),
@@ -58,13 +58,14 @@ def train(
         if device.startswith("cuda:") and "CUDA_VISIBLE_DEVICES" not in os.environ:
             os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
     cfg = _config(config, set_, train_data=train_data, validation_data=validation_data, base_model=base_model,
-                  output_dir=output_dir, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                  lambda_isotropy=lambda_isotropy, freeze_base=freeze_base, mixed_precision=mixed_precision,
+                  output_dir=output_dir, num_train_epochs=num_train_epochs, max_steps=max_steps,
+                  per_device_train_batch_size=per_device_train_batch_size, lambda_isotropy=lambda_isotropy,
+                  freeze_base=freeze_base, bf16=bf16,
                   seed=seed, resume=True if resume else None, data_dir=data_dir, use_cpu=use_cpu)
     from ragcun.training.launch import plan_launch, relaunch
 
     try:
-        nproc = plan_launch(launch, cfg.batch_size)
+        nproc = plan_launch(launch)
     except ValueError as exc:
         raise fail(str(exc)) from None
     if nproc:

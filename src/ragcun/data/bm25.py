@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ragcun.files import atomic_path, write_json
 from ragcun.fingerprint import texts_fingerprint
-from ragcun.io import atomic_path, write_json
 from ragcun.paths import cache_dir
 from ragcun.progress import wanted
 

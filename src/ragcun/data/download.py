@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ragcun.data.beir import BEIR_DATASETS, expand_dataset_names
-from ragcun.io import MAX_EXTRACT_BYTES, atomic_path, safe_extract
+from ragcun.files import MAX_EXTRACT_BYTES, atomic_path, safe_extract
 from ragcun.paths import beir_candidates, data_dir
 from ragcun.progress import wanted
 
@@ -157,7 +157,7 @@ def _find_local(name: str, dest: Path, data_dir_: str | os.PathLike | None = Non
 
 
 def _safe_extract_zip(zip_path: Path, into: Path) -> None:
-    """Extract a zip with :func:`ragcun.io.safe_extract` (no member outside ``into``, no zip bomb)."""
+    """Extract a zip with :func:`ragcun.files.safe_extract` (no member outside ``into``, no zip bomb)."""
     with zipfile.ZipFile(zip_path) as zf:
         bad = zf.testzip()
         if bad is not None:

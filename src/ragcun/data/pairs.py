@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ragcun.data.readers import DataFormatError, iter_jsonl, iter_lines, regular_file, write_jsonl
-from ragcun.io import atomic_path
+from ragcun.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

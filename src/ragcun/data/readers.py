@@ -136,7 +136,7 @@ def text_field(path: Path, lineno: int, obj: dict[str, Any], key: str, required:
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
     """Write ``records`` one JSON object a line (UTF-8, non-ASCII kept as is). Callers write into a folder
-    they publish atomically (:func:`ragcun.io.atomic_path`)."""
+    they publish atomically (:func:`ragcun.files.atomic_path`)."""
     with open(path, "w", encoding="utf-8") as fh:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -52,7 +52,7 @@ from ragcun.data.msmarco import (
     msmarco_split_files,
 )
 from ragcun.data.readers import write_jsonl
-from ragcun.io import atomic_path, write_json
+from ragcun.files import atomic_path, write_json
 from ragcun.version import __version__
 
 logger = logging.getLogger(__name__)

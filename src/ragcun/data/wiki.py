@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ragcun.data.readers import DataFormatError, iter_jsonl, regular_file
-from ragcun.io import atomic_path, write_json
+from ragcun.files import atomic_path, write_json
 from ragcun.progress import wanted
 
 logger = logging.getLogger(__name__)

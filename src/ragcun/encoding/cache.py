@@ -1,4 +1,9 @@
-"""The on-disk embedding cache: one folder per corpus encoding, its chunks checksummed.
+"""The on-disk caches of what a model computes: checksummed files, never read when damaged.
+
+:func:`store_checked` / :func:`checked_problem` are the one way a cached tensor file is written and verified:
+safetensors written atomically, with a JSON record beside it holding the file's SHA-256 and what produced it
+(the base features of :mod:`ragcun.encoding.features`, a cached prefix, a teacher's scores). The corpus
+embeddings below are ``.npy`` chunks with a ``.sha256`` sidecar.
 
 A folder is named by :func:`cache_key`, a hash of everything that changes the vectors: the model
 (:func:`ragcun.fingerprint.model_fingerprint`), the dataset name, a hash of the document ids and texts, the
@@ -21,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ragcun.files import atomic_path, sha256_file, write_json, write_text
 from ragcun.fingerprint import model_fingerprint, texts_fingerprint
-from ragcun.io import atomic_path, sha256_file, write_json, write_text
 from ragcun.paths import cache_dir
 
 CACHE_VERSION = 2  # 2: chunks carry a sha256 sidecar
@@ -56,6 +61,48 @@ def _chunk_problem(path: Path, rows: int) -> str | None:
         return f"unreadable ({exc})"
     if arr.ndim != 2 or arr.shape[0] != rows or arr.dtype != np.float32:
         return f"shape {arr.shape} {arr.dtype}, expected ({rows}, dim) float32"
+    return None
+
+
+def record_path(path: Path) -> Path:
+    """The JSON record beside a cached tensor file."""
+    return path.with_suffix(".json")
+
+
+def store_checked(path: Path, tensors: dict[str, Any], record: dict[str, Any] | None = None,
+                  metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` (numpy arrays or torch tensors, not mixed) to ``path`` as safetensors, atomically,
+    then its record (``record`` + the file's SHA-256) beside it: a file without its record is never read."""
+    first = next(iter(tensors.values()))
+    if isinstance(first, np.ndarray):
+        from safetensors.numpy import save_file
+    else:
+        from safetensors.torch import save_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    write_json(record_path(path), {**(record or {}), "sha256": sha256_file(path)})
+    return path
+
+
+def checked_problem(path: Path, inputs: dict[str, Any] | None = None) -> str | None:
+    """Why a file of :func:`store_checked` cannot be used (missing, no record, changed since it was written,
+    made from other ``inputs``), or None."""
+    meta = record_path(path)
+    if not path.is_file():
+        return "missing"
+    if not meta.is_file():
+        return "has no record (written by an older ragcun or interrupted)"
+    try:
+        record = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"unreadable record ({exc})"
+    if inputs is not None and record.get("inputs") != inputs:
+        return "its recorded inputs differ from this run's (the model, the data or the settings)"
+    digest = sha256_file(path)
+    if digest != record.get("sha256"):
+        recorded = str(record.get("sha256"))[:12]
+        return f"checksum {digest[:12]}… differs from the recorded {recorded}… (the file changed)"
     return None
 
 

@@ -188,7 +188,7 @@ def encode_corpus_shared(
     """
     import torch
 
-    from ragcun.modeling import split_at_head, submodel
+    from ragcun.modeling import apply_modules, split_at_head, submodel
 
     done: dict[str, str] = {}
     groups: dict[str, tuple[Any, list[tuple[str, Any, list]]]] = {}
@@ -217,9 +217,7 @@ def encode_corpus_shared(
                 with torch.no_grad():
                     for chunk in feats.chunks:
                         x = torch.from_numpy(np.array(chunk, dtype=np.float32)).to(model.device, dtype)
-                        for m in tail:
-                            x = m({"sentence_embedding": x})["sentence_embedding"]
-                        chunks.append(x.float().cpu().numpy())
+                        chunks.append(apply_modules(tail, x).float().cpu().numpy())
                 seed_corpus_cache(model, ids, texts, dataset, chunks, chunk_size)
                 probe = list(texts[:4])
                 direct = encode_texts(model, probe, "document", batch_size)

@@ -23,8 +23,8 @@ from ragcun.encoding.fusion import Fusion, hybrid_search
 from ragcun.encoding.search import SIMILARITY_TO_SCORE, check_score, merge_topk, rescore, search_chunks
 from ragcun.encoding.settings import EncodeSettings
 from ragcun.evaluation.metrics import DEFAULT_METRICS, evaluate_run, metric_names, write_qrels, write_run
+from ragcun.files import package_versions, write_json
 from ragcun.fingerprint import model_fingerprint
-from ragcun.io import package_versions, write_json
 from ragcun.runtime import runtime_of
 
 logger = logging.getLogger(__name__)

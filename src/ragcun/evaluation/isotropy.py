@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 
 from ragcun.encoding.settings import EncodeSettings
+from ragcun.files import write_json, write_text
 from ragcun.fingerprint import model_fingerprint
-from ragcun.io import write_json, write_text
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ragcun.io import atomic_path
+from ragcun.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

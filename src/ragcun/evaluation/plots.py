@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.io import atomic_path
+from ragcun.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ import numpy as np
 from ragcun.encoding.search import check_score, exact_scores, gather_rows
 from ragcun.encoding.settings import EncodeSettings
 from ragcun.evaluation.metrics import evaluate_run
+from ragcun.files import write_json
 from ragcun.fingerprint import model_fingerprint
-from ragcun.io import write_json
 
 logger = logging.getLogger(__name__)
 

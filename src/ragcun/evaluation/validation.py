@@ -11,14 +11,14 @@ keeps the best model by its NDCG@10. Search is :func:`ragcun.encoding.search.sea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from sentence_transformers.base.evaluation import BaseEvaluator
 
-from ragcun.progress import wanted
+from ragcun.encoding.corpus import encode_texts
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +71,8 @@ class RetrievalEvaluator(BaseEvaluator):
         return [q + t for t in self.query_texts] + [d + t for t in self.doc_texts]
 
     def _encode(self, model: Any, texts: list[str], kind: str) -> np.ndarray:
-        fn: Callable[..., Any] = getattr(model, f"encode_{kind}", None) or model.encode
-        emb = fn(texts, batch_size=self.batch_size, convert_to_tensor=True,
-                 show_progress_bar=wanted(self.show_progress))
-        return emb.float().cpu().numpy()
+        return encode_texts(model, texts, kind, batch_size=self.batch_size,
+                            show_progress_bar=self.show_progress)
 
     def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1,
                  steps: int = -1) -> dict[str, float]:

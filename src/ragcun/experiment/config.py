@@ -17,7 +17,6 @@ from typing import Any, Literal
 from ragcun.config import (
     ConfigError,
     choice_problems,
-    coerce,
     from_table,
     non_negative,
     parse_override,
@@ -200,13 +199,13 @@ def _section(cls: type, raw: dict[str, Any], table: str, source: str, required: 
 
 
 def _arm_table(arm: str, values: Any, source: str) -> dict[str, Any]:
-    from ragcun.training.config import TrainConfig
+    from ragcun.training.config import coerce as training_coerce
 
     where = f"{source} [arms.{arm}]"
     if not isinstance(values, dict):
         raise ExperimentError(f"{source}: [arms.{arm}] must be a table of training keys")
     try:
-        out = {k: coerce(TrainConfig, k, v, where) for k, v in values.items() if k != BASE_ARM}
+        out = {k: training_coerce(k, v, where) for k, v in values.items() if k != BASE_ARM}
     except ConfigError as exc:
         raise ExperimentError(str(exc)) from None
     if BASE_ARM in values:
@@ -279,14 +278,13 @@ def arm_config(exp: ExperimentConfig, arm: str, overrides: list[str] | None = No
     """The training config of one arm: the file's training keys, then the arm's table, then ``--set`` (the
     command line wins over the file), then what the caller changes (a sweep's λ) and the arm's paths."""
     from ragcun.training import load_config
-    from ragcun.training.config import coerce
 
     table = dict(exp.arms[arm])
     base_arm = table.pop(BASE_ARM, None)
     cfg = load_config(exp.path).replace(**table)
     for text in overrides or []:
         key, value = parse_override(text)
-        setattr(cfg, key, coerce(key, value, f"--set {key}"))
+        cfg.set(key, value, f"--set {key}")
     out = Path(output_dir or exp.arm_dir(arm))
     values = {"run_name": f"{exp.name}/{out.name}", **changes, "train_data": str(exp.data_dir),
               "output_dir": str(out)}

@@ -106,8 +106,8 @@ def run_experiment_preflight(exp: ExperimentConfig, steps: int = 2, overrides: l
     results.append(_timed("model", lambda: check_model(first)))
     with tempfile.TemporaryDirectory(prefix="ragcun-preflight-data-") as tmp:
         sample = Path(tmp) / "triplets"
-        results.append(_timed("triplets",
-                              lambda: build_sample(exp, sample, max(first.batch_size, 4) * steps, data_dir)))
+        rows = max(first.per_device_train_batch_size, 4) * steps
+        results.append(_timed("triplets", lambda: build_sample(exp, sample, rows, data_dir)))
         if any(r.status == "fail" for r in results[2:]):
             return results + [Check("training steps", "fail", "skipped: fix the failures above first")]
         for arm, cfg in arms.items():

@@ -15,7 +15,9 @@ the change happen, and what does approximate search lose.
   test against the whitening point nearest to that ratio;
 * **corrections**: the training-free mean removal of the base (and with its top principal direction) against
   the reference, with their isotropy;
-* **approximate search**: recall@10 of the retriever's HNSW and IVF defaults against exact search.
+* **approximate search**: recall@10 of the retriever's HNSW and IVF defaults against exact search;
+* **the card section** of each trained arm (:func:`card_section`, written into its ``best/README.md``): its
+  test metrics beside the reference with the paired test, its isotropy and how it was trained.
 
 The generic comparison report (:func:`ragcun.reporting.build_report`: every metric, LaTeX, CSV,
 charts) is written beside it; the statistics and table formats are :mod:`ragcun.reporting`'s.
@@ -30,10 +32,11 @@ from typing import Any
 
 from ragcun.experiment.config import ExperimentConfig
 from ragcun.experiment.whitening import whitening_label
-from ragcun.io import write_json, write_text
+from ragcun.files import write_json, write_text
+from ragcun.modeling.card import END, START, flat
 from ragcun.reporting.compare import build_report, isotropy_by_label, load_result
 from ragcun.reporting.stats import compare
-from ragcun.reporting.tables import delta_cells, latex_table, markdown_table
+from ragcun.reporting.tables import delta_cells, fmt_p, latex_table, markdown_table
 
 METRIC = "ndcg@10"
 ISOTROPY_NOTE = ("The SIGReg test's power grows with the sample: a fixed deviation from N(0, I) adds about "
@@ -302,3 +305,58 @@ def build_experiment_report(exp: ExperimentConfig, result_files: dict[str, Path]
                "experiment_markdown": text}
     write_json(out / "experiment.json", {k: v for k, v in summary.items() if k != "experiment_markdown"})
     return summary
+
+
+#: The metrics of the card's results table.
+CARD_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
+
+
+def card_section(arm: str, report: dict[str, Any], reference: str, in_domain: dict[str, bool],
+                 run: dict[str, Any] | None, model_path: str) -> str:
+    """The Markdown section for one arm, from the experiment report
+    (:func:`ragcun.experiment.report.build_experiment_report`)."""
+    values, sig = report["values"], report.get("significance", {})
+    lines = [START, "", f"## ragcun evaluation: `{run['name'] if run else arm}` (test split, ×100)", ""]
+    head = " | ".join(CARD_METRICS)
+    lines += [f"| dataset | model | {head} | Δ NDCG@10 vs {reference} (95% CI) | p |",
+              "|---|---|" + "---:|" * (len(CARD_METRICS) + 2)]
+    for ds in report["datasets"]:
+        s = sig.get(ds, {}).get(arm, {})
+        delta = (f"{100 * s['mean_diff']:+.2f} [{100 * s['ci_low']:+.2f}, {100 * s['ci_high']:+.2f}]"
+                 if s else "–")
+        where = "in-domain" if in_domain.get(ds) else "transfer"
+        for label in (arm, reference):
+            cells = " | ".join(f"{100 * values[m][label][ds]:.2f}" if ds in values.get(m, {}).get(label, {})
+                               else "–" for m in CARD_METRICS)
+            tail = f"{delta} | {fmt_p(s.get('perm_p'))}" if label == arm else "– | –"
+            lines.append(f"| {ds} ({where}) | {label} | {cells} | {tail} |")
+    iso = [r for r in report.get("isotropy", []) if r.get("label") == arm and r.get("kind") == "corpus"]
+    if iso:
+        lines += ["", "Isotropy of the corpus embeddings (N(0, I) gives SIGReg ratio 1, IsoScore 1; lower "
+                  "ratio and higher IsoScore are closer):", "",
+                  "| dataset | SIGReg ratio | IsoScore | mean norm | √dim |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['dataset']} | {r['sigreg_ratio']:.2f} | {r['isoscore']:.3f} | "
+                  f"{r['norm_mean']:.2f} | {r['dim'] ** 0.5:.2f} |" for r in iso]
+    if run:
+        r = flat(run)
+        base_lr, head_lr = (r.get("learning_rate", r.get("base_learning_rate")),
+                            r.get("head_learning_rate", r.get("projection_learning_rate")))
+        lines += ["", f"Trained from `{r['base_model']}` on {r['train_examples']:,} examples of "
+                  f"`{r['train_data']}`: λ_iso = {r['lambda_isotropy']:g} ({r['loss_form']} form, "
+                  f"SIGReg on {r['sigreg_on']} sets, {r['num_slices']} slices), Euclidean InfoNCE "
+                  f"τ = {r['temperature']:g} ({r['distance']} distance), "
+                  f"{'frozen base' if r['freeze_base'] else 'full fine-tuning'}, "
+                  f"head init {r['head_init']}, learning rates {base_lr:g} (base) / "
+                  f"{head_lr if head_lr is not None else base_lr:g} (head), batch "
+                  f"{r.get('per_device_train_batch_size', r.get('batch_size'))}, sequence length "
+                  f"{r['max_seq_length'] or 'the base model’s'}, seed {r['seed']}."]
+    lines += ["", "Rank by L2 distance (the embeddings are not normalised; the norm is part of the model):",
+              "", "```python", "from sentence_transformers import SentenceTransformer", "",
+              f'model = SentenceTransformer("{model_path}")',
+              'q = model.encode_query(["what causes vitamin D deficiency?"])',
+              'd = model.encode_document(["Vitamin D deficiency is common ...", "Statins lower LDL ..."])',
+              "model.similarity(q, d)  # −‖q − d‖: higher is nearer", "",
+              "from ragcun import GaussianRetriever  # FAISS L2 index with persistence",
+              f'r = GaussianRetriever("{model_path}"); r.add_documents(docs); r.retrieve("query", top_k=10)',
+              "```", "", END]
+    return "\n".join(lines) + "\n"

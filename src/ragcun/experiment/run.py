@@ -26,7 +26,7 @@ from ragcun.experiment.config import (
 )
 from ragcun.experiment.stages import ApproximateSearchStage, BeirStage, IsotropyStage, evaluate
 from ragcun.experiment.views import ViewModels, evaluation_views
-from ragcun.io import write_json
+from ragcun.files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def train_arm(exp: ExperimentConfig, arm: str, overrides: list[str] | None = Non
     from ragcun.training import train
 
     cfg = arm_config(exp, arm, overrides, data_dir, out, **changes)
-    cfg.resume = out.exists()  # a killed run continues from its last checkpoint
+    cfg.set("resume", out.exists(), "the experiment")  # a killed run continues from its last checkpoint
     logger.info("arm %s: training (lambda_isotropy=%s, freeze_base=%s)", out.name, cfg.lambda_isotropy,
                 cfg.freeze_base)
     return train(cfg)
@@ -109,9 +109,9 @@ def train_arms_parallel(exp: ExperimentConfig, arms: list[str], overrides: list[
 def report(exp: ExperimentConfig, result_files: dict[str, Path], isotropy_files: dict[str, Path],
            ann_file: Path | None) -> dict[str, Any]:
     """The experiment's tables and figures; each arm's model card gets its own test results."""
-    from ragcun.experiment.report import build_experiment_report
+    from ragcun.experiment.report import build_experiment_report, card_section
     from ragcun.modeling import run_info
-    from ragcun.reporting.model_card import card_section, write_card_section
+    from ragcun.modeling.card import write_card_section
 
     rep = build_experiment_report(exp, result_files, isotropy_files, ann_file)
     reference = "reference" if "reference" in rep["models"] else rep["baseline"]

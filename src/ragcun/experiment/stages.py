@@ -19,7 +19,7 @@ from typing import Any
 
 from ragcun.experiment.config import EvaluationSection
 from ragcun.experiment.views import View, ViewModels
-from ragcun.io import write_json
+from ragcun.files import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.io import write_json, write_text
+from ragcun.files import write_json, write_text
 from ragcun.reporting.compare import isotropy_by_label, load_result
 from ragcun.reporting.stats import compare, mean_ci
 from ragcun.reporting.tables import _csv, delta_cells, latex_table, markdown_table

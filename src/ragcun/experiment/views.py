@@ -9,7 +9,7 @@ from typing import Any
 
 from ragcun.experiment.config import BASE_ARM, ExperimentConfig, arm_config
 from ragcun.experiment.whitening import CORRECTIONS, correction_dir, whitening_dir, whitening_label
-from ragcun.training.card import ST_LOSS_NAMES
+from ragcun.modeling.card import ST_LOSS_NAMES
 
 
 @dataclass(frozen=True)

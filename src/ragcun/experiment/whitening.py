@@ -99,9 +99,9 @@ def build_whitening(exp: ExperimentConfig, data_dir: str | None = None) -> dict[
         return dirs
     import torch
 
+    from ragcun.encoding.features import cached_base_features
     from ragcun.modeling import IsotropicGaussianEncoder
     from ragcun.training.data import column_prompts
-    from ragcun.training.frozen import cached_base_features
 
     cfg = arm_config(exp, next(iter(exp.arms)), data_dir=data_dir)
     dim = wh.output_dim or cfg.output_dim
@@ -110,7 +110,7 @@ def build_whitening(exp: ExperimentConfig, data_dir: str | None = None) -> dict[
                                    device="cpu")
     prompts = column_prompts(enc, ["query", "positive"])
     docs = training_documents(exp, wh.max_documents, prompts)
-    table, _ = cached_base_features(enc, enc.base_modules, docs, cfg.max_seq_length,
+    table, _ = cached_base_features(enc, enc.base_modules, docs, enc.max_seq_length,
                                     batch_size=cfg.feature_batch_size, show_progress=False)
     features = torch.from_numpy(table)
     fit: dict[str, Any] = {"on": "training documents", "documents": len(docs),

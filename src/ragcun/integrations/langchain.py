@@ -37,6 +37,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("the LangChain adapter needs langchain-core: pip install 'ragcun[langchain]'") from e
 
+from ragcun.encoding.corpus import encode_texts
 from ragcun.encoding.models import load_for_index
 from ragcun.retrieval.results import SearchResult, hit_metadata, relevance_score
 from ragcun.retrieval.retriever import GaussianRetriever
@@ -54,16 +55,14 @@ class GaussianEmbeddings(Embeddings):
         self.model, self.model_name, _ = load_for_index(model, device)
         self.batch_size = int(batch_size)
 
-    def _encode(self, fn_name: str, texts: list[str]) -> list[list[float]]:
-        fn = getattr(self.model, fn_name, None) or self.model.encode
-        x = fn(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(x, dtype=np.float32).tolist()
+    def _encode(self, kind: str, texts: list[str]) -> list[list[float]]:
+        return encode_texts(self.model, texts, kind, batch_size=self.batch_size).tolist()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._encode("encode_document", list(texts))
+        return self._encode("document", list(texts))
 
     def embed_query(self, text: str) -> list[float]:
-        return self._encode("encode_query", [text])[0]
+        return self._encode("query", [text])[0]
 
 
 class GaussianVectorStore(VectorStore):

@@ -52,10 +52,10 @@ def get_model(model: Any, *, device: str | None = None,
               name: str | None = None) -> SentenceTransformerEncoderWrapper:
     """An MTEB encoder over a ragcun (or any sentence-transformers) model: a path, an alias or a loaded
     model."""
-    from ragcun.resolve import load_sentence_transformer
+    from ragcun.encoding.models import open_model
 
     path = model if isinstance(model, str | os.PathLike) else None
-    st = load_sentence_transformer(model, device=device) if path is not None else model
+    st = open_model(model, device=device) if path is not None else model
     wrapper = SentenceTransformerEncoderWrapper(st)
     if name:
         label = name

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ragcun.config import Schema, check_choices, non_negative, positive
 from ragcun.losses.contrastive import Distance, EuclideanInfoNCE
 from ragcun.losses.queue import FeatureQueue
 from ragcun.losses.sigreg import SIGReg, SlicePolicy
@@ -67,18 +68,18 @@ class IsotropicGaussianLoss(nn.Module):
         model: nn.Module,
         lambda_isotropy: float = 1.0,
         lambda_reg: float = 0.0,
-        temperature: float = 50.0,
+        temperature: float = 5.0,
         distance: Distance = "squared",
         num_slices: int = 1024,
         t_max: float = 3.0,
         n_points: int = 17,
-        gather_across_devices: bool = False,
+        gather_across_devices: bool = True,
         regularizer: Regularizer = "covariance",
         seed: int = 0,
         monitor_sigreg: bool = True,
         loss_form: LossForm = "sum",
         sigreg_on: SigregOn = "joint",
-        slice_policy: SlicePolicy = "random",
+        slice_policy: SlicePolicy = "pca",
         principal_slices: int = 32,
         slice_refresh: int = 1,
         queue_size: int = 0,
@@ -88,12 +89,14 @@ class IsotropicGaussianLoss(nn.Module):
         lambda_contrastive: float = 1.0,
     ) -> None:
         super().__init__()
-        if loss_form not in ("sum", "convex"):
-            raise ValueError(f"loss_form must be 'sum' or 'convex', got {loss_form!r}")
-        if sigreg_on not in ("joint", "separate"):
-            raise ValueError(f"sigreg_on must be 'joint' or 'separate', got {sigreg_on!r}")
-        if loss_form == "convex" and not 0.0 <= lambda_isotropy <= 1.0:
-            raise ValueError(f"loss_form='convex' needs lambda_isotropy in [0, 1], got {lambda_isotropy}")
+        problems = self.argument_problems(
+            lambda_isotropy=lambda_isotropy, lambda_reg=lambda_reg, temperature=temperature,
+            distance=distance,
+            num_slices=num_slices, loss_form=loss_form, sigreg_on=sigreg_on, slice_policy=slice_policy,
+            principal_slices=principal_slices, slice_refresh=slice_refresh, queue_size=queue_size,
+            lambda_distill=lambda_distill, lambda_contrastive=lambda_contrastive, regularizer=regularizer)
+        if problems:
+            raise ValueError("; ".join(problems))
         self.loss_form: LossForm = loss_form
         self.sigreg_on: SigregOn = sigreg_on
         self.model = model
@@ -115,6 +118,21 @@ class IsotropicGaussianLoss(nn.Module):
         self.lambda_distill = float(lambda_distill)
         self.lambda_contrastive = float(lambda_contrastive)
         self.last_stats: dict[str, float] = {}
+
+    @classmethod
+    def argument_problems(cls, **kwargs: Any) -> list[str]:
+        """What is wrong with these keyword arguments (empty when nothing): checked by the constructor, and by
+        a training config before anything loads (its ``[loss]`` table is these arguments)."""
+        values = {**Schema.of(cls).defaults, **kwargs}
+        problems = check_choices(cls, values)
+        problems += positive(values, "temperature", "num_slices", "principal_slices", "slice_refresh",
+                             "n_points", "t_max")
+        problems += non_negative(values, "lambda_isotropy", "lambda_reg", "queue_size", "lambda_distill",
+                                 "lambda_contrastive")
+        if values["loss_form"] == "convex" and not 0.0 <= values["lambda_isotropy"] <= 1.0:
+            problems.append(f"loss_form = 'convex' needs lambda_isotropy in [0, 1] (got "
+                            f"{values['lambda_isotropy']})")
+        return problems
 
     def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]],
                 labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

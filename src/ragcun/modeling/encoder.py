@@ -20,8 +20,10 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Transformer
 from torch import nn
 
-from ragcun.io import atomic_path
+from ragcun.config import Schema, check_choices, non_negative, positive
+from ragcun.files import atomic_path
 from ragcun.modeling.head_init import WhitenKind, affine_start, whitening_map
+from ragcun.modeling.parts import apply_modules, parameter_counts
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ class IsotropicGaussianEncoder(SentenceTransformer):
             raise ValueError("pass either base_model (to build a new encoder) or a saved model path, "
                              "not both")
         config: dict[str, Any] = {}
+        problems = self.argument_problems(output_dim=output_dim, head=head, hidden_dim=hidden_dim,
+                                          freeze_layers=freeze_layers, max_seq_length=max_seq_length)
+        if problems:
+            raise ValueError("; ".join(problems))
         if base_model is not None:
             base = load_sentence_transformer(base_model, device="cpu")
             body = list(base)
@@ -130,6 +136,16 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         if max_seq_length is not None:
             self.max_seq_length = max_seq_length
         self.set_freezing(freeze_base=freeze_base, freeze_layers=freeze_layers)
+
+    @classmethod
+    def argument_problems(cls, **kwargs: Any) -> list[str]:
+        """What is wrong with these keyword arguments (empty when nothing): checked by the constructor, and by
+        a training config before anything loads (its ``[model]`` table is these arguments)."""
+        values = {**Schema.of(cls).defaults, **kwargs}
+        problems = check_choices(cls, values)
+        problems += positive(values, "output_dim", "hidden_dim", "max_seq_length")
+        problems += non_negative(values, "freeze_layers")
+        return problems
 
     # ------------------------------------------------------------------ structure
     @classmethod
@@ -183,9 +199,7 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         return out.detach().float()
 
     def _head_forward(self, x: torch.Tensor) -> torch.Tensor:
-        for m in self.head_modules:
-            x = m({"sentence_embedding": x})["sentence_embedding"]
-        return x
+        return apply_modules(self.head_modules, x)
 
     @torch.no_grad()
     def warm_start_head(self, features: torch.Tensor, power: float = 0.0,
@@ -283,38 +297,9 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         self.ragcun_config["freeze_base"] = bool(freeze_base)
         self.ragcun_config["freeze_layers"] = int(freeze_layers)
 
-    def parameter_groups(
-        self, base_learning_rate: float = 1e-5, projection_learning_rate: float = 5e-4,
-        weight_decay: float = 0.05
-    ) -> list[dict[str, Any]]:
-        """AdamW parameter groups: base and head at their own learning rates; no decay on biases/norms."""
-        groups = []
-        for group, params, lr in (
-            ("base", self.base_named_trainable(), base_learning_rate),
-            ("head", self.head_named_trainable(), projection_learning_rate),
-        ):
-            decay = [p for n, p in params if p.ndim >= 2]
-            no_decay = [p for n, p in params if p.ndim < 2]
-            if decay:
-                groups.append({"params": decay, "lr": lr, "weight_decay": weight_decay, "name": f"{group}"})
-            if no_decay:
-                groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0,
-                               "name": f"{group}_no_decay"})
-        return groups
-
-    def base_named_trainable(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for i, m in enumerate(self.base_modules)
-                for n, p in m.named_parameters(prefix=str(i)) if p.requires_grad]
-
-    def head_named_trainable(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for i, m in enumerate(self.head_modules)
-                for n, p in m.named_parameters(prefix=f"head{i}") if p.requires_grad]
-
     def parameter_counts(self) -> dict[str, int]:
         """Total and trainable parameters of the base and the head
         (:func:`ragcun.modeling.parts.parameter_counts`)."""
-        from ragcun.modeling.parts import parameter_counts
-
         return parameter_counts(self)
 
     # ------------------------------------------------------------------ saving

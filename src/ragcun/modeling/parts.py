@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize
 from torch import nn
@@ -26,6 +27,14 @@ def split_at_head(model: SentenceTransformer) -> tuple[list[nn.Module], list[nn.
     while cut > 0 and isinstance(base[cut - 1], Normalize):
         cut -= 1
     return base[:cut], base[cut:] + head
+
+
+def apply_modules(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """Sentence embeddings ``x`` through ``modules`` (a head, a trailing ``Normalize``): the one place a tail
+    of a model is applied to vectors computed without it (cached base features, a shared body's output)."""
+    for m in modules:
+        x = m({"sentence_embedding": x})["sentence_embedding"]
+    return x
 
 
 def submodel(model: SentenceTransformer, modules: list[nn.Module]) -> SentenceTransformer:

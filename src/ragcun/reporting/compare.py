@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.io import write_json, write_text
+from ragcun.files import write_json, write_text
 from ragcun.reporting.stats import compare, mean_ci
 from ragcun.reporting.tables import _csv, _fmt, _latex_escape, fmt_p, latex_table, markdown_table
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ragcun.io import pid_alive
+from ragcun.files import pid_alive
 from ragcun.retrieval.index import VectorIndex, as_ids, as_vectors, positive_int
 
 TABLE = "vectors"

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ragcun.encoding.models import is_normalized, load_for_index, model_dimension, set_max_seq_length
+from ragcun.files import atomic_path, recover, sha256_file
 from ragcun.fingerprint import FINGERPRINT_METHOD, model_fingerprint
-from ragcun.io import atomic_path, recover, sha256_file
 from ragcun.retrieval.engines import index_files, load_index
 from ragcun.retrieval.errors import (
     DimensionMismatchError,
@@ -106,7 +106,7 @@ def save(parts: Parts, directory: str | os.PathLike, lock: Any) -> Path:
     """Write the index, documents and manifest to ``directory`` atomically.
 
     Files are written into a temporary sibling folder that then replaces ``directory`` in one
-    atomic swap (:func:`ragcun.io.atomic_path`), so a crash mid-save leaves the previous index there.
+    atomic swap (:func:`ragcun.files.atomic_path`), so a crash mid-save leaves the previous index there.
     A model that was never saved (built in memory) is saved inside the index (``model/``), so a
     saved index always loads by itself.
     """

@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from ragcun.files import write_json
 from ragcun.fingerprint import model_fingerprint
-from ragcun.io import write_json
 from ragcun.paths import cache_dir
 from ragcun.runtime.spec import BackendUnavailableError, Runtime, cpu_has_bf16, cpu_has_int8, cpu_info
 

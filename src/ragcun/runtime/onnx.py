@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ragcun.files import sha256_file, write_json
 from ragcun.fingerprint import model_fingerprint
-from ragcun.io import sha256_file, write_json
 from ragcun.paths import cache_dir
 from ragcun.runtime.spec import BackendUnavailableError, Runtime, require_onnxruntime
 

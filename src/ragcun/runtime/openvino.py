@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ragcun.files import sha256_file
 from ragcun.fingerprint import model_fingerprint, texts_fingerprint
-from ragcun.io import sha256_file
 from ragcun.paths import cache_dir
 from ragcun.runtime.onnx import OnnxEncoder, _cosine, _Graph, _quiet, probe_inputs, wrap
 from ragcun.runtime.spec import BackendUnavailableError, Runtime, cpu_has_bf16, require_openvino

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from ragcun.io import write_json
+from ragcun.files import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,19 @@
-"""Training configuration: one dataclass, read from TOML, every key overridable from the command line.
+"""Training configuration: one TOML table per object a run builds, each passed to it as keyword arguments.
 
-A config file may be flat (``base_model = "..."``) or group its keys in tables
-(``[model]``, ``[data]``, ``[optim]``, ``[loss]``, ``[output]``, ``[validation]``); the tables are
-flattened, so ``--set lambda_isotropy=0`` overrides a key wherever the file put it. The experiment's
-tables (``[experiment]``, ``[triplets]``, ``[evaluation]``, ``[sweep]``, ``[arms.*]``) are read by
-:mod:`ragcun.experiment`, through the same coercion (:mod:`ragcun.config`).
-Unknown keys are errors that name the file and suggest the closest key: a typo must never
-silently fall back to a default in a run that takes hours.
+- ``[model]``: :class:`~ragcun.modeling.IsotropicGaussianEncoder` ``(**model)``, its keyword arguments;
+- ``[loss]``: :class:`~ragcun.losses.IsotropicGaussianLoss` ``(model, **loss)``, its keyword arguments;
+- ``[teacher]``: :class:`~ragcun.training.teacher.TeacherArguments`, the teacher's scores;
+- ``[data]``: :class:`~ragcun.training.data.DataArguments`, the triplets and the validation set;
+- ``[training]``: :class:`~ragcun.training.args.RagcunTrainingArguments`, sentence-transformers' training
+  arguments and ragcun's own.
+
+The model and the loss check their own arguments (once, in their constructors; :func:`load_config` asks them
+before anything loads), and sentence-transformers checks its training arguments. Key names are unique across
+the tables, so ``--set lambda_isotropy=0`` (or ``--set loss.lambda_isotropy=0``) and an experiment's
+``[arms.*]`` tables name a key without its table. Unknown keys are errors that name the file and suggest the
+closest key; a key of the old flat format gets a one-line error naming its new table and name. The
+experiment's tables (``[experiment]``, ``[triplets]``, ``[evaluation]``, ``[sweep]``, ``[whitening]``,
+``[arms.*]``) are read by :mod:`ragcun.experiment`, through the same coercion (:mod:`ragcun.config`).
 """
 
 from __future__ import annotations
@@ -14,192 +21,186 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ragcun.config import (
-    ConfigError,
-    choice_problems,
-    non_negative,
-    parse_override,
-    positive,
-    read_toml,
-    unknown_key,
-)
+from ragcun.config import ConfigError, Schema, parse_override, read_toml, unknown_key
 from ragcun.config import coerce as _coerce
 
-MixedPrecision = Literal["no", "fp16", "bf16"]
-GROUP_TABLES = ("model", "data", "optim", "loss", "teacher", "output", "validation")
+TABLES = ("model", "loss", "teacher", "data", "training")
 FOREIGN_TABLES = ("experiment", "evaluation", "arms", "triplets", "sweep", "whitening")
+
+#: Keys of the old flat format: (their table now, their name there, how the value changes).
+OLD_KEYS: dict[str, tuple[str, str, str]] = {
+    "epochs": ("training", "num_train_epochs", ""),
+    "batch_size": ("training", "per_device_train_batch_size", " (per process, as in sentence-transformers)"),
+    "base_learning_rate": ("training", "learning_rate", ""),
+    "projection_learning_rate": ("training", "head_learning_rate", ""),
+    "lr_scheduler": ("training", "lr_scheduler_type", ""),
+    "mixed_precision": ("training", "bf16", " (bf16 = true, or fp16 = true)"),
+    "sigreg_queue": ("loss", "queue_size", ""),
+}
+OLD_TABLES = {"optim": "training", "output": "training", "validation": "data"}
+
+
+@cache
+def schemas() -> dict[str, Any]:
+    """Each table's keys with their types and defaults: the constructors' keyword arguments and the
+    arguments dataclasses (imported on first use: they pull in torch and sentence-transformers)."""
+    from ragcun.losses import IsotropicGaussianLoss
+    from ragcun.modeling import IsotropicGaussianEncoder
+    from ragcun.training.args import RagcunTrainingArguments
+    from ragcun.training.data import DataArguments
+    from ragcun.training.teacher import TeacherArguments
+
+    return {
+        "model": Schema.of(IsotropicGaussianEncoder, exclude=("model_name_or_path", "prompts", "modules",
+                                                              "device")),
+        "loss": Schema.of(IsotropicGaussianLoss, exclude=("model", "corpus_sample", "distillation", "seed")),
+        "teacher": TeacherArguments,
+        "data": DataArguments,
+        "training": RagcunTrainingArguments,
+    }
+
+
+def _keys(schema: Any) -> list[str]:
+    return list(schema.hints) if isinstance(schema, Schema) else [f.name for f in dataclasses.fields(schema)]
+
+
+@cache
+def key_tables() -> dict[str, str]:
+    """Every key -> its table. Names are unique across the tables (checked here), so a key alone is enough."""
+    out: dict[str, str] = {}
+    for table, schema in schemas().items():
+        for key in _keys(schema):
+            if key in out:
+                raise RuntimeError(f"training key {key!r} is in both [{out[key]}] and [{table}]")
+            out[key] = table
+    return out
+
+
+def _old_key_error(key: str, where: str) -> ConfigError:
+    table, new, note = OLD_KEYS[key]
+    return ConfigError(f"{where}: {key!r} is now {new!r} in [{table}]{note}; see "
+                       "docs/training.md#configuration")
+
+
+def locate(key: str, where: str, table: str | None = None) -> tuple[str, str]:
+    """(table, key) for ``key`` as written in ``where`` (``loss.lambda_isotropy`` or ``lambda_isotropy``)."""
+    if "." in key:
+        table, key = key.split(".", 1)
+    tables = key_tables()
+    if key in OLD_KEYS and key not in tables:
+        raise _old_key_error(key, where)
+    if key not in tables:
+        if table in schemas():
+            raise unknown_key(schemas()[table], key, where)
+        raise unknown_key(Schema("training", dict.fromkeys(tables), {}), key, where, "training key")
+    if table is not None and tables[key] != table:
+        raise ConfigError(f"{where}: {key!r} belongs in [{tables[key]}], not [{table}]")
+    return tables[key], key
 
 
 @dataclass
 class TrainConfig:
-    """Everything ``ragcun train`` needs. Defaults follow the paper setting where one exists."""
+    """A training run: the values set in each table (a table's other keys keep their defaults); a key's value,
+    wherever its table, is ``cfg.get(key)`` or ``cfg.<key>``."""
 
-    # data
-    # `ragcun data triplets` output dir, a save_to_disk dir, or .jsonl/.parquet/.csv
-    train_data: str | None = None
-    # mini-BEIR dir or BEIR name; default: <train_data>/validation if present
-    validation_data: str | None = None
-    validation_split: str = "dev"
-    validation_max_queries: int | None = None
-    validate_during_training: bool = True  # false: no validation (e.g. preflight, quick smoke runs)
-    num_negatives: int | None = None  # use at most this many negative_* columns (None: all)
-    max_train_samples: int | None = None
-    data_dir: str | None = None
-    # model
-    base_model: str = "all-MiniLM-L6-v2"
-    # chosen on NFCorpus dev (docs/isotropy.md); <= the base dimension keeps the head full-rank
-    output_dim: int = 128
-    head: Literal["mlp", "linear"] = "mlp"
-    hidden_dim: int = 1024
-    freeze_base: bool = False
-    freeze_layers: int = 0
-    max_seq_length: int = 256
-    normalize_base: bool = True  # keep the base's own Normalize before the head (the base's cosine geometry)
-    # warm: start at the base's ranking (see docs/method.md)
-    head_init: Literal["warm", "calibrated", "default"] = "warm"
-    # warm start's whitening power: 0 = the base's geometry, 1 = whitened (N(0, I) covariance)
-    head_init_power: float = 0.5
-    calibration_samples: int = 1024  # training texts (documents, for warm) the head is initialised on
-    fast_frozen: bool = True  # with freeze_base: train the head on cached base features
-    # with freeze_layers > 0 (base not frozen): cache the frozen layers' output once, train the layers above
-    # on it (ragcun.training.prefix; BERT-family bases)
-    fast_prefix: bool = True
-    # cached-prefix training: every training text cut to this many tokens (queries are short: in effect the
-    # documents; None: max_seq_length); evaluation always sees max_seq_length
-    train_max_seq_length: int | None = None
-    feature_batch_size: int = 64
-    # optimisation
-    base_learning_rate: float = 1e-5
-    projection_learning_rate: float = 5e-4
-    weight_decay: float = 0.05
-    warmup_ratio: float = 0.1
-    warmup_steps: int = 0  # > 0 overrides warmup_ratio
-    lr_scheduler: str = "linear"
-    max_grad_norm: float = 1.0
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 16  # the GLOBAL batch per forward pass (split over devices under DDP)
-    gradient_accumulation_steps: int = 1
-    batch_sampler: Literal["no_duplicates", "batch_sampler"] = "no_duplicates"
-    mixed_precision: MixedPrecision = "no"
-    gradient_checkpointing: bool = False
-    seed: int = 42
-    dataloader_num_workers: int = 0
-    # loss
-    lambda_isotropy: float = 1.0
-    loss_form: Literal["sum", "convex"] = "sum"  # sum: c + λ·SIGReg; convex: LeJEPA's (1 − λ)·c + λ·SIGReg
-    sigreg_on: Literal["joint", "separate"] = "joint"  # one test on queries + documents, or one each
-    lambda_reg: float = 0.0
-    num_slices: int = 1024
-    slice_policy: Literal["random", "pca"] = "pca"  # pca: random slices + the data's extreme principal axes
-    # (random slices alone missed an 8-of-256 anisotropy the pca policy detects: docs/isotropy.md)
-    principal_slices: int = 32  # pca: this many largest- and smallest-variance axes
-    slice_refresh: int = 1  # pca: recompute the axes every this many SIGReg calls (from the previous sample)
-    # test the batch together with this many recent detached embeddings (global under DDP)
-    sigreg_queue: int = 0
-    # test a fresh uniform sample of this many training documents per step, through the head
-    # (on the base's cached features: exact for a frozen base, the base before fine-tuning otherwise)
-    sigreg_sample: int = 0
-    # with a cached prefix (fast_prefix): the sample's features go through the layers being trained,
-    # recomputed every this many steps
-    sigreg_refresh: int = 50
-    # squared distances grow with output_dim (≈ 2·D apart); 5 measured best at 128-d
-    temperature: float = 5.0
-    distance: Literal["squared", "l2"] = "squared"
-    gather_across_devices: bool = True
-    # teacher: its scores over each query's candidates as the training signal (ragcun.training.teacher)
-    teacher: Literal["none", "hybrid", "dense", "bm25"] = "none"
-    teacher_model: str | None = None  # the dense scorer (default: base_model)
-    teacher_fusion: Literal["zscore", "convex", "rrf"] = "zscore"
-    teacher_bm25_weight: float = 0.5  # BM25's weight beside the dense score's 1 (convex: BM25's share)
-    teacher_candidates: int = 8  # the teacher's top documents per training example, beside its positive
-    teacher_temperature: float = 1.0  # T in softmax(teacher / T)
-    teacher_max_seq_length: int | None = None  # the dense scorer's (default: max_seq_length)
-    # the BEIR dataset (name or folder) whose train split the triplets came from (default: their manifest's
-    # source and split)
-    teacher_data: str | None = None
-    distill_loss: Literal["kl", "margin_mse"] = "kl"
-    lambda_distill: float = 1.0
-    lambda_contrastive: float = 1.0  # InfoNCE on the labels (0: the teacher alone)
-    # the peer: the plain base (its own cosine, no head, no SIGReg) trained with sentence-transformers' own
-    # loss instead of ragcun's objective, on the same data, teacher and budget: mnrl
-    # (MultipleNegativesRankingLoss on the labels) or distill_kl (DistillKLDivLoss on the teacher's scores)
-    st_loss: Literal["none", "mnrl", "distill_kl"] = "none"
-    st_temperature: float = 0.05  # the cosine student's temperature (MNRL's scale is its inverse: 20)
-    # output, logging, checkpoints
-    output_dir: str = "runs/train"
-    # the model's name in its card, results and run files (default: from output_dir)
-    run_name: str | None = None
-    resume: bool = False
-    logging_steps: int = 10
-    eval_steps: int = 0  # 0: evaluate at the end of every epoch
-    eval_on_start: bool = True  # validate the warm-started model at step 0 too (logged; never chosen as best)
-    save_steps: int = 0  # 0: checkpoint at the end of every epoch
-    save_total_limit: int | None = 2
-    metric_for_best_model: str = "ndcg@10"
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    ddp_backend: str | None = None  # None: nccl on GPU, gloo on CPU
-    use_cpu: bool = False
+    tables: dict[str, dict[str, Any]] = field(default_factory=lambda: {t: {} for t in TABLES})
+
+    def get(self, key: str) -> Any:
+        """The value of ``key`` (set, or its default), wherever its table."""
+        table = key_tables().get(key)
+        if table is None:
+            raise KeyError(key)
+        values = self.tables[table]
+        if key in values:
+            return values[key]
+        schema = schemas()[table]
+        if isinstance(schema, Schema):
+            return schema.defaults[key]
+        f = {f.name: f for f in dataclasses.fields(schema)}[key]
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+    def __getattr__(self, key: str) -> Any:  # cfg.lambda_isotropy: a key's value, wherever its table
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self.get(key)
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def set(self, key: str, value: Any, where: str) -> None:
+        """Set ``key`` (``table.key`` or a key alone) to ``value`` read as its type; errors name ``where``."""
+        table, name = locate(key, where)
+        self.tables[table][name] = _coerce(schemas()[table], name, value, where)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        cfg = TrainConfig({t: dict(v) for t, v in self.tables.items()})
+        for key, value in changes.items():
+            cfg.set(key, value, "replace()")
+        return cfg
 
     # ------------------------------------------------------------------ validation
     def check(self) -> list[str]:
-        """What is wrong with the values (empty when nothing): the contract of every config section."""
-        problems = choice_problems(self)
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
-        if self.gradient_accumulation_steps < 1:
-            problems.append("gradient_accumulation_steps must be >= 1")
-        problems += positive(self, "base_learning_rate", "projection_learning_rate", "temperature",
-                             "max_seq_length", "output_dim", "hidden_dim", "num_slices", "feature_batch_size",
-                             "logging_steps", "max_grad_norm", "validation_max_queries", "max_train_samples",
-                             "num_negatives", "principal_slices", "slice_refresh", "teacher_candidates",
-                             "sigreg_refresh",
-                             "teacher_temperature", "teacher_max_seq_length", "train_max_seq_length",
-                             "st_temperature")
-        problems += non_negative(self, "lambda_isotropy", "lambda_reg", "weight_decay", "warmup_ratio",
-                                 "freeze_layers", "warmup_steps", "eval_steps", "save_steps",
-                                 "dataloader_num_workers", "epochs", "sigreg_queue", "sigreg_sample",
-                                 "teacher_bm25_weight", "lambda_distill", "lambda_contrastive")
-        if self.calibration_samples < 2:
-            problems.append(f"calibration_samples must be >= 2 (got {self.calibration_samples})")
-        if not 0.0 <= self.head_init_power <= 1.0:
-            problems.append(f"head_init_power must be in [0, 1] (got {self.head_init_power})")
-        if self.head_init_power > 0 and self.head_init != "warm":
+        """What is wrong with the values (empty when nothing): the model's and the loss's own checks, and the
+        rules that join tables."""
+        from ragcun.losses import IsotropicGaussianLoss
+        from ragcun.modeling import IsotropicGaussianEncoder
+        from ragcun.training.data import DataArguments
+        from ragcun.training.teacher import TeacherArguments
+
+        t = self.tables
+        problems = [f"[model] {p}" for p in IsotropicGaussianEncoder.argument_problems(**t["model"])]
+        problems += [f"[loss] {p}" for p in IsotropicGaussianLoss.argument_problems(**t["loss"])]
+        problems += [f"[teacher] {p}" for p in TeacherArguments(**t["teacher"]).check()]
+        problems += [f"[data] {p}" for p in DataArguments(**t["data"]).check()]
+        problems += self._training_problems()
+        if self.get("head_init_power") > 0 and self.get("head_init") != "warm":
             problems.append(f"head_init_power applies to head_init = 'warm' (got head_init = "
-                            f"{self.head_init!r})")
-        if self.sigreg_sample and self.sigreg_queue:
-            problems.append("set sigreg_sample or sigreg_queue, not both")
-        if self.warmup_ratio > 1:
-            problems.append(f"warmup_ratio must be in [0, 1] (got {self.warmup_ratio})")
-        if self.loss_form == "convex" and self.lambda_isotropy > 1:
-            problems.append(f"loss_form = 'convex' needs lambda_isotropy in [0, 1] (got "
-                            f"{self.lambda_isotropy})")
-        if self.teacher == "none" and self.lambda_contrastive == 0:
+                            f"{self.get('head_init')!r})")
+        if self.get("sigreg_sample") and self.get("queue_size"):
+            problems.append("set sigreg_sample or queue_size, not both")
+        if self.get("teacher") == "none" and self.get("lambda_contrastive") == 0:
             problems.append("lambda_contrastive = 0 without a teacher leaves nothing to learn from")
-        if self.teacher_fusion == "convex" and self.teacher_bm25_weight > 1:
-            problems.append(f"teacher_fusion = 'convex' needs teacher_bm25_weight in [0, 1] (got "
-                            f"{self.teacher_bm25_weight})")
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            problems.append(f"save_total_limit must be >= 1 or none (got {self.save_total_limit})")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            problems.append("set epochs > 0 or max_steps > 0")
         return problems + self._st_problems()
+
+    def _training_problems(self) -> list[str]:
+        """ragcun's own training keys (sentence-transformers checks its own when the run builds them)."""
+        from ragcun.config import non_negative, positive
+        from ragcun.training.args import RagcunTrainingArguments
+
+        view = {f.name: self.get(f.name) for f in dataclasses.fields(RagcunTrainingArguments)
+                if f.name in RAGCUN_KEYS or f.name in ("learning_rate", "per_device_train_batch_size",
+                                                        "gradient_accumulation_steps")}
+        problems = positive(view, "learning_rate", "head_learning_rate", "feature_batch_size",
+                             "train_max_seq_length", "sigreg_refresh", "st_temperature",
+                             "per_device_train_batch_size", "gradient_accumulation_steps")
+        problems += non_negative(view, "sigreg_sample")
+        if self.get("calibration_samples") < 2:
+            problems.append(f"calibration_samples must be >= 2 (got {self.get('calibration_samples')})")
+        if not 0.0 <= self.get("head_init_power") <= 1.0:
+            problems.append(f"head_init_power must be in [0, 1] (got {self.get('head_init_power')})")
+        if self.get("num_train_epochs") <= 0 and self.get("max_steps") <= 0:
+            problems.append("set num_train_epochs > 0 or max_steps > 0")
+        if (self.get("save_total_limit") or 1) < 1:
+            problems.append(f"save_total_limit must be >= 1 or none (got {self.get('save_total_limit')})")
+        return problems
 
     def _st_problems(self) -> list[str]:
         """The sentence-transformers peer trains the base as it is: nothing of ragcun's objective applies."""
-        if self.st_loss == "none":
+        st = self.get("st_loss")
+        if st == "none":
             return []
-        what = f"st_loss = {self.st_loss!r} trains the plain base with sentence-transformers' own loss"
-        problems = [f"{what}: set {key} = {want!r} (got {getattr(self, key)!r})"
+        what = f"st_loss = {st!r} trains the plain base with sentence-transformers' own loss"
+        problems = [f"{what}: set {key} = {want!r} (got {self.get(key)!r})"
                     for key, want in (("lambda_isotropy", 0.0), ("lambda_reg", 0.0), ("sigreg_sample", 0),
-                                      ("sigreg_queue", 0), ("freeze_base", False))
-                    if getattr(self, key) != want]
-        if self.st_loss == "mnrl" and self.teacher != "none":
+                                      ("queue_size", 0), ("freeze_base", False))
+                    if self.get(key) != want]
+        if st == "mnrl" and self.get("teacher") != "none":
             problems.append(f"{what} on the labels: set teacher = 'none' (or st_loss = 'distill_kl')")
-        if self.st_loss == "distill_kl" and self.teacher == "none":
+        if st == "distill_kl" and self.get("teacher") == "none":
             problems.append(f"{what} on a teacher's scores: set teacher (hybrid, dense or bm25)")
         return problems
 
@@ -211,63 +212,111 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The values set, table by table (what a config file with these tables would hold)."""
+        return {t: dict(v) for t, v in self.tables.items()}
+
+    def record(self) -> dict[str, Any]:
+        """What a saved model and its summary record: the model's and the loss's keyword arguments (defaults
+        included), the teacher and data tables as set, and the training keys set plus ragcun's own and the
+        budget (learning rate, batch, epochs, steps, seed) even at their defaults."""
+        training = [*BUDGET_KEYS, *RAGCUN_KEYS, *(k for k in self.tables["training"]
+                                                  if k not in BUDGET_KEYS + RAGCUN_KEYS)]
+        return {"model": {k: _plain(self.get(k)) for k in schemas()["model"].hints},
+                "loss": {k: _plain(self.get(k)) for k in schemas()["loss"].hints},
+                "teacher": {k: _plain(v) for k, v in self.tables["teacher"].items()},
+                "data": {k: _plain(v) for k, v in self.tables["data"].items()},
+                "training": {k: _plain(self.get(k)) for k in training}}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """From tables (``{"loss": {...}}``) or keys alone (``{"lambda_isotropy": 0}``)."""
         cfg = cls()
-        apply_values(cfg, values, source)
+        for key, value in values.items():
+            if isinstance(value, dict) and key in schemas():
+                for sub, sub_value in value.items():
+                    cfg.set(f"{key}.{sub}", sub_value, f"{source} [{key}]")
+            else:
+                cfg.set(key, value, source)
         return cfg
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        cfg = dataclasses.replace(self)
-        apply_values(cfg, changes, "replace()")
-        return cfg
+
+def run_name(cfg: TrainConfig) -> str:
+    """``cfg.run_name``, else the output directory's path below ``runs/`` without ``arms``
+    (``runs/demo/arms/isotropy`` → ``demo/isotropy``, ``runs/my-model`` → ``my-model``), else its folder name:
+    never the folders around the run, which mean nothing on the Hub or in MTEB."""
+    if cfg.run_name:
+        return cfg.run_name
+    parts = Path(cfg.output_dir).resolve().parts
+    if "runs" in parts:
+        below = [p for p in parts[len(parts) - parts[::-1].index("runs"):] if p != "arms"]
+        if below:
+            return "/".join(below[-2:])
+    return parts[-1] if parts else str(cfg.output_dir)
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+def run_record(cfg: TrainConfig, train_examples: int) -> dict[str, Any]:
+    """What a trained model records about its run (``ragcun_config.json``'s ``run``, its card): its name,
+    base, data and the tables it was built from (the data table's local paths are left out: the record
+    travels with the model to the Hub)."""
+    record = cfg.record()
+    record.pop("data")
+    return {"name": run_name(cfg), "base_model": cfg.base_model, "train_data": Path(str(cfg.train_data)).name,
+            "train_examples": int(train_examples), **record}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value (an enum as its value, a class as its name)."""
+    if isinstance(value, type):
+        return value.__name__
+    return getattr(value, "value", value)
+
+
+#: sentence-transformers' training keys that say what budget a model had, recorded even at their defaults.
+BUDGET_KEYS = ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "max_steps", "seed")
+#: ragcun's own training keys (the rest of [training] is sentence-transformers').
+RAGCUN_KEYS = ("head_learning_rate", "head_init", "head_init_power", "calibration_samples", "fast_frozen",
+               "fast_prefix", "train_max_seq_length", "feature_batch_size", "sigreg_sample", "sigreg_refresh",
+               "st_loss", "st_temperature", "resume")
 
 
 def coerce(key: str, value: Any, source: str = "config") -> Any:
-    """Convert ``value`` to the type of training key ``key`` (see :func:`ragcun.config.coerce`)."""
-    if key not in FIELDS:
-        raise unknown_key(TrainConfig, key, source, "training key")
-    return _coerce(TrainConfig, key, value, source)
+    """``value`` read as the type of training key ``key`` (``table.key`` or a key alone)."""
+    table, name = locate(key, source)
+    return _coerce(schemas()[table], name, value, source)
 
 
-def apply_values(cfg: TrainConfig, values: dict[str, Any], source: str) -> None:
-    for key, value in values.items():
-        setattr(cfg, key, coerce(key, value, source))
-
-
-def flatten_toml(data: dict[str, Any], source: str, where: dict[str, str] | None = None) -> dict[str, Any]:
-    """Flatten grouping tables; drop other commands' tables; a key set twice is an error.
-
-    ``where`` (if given) receives, for each key, the source and table it came from (for error messages).
-    """
-    flat: dict[str, Any] = {}
-    where = where if where is not None else {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            if key in FOREIGN_TABLES:
-                continue
-            if key not in GROUP_TABLES:
-                raise ConfigError(
-                    f"{source}: unknown table [{key}] (training keys go at the top level or in one of "
-                    f"{', '.join(f'[{t}]' for t in GROUP_TABLES)}; experiment tables: "
-                    f"{', '.join(f'[{t}]' for t in FOREIGN_TABLES)})"
-                )
-            for sub, sub_value in value.items():
-                if sub in flat:
-                    raise ConfigError(f"{source} [{key}]: key {sub!r} is set twice ([{key}] and elsewhere)")
-                flat[sub] = sub_value
-                where[sub] = f"{source} [{key}]"
-        else:
-            if key in flat:
-                raise ConfigError(f"{source}: key {key!r} is set twice")
-            flat[key] = value
-            where[key] = source
-    return flat
+def read_tables(data: dict[str, Any], source: str) -> TrainConfig:
+    """The training tables of a parsed TOML file; other commands' tables are skipped. A key outside its
+    table, or a table or key of the old flat format, is an error naming the file, table and key."""
+    cfg = TrainConfig()
+    for name, value in data.items():
+        if not isinstance(value, dict):
+            if name in OLD_KEYS and name not in key_tables():
+                raise _old_key_error(name, source)
+            table, key = locate(name, source)
+            raise ConfigError(f"{source}: {key!r} goes in the [{table}] table (training keys are grouped "
+                              f"by the object they build; see docs/training.md#configuration)")
+        if name in FOREIGN_TABLES:
+            continue
+        if name in OLD_TABLES:
+            first = next(iter(value), None)
+            hint = ""
+            if first is not None:
+                try:
+                    table, key = locate(first, f"{source} [{name}]")
+                    hint = f" ({first!r} goes in [{table}])"
+                except ConfigError as exc:
+                    hint = f" ({str(exc).split(': ', 1)[1]})"
+            raise ConfigError(f"{source}: the [{name}] table is gone{hint}; tables are [model], [loss], "
+                              "[teacher], [data] and [training]; see docs/training.md#configuration")
+        if name not in schemas():
+            raise ConfigError(f"{source}: unknown table [{name}] (training tables: "
+                              f"{', '.join(f'[{t}]' for t in schemas())}; experiment tables: "
+                              f"{', '.join(f'[{t}]' for t in FOREIGN_TABLES)})")
+        for key, sub in value.items():
+            table, key = locate(key, f"{source} [{name}]", table=name)
+            cfg.tables[table][key] = _coerce(schemas()[table], key, sub, f"{source} [{name}]")
+    return cfg
 
 
 def load_config(
@@ -282,15 +331,13 @@ def load_config(
     cfg = TrainConfig()
     if path is not None:
         p = Path(path)
-        where: dict[str, str] = {}
-        for key, value in flatten_toml(read_toml(p), str(p), where).items():
-            setattr(cfg, key, coerce(key, value, where[key]))
+        cfg = read_tables(read_toml(p), str(p))
     if overrides:
         items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
         for key, value in items:
-            setattr(cfg, key, coerce(key, value, f"--set {key}"))
+            cfg.set(key, value, f"--set {key}")
     return cfg.validate()
 
 
-__all__ = ["ConfigError", "TrainConfig", "coerce", "flatten_toml", "load_config", "parse_override",
+__all__ = ["ConfigError", "TrainConfig", "coerce", "load_config", "parse_override", "read_tables",
            "read_toml"]

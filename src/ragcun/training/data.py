@@ -7,16 +7,35 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragcun.config import ConfigError
+from ragcun.config import ConfigError, positive
 from ragcun.evaluation.validation import RetrievalEvaluator
-from ragcun.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 _NEG_RE = re.compile(r"^negative_(\d+)$")
+
+
+@dataclass
+class DataArguments:
+    """A config's ``[data]`` table: the training triplets and the validation set."""
+
+    # `ragcun data triplets` output dir, a save_to_disk dir, or .jsonl/.parquet/.csv
+    train_data: str | None = None
+    # mini-BEIR dir or BEIR name; default: <train_data>/validation if present
+    validation_data: str | None = None
+    validation_split: str = "dev"
+    validation_max_queries: int | None = None
+    validate_during_training: bool = True  # false: no validation (e.g. preflight, quick smoke runs)
+    num_negatives: int | None = None  # use at most this many negative_* columns (None: all)
+    max_train_samples: int | None = None
+    data_dir: str | None = None  # where BEIR names resolve (default: $RAGCUN_DATA_DIR)
+
+    def check(self) -> list[str]:
+        return positive(self, "validation_max_queries", "num_negatives", "max_train_samples")
 
 
 def _resolve_train_path(path: str | os.PathLike) -> tuple[Path, Path | None]:
@@ -105,7 +124,7 @@ def load_train_dataset(path: str | os.PathLike, num_negatives: int | None = None
     return ds, manifest
 
 
-def build_evaluator(cfg: TrainConfig, batch_size: int = 64) -> RetrievalEvaluator | None:
+def build_evaluator(cfg: Any, batch_size: int = 64) -> RetrievalEvaluator | None:
     """The validation evaluator: ``validation_data`` if set, else ``<train_data>/validation`` if present."""
     from ragcun.data.beir import available_splits, doc_text, load_beir
 

@@ -1,12 +1,9 @@
 """``RagcunTrainer``: sentence-transformers' trainer where ragcun needs something else.
 
-- the optimizer is AdamW over :meth:`IsotropicGaussianEncoder.parameter_groups` (base and head at their own
-  learning rates, no decay on biases and norms);
 - a save writes the *full* encoder (on the frozen fast path the trained model is a stand-in whose head is
   shared with it); a checkpoint adds the loss's state (SIGReg's slice counter and buffers, so a resumed run
   draws the same directions) and is marked complete only once every rank's files are written; a resume
   loads the full encoder back;
-- the no-duplicates batch sampler hashes each row's values once (:class:`HashedNoDuplicatesBatchSampler`);
 - the logged loss components gain the raw SIGReg statistic and the mean embedding norm, as one readable line.
 
 The save and resume steps are transformers' ``Trainer._save`` / ``_save_checkpoint`` /
@@ -23,12 +20,10 @@ from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformerTrainer
-from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 from torch import nn
 
-from ragcun.io import atomic_path, write_json
+from ragcun.files import atomic_path, write_json
 from ragcun.training.callbacks import mark_checkpoint_complete, rotate_checkpoints
-from ragcun.training.config import ConfigError, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +31,11 @@ LOSS_STATE = "ragcun_loss_state.safetensors"
 
 
 class RagcunTrainer(SentenceTransformerTrainer):
-    """SentenceTransformerTrainer + ragcun's optimizer groups, full-encoder checkpoints, atomic marks."""
+    """SentenceTransformerTrainer + full-encoder checkpoints, marked complete atomically, and one log line.
+    The optimizer is sentence-transformers' own (the head's rate through ``learning_rate_mapping``)."""
 
-    def __init__(self, *args: Any, encoder: Any, ragcun_config: TrainConfig, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, encoder: Any, **kwargs: Any) -> None:
         self.encoder = encoder
-        self.ragcun_config = ragcun_config
         super().__init__(*args, **kwargs)
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -48,18 +43,6 @@ class RagcunTrainer(SentenceTransformerTrainer):
         for cb in self.callback_handler.callbacks:
             if isinstance(cb, ProgressCallback):
                 cb.on_log = lambda *a, **k: None
-
-    # optimizer: the encoder's own parameter groups
-    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            c = self.ragcun_config
-            groups = self.encoder.parameter_groups(c.base_learning_rate, c.projection_learning_rate,
-                                                   c.weight_decay)
-            if not groups:
-                raise ConfigError("nothing to train: every parameter is frozen")
-            self.optimizer = torch.optim.AdamW(groups, lr=c.projection_learning_rate, betas=(0.9, 0.999),
-                                               eps=1e-8)
-        return self.optimizer
 
     # saving: always the full encoder, atomically
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -70,7 +53,12 @@ class RagcunTrainer(SentenceTransformerTrainer):
         write_json(Path(output_dir) / "training_args.json", json.loads(self.args.to_json_string()))
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        keep = self.args.save_total_limit
+        self.args.save_total_limit = None  # transformers would rotate before this checkpoint is complete
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = keep
         ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
         if self.args.should_save:
             save_loss_state(self.loss, ckpt / LOSS_STATE)
@@ -78,7 +66,7 @@ class RagcunTrainer(SentenceTransformerTrainer):
             self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk
         if self.args.should_save:
             mark_checkpoint_complete(ckpt, self.state.global_step)
-            rotate_checkpoints(self.args.output_dir, self.ragcun_config.save_total_limit)
+            rotate_checkpoints(self.args.output_dir, keep)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         from sentence_transformers import SentenceTransformer
@@ -102,29 +90,6 @@ class RagcunTrainer(SentenceTransformerTrainer):
                      for k in ("loss", "contrastive", "isotropy", "sigreg_raw", "mean_norm") if k in logs]
             logger.info("step %d/%d: %s", self.state.global_step, self.state.max_steps, ", ".join(parts))
         super().log(logs, start_time)
-
-
-class HashedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
-    """sentence-transformers' no-duplicates sampler with ``precompute_hashes``: the same batches (a row's
-    values as 64-bit hashes, computed once per dataset), where the plain sampler re-reads every row of the
-    Arrow table each time it checks it, several times an epoch (a third of a head-only arm's training time in
-    the demo).
-    The hashes are computed without the datasets cache, so nothing is written beside the training data."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("precompute_hashes", True)
-        super().__init__(*args, **kwargs)
-
-    def _build_hashes(self) -> None:
-        import datasets
-
-        cached = datasets.is_caching_enabled()
-        datasets.disable_caching()
-        try:
-            super()._build_hashes()
-        finally:
-            if cached:
-                datasets.enable_caching()
 
 
 def _loss_buffers(loss: nn.Module) -> dict[str, torch.Tensor]:

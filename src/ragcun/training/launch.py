@@ -1,9 +1,8 @@
 """``--launch auto``: run the same command under torchrun over every visible GPU.
 
-The configured ``batch_size`` is the *global* batch; under torchrun each of the N processes
-takes ``batch_size / N`` (see :func:`ragcun.training.trainer.per_device_batch`), so the
-optimisation is the same whatever N is. Already inside torchrun (``LOCAL_RANK`` set), or
-with fewer than two GPUs, nothing is re-launched.
+As in sentence-transformers, ``per_device_train_batch_size`` is each process's batch: N processes train on
+N times that (the losses gather the in-batch negatives of every process). Already inside torchrun
+(``LOCAL_RANK`` set), or with fewer than two GPUs, nothing is re-launched.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ def torchrun_command(nproc: int, argv: Sequence[str], nnodes: int = 1) -> list[s
     return [*cmd, "-m", "ragcun", *strip_launch(argv)]
 
 
-def plan_launch(mode: str, global_batch: int) -> int:
+def plan_launch(mode: str) -> int:
     """How many processes to launch for ``mode`` (``no``, ``auto`` or an integer); 0 means run here."""
     if mode in ("no", "none", "", "0", "1") or under_torchrun():
         return 0
@@ -67,8 +66,6 @@ def plan_launch(mode: str, global_batch: int) -> int:
         if mode == "auto":
             logger.info("--launch auto: %d GPU(s) visible; running in this process", n)
         return 0
-    if global_batch % n:
-        raise ValueError(f"batch_size={global_batch} does not split over {n} GPUs; use a multiple of {n}")
     return n
 
 

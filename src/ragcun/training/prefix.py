@@ -18,7 +18,6 @@ BERT-family encoders (``BertModel``: MiniLM, BGE, E5 …) are supported; others 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +30,8 @@ from sentence_transformers.base.modules.input_module import InputModule
 from torch import nn
 
 from ragcun.config import ConfigError
+from ragcun.encoding.cache import checked_problem, store_checked
 from ragcun.fingerprint import model_fingerprint, texts_fingerprint
-from ragcun.io import atomic_path, sha256_file, write_json
 from ragcun.paths import cache_dir
 from ragcun.progress import DocProgress
 
@@ -88,8 +87,9 @@ def encode_prefix(encoder: SentenceTransformer, layers: int, texts: Sequence[str
 def cached_prefix(encoder: SentenceTransformer, layers: int, texts: Sequence[str], batch_size: int = 64,
                   root: str | Path | None = None, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     """:func:`encode_prefix` through the on-disk cache: one safetensors file per (frozen modules, length,
-    texts), verified against its recorded SHA-256 before use (a mismatch is refused in one line)."""
-    from safetensors.torch import load_file, save_file
+    texts), verified against its recorded SHA-256 before use (:func:`ragcun.encoding.cache.checked_problem`;
+    a mismatch is refused in one line)."""
+    from safetensors.torch import load_file
 
     hf = _bert(encoder)
     frozen = [hf.embeddings, *hf.encoder.layer[:layers]]
@@ -100,10 +100,9 @@ def cached_prefix(encoder: SentenceTransformer, layers: int, texts: Sequence[str
     base = Path(root) if root is not None else cache_dir("prefix")
     path, meta = base / f"{key}.safetensors", base / f"{key}.json"
     if path.is_file() and meta.is_file():
-        record = json.loads(meta.read_text(encoding="utf-8"))
-        if sha256_file(path) != record.get("sha256"):
-            raise ConfigError(f"prefix cache {path}: checksum differs from its record (the file changed); "
-                              "delete it to recompute")
+        problem = checked_problem(path)
+        if problem is not None:
+            raise ConfigError(f"prefix cache {path}: {problem}; delete it to recompute")
         data = load_file(str(path))
         offsets = data["offsets"].tolist()
         states = data["states"]
@@ -111,10 +110,8 @@ def cached_prefix(encoder: SentenceTransformer, layers: int, texts: Sequence[str
         return [states[offsets[i]:offsets[i + 1]] for i in range(len(texts))]
     out = encode_prefix(encoder, layers, texts, batch_size, dtype=dtype)
     offsets = torch.tensor(np.concatenate([[0], np.cumsum([len(s) for s in out])]), dtype=torch.long)
-    base.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file({"states": torch.cat(out).contiguous(), "offsets": offsets}, str(tmp))
-    write_json(meta, {"sha256": sha256_file(path), "texts": len(texts), "layers": layers})
+    store_checked(path, {"states": torch.cat(out).contiguous(), "offsets": offsets},
+                  {"texts": len(texts), "layers": layers})
     return out
 
 

@@ -44,12 +44,12 @@ def check_gpu(cfg: TrainConfig) -> tuple[str, str]:
     import torch
 
     if not torch.cuda.is_available():
-        if cfg.mixed_precision == "fp16":
-            return "fail", "no CUDA GPU visible and mixed_precision=fp16 needs one"
+        if cfg.fp16:
+            return "fail", "no CUDA GPU visible and fp16 = true needs one"
         return "warn", "no CUDA GPU visible: training runs on CPU"
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    if cfg.mixed_precision == "bf16" and not torch.cuda.is_bf16_supported():
-        return "fail", f"{names[0]} does not support bf16; use mixed_precision=fp16"
+    if cfg.bf16 and not torch.cuda.is_bf16_supported():
+        return "fail", f"{names[0]} does not support bf16; use fp16 = true"
     mem = torch.cuda.get_device_properties(0).total_memory / 2**30
     return "pass", f"{len(names)} GPU(s): {', '.join(names)} ({mem:.0f} GiB each)"
 
@@ -112,11 +112,11 @@ def check_training(cfg: TrainConfig, steps: int = 2) -> tuple[str, str]:
     from ragcun.training.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="ragcun-preflight-") as tmp:
-        batch = min(cfg.batch_size, 4)
-        tiny = cfg.replace(output_dir=tmp, max_steps=steps, batch_size=batch, gradient_accumulation_steps=1,
-                           max_train_samples=batch * steps, max_seq_length=min(cfg.max_seq_length, 64),
-                           validate_during_training=False, report_to=[], resume=False, logging_steps=1,
-                           save_steps=steps, warmup_steps=0, warmup_ratio=0.0)
+        batch = min(cfg.per_device_train_batch_size, 4)
+        tiny = cfg.replace(output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch,
+                           gradient_accumulation_steps=1, max_train_samples=batch * steps,
+                           max_seq_length=min(cfg.max_seq_length or 64, 64), validate_during_training=False,
+                           report_to=[], resume=False, logging_steps=1, save_steps=steps, warmup_steps=0)
         summary = train(tiny)
         stats = summary.get("final_loss_stats", {})
         if summary.get("global_steps") != steps:

@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragcun.config import ConfigError
+from ragcun.config import ConfigError, choice_problems, non_negative, positive
+from ragcun.encoding.cache import checked_problem, store_checked
 from ragcun.encoding.fusion import Fusion, check_exhaustive, fused_blocks
 from ragcun.fingerprint import model_fingerprint, texts_fingerprint
-from ragcun.io import atomic_path, sha256_file, write_json
 from ragcun.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class TeacherSpec:
     fusion: Fusion
     candidates: int = 8
     score: str = "cos"
-    max_seq_length: int = 256
+    max_seq_length: int | None = 256  # None: the teacher model's own
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model, "fusion": self.fusion.as_dict(),
@@ -131,21 +131,12 @@ def _inputs(spec: TeacherSpec, doc_ids: Sequence[str], doc_texts: Sequence[str],
     }
 
 
-def _load(path: Path, meta_path: Path, inputs: dict[str, Any]) -> TeacherScores:
+def _load(path: Path, inputs: dict[str, Any]) -> TeacherScores:
     from safetensors.numpy import load_file
 
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"teacher cache {meta_path}: unreadable record ({exc}); delete it to recompute") \
-            from None
-    if meta.get("inputs") != inputs:
-        raise ConfigError(f"teacher cache {path}: its recorded inputs differ from this run's (teacher, "
-                          "corpus or queries); delete it to recompute")
-    digest = sha256_file(path)
-    if digest != meta.get("sha256"):
-        raise ConfigError(f"teacher cache {path}: checksum {digest[:12]}… differs from the recorded "
-                          f"{str(meta.get('sha256'))[:12]}… (the file changed); delete it to recompute")
+    problem = checked_problem(path, inputs)
+    if problem is not None:
+        raise ConfigError(f"teacher cache {path}: {problem}; delete it to recompute")
     data = load_file(str(path))
     offsets = data["offsets"]
     rows = [data["rows"][offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
@@ -153,16 +144,11 @@ def _load(path: Path, meta_path: Path, inputs: dict[str, Any]) -> TeacherScores:
     return TeacherScores(rows, scores, path)
 
 
-def _store(path: Path, meta_path: Path, result: TeacherScores, inputs: dict[str, Any]) -> None:
-    from safetensors.numpy import save_file
-
+def _store(path: Path, result: TeacherScores, inputs: dict[str, Any]) -> None:
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in result.rows])]).astype(np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file({"rows": np.concatenate(result.rows).astype(np.int64),
-                   "scores": np.concatenate(result.scores).astype(np.float32), "offsets": offsets}, str(tmp))
-    write_json(meta_path, {"inputs": inputs, "sha256": sha256_file(path), "queries": len(result.rows),
-                           "seconds": round(result.seconds, 2)})
+    store_checked(path, {"rows": np.concatenate(result.rows).astype(np.int64),
+                         "scores": np.concatenate(result.scores).astype(np.float32), "offsets": offsets},
+                  {"inputs": inputs, "queries": len(result.rows), "seconds": round(result.seconds, 2)})
 
 
 def teacher_scores(spec: TeacherSpec, doc_ids: Sequence[str], doc_texts: Sequence[str],
@@ -185,17 +171,44 @@ def teacher_scores(spec: TeacherSpec, doc_ids: Sequence[str], doc_texts: Sequenc
     path, meta_path = root / f"{key}.safetensors", root / f"{key}.json"
     if cache and path.is_file() and meta_path.is_file():
         logger.info("teacher scores: reusing %s", path)
-        return _load(path, meta_path, inputs)
+        return _load(path, inputs)
     t0 = time.perf_counter()
     logger.info("teacher scores: %s over %d documents for %d queries", spec.label(), len(doc_ids),
                 len(queries))
     result = _compute(spec, doc_ids, doc_texts, queries, include, model, corpus_name)
     result.seconds = time.perf_counter() - t0
     if cache:
-        _store(path, meta_path, result, inputs)
+        _store(path, result, inputs)
         result.path = path
     logger.info("teacher scores computed in %.1fs", result.seconds)
     return result
+
+
+@dataclass
+class TeacherArguments:
+    """A config's ``[teacher]`` table: whose scores over each query's candidates the run learns from, and how
+    (the distillation loss beside ``[loss]``'s InfoNCE and SIGReg)."""
+
+    teacher: TeacherKind = "none"
+    teacher_model: str | None = None  # the dense scorer (default: the model's base_model)
+    teacher_fusion: Literal["zscore", "convex", "rrf"] = "zscore"
+    teacher_bm25_weight: float = 0.5  # BM25's weight beside the dense score's 1 (convex: BM25's share)
+    teacher_candidates: int = 8  # the teacher's top documents per training example, beside its positive
+    teacher_temperature: float = 1.0  # T in softmax(teacher / T)
+    teacher_max_seq_length: int | None = None  # the dense scorer's (default: the model's max_seq_length)
+    # the BEIR dataset (name or folder) whose train split the triplets came from (default: their manifest's
+    # source and split)
+    teacher_data: str | None = None
+    distill_loss: Literal["kl", "margin_mse"] = "kl"
+
+    def check(self) -> list[str]:
+        problems = choice_problems(self)
+        problems += positive(self, "teacher_candidates", "teacher_temperature", "teacher_max_seq_length")
+        problems += non_negative(self, "teacher_bm25_weight")
+        if self.teacher_fusion == "convex" and self.teacher_bm25_weight > 1:
+            problems.append(f"teacher_fusion = 'convex' needs teacher_bm25_weight in [0, 1] (got "
+                            f"{self.teacher_bm25_weight})")
+        return problems
 
 
 def spec_from_config(cfg: Any) -> TeacherSpec:
@@ -205,7 +218,7 @@ def spec_from_config(cfg: Any) -> TeacherSpec:
               "bm25": Fusion(cfg.teacher_fusion, {"bm25": 1.0})}[cfg.teacher]
     model = None if cfg.teacher == "bm25" else str(cfg.teacher_model or cfg.base_model)
     return TeacherSpec(cfg.teacher, model, fusion, cfg.teacher_candidates,
-                       "auto", int(cfg.teacher_max_seq_length or cfg.max_seq_length))
+                       "auto", cfg.teacher_max_seq_length or cfg.max_seq_length)
 
 
 def _source(cfg: Any, manifest: dict[str, Any]) -> tuple[str, str]:

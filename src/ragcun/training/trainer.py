@@ -15,16 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ragcun.files import package_versions, write_json
 from ragcun.gemma import check_mixed_precision
-from ragcun.io import package_versions, write_json
-from ragcun.progress import wanted
+from ragcun.modeling.card import describe_model
 from ragcun.training.callbacks import (
     BestModelCallback,
     last_complete_checkpoint,
     remove_incomplete_checkpoints,
 )
-from ragcun.training.card import describe_model
-from ragcun.training.config import ConfigError, TrainConfig
+from ragcun.training.config import ConfigError, TrainConfig, run_record
 from ragcun.training.data import (
     build_evaluator,
     calibration_texts,
@@ -32,7 +31,7 @@ from ragcun.training.data import (
     load_train_dataset,
     text_columns,
 )
-from ragcun.training.hf_trainer import HashedNoDuplicatesBatchSampler, RagcunTrainer
+from ragcun.training.hf_trainer import RagcunTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -40,24 +39,28 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- model and loss
 def build_model(cfg: TrainConfig, device: str | None = None):
-    """The Gaussian encoder ``cfg`` describes; with ``st_loss`` the base model as it is (no head)."""
+    """``IsotropicGaussianEncoder(**model)`` of the ``[model]`` table; with ``st_loss`` the base model as it
+    is (no head)."""
     from ragcun.modeling import IsotropicGaussianEncoder
 
+    if cfg.base_model is None:
+        raise ConfigError("[model] base_model is not set (a sentence-transformers model: alias, path or "
+                          "Hub id)")
     if cfg.st_loss != "none":
         model = IsotropicGaussianEncoder(cfg.base_model, freeze_layers=cfg.freeze_layers,
                                          max_seq_length=cfg.max_seq_length, device=device)
         if model.head_modules:
             raise ConfigError(f"st_loss = {cfg.st_loss!r} trains a plain sentence-transformers model; "
                               f"{cfg.base_model} is a ragcun model with a Gaussian head")
-        check_mixed_precision(model, cfg.mixed_precision, cfg.base_model)
-        return model
-    model = IsotropicGaussianEncoder(
-        base_model=cfg.base_model, output_dim=cfg.output_dim, head=cfg.head, hidden_dim=cfg.hidden_dim,
-        freeze_base=cfg.freeze_base, freeze_layers=cfg.freeze_layers, normalize_base=cfg.normalize_base,
-        max_seq_length=cfg.max_seq_length, device=device,
-    )
-    check_mixed_precision(model, cfg.mixed_precision, cfg.base_model)
+    else:
+        model = IsotropicGaussianEncoder(**cfg.tables["model"], device=device)
+    check_mixed_precision(model, precision(cfg), cfg.base_model)
     return model
+
+
+def precision(cfg: TrainConfig) -> str:
+    """The run's mixed precision as one word: bf16, fp16 or no."""
+    return "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
 
 
 def build_distillation(cfg: TrainConfig) -> nn.Module | None:
@@ -90,19 +93,14 @@ def build_st_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1) -> nn
 
 
 def build_loss(cfg: TrainConfig, model: nn.Module, world_size: int = 1, corpus_sample: Any = None):
+    """``IsotropicGaussianLoss(model, **loss)`` of the ``[loss]`` table, with the run's seed, SIGReg's corpus
+    sample and the teacher's distillation loss; with ``st_loss`` sentence-transformers' own loss."""
     from ragcun.losses import IsotropicGaussianLoss
 
     if cfg.st_loss != "none":
         return build_st_loss(cfg, model, world_size)
-    return IsotropicGaussianLoss(
-        model, lambda_isotropy=cfg.lambda_isotropy, lambda_reg=cfg.lambda_reg, temperature=cfg.temperature,
-        distance=cfg.distance, num_slices=cfg.num_slices,
-        gather_across_devices=bool(cfg.gather_across_devices and world_size > 1), seed=cfg.seed,
-        loss_form=cfg.loss_form, sigreg_on=cfg.sigreg_on, slice_policy=cfg.slice_policy,
-        principal_slices=cfg.principal_slices, slice_refresh=cfg.slice_refresh, queue_size=cfg.sigreg_queue,
-        corpus_sample=corpus_sample, distillation=build_distillation(cfg), lambda_distill=cfg.lambda_distill,
-        lambda_contrastive=cfg.lambda_contrastive,
-    )
+    return IsotropicGaussianLoss(model, **cfg.tables["loss"], seed=cfg.seed, corpus_sample=corpus_sample,
+                                 distillation=build_distillation(cfg))
 
 
 def _pin_eval(module: nn.Module) -> None:
@@ -123,73 +121,34 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def per_device_batch(global_batch: int, world_size: int) -> int:
-    """The per-device batch that keeps ``global_batch``; it must divide evenly."""
-    if global_batch % world_size:
-        raise ConfigError(f"batch_size={global_batch} is not divisible by the {world_size} processes; "
-                          f"use a multiple of {world_size}")
-    return global_batch // world_size
+def build_training_args(cfg: TrainConfig, has_evaluator: bool = False, cached: bool = False):
+    """``RagcunTrainingArguments(**training)`` of the ``[training]`` table, for this run: no evaluation
+    without validation data; the cached paths (``cached``) autocast their own layers, so the trainer's bf16
+    and activation checkpointing are off there; TensorBoard is ragcun's own callback (its logs under
+    ``output_dir/tensorboard``)."""
+    from ragcun.training.args import RagcunTrainingArguments
+
+    values = dict(cfg.tables["training"])
+    if not has_evaluator:
+        values.update(eval_strategy="no", eval_on_start=False)
+    if cached:
+        values.update(bf16=False, activation_checkpointing=False)
+        values.pop("gradient_checkpointing", None)
+    report_to = cfg.report_to if isinstance(cfg.report_to, list) else [cfg.report_to or "none"]
+    values["report_to"] = [r for r in report_to if r not in ("tensorboard", "none")] or "none"
+    try:
+        return RagcunTrainingArguments(**values)
+    except ValueError as exc:  # sentence-transformers' and transformers' own checks
+        raise ConfigError(f"[training] {exc}") from None
 
 
-def batch_sampler(name: str) -> Any:
-    """sentence-transformers' batch sampler ``name``; ``no_duplicates`` as
-    :class:`~ragcun.training.hf_trainer.HashedNoDuplicatesBatchSampler` (the same batches, faster)."""
-    return HashedNoDuplicatesBatchSampler if name == "no_duplicates" else name
-
-
-def build_training_args(cfg: TrainConfig, world_size: int = 1, has_evaluator: bool = False,
-                        fast: bool = False):
-    from sentence_transformers import SentenceTransformerTrainingArguments
-
-    cuda = torch.cuda.is_available() and not cfg.use_cpu
-    report_to = [r for r in cfg.report_to if r not in ("tensorboard", "none")] or "none"
-    eval_strategy = "no"
-    if has_evaluator:
-        eval_strategy = "steps" if cfg.eval_steps > 0 else "epoch"
-    save_strategy = "steps" if cfg.save_steps > 0 else "epoch"
-    kwargs: dict[str, Any] = dict(
-        output_dir=cfg.output_dir,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=per_device_batch(cfg.batch_size, world_size),
-        per_device_eval_batch_size=per_device_batch(cfg.batch_size, world_size),
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.projection_learning_rate,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio,
-        lr_scheduler_type=cfg.lr_scheduler,
-        max_grad_norm=cfg.max_grad_norm,
-        fp16=cfg.mixed_precision == "fp16",
-        bf16=cfg.mixed_precision == "bf16" and not fast,  # the cached paths autocast their own layers
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
-        eval_strategy=eval_strategy,
-        eval_on_start=bool(has_evaluator and cfg.eval_on_start),
-        save_strategy=save_strategy,
-        save_total_limit=None,  # ragcun rotates only complete checkpoints (callbacks.rotate_checkpoints)
-        report_to=report_to,
-        batch_sampler=batch_sampler(cfg.batch_sampler),
-        dataloader_num_workers=cfg.dataloader_num_workers,
-        dataloader_pin_memory=bool(cuda),  # pinning helps only a GPU copy (on CPU torch warns every epoch)
-        ddp_backend=cfg.ddp_backend or (None if cuda else ("gloo" if world_size > 1 else None)),
-        ddp_find_unused_parameters=True,  # e.g. BERT pooler weights get no gradient under mean pooling
-        use_cpu=cfg.use_cpu,
-        disable_tqdm=not wanted(),  # a bar on a terminal; in a log file, the one-line step logs
-    )
-    if cfg.gradient_checkpointing and not fast:
-        import dataclasses
-
-        names = {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments)}
-        key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-        kwargs[key] = True
-        kwargs[f"{key}_kwargs"] = {"use_reentrant": False}
-    if eval_strategy == "steps":
-        kwargs["eval_steps"] = cfg.eval_steps
-    if save_strategy == "steps":
-        kwargs["save_steps"] = cfg.save_steps
-    return SentenceTransformerTrainingArguments(**kwargs)
+def head_learning_rates(model: nn.Module, head_size: int, rate: float | None) -> dict[str, float]:
+    """The ``learning_rate_mapping`` entry that gives the head its own rate: the last ``head_size`` modules of
+    the model being trained (the full encoder, or a cached path's stand-in), as the loss names them."""
+    if rate is None or not head_size:
+        return {}
+    names = [name for name, _ in model.named_children()][-head_size:]
+    return {rf"^model\.(?:{'|'.join(names)})\.": float(rate)}
 
 
 def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -230,11 +189,11 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     distilled = cfg.teacher != "none"
     train_ds, manifest = load_train_dataset(cfg.train_data, cfg.num_negatives if not distilled else 0,
                                             cfg.max_train_samples, with_ids=distilled)
-    evaluator = build_evaluator(cfg, batch_size=max(cfg.batch_size, 32))
+    evaluator = build_evaluator(cfg, batch_size=max(cfg.per_device_train_batch_size, 32))
     fast = bool(cfg.freeze_base and cfg.fast_frozen)
     prefix = bool(not cfg.freeze_base and cfg.freeze_layers > 0 and cfg.fast_prefix)
     # sets up the process group
-    args = build_training_args(cfg, world, has_evaluator=evaluator is not None, fast=fast or prefix)
+    args = build_training_args(cfg, has_evaluator=evaluator is not None, cached=fast or prefix)
     if distilled:
         from ragcun.training.teacher import attach_teacher
 
@@ -247,7 +206,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     encoder = build_model(cfg, device="cpu" if fast else None)
     columns = text_columns(train_ds)
     args.prompts = prompts = column_prompts(encoder, columns)  # per column, as at evaluation
-    describe_model(encoder, cfg, len(train_ds))
+    describe_model(encoder, run_record(cfg, len(train_ds)))
     counts = encoder.parameter_counts()
     logger.info("parameters: %s", counts)
 
@@ -264,7 +223,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         tf = time.perf_counter()
         with args.main_process_first(local=False, desc="base features"):
             model = build_fast_model(encoder, encoder.base_modules, encoder.head_modules, texts,
-                                     cfg.max_seq_length, batch_size=cfg.feature_batch_size)
+                                     encoder.max_seq_length, batch_size=cfg.feature_batch_size)
         feature_seconds = time.perf_counter() - tf
     elif prefix:
         from ragcun.training.prefix import build_prefix_model
@@ -272,7 +231,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         tf = time.perf_counter()
         with args.main_process_first(local=False, desc="cached prefix"):
             model = build_prefix_model(encoder, cfg.freeze_layers, texts, cfg.train_max_seq_length,
-                                       autocast_bf16=cfg.mixed_precision == "bf16",
+                                       autocast_bf16=bool(cfg.bf16),
                                        batch_size=cfg.feature_batch_size)
         feature_seconds = time.perf_counter() - tf
     else:
@@ -293,10 +252,10 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         else:
             # the base's features of these texts, from (and into) the frozen path's cache:
             # shared by every arm
-            from ragcun.training.frozen import cached_base_features
+            from ragcun.encoding.features import cached_base_features
 
             with args.main_process_first(local=False, desc="head initialisation features"):
-                table, _ = cached_base_features(encoder, encoder.base_modules, calib, cfg.max_seq_length,
+                table, _ = cached_base_features(encoder, encoder.base_modules, calib, encoder.max_seq_length,
                                                 batch_size=cfg.feature_batch_size, show_progress=False)
             feats = torch.from_numpy(table)
         info = encoder.init_head(cfg.head_init, feats, cfg.head_init_power)
@@ -305,7 +264,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
                     info["samples"], info["scale"])
     sample = None
     if cfg.sigreg_sample:
-        from ragcun.training.frozen import CorpusSample, cached_base_features
+        from ragcun.encoding.features import cached_base_features
+        from ragcun.training.frozen import CorpusSample
 
         refresh = None
         if fast:
@@ -320,13 +280,18 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         else:  # the base's features before fine-tuning, cached once: SIGReg shapes the head on them
             texts = list(dict.fromkeys(prompts.get(c, "") + t for c in columns for t in train_ds[c]))
             with args.main_process_first(local=False, desc="corpus-sample features"):
-                feats, index = cached_base_features(encoder, encoder.base_modules, texts, cfg.max_seq_length,
-                                                    batch_size=cfg.feature_batch_size, show_progress=False)
+                feats, index = cached_base_features(encoder, encoder.base_modules, texts,
+                                                    encoder.max_seq_length, batch_size=cfg.feature_batch_size,
+                                                    show_progress=False)
             table = torch.from_numpy(feats).to(encoder.device)
         rows = {c: [index[prompts.get(c, "") + t] for t in train_ds[c]] for c in columns}
         sample = CorpusSample(table, rows["query"], [r for c, v in rows.items() if c != "query" for r in v],
                               encoder.head_modules, cfg.sigreg_sample, cfg.seed, refresh=refresh)
     loss = build_loss(cfg, model, world, sample)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("nothing to train: every parameter is frozen")
+    head_rate = head_learning_rates(model, len(encoder.head_modules), cfg.head_learning_rate)
+    args.learning_rate_mapping = {**args.learning_rate_mapping, **head_rate}
 
     resume_from = None
     if cfg.resume:
@@ -345,8 +310,12 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     cbs: list = list(callbacks or [])
     best_cb = None
     if evaluator is not None:
-        best_cb = BestModelCallback(
-            out, f"{evaluator.name}_{evaluator.primary_metric}".replace("val_val_", "val_"), save_full)
+        # sentence-transformers' metric_for_best_model (a validation metric, as transformers names it:
+        # val_ndcg@10, val_recall@100, val_isotropy_sigreg_ratio, ...), else the evaluator's primary one
+        chosen = (args.metric_for_best_model or "").removeprefix("eval_").removeprefix("val_")
+        metric = f"{evaluator.name}_{chosen or evaluator.primary_metric}".replace("val_val_", "val_")
+        best_cb = BestModelCallback(out, metric, save_full,
+                                    greater_is_better=args.greater_is_better is not False)
         cbs.append(best_cb)
     if "tensorboard" in cfg.report_to:
         tb = TensorBoardCallback()
@@ -355,7 +324,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
 
     Trainer = RagcunTrainer
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, loss=loss, evaluator=evaluator,
-                      callbacks=cbs, encoder=encoder, ragcun_config=cfg)
+                      callbacks=cbs, encoder=encoder)
     tt = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - tt
@@ -365,10 +334,11 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         encoder.save(out / "final")
         if best_cb is None or best_cb.best_step is None:
             encoder.save(out / "best")  # no validation: the final model is the one to use
-        samples = (len(train_ds) * cfg.epochs if cfg.max_steps <= 0
-                   else cfg.max_steps * cfg.batch_size * cfg.gradient_accumulation_steps)
+        samples = (len(train_ds) * cfg.num_train_epochs if cfg.max_steps <= 0
+                   else cfg.max_steps * cfg.per_device_train_batch_size * world
+                   * cfg.gradient_accumulation_steps)
         summary = {
-            "config": cfg.to_dict(),
+            "config": cfg.record(),
             "data": manifest,
             "versions": _versions(),
             "device": str(args.device),

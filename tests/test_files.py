@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from ragcun.io import atomic_path, recover
+from ragcun.files import atomic_path, recover
 
 
 def _write_dir(path, text):
@@ -37,7 +37,7 @@ def test_kill_between_the_two_renames_keeps_the_index(tmp_path, tiny_model_path)
     r.save(index)
     script = textwrap.dedent(f"""
         import os, signal
-        import ragcun.io as io
+        import ragcun.files as io
         from ragcun.retrieval import GaussianRetriever
         io._exchange = lambda a, b: False          # the fallback path: old aside, then new in
         io._between_renames = lambda: os.kill(os.getpid(), signal.SIGKILL)
