@@ -7,9 +7,9 @@ import logging
 import numpy as np
 
 from ragcun.encoding.cache import record_path
-from ragcun.encoding.features import FeatureCache, cached_base_features, encode_base
+from ragcun.encoding.features import FeatureCache, cached_base_features
 from ragcun.fingerprint import model_fingerprint
-from ragcun.modeling import IsotropicGaussianEncoder
+from ragcun.modeling import IsotropicGaussianEncoder, encode_base
 
 TEXTS = ["Vitamin D and bone density.", "Statins lower LDL cholesterol.", "A cat.",
          "Vitamin D and bone density."]
@@ -27,6 +27,7 @@ def test_features_are_cached_checksummed_and_a_damaged_shard_is_encoded_again(ti
     feats, index = _features(enc, cache)
     assert feats.shape[0] == 3 and list(index) == list(dict.fromkeys(TEXTS))  # each distinct text once
     np.testing.assert_array_equal(feats, encode_base(enc, enc.base_modules, list(index), 2, False))
+    np.testing.assert_array_equal(feats, enc.base_features(list(index), batch_size=2).numpy())  # one routine
     (shard,) = cache._shards()
     assert record_path(shard).is_file()
 

@@ -25,6 +25,7 @@ from torch import nn
 from ragcun.encoding.cache import checked_problem, store_checked
 from ragcun.files import write_json
 from ragcun.fingerprint import model_fingerprint, text_key
+from ragcun.modeling.parts import encode_base
 from ragcun.paths import cache_dir
 from ragcun.progress import DocProgress
 
@@ -88,49 +89,6 @@ class FeatureCache:
         if not meta.exists():
             write_json(meta, {"fingerprint": self.fingerprint, "max_seq_length": self.max_seq_length})
         return path
-
-
-@torch.no_grad()
-def encode_base(
-    encoder: SentenceTransformer,
-    base_modules: Sequence[nn.Module],
-    texts: Sequence[str],
-    batch_size: int = 64,
-    show_progress: bool = True,
-) -> np.ndarray:
-    """Run only ``base_modules`` (tokeniser → transformer → pooling) on ``texts``; returns float32 (N, D).
-
-    Texts are sorted by length so batches pad little, as ``SentenceTransformer.encode`` does.
-    """
-
-    if not texts:
-        return np.zeros((0, 0), dtype=np.float32)
-    device = next(iter(p for m in base_modules for p in m.parameters())).device
-    was_training = [m.training for m in base_modules]
-    for m in base_modules:
-        m.eval()
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    out: np.ndarray | None = None
-    # a bar on a terminal, a log line every 30 s elsewhere: this pass can take minutes on a CPU
-    progress = DocProgress(len(texts), "encoding base features", unit="texts", enabled=show_progress)
-    try:
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            features: dict[str, Any] = encoder.preprocess([texts[i] for i in idx])
-            features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-            for m in base_modules:
-                features = m(features)
-            emb = features["sentence_embedding"].float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
-            out[idx] = emb
-            progress.update(len(idx))
-    finally:
-        progress.close()
-        for m, mode in zip(base_modules, was_training, strict=True):
-            m.train(mode)
-    assert out is not None
-    return out
 
 
 def cached_base_features(

@@ -23,7 +23,7 @@ from torch import nn
 from ragcun.config import Schema, check_choices, non_negative, positive
 from ragcun.files import atomic_path
 from ragcun.modeling.head_init import WhitenKind, affine_start, whitening_map
-from ragcun.modeling.parts import apply_modules, parameter_counts
+from ragcun.modeling.parts import apply_modules, encode_base, parameter_counts
 
 logger = logging.getLogger(__name__)
 
@@ -186,17 +186,10 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         return [p for m in self.head_modules for p in m.parameters()]
 
     # ------------------------------------------------------------------ head initialisation
-    @torch.no_grad()
     def base_features(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
-        """What the base (everything before the head) outputs for ``texts``, in eval mode."""
-        from sentence_transformers import SentenceTransformer
-
-        body = SentenceTransformer(modules=self.base_modules, device=str(self.device))
-        was_training = [m.training for m in self.base_modules]
-        out = body.encode(list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
-        for m, t in zip(self.base_modules, was_training, strict=True):
-            m.train(t)
-        return out.detach().float()
+        """What the base (everything before the head) outputs for ``texts``, in eval mode
+        (:func:`ragcun.modeling.parts.encode_base`)."""
+        return torch.from_numpy(encode_base(self, self.base_modules, list(texts), batch_size, False))
 
     def _head_forward(self, x: torch.Tensor) -> torch.Tensor:
         return apply_modules(self.head_modules, x)

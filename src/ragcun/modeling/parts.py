@@ -4,12 +4,16 @@ is what ragcun adds, and what its parameter count reports."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize
 from torch import nn
+
+from ragcun.progress import DocProgress
 
 
 def split_at_head(model: SentenceTransformer) -> tuple[list[nn.Module], list[nn.Module]]:
@@ -27,6 +31,51 @@ def split_at_head(model: SentenceTransformer) -> tuple[list[nn.Module], list[nn.
     while cut > 0 and isinstance(base[cut - 1], Normalize):
         cut -= 1
     return base[:cut], base[cut:] + head
+
+
+@torch.no_grad()
+def encode_base(
+    encoder: SentenceTransformer,
+    base_modules: Sequence[nn.Module],
+    texts: Sequence[str],
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Run only ``base_modules`` (tokeniser → transformer → pooling) on ``texts``, in eval mode; returns
+    float32 (N, D): the one way the base of a model runs alone (its cached features, the head's warm start,
+    :meth:`IsotropicGaussianEncoder.base_features`).
+
+    Texts are sorted by length (stably) so batches pad little, as ``SentenceTransformer.encode`` does.
+    """
+
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    device = next(iter(p for m in base_modules for p in m.parameters())).device
+    was_training = [m.training for m in base_modules]
+    for m in base_modules:
+        m.eval()
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    out: np.ndarray | None = None
+    # a bar on a terminal, a log line every 30 s elsewhere: this pass can take minutes on a CPU
+    progress = DocProgress(len(texts), "encoding base features", unit="texts", enabled=show_progress)
+    try:
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            features: dict[str, Any] = encoder.preprocess([texts[i] for i in idx])
+            features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            for m in base_modules:
+                features = m(features)
+            emb = features["sentence_embedding"].float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+            out[idx] = emb
+            progress.update(len(idx))
+    finally:
+        progress.close()
+        for m, mode in zip(base_modules, was_training, strict=True):
+            m.train(mode)
+    assert out is not None
+    return out
 
 
 def apply_modules(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
