@@ -15,10 +15,8 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 from sentence_transformers import SentenceTransformer
 from torch import nn
 
@@ -27,7 +25,6 @@ from ragcun.files import write_json
 from ragcun.fingerprint import model_fingerprint, text_key
 from ragcun.modeling.parts import encode_base
 from ragcun.paths import cache_dir
-from ragcun.progress import DocProgress
 
 logger = logging.getLogger(__name__)
 
