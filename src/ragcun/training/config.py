@@ -306,7 +306,7 @@ def read_tables(data: dict[str, Any], source: str) -> TrainConfig:
                     table, key = locate(first, f"{source} [{name}]")
                     hint = f" ({first!r} goes in [{table}])"
                 except ConfigError as exc:
-                    hint = f" ({str(exc).split(': ', 1)[1]})"
+                    hint = f" ({str(exc).split(': ', 1)[1].split('; see ')[0]})"
             raise ConfigError(f"{source}: the [{name}] table is gone{hint}; tables are [model], [loss], "
                               "[teacher], [data] and [training]; see docs/training.md#configuration")
         if name not in schemas():
