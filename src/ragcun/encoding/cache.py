@@ -1,13 +1,14 @@
 """The on-disk caches of what a model computes: checksummed files, never read when damaged.
 
-:func:`store_checked` / :func:`checked_problem` are the one way a cached tensor file is written and verified:
-safetensors written atomically, with a JSON record beside it holding the file's SHA-256 and what produced it
-(the base features of :mod:`ragcun.encoding.features`, a cached prefix, a teacher's scores). The corpus
-embeddings below are ``.npy`` chunks with a ``.sha256`` sidecar.
+Every cache file is written atomically with a JSON record beside it (:func:`write_record`) holding its SHA-256
+and what produced it, and verified against that record before it is read (:func:`checked_problem`): the base
+features of :mod:`ragcun.encoding.features`, a cached prefix and a teacher's scores (safetensors,
+:func:`store_checked`), and the corpus embeddings below (``.npy`` chunks, so that a large corpus is read
+memory-mapped).
 
 A folder is named by :func:`cache_key`, a hash of everything that changes the vectors: the model
 (:func:`ragcun.fingerprint.model_fingerprint`), the dataset name, a hash of the document ids and texts, the
-max sequence length and the chunk size. Each chunk is a float32 ``.npy`` written atomically with its sha256
+max sequence length and the chunk size. Each chunk is a float32 ``.npy`` written atomically with its record
 beside it, so a damaged or interrupted chunk is found and encoded again, never read. :class:`CacheLayout` is
 the one place the folder and the chunk bounds are computed, for :func:`ragcun.encoding.corpus.encode_corpus`,
 for vectors computed another way (:func:`seed_corpus_cache`) and for asking whether a corpus is cached
@@ -26,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from ragcun.files import atomic_path, sha256_file, write_json, write_text
+from ragcun.files import atomic_path, sha256_file, write_json
 from ragcun.fingerprint import model_fingerprint, texts_fingerprint
 from ragcun.paths import cache_dir
 
-CACHE_VERSION = 2  # 2: chunks carry a sha256 sidecar
+CACHE_VERSION = 3  # 2: chunks carry a sha256 sidecar; 3: their JSON record, as every cache file
 
 
 def _safe(name: str) -> str:
@@ -38,23 +39,18 @@ def _safe(name: str) -> str:
 
 
 def write_chunk(path: Path, emb: np.ndarray) -> None:
-    """One cache chunk: the ``.npy`` and, beside it, its sha256 (both atomic), so damage is caught on read."""
+    """One cache chunk: the ``.npy`` and, beside it, its record (both atomic), so damage is caught on read."""
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
     with atomic_path(path) as out, open(out, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
-
-    write_text(path.with_name(path.name + ".sha256"), sha256_file(path) + "\n")
+        np.save(fh, emb, allow_pickle=False)
+    write_record(path, {"rows": int(emb.shape[0])})
 
 
 def _chunk_problem(path: Path, rows: int) -> str | None:
-    """Why a cache chunk cannot be used (missing, unreadable, wrong shape, altered), or None."""
-
-    if not path.is_file():
-        return "missing"
-    digest = path.with_name(path.name + ".sha256")
-    if not digest.is_file():
-        return "has no checksum (written by an older ragcun or interrupted)"
-    if sha256_file(path) != digest.read_text().strip():
-        return "sha256 does not match its checksum (damaged)"
+    """Why a cache chunk cannot be used (missing, unrecorded, altered, unreadable, wrong shape), or None."""
+    problem = checked_problem(path)
+    if problem is not None:
+        return problem
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -69,6 +65,11 @@ def record_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
+def write_record(path: Path, record: dict[str, Any] | None = None) -> None:
+    """The JSON record beside a cache file just written: ``record`` and the file's SHA-256."""
+    write_json(record_path(path), {**(record or {}), "sha256": sha256_file(path)})
+
+
 def store_checked(path: Path, tensors: dict[str, Any], record: dict[str, Any] | None = None,
                   metadata: dict[str, str] | None = None) -> Path:
     """Write ``tensors`` (numpy arrays or torch tensors, not mixed) to ``path`` as safetensors, atomically,
@@ -81,7 +82,7 @@ def store_checked(path: Path, tensors: dict[str, Any], record: dict[str, Any] | 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-    write_json(record_path(path), {**(record or {}), "sha256": sha256_file(path)})
+    write_record(path, record)
     return path
 
 
