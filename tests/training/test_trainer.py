@@ -92,6 +92,15 @@ def test_metric_for_best_model_chooses_the_kept_model(triplets_dir, tiny_model_p
     assert len(curve) == 4 and summary["best"]["step"] == min(curve, key=curve.get)
 
 
+@pytest.mark.parametrize(("value", "names"), [
+    ("none", []), ("tensorboard", ["tensorboard"]), ("tensorboard, wandb", ["tensorboard", "wandb"]),
+    ("[]", []), ('["tensorboard", "none"]', ["tensorboard"])])
+def test_report_to_reads_every_form_sentence_transformers_takes(value, names):
+    from ragcun.training.trainer import reporters
+
+    assert reporters(load_config(None, [f"report_to={value}"])) == names
+
+
 def test_freeze_base_slow_path_changes_head_only(triplets_dir, tiny_model_path, tmp_path):
     cfg = tiny_cfg(triplets_dir, tiny_model_path, tmp_path / "run", "freeze_base=true", "fast_frozen=false",
                    "max_steps=2", "validate_during_training=false", "save_steps=2")

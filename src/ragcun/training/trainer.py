@@ -134,12 +134,18 @@ def build_training_args(cfg: TrainConfig, has_evaluator: bool = False, cached: b
     if cached:
         values.update(bf16=False, activation_checkpointing=False)
         values.pop("gradient_checkpointing", None)
-    report_to = cfg.report_to if isinstance(cfg.report_to, list) else [cfg.report_to or "none"]
-    values["report_to"] = [r for r in report_to if r not in ("tensorboard", "none")] or "none"
+    values["report_to"] = [r for r in reporters(cfg) if r != "tensorboard"] or "none"
     try:
         return RagcunTrainingArguments(**values)
     except ValueError as exc:  # sentence-transformers' and transformers' own checks
         raise ConfigError(f"[training] {exc}") from None
+
+
+def reporters(cfg: TrainConfig) -> list[str]:
+    """``report_to`` as a list of integrations (a list, one name, names joined by commas, or none)."""
+    value = cfg.report_to
+    names = value if isinstance(value, list) else str(value or "").split(",")
+    return [n.strip() for n in names if n.strip() and n.strip() != "none"]
 
 
 def head_learning_rates(model: nn.Module, head_size: int, rate: float | None) -> dict[str, float]:
@@ -317,7 +323,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         best_cb = BestModelCallback(out, metric, save_full,
                                     greater_is_better=args.greater_is_better is not False)
         cbs.append(best_cb)
-    if "tensorboard" in cfg.report_to:
+    if "tensorboard" in reporters(cfg):
         tb = TensorBoardCallback()
         tb.logging_dir = str(out / "tensorboard")
         cbs.append(tb)
