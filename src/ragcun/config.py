@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import inspect
 import logging
 import math
@@ -68,8 +69,10 @@ class Schema:
     defaults: dict[str, Any]
 
     @classmethod
+    @functools.cache
     def of(cls, fn: Any, exclude: tuple[str, ...] = ()) -> Schema:
-        """The keyword arguments of ``fn`` (a class: its ``__init__``) with a default, less ``exclude``."""
+        """The keyword arguments of ``fn`` (a class: its ``__init__``) with a default, less ``exclude``
+        (read once per callable: a constructor checks its arguments on every call)."""
         init = fn.__init__ if isinstance(fn, type) else fn
         hints = typing.get_type_hints(init)
         params = [p for p in inspect.signature(init).parameters.values()
@@ -242,25 +245,19 @@ def non_negative(obj: Any, *names: str) -> list[str]:
             if _value(obj, n) is not None and not _value(obj, n) >= 0]
 
 
-def check_choices(fn: Any, values: dict[str, Any]) -> list[str]:
-    """Messages for the arguments in ``values`` whose annotation on ``fn`` is a ``Literal`` they are not in:
-    what a constructor called from Python checks, as coercion does for a file."""
-    schema = Schema.of(fn)
+def choice_problems(obj: Any, values: dict[str, Any] | None = None) -> list[str]:
+    """Messages for every ``Literal`` field of a config dataclass ``obj`` whose value is not one of its
+    choices, or with ``values``, every keyword argument of the callable ``obj`` given a value outside its
+    ``Literal`` (what a constructor called from Python checks): the same rule coercion applies to a file."""
+    if values is None:
+        hints = typing.get_type_hints(type(obj))
+        values = {name: getattr(obj, name, None) for name in hints}
+    else:
+        hints = Schema.of(obj).hints
     out = []
     for name, value in values.items():
-        hint = schema.hints.get(name)
+        hint = hints.get(name)
         args = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
         if args and value not in args:
-            out.append(f"{name} must be {' or '.join(map(repr, args))} (got {value!r})")
-    return out
-
-
-def choice_problems(obj: Any) -> list[str]:
-    """Messages for every ``Literal`` field of a config dataclass whose value is not one of its choices: the
-    same rule coercion applies to a file, for a config built in Python."""
-    out = []
-    for name, hint in typing.get_type_hints(type(obj)).items():
-        args = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
-        if args and getattr(obj, name, None) not in args:
-            out.append(f"{name} must be {' or '.join(map(str, args))} (got {getattr(obj, name)!r})")
+            out.append(f"{name} must be {' or '.join(map(str, args))} (got {value!r})")
     return out

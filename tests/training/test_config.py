@@ -137,6 +137,8 @@ def test_an_old_table_is_named_with_where_its_keys_go(tmp_path):
 def test_the_model_and_the_loss_check_their_arguments_themselves():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         IsotropicGaussianLoss(None, temperature=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="t_max must be > 0"):  # every argument, not only the config's keys
+        IsotropicGaussianLoss(None, t_max=-1.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="sigreg_on must be"):
         IsotropicGaussianLoss(None, sigreg_on="both")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="output_dim must be > 0"):

@@ -87,8 +87,8 @@ def store_checked(path: Path, tensors: dict[str, Any], record: dict[str, Any] | 
 
 
 def checked_problem(path: Path, inputs: dict[str, Any] | None = None) -> str | None:
-    """Why a file of :func:`store_checked` cannot be used (missing, no record, changed since it was written,
-    made from other ``inputs``), or None."""
+    """Why a cache file cannot be used (missing, no record of :func:`write_record`, changed since it was
+    written, made from other ``inputs``), or None."""
     meta = record_path(path)
     if not path.is_file():
         return "missing"

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ragcun.config import Schema, check_choices, non_negative, positive
+from ragcun.config import Schema, choice_problems, non_negative, positive
 from ragcun.losses.contrastive import Distance, EuclideanInfoNCE
 from ragcun.losses.queue import FeatureQueue
 from ragcun.losses.sigreg import SIGReg, SlicePolicy
@@ -94,7 +94,8 @@ class IsotropicGaussianLoss(nn.Module):
             distance=distance,
             num_slices=num_slices, loss_form=loss_form, sigreg_on=sigreg_on, slice_policy=slice_policy,
             principal_slices=principal_slices, slice_refresh=slice_refresh, queue_size=queue_size,
-            lambda_distill=lambda_distill, lambda_contrastive=lambda_contrastive, regularizer=regularizer)
+            lambda_distill=lambda_distill, lambda_contrastive=lambda_contrastive, regularizer=regularizer,
+            t_max=t_max, n_points=n_points)
         if problems:
             raise ValueError("; ".join(problems))
         self.loss_form: LossForm = loss_form
@@ -124,7 +125,7 @@ class IsotropicGaussianLoss(nn.Module):
         """What is wrong with these keyword arguments (empty when nothing): checked by the constructor, and by
         a training config before anything loads (its ``[loss]`` table is these arguments)."""
         values = {**Schema.of(cls).defaults, **kwargs}
-        problems = check_choices(cls, values)
+        problems = choice_problems(cls, values)
         problems += positive(values, "temperature", "num_slices", "principal_slices", "slice_refresh",
                              "n_points", "t_max")
         problems += non_negative(values, "lambda_isotropy", "lambda_reg", "queue_size", "lambda_distill",

@@ -20,7 +20,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Transformer
 from torch import nn
 
-from ragcun.config import Schema, check_choices, non_negative, positive
+from ragcun.config import Schema, choice_problems, non_negative, positive
 from ragcun.files import atomic_path
 from ragcun.modeling.head_init import WhitenKind, affine_start, whitening_map
 from ragcun.modeling.parts import apply_modules, encode_base, parameter_counts
@@ -142,7 +142,7 @@ class IsotropicGaussianEncoder(SentenceTransformer):
         """What is wrong with these keyword arguments (empty when nothing): checked by the constructor, and by
         a training config before anything loads (its ``[model]`` table is these arguments)."""
         values = {**Schema.of(cls).defaults, **kwargs}
-        problems = check_choices(cls, values)
+        problems = choice_problems(cls, values)
         problems += positive(values, "output_dim", "hidden_dim", "max_seq_length")
         problems += non_negative(values, "freeze_layers")
         return problems
