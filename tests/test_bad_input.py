@@ -50,6 +50,9 @@ def _copy(src: Path, dst: Path) -> Path:
     ("hidden_dim=-3", "hidden_dim must be > 0"),
     ("head_init_power=1.5", "head_init_power must be in [0, 1]"),
     ("lr_scheduler_type=nope", "lr_scheduler_type must be one of"),
+    ("report_to=tensorbord", "report_to: unknown integration 'tensorbord'"),
+    ("learning_rate_mapping={a=nan}", "learning_rate_mapping['a'] must be a finite learning rate > 0"),
+    ("learning_rate_mapping=x", "learning_rate_mapping must be a table of pattern = learning rate"),
     ("lambda_isotropy=-1", "lambda_isotropy must be >= 0"),
 ])
 def test_training_numbers_are_checked(setting, message, tmp_path):

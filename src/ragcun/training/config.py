@@ -186,7 +186,38 @@ class TrainConfig:
             problems.append("set num_train_epochs > 0 or max_steps > 0")
         if (self.get("save_total_limit") or 1) < 1:
             problems.append(f"save_total_limit must be >= 1 or none (got {self.get('save_total_limit')})")
-        return problems
+        return problems + self._reporting_problems() + self._mapping_problems()
+
+    def _reporting_problems(self) -> list[str]:
+        """``report_to`` names transformers knows (it would refuse them only once the trainer is built)."""
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+        value = self.get("report_to")
+        names = value if isinstance(value, list) else str(value or "").split(",")
+        unknown = [n for n in (str(n).strip() for n in names)
+                   if n and n not in ("all", "none") and n not in INTEGRATION_TO_CALLBACK]
+        return [f"report_to: unknown integration {n!r} (transformers knows "
+                f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}, all or none)" for n in unknown]
+
+    def _mapping_problems(self) -> list[str]:
+        """``learning_rate_mapping``: parameter patterns to finite, positive learning rates (a table, or its
+        JSON as sentence-transformers reads it)."""
+        import json
+        import math
+
+        value = self.get("learning_rate_mapping")
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return [f"learning_rate_mapping must be a table of pattern = learning rate (got {value!r})"]
+        if value is None:
+            return []
+        if not isinstance(value, dict):
+            return [f"learning_rate_mapping must be a table of pattern = learning rate (got {value!r})"]
+        return [f"learning_rate_mapping[{k!r}] must be a finite learning rate > 0 (got {v!r})"
+                for k, v in value.items()
+                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0]
 
     def _st_problems(self) -> list[str]:
         """The sentence-transformers peer trains the base as it is: nothing of ragcun's objective applies."""
