@@ -194,7 +194,17 @@ def check_model_dir(path: Path) -> None:
                                                  for m in mods):
             raise ModelNotFoundError(f"{modules}: not a sentence-transformers module list")
         first = path / str(mods[0]["path"]) if mods else path
-        if mods and not (first / "config.json").is_file() and not (path / "config.json").is_file():
+        router = first / "router_config.json"  # a Router (a query tower): each route's transformer
+        if mods and router.is_file():
+            try:
+                types = dict(json.loads(router.read_text(encoding="utf-8"))["types"])
+            except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+                raise ModelNotFoundError(f"{router}: corrupt ({type(exc).__name__}: {exc})") from None
+            for name, kind in types.items():
+                if str(kind).endswith("Transformer") and not (first / name / "config.json").is_file():
+                    raise ModelNotFoundError(f"{path}: no config.json for its transformer {name} (looked in "
+                                             f"{first / name})")
+        elif mods and not (first / "config.json").is_file() and not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path}: no config.json for its transformer (looked in {first} and "
                                      f"{path})")
     elif not (path / "config.json").is_file():

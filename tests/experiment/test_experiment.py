@@ -56,6 +56,14 @@ lambda_isotropy = 1.0
 [arms.frozen]
 lambda_isotropy = 1.0
 freeze_base = true
+
+[arms.query]
+base_arm = "frozen"
+train_side = "query"
+teacher = "hybrid"
+teacher_candidates = 4
+temperature = 20.0
+learning_rate = 1e-3
 """
 
 
@@ -71,7 +79,7 @@ def experiment(tmp_path_factory, beir_slice, tiny_model_path):
 
 def test_runs_every_stage(experiment):
     cfg, run, report = experiment
-    for arm in ("baseline", "isotropy", "frozen"):
+    for arm in ("baseline", "isotropy", "frozen", "query"):
         summary = json.loads((run / "arms" / arm / "train_summary.json").read_text())
         assert summary["global_steps"] == 2
         assert (run / "arms" / arm / "best" / "modules.json").exists()
@@ -90,12 +98,13 @@ def test_runs_every_stage(experiment):
     assert json.loads((run / "results" / "frozen.json").read_text())["score"] == "l2"
     assert json.loads((run / "results" / "frozen.cos.json").read_text())["score"] == "cos"
     assert json.loads((run / "results" / "frozen.base.json").read_text())["view"] == "base"
+    assert not (run / "results" / "query.base.json").exists()  # a query tower has no one base to look behind
     assert "baseline" in report["markdown"] and "frozen" in report["markdown"]
     (main,) = [md for key, md in report["experiment_tables"].items() if key.startswith("main:")]
     assert "Δ vs reference" in main and "SIGReg ratio" in main
     assert any(key.startswith("views:") for key in report["experiment_tables"])
     ann = json.loads((run / "results" / "approximate_search.json").read_text())
-    assert {r["model"] for r in ann["rows"]} == {"reference", "baseline", "isotropy", "frozen"}
+    assert {r["model"] for r in ann["rows"]} == {"reference", "baseline", "isotropy", "frozen", "query"}
     assert all(0.0 <= r["indexes"]["hnsw"]["recall"] <= 1.0 for r in ann["rows"])
     assert (run / "report" / "report.md").exists() and (run / "report" / "experiment.md").exists()
     assert list((run / "isotropy").glob("*/isotropy.json"))
@@ -117,9 +126,17 @@ def test_one_corpus_pass_per_distinct_base(experiment):
     metas = [json.loads(p.read_text()) for p in cache.glob("*/meta.json")]
     bodies = [m for m in metas if str(m["dataset"]).endswith("-body") and m["documents"] < 200]
     assert len(bodies) == 3
-    # seven views; the frozen arm's base view *is* the reference (same modules, same weights): six entries;
-    # and the five whitened bases and the two corrections share the reference's body too (seven more tails)
-    assert sum(1 for m in metas if m.get("seeded")) == 6 + 5 + 2
+    # seven views; the frozen arm's base view *is* the reference (same modules, same weights): six entries,
+    # less the frozen arm's own, which the query arm's training encoded first and which the query arm and its
+    # view read (its documents are the frozen arm's); the five whitened bases and the two corrections share
+    # the reference's body too (seven more tails)
+    assert sum(1 for m in metas if m.get("seeded")) == 5 + 5 + 2
+    # so the query arm's corpus is the frozen arm's, measure for measure
+    (iso,) = (run / "isotropy").glob("*/isotropy.json")
+    corpus = {r["label"]: r for r in json.loads(iso.read_text())["results"] if r["kind"] == "corpus"}
+    skip = {"label", "model", "model_fingerprint"}
+    assert ({k: v for k, v in corpus["query"].items() if k not in skip}
+            == {k: v for k, v in corpus["frozen"].items() if k not in skip})
     best = run / "arms" / "frozen" / "best"
     assert json.loads((best / "ragcun_config.json").read_text())["freeze_base"] is True
     frozen = IsotropicGaussianEncoder.from_pretrained(best)
@@ -291,7 +308,11 @@ def test_demo_and_paper_configs_parse():
         exp = load_experiment(repo / "configs" / f"{name}.toml", with_arms=["st-distill", "st-mnrl"][
             : 2 if name == "demo" else 0])
         assert list(exp.arms)[:3] == ["baseline", "isotropy", "frozen"]
-        peers = {arm: arm_config(exp, arm).st_loss for arm in list(exp.arms)[3:]}
+        later = {arm: arm_config(exp, arm) for arm in list(exp.arms)[3:]}
+        if name != "paper":  # a query tower on the frozen arm's documents
+            query = later["query"]
+            assert query.train_side == "query" and str(query.base_model).endswith("frozen/best")
+        peers = {arm: cfg.st_loss for arm, cfg in later.items() if cfg.train_side != "query"}
         assert set(peers.values()) <= {"mnrl", "distill_kl"}
         assert name == "paper" or "distill_kl" in peers.values()  # sentence-transformers' recipe beside
         frozen = arm_config(exp, "frozen")
@@ -479,7 +500,7 @@ def test_one_loop_over_views_and_stages_resumes_what_is_missing(experiment, monk
     assert not any(name == "evaluate" for name, _ in measured)
     assert [label for name, label in measured if name == "isotropy"] == [v.label for v in views if v.measured]
     assert {label for name, label in measured if name == "approximate_search"} == {
-        "reference", "baseline", "isotropy", "frozen"}
+        "reference", "baseline", "isotropy", "frozen", "query"}
     # each directory once, both stages
     assert sorted(opened) == sorted({v.model for v in views if v.measured})
     assert out["isotropy"][ev.datasets[0]] == iso_file and out["approximate_search"] == ann_file

@@ -96,7 +96,7 @@ def test_metric_for_best_model_chooses_the_kept_model(triplets_dir, tiny_model_p
     ("none", []), ("tensorboard", ["tensorboard"]), ("tensorboard, wandb", ["tensorboard", "wandb"]),
     ("[]", []), ('["tensorboard", "none"]', ["tensorboard"])])
 def test_report_to_reads_every_form_sentence_transformers_takes(value, names):
-    from ragcun.training.trainer import reporters
+    from ragcun.training.session import reporters
 
     assert reporters(load_config(None, [f"report_to={value}"])) == names
 

@@ -80,10 +80,11 @@ def train(
         raise fail(str(exc)) from None
     if summary and is_main_process():
         best = summary["best"]
+        chosen = (f"best {best['metric']}={best['score']} at step {best['step']}"
+                  if best["metric"] is not None else "best = the final model (no validation during training)")
         console.print(
             f"[green]done[/] in {summary['wall_time_s']:.0f}s, {summary['global_steps']} steps, "
-            f"{summary['samples_per_second']:.1f} samples/s; best {best['metric']}={best['score']} "
-            f"at step {best['step']}\n"
+            f"{summary['samples_per_second']:.1f} samples/s; {chosen}\n"
             f"best model: {summary['best_model']}\nsummary:    {Path(cfg.output_dir) / 'train_summary.json'}"
         )
 

@@ -133,6 +133,9 @@ class CacheLayout:
     @classmethod
     def of(cls, model: Any, dataset: str, ids: Sequence[str], texts: Sequence[str], chunk_size: int,
            root: str | os.PathLike | None) -> CacheLayout:
+        from ragcun.modeling.asymmetric import document_encoder
+
+        model = document_encoder(model)  # a query tower's corpus is its document encoder's
         fp, msl = model_fingerprint(model), getattr(model, "max_seq_length", None)
         key = cache_key(fp, dataset, ids, texts, max_seq_length=msl, chunk_size=chunk_size)
         directory = (Path(root) if root else cache_dir("embeddings")) / key

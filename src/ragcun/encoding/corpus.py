@@ -189,6 +189,7 @@ def encode_corpus_shared(
     import torch
 
     from ragcun.modeling import apply_modules, split_at_head, submodel
+    from ragcun.modeling.asymmetric import document_encoder
 
     done: dict[str, str] = {}
     groups: dict[str, tuple[Any, list[tuple[str, Any, list]]]] = {}
@@ -201,6 +202,7 @@ def encode_corpus_shared(
         if corpus_cached(model, ids, texts, dataset, chunk_size):
             done[label] = "cached"
             continue
+        model = document_encoder(model)  # a query tower shares its documents' pass (and cache)
         body_mods, tail = split_at_head(model)
         body = submodel(model, body_mods)
         fp = model_fingerprint(body)

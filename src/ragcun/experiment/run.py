@@ -25,7 +25,7 @@ from ragcun.experiment.config import (
     load_experiment,
 )
 from ragcun.experiment.stages import ApproximateSearchStage, BeirStage, IsotropyStage, evaluate
-from ragcun.experiment.views import ViewModels, evaluation_views
+from ragcun.experiment.views import ViewModels, describe_arm, evaluation_views
 from ragcun.files import write_json
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,7 @@ def train_arm(exp: ExperimentConfig, arm: str, overrides: list[str] | None = Non
 
     cfg = arm_config(exp, arm, overrides, data_dir, out, **changes)
     cfg.set("resume", out.exists(), "the experiment")  # a killed run continues from its last checkpoint
-    logger.info("arm %s: training (lambda_isotropy=%s, freeze_base=%s)", out.name, cfg.lambda_isotropy,
-                cfg.freeze_base)
+    logger.info("arm %s: training (%s)", out.name, describe_arm(exp, arm, cfg))
     return train(cfg)
 
 

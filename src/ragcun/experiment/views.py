@@ -39,6 +39,10 @@ def describe_arm(exp: ExperimentConfig, arm: str, cfg: Any = None) -> str:
         teacher = f", {cfg.teacher} teacher" if cfg.teacher != "none" else ""
         return f"sentence-transformers {ST_LOSS_NAMES[cfg.st_loss]}, fine-tuned{layers}{teacher}"
     base_arm = exp.arms[arm].get(BASE_ARM)
+    if cfg.train_side == "query":
+        teacher = f" and the {cfg.teacher} teacher" if cfg.teacher != "none" else ""
+        return (f"query tower on {base_arm or Path(str(cfg.base_model)).name}'s documents (unchanged), "
+                f"trained on the labels{teacher}")
     what = (f"head only, on {base_arm}'s fine-tuned base" if cfg.freeze_base and base_arm
             else "head only" if cfg.freeze_base
             else f"fine-tuned above layer {cfg.freeze_layers}" if cfg.freeze_layers else "full fine-tuning")
@@ -65,8 +69,9 @@ def evaluation_views(exp: ExperimentConfig, arms: dict[str, Path] | None = None)
         if exp.evaluation.views and not peer:
             views.append(View(f"{arm}.cos", best, "cos", description=f"{arm}: head output, cosine",
                               role="view"))
-            views.append(View(f"{arm}.base", best, "cos", "base",
-                              description=f"{arm}: base before the head, cosine", role="view"))
+            if cfg is None or cfg.train_side != "query":  # a query tower's two encoders share no one base
+                views.append(View(f"{arm}.base", best, "cos", "base",
+                                  description=f"{arm}: base before the head, cosine", role="view"))
     return views + hybrid_views(exp, views) + whitening_views(exp)
 
 

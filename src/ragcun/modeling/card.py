@@ -102,6 +102,10 @@ def describe_model(encoder: Any, run: dict[str, Any]) -> dict[str, Any]:
         card.model_name = f"ragcun {name}: {r['base_model']} fine-tuned with {ST_LOSS_NAMES[r['st_loss']]}"
         card.add_tags(["ragcun"])
         return run
+    if r.get("train_side") == "query":  # a Router: the trained query tower, the base model's documents kept
+        card.model_name = f"ragcun {name}: a query tower on {r['base_model']}'s documents (kept)"
+        card.add_tags(TAGS)
+        return run
     card.model_name = (f"ragcun {name}: {r['base_model']} + Gaussian head ({r['output_dim']}-d, "
                        f"{r['head']}), λ_iso = {r['lambda_isotropy']:g}"
                        f"{', frozen base' if r['freeze_base'] else ''}")

@@ -54,6 +54,7 @@ from ragcun.runtime.spec import (
     cpu_has_int8,
     cpu_info,
     default_batch_size,
+    is_asymmetric,
     on_gpu,
     require_onnxruntime,
     require_openvino,
@@ -79,6 +80,12 @@ def prepare_model(model: Any, runtime: Runtime, device: Any = None, owned: bool 
     data (:class:`ragcun.runtime.auto.LabelledCheck`) that lets ``auto`` consider that int8.
     """
     current = runtime_of(model)
+    if is_asymmetric(model) and runtime.backend in ("onnx", "openvino"):
+        raise BackendUnavailableError(f"{runtime.backend} exports one graph, and this model routes queries "
+                                      "and documents through different encoders (a query tower); use "
+                                      "--backend torch")
+    if is_asymmetric(model) and runtime.is_measured:  # auto: of the exporting runtimes none applies
+        runtime = Runtime("torch", "fp32")
     if runtime.is_measured:
         if not current.is_reference:  # already prepared: auto keeps what it runs
             return model

@@ -174,6 +174,17 @@ def resolve_runtime(backend: str | None = "auto", precision: str | None = "auto"
     return Runtime(b, p)
 
 
+def is_asymmetric(model: Any) -> bool:
+    """Whether ``model`` routes queries and documents through different modules (a sentence-transformers
+    ``Router``: a query tower beside a document encoder), which one exported graph cannot hold."""
+    from sentence_transformers.base.modules import Router
+
+    try:
+        return any(isinstance(m, Router) for m in model)
+    except TypeError:
+        return False
+
+
 def runtime_of(model: Any) -> Runtime:
     """The runtime a prepared model runs under (for results and manifests)."""
     first = model[0] if hasattr(model, "__getitem__") else None

@@ -23,6 +23,7 @@ from ragcun.progress import wanted
 
 HeadInit = Literal["warm", "calibrated", "default"]
 StLoss = Literal["none", "mnrl", "distill_kl"]
+TrainSide = Literal["both", "query"]
 
 
 class HashedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
@@ -100,6 +101,10 @@ class RagcunTrainingArguments(SentenceTransformerTrainingArguments):
     # distill_kl (DistillKLDivLoss on the teacher's scores)
     st_loss: StLoss = "none"
     st_temperature: float = 0.05  # the cosine student's temperature (MNRL's scale is its inverse: 20)
+    # query: base_model is a trained ragcun model kept whole as the document encoder (its corpus embeddings
+    # encoded once, unchanged); a copy of it becomes the query encoder and is trained against them
+    # (ragcun.training.query_tower)
+    train_side: TrainSide = "both"
     resume: bool = False  # continue from the newest complete checkpoint in output_dir
 
     def __post_init__(self) -> None:

@@ -162,6 +162,8 @@ class TrainConfig:
                             f"{self.get('head_init')!r})")
         if self.get("sigreg_sample") and self.get("queue_size"):
             problems.append("set sigreg_sample or queue_size, not both")
+        if self.get("train_side") == "query" and self.get("st_loss") != "none":
+            problems.append("train_side = 'query' trains a ragcun query tower: st_loss must be 'none'")
         if self.get("teacher") == "none" and self.get("lambda_contrastive") == 0:
             problems.append("lambda_contrastive = 0 without a teacher leaves nothing to learn from")
         return problems + self._st_problems()
@@ -307,7 +309,7 @@ BUDGET_KEYS = ("learning_rate", "per_device_train_batch_size", "num_train_epochs
 #: ragcun's own training keys (the rest of [training] is sentence-transformers').
 RAGCUN_KEYS = ("head_learning_rate", "head_init", "head_init_power", "calibration_samples", "fast_frozen",
                "fast_prefix", "train_max_seq_length", "feature_batch_size", "sigreg_sample", "sigreg_refresh",
-               "st_loss", "st_temperature", "resume")
+               "st_loss", "st_temperature", "train_side", "resume")
 
 
 def coerce(key: str, value: Any, source: str = "config") -> Any:

@@ -123,9 +123,9 @@ def check_training(cfg: TrainConfig, steps: int = 2) -> tuple[str, str]:
             return "fail", f"ran {summary.get('global_steps')} steps instead of {steps}"
         if not all(math.isfinite(float(v)) for v in stats.values()):
             return "fail", f"non-finite loss: {stats}"
-        return "pass", (f"{steps} steps at batch {batch} on {summary['device']}: contrastive "
-                        f"{stats.get('contrastive', float('nan')):.3f}, "
-                        f"sigreg {stats.get('sigreg', float('nan')):.3f}")
+        terms = ", ".join(f"{k} {float(v):.3f}" for k, v in stats.items()
+                          if k in ("contrastive", "sigreg", "infonce", "distill"))
+        return "pass", f"{steps} steps at batch {batch} on {summary['device']}: {terms}"
 
 
 def run_preflight(cfg: TrainConfig, steps: int = 2) -> list[Check]:

@@ -221,7 +221,9 @@ def spec_from_config(cfg: Any) -> TeacherSpec:
                        "auto", cfg.teacher_max_seq_length or cfg.max_seq_length)
 
 
-def _source(cfg: Any, manifest: dict[str, Any]) -> tuple[str, str]:
+def training_source(cfg: Any, manifest: dict[str, Any]) -> tuple[str, str]:
+    """The BEIR dataset (path) and split the training triplets came from (or ``teacher_data``'s train
+    split)."""
     if cfg.teacher_data:
         return str(cfg.teacher_data), "train"
     sources = (manifest.get("triplets_manifest") or {}).get("sources") or []
@@ -241,7 +243,7 @@ def attach_teacher(train_ds: Any, query_ids: Sequence[str], positive_ids: Sequen
     from ragcun.data.beir import doc_text, load_beir
 
     spec = spec_from_config(cfg)
-    path, split = _source(cfg, manifest)
+    path, split = training_source(cfg, manifest)
     data = load_beir(path, split=split, data_dir=cfg.data_dir)
     doc_ids = list(data.corpus)
     texts = [doc_text(data.corpus[d]) for d in doc_ids]

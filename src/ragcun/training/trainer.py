@@ -5,8 +5,6 @@ model, loss and arguments built from one :class:`~ragcun.training.config.TrainCo
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import time
 import types
 from pathlib import Path
@@ -15,13 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ragcun.files import package_versions, write_json
+from ragcun.files import write_json
 from ragcun.gemma import check_mixed_precision
 from ragcun.modeling.card import describe_model
 from ragcun.training.callbacks import (
     BestModelCallback,
-    last_complete_checkpoint,
-    remove_incomplete_checkpoints,
 )
 from ragcun.training.config import ConfigError, TrainConfig, run_record
 from ragcun.training.data import (
@@ -32,6 +28,14 @@ from ragcun.training.data import (
     text_columns,
 )
 from ragcun.training.hf_trainer import RagcunTrainer
+from ragcun.training.session import (
+    build_training_args,
+    head_learning_rates,
+    reporters,
+    resume_checkpoint,
+    versions,
+    world_size_from_env,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -117,46 +121,6 @@ def _pin_eval(module: nn.Module) -> None:
     nn.Module.train(module, False)
 
 
-def world_size_from_env() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def build_training_args(cfg: TrainConfig, has_evaluator: bool = False, cached: bool = False):
-    """``RagcunTrainingArguments(**training)`` of the ``[training]`` table, for this run: no evaluation
-    without validation data; the cached paths (``cached``) autocast their own layers, so the trainer's bf16
-    and activation checkpointing are off there; TensorBoard is ragcun's own callback (its logs under
-    ``output_dir/tensorboard``)."""
-    from ragcun.training.args import RagcunTrainingArguments
-
-    values = dict(cfg.tables["training"])
-    if not has_evaluator:
-        values.update(eval_strategy="no", eval_on_start=False)
-    if cached:
-        values.update(bf16=False, activation_checkpointing=False)
-        values.pop("gradient_checkpointing", None)
-    values["report_to"] = [r for r in reporters(cfg) if r != "tensorboard"] or "none"
-    try:
-        return RagcunTrainingArguments(**values)
-    except ValueError as exc:  # sentence-transformers' and transformers' own checks
-        raise ConfigError(f"[training] {exc}") from None
-
-
-def reporters(cfg: TrainConfig) -> list[str]:
-    """``report_to`` as a list of integrations (a list, one name, names joined by commas, or none)."""
-    value = cfg.report_to
-    names = value if isinstance(value, list) else str(value or "").split(",")
-    return [n.strip() for n in names if n.strip() and n.strip() != "none"]
-
-
-def head_learning_rates(model: nn.Module, head_size: int, rate: float | None) -> dict[str, float]:
-    """The ``learning_rate_mapping`` entry that gives the head its own rate: the last ``head_size`` modules of
-    the model being trained (the full encoder, or a cached path's stand-in), as the loss names them."""
-    if rate is None or not head_size:
-        return {}
-    names = [name for name, _ in model.named_children()][-head_size:]
-    return {rf"^model\.(?:{'|'.join(names)})\.": float(rate)}
-
-
 def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Every validation the trainer logged, step 0 included: step, NDCG@10 and the isotropy numbers."""
     curve = []
@@ -169,12 +133,6 @@ def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]
 
 
 # ---------------------------------------------------------------------------- entry point
-def _versions() -> dict[str, str | None]:
-    return {"python": platform.python_version(),
-            **package_versions("ragcun", "torch", "sentence-transformers", "transformers", "accelerate",
-                               "datasets")}
-
-
 def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     """Train one encoder as ``cfg`` says; returns the summary also written to ``train_summary.json``.
 
@@ -187,6 +145,10 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     cfg.validate()
     if not cfg.train_data:
         raise ConfigError("train_data is not set (config key train_data or --set train_data=PATH)")
+    if cfg.train_side == "query":
+        from ragcun.training.query_tower import train_query_tower
+
+        return train_query_tower(cfg, callbacks)
     t0 = time.perf_counter()
     world = world_size_from_env()
     set_seed(cfg.seed)
@@ -299,16 +261,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     head_rate = head_learning_rates(model, len(encoder.head_modules), cfg.head_learning_rate)
     args.learning_rate_mapping = {**args.learning_rate_mapping, **head_rate}
 
-    resume_from = None
-    if cfg.resume:
-        if args.should_save:
-            for ckpt in remove_incomplete_checkpoints(out):
-                logger.warning("removed incomplete checkpoint %s", ckpt)
-        ckpt = last_complete_checkpoint(out)
-        if ckpt is None:
-            logger.warning("--resume: no complete checkpoint in %s; starting from scratch", out)
-        else:
-            resume_from = str(ckpt)
+    resume_from = resume_checkpoint(cfg, args, out)
 
     def save_full(path: Path) -> None:
         encoder.save(path)
@@ -346,7 +299,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         summary = {
             "config": cfg.record(),
             "data": manifest,
-            "versions": _versions(),
+            "versions": versions(),
             "device": str(args.device),
             "world_size": world,
             "frozen_fast_path": fast,
