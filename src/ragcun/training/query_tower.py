@@ -57,7 +57,8 @@ def _queries(cfg: TrainConfig) -> tuple[Any, list[str], list[str], list[list[int
 
 def train_query_tower(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     """Train the query tower of ``cfg.base_model`` (see the module); writes ``output_dir/{final, best,
-    checkpoint-N, tensorboard, train_summary.json}`` as :func:`~ragcun.training.trainer.train` does."""
+    checkpoint-N, tensorboard, train_summary.json}`` as :func:`~ragcun.training.trainer.train` does, which
+    validates ``cfg`` and calls this for ``train_side = "query"``."""
     import datasets
     from transformers.integrations import TensorBoardCallback
     from transformers.trainer_utils import set_seed
@@ -78,9 +79,7 @@ def train_query_tower(cfg: TrainConfig, callbacks: list | None = None) -> dict[s
         versions,
     )
 
-    if cfg.st_loss != "none":
-        raise ConfigError("train_side = 'query' trains a ragcun query tower; st_loss must be 'none'")
-    if cfg.base_model is None:
+    if cfg.base_model is None:  # st_loss and the rest: TrainConfig.check, run by train() before it gets here
         raise ConfigError("train_side = 'query' needs [model] base_model: the trained model whose document "
                           "side is kept (an experiment arm's base_arm)")
     t0 = time.perf_counter()
